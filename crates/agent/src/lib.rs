@@ -1,0 +1,1 @@
+//! Agent (to be written).

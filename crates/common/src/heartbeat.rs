@@ -1,0 +1,58 @@
+//! `POST /api/agents/{id}/heartbeat`: the periodic report from a node.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LoadedModel, ModelInfo};
+
+/// One heartbeat. Model lists are optional so that an agent that could not
+/// ask its inference server this time does not wipe what the coordinator knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    #[serde(default)]
+    pub metrics: NodeMetrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<ModelInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_models: Option<Vec<LoadedModel>>,
+    /// False when the agent could not reach its inference server: the node is then not routable.
+    #[serde(default = "default_true")]
+    pub ollama_available: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_version: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Machine load at the time of a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeMetrics {
+    #[serde(default)]
+    pub cpu_percent: f32,
+    #[serde(default)]
+    pub memory_percent: f32,
+    #[serde(default)]
+    pub memory_used_bytes: u64,
+    #[serde(default)]
+    pub memory_total_bytes: u64,
+    #[serde(default)]
+    pub gpus: Vec<GpuMetrics>,
+}
+
+/// Load of one GPU; every reading is optional because not every tool reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuMetrics {
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_celsius: Option<f32>,
+}

@@ -1,0 +1,39 @@
+//! Wire types shared by the coordinator and the agent.
+//!
+//! Layout:
+//! - [`registration`]: what an agent sends to join the fleet and what it gets back;
+//! - [`heartbeat`]: the periodic report of machine metrics and models;
+//! - [`node`]: the coordinator's view of a node, as `GET /api/agents` returns it;
+//! - [`model`]: model names and the model lists Ollama reports;
+//! - [`error`]: the JSON error body every management endpoint answers with.
+
+pub mod error;
+pub mod heartbeat;
+pub mod model;
+pub mod node;
+pub mod registration;
+
+pub use error::ErrorBody;
+pub use heartbeat::{GpuMetrics, HeartbeatRequest, NodeMetrics};
+pub use model::{LoadedModel, ModelInfo, canonical_model_name};
+pub use node::{Node, NodePatch, NodeStatus};
+pub use registration::{GpuInfo, RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo};
+
+/// Identifier the coordinator gives a node; stable across re-registrations.
+pub type NodeId = uuid::Uuid;
+
+/// Default port of the coordinator (`COORDINATOR_PORT`).
+pub const DEFAULT_COORDINATOR_PORT: u16 = 8080;
+/// Default port of a local Ollama (`OLLAMA_PORT`).
+pub const DEFAULT_OLLAMA_PORT: u16 = 11434;
+/// Default seconds between heartbeats (`AGENT_HEARTBEAT_INTERVAL_SECS`).
+pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 10;
+
+/// Longest machine name, display name, tag or version string accepted.
+pub const MAX_NAME_LEN: usize = 256;
+/// Most models one node may report.
+pub const MAX_MODELS_PER_NODE: usize = 4096;
+/// Most tags one node may carry.
+pub const MAX_TAGS: usize = 64;
+/// Longest operator note.
+pub const MAX_NOTES_LEN: usize = 16 * 1024;

@@ -1,0 +1,80 @@
+//! The coordinator's view of a node (`GET /api/agents`) and operator edits to it.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{LoadedModel, ModelInfo, NodeId, NodeMetrics, SystemInfo};
+
+/// Routing status of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Heartbeats arrive and the inference server answers: receives traffic.
+    Online,
+    /// No heartbeat within the timeout, shut down, disconnected, or inference server down.
+    Offline,
+    /// Alive, but an operator took it out of rotation: no new requests.
+    Draining,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Online => "online",
+            NodeStatus::Offline => "offline",
+            NodeStatus::Draining => "draining",
+        }
+    }
+}
+
+/// Everything the coordinator knows about one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub machine_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub ip_address: IpAddr,
+    /// Base URL the coordinator sends inference requests to.
+    pub api_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_version: Option<String>,
+    pub status: NodeStatus,
+    /// Why the node is offline, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub draining: bool,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Seconds since the node last came online (0 while offline).
+    pub uptime_secs: u64,
+    pub system_info: SystemInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<NodeMetrics>,
+    pub models: Vec<ModelInfo>,
+    pub loaded_models: Vec<LoadedModel>,
+    pub tags: Vec<String>,
+    pub notes: String,
+    /// Requests being proxied to the node right now.
+    pub in_flight: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+}
+
+/// `PATCH /api/agents/{id}`: operator edits; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodePatch {
+    /// A new display name; an empty string clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Drain on (no new requests) or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<bool>,
+}

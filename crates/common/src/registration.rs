@@ -1,0 +1,92 @@
+//! `POST /api/agents/register`: how a machine joins the fleet.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LoadedModel, ModelInfo, NodeId};
+
+/// What an agent (or an operator adding a node by hand) sends to register a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Host name of the machine, as the agent resolved it.
+    pub machine_name: String,
+    /// Address the coordinator should use to reach the node's inference server.
+    pub ip_address: IpAddr,
+    /// Port of the node's Ollama; ignored when `api_url` is given.
+    #[serde(default = "default_ollama_port")]
+    pub ollama_port: u16,
+    /// Full base URL of the node's inference API (overrides `ip_address` + `ollama_port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_version: Option<String>,
+    /// Whether the agent could reach its inference server when it registered.
+    #[serde(default = "default_true")]
+    pub ollama_available: bool,
+    #[serde(default)]
+    pub system_info: SystemInfo,
+    #[serde(default)]
+    pub models: Vec<ModelInfo>,
+    #[serde(default)]
+    pub loaded_models: Vec<LoadedModel>,
+    /// The id this node had before, so that identity survives a coordinator that lost its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<NodeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+}
+
+fn default_ollama_port() -> u16 {
+    crate::DEFAULT_OLLAMA_PORT
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Static facts about the machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    #[serde(default)]
+    pub cpu_cores: u32,
+    #[serde(default)]
+    pub total_memory_bytes: u64,
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// One GPU of the machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+}
+
+/// Whether the registration created a node or refreshed a known one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationStatus {
+    Registered,
+    Updated,
+}
+
+/// The coordinator's answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub node_id: NodeId,
+    pub status: RegistrationStatus,
+    /// Seconds between heartbeats the coordinator asks for.
+    pub heartbeat_interval_secs: u64,
+}

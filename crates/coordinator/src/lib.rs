@@ -1,0 +1,1 @@
+//! Coordinator (to be written).

@@ -1,0 +1,1 @@
+//! Mock inference node (to be written).
