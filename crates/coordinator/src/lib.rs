@@ -1,1 +1,20 @@
-//! Coordinator (to be written).
+//! llm-router coordinator: one endpoint for a fleet of inference nodes.
+//!
+//! Layout:
+//! - [`config`]: command line and environment, checked into a [`config::Config`];
+//! - [`registry`]: the nodes, their health, the routable snapshot, and
+//!   `agents.json` ([`registry::store`], written by [`registry::persist`]);
+//! - [`health`]: the monitor that takes silent nodes offline;
+//! - [`api`]: the HTTP routes (`fn app(state) -> Router`);
+//! - [`error`]: the error type every endpoint answers with;
+//! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod registry;
+pub mod server;
+
+pub use config::{Cli, Config};
+pub use server::run;

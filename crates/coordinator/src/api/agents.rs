@@ -1,0 +1,116 @@
+//! `/api/agents`: registration, heartbeats and node management.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use llm_router_common::{
+    HeartbeatRequest, Node, NodeId, NodePatch, RegisterRequest, RegistrationStatus,
+};
+
+use super::{ApiJson, ApiPath, AppState};
+use crate::error::ApiError;
+use crate::registry::reasons;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(list))
+        .route("/register", post(register))
+        .route("/{id}", get(show).patch(patch).delete(remove))
+        .route("/{id}/heartbeat", post(heartbeat))
+        .route("/{id}/shutdown", post(shutdown))
+        .route("/{id}/disconnect", post(disconnect))
+}
+
+/// Longest a request waits for its change to reach the disk.
+const DURABILITY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until change `generation` is on disk; the caller answers only then.
+async fn durable(state: &AppState, generation: u64) -> Result<(), ApiError> {
+    let queue = state.registry.persist_queue();
+    match tokio::time::timeout(DURABILITY_TIMEOUT, queue.durable(generation)).await {
+        Ok(result) => result.map_err(|e| ApiError::Unavailable(e.to_string())),
+        Err(_) => Err(ApiError::Unavailable(
+            "timed out waiting for the registry file to be written".into(),
+        )),
+    }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    let (answer, generation) = state.registry.register(req)?;
+    durable(&state, generation).await?;
+    let status = match answer.status {
+        RegistrationStatus::Registered => StatusCode::CREATED,
+        RegistrationStatus::Updated => StatusCode::OK,
+    };
+    Ok((status, Json(answer)).into_response())
+}
+
+async fn list(State(state): State<AppState>) -> Json<Vec<Node>> {
+    Json(state.registry.list())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<NodeId>,
+) -> Result<Json<Node>, ApiError> {
+    state
+        .registry
+        .get(id)
+        .map(Json)
+        .ok_or(ApiError::UnknownNode(id))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<NodeId>,
+    ApiJson(hb): ApiJson<HeartbeatRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.heartbeat(id, hb)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn shutdown(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<NodeId>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.mark_offline(id, reasons::SHUT_DOWN)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn disconnect(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<NodeId>,
+) -> Result<Json<Node>, ApiError> {
+    state
+        .registry
+        .mark_offline(id, reasons::DISCONNECTED)
+        .map(Json)
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<NodeId>,
+    ApiJson(patch): ApiJson<NodePatch>,
+) -> Result<Json<Node>, ApiError> {
+    let (node, generation) = state.registry.patch(id, patch)?;
+    durable(&state, generation).await?;
+    Ok(Json(node))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<NodeId>,
+) -> Result<StatusCode, ApiError> {
+    let generation = state.registry.remove(id)?;
+    durable(&state, generation).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

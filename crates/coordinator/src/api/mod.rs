@@ -1,0 +1,80 @@
+//! HTTP surface of the coordinator: `fn app(state) -> Router`.
+//!
+//! Tests drive this router directly with `tower::ServiceExt::oneshot`; the
+//! server in [`crate::server`] only adds the socket.
+
+mod agents;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State},
+    http::{HeaderName, Request, Uri},
+    routing::get,
+};
+use serde_json::json;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::error::ApiError;
+use crate::registry::NodeRegistry;
+
+/// Largest body a management endpoint accepts (a registration lists models, so this is generous).
+pub const MAX_MANAGEMENT_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Header that carries the request id, the client's when it sent one.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub registry: Arc<NodeRegistry>,
+}
+
+/// `axum::Json`, with rejections answered as our JSON errors.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path`, with rejections answered as our JSON errors.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .nest("/api/agents", agents::routes())
+        .route("/api/health", get(health))
+        .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "nodes": state.registry.len(),
+        "routable_nodes": state.registry.snapshot().nodes.len(),
+    }))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}

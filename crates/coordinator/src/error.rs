@@ -1,0 +1,95 @@
+//! One error type for the management API, mapped to an HTTP answer in one place.
+//!
+//! Clients get a status code and a JSON body that says what was wrong with
+//! *their* request; internal details (I/O errors, paths) go to the log only.
+
+use axum::{
+    Json,
+    extract::rejection::{JsonRejection, PathRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use llm_router_common::{ErrorBody, NodeId};
+
+/// Everything a management endpoint can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: bad JSON syntax, a path parameter that is not an id.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed JSON whose content is not acceptable (missing field, wrong type, empty name…).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("expected a JSON body (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("node {0} is not registered")]
+    UnknownNode(NodeId),
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The change was applied in memory but could not be made durable.
+    #[error("the registry could not be saved: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnknownNode(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, %status, "request rejected");
+        }
+        (status, Json(ErrorBody::new(self.to_string()))).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::Unprocessable(format!(
+                "invalid request body: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.body_text())
+            )),
+            JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!(
+                "malformed JSON: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.body_text())
+            )),
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::BytesRejection(e) => {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge {
+                        limit: crate::api::MAX_MANAGEMENT_BODY_BYTES,
+                    }
+                } else {
+                    ApiError::BadRequest(format!("could not read request body: {}", e.body_text()))
+                }
+            }
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(format!("invalid path parameter: {}", rejection.body_text()))
+    }
+}

@@ -1,0 +1,565 @@
+//! The node registry: every node the coordinator knows, its health, and the
+//! routable snapshot derived from it.
+//!
+//! Writes take a `parking_lot::RwLock` (never held across an `.await`) and
+//! publish a fresh [`RoutableSnapshot`] when routing could be affected; the
+//! request path only reads that snapshot. Durability is the job of
+//! [`persist`], which this module tells about every change.
+
+pub mod persist;
+pub mod snapshot;
+pub mod store;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use llm_router_common::{
+    HeartbeatRequest, LoadedModel, ModelInfo, Node, NodeId, NodeMetrics, NodePatch, NodeStatus,
+    RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo, canonical_model_name,
+};
+use parking_lot::RwLock;
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use persist::{PersistQueue, Urgency};
+pub use snapshot::{InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
+use store::PersistedNode;
+
+/// Why a node is offline; shown to operators.
+pub mod reasons {
+    pub const TIMED_OUT: &str = "no heartbeat within the agent timeout";
+    pub const SHUT_DOWN: &str = "agent shut down";
+    pub const DISCONNECTED: &str = "disconnected by an operator";
+    pub const OLLAMA_UNREACHABLE: &str = "the agent cannot reach its inference server";
+}
+
+/// Timing the registry enforces and tells agents about.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrySettings {
+    /// Heartbeat interval asked of agents.
+    pub heartbeat_interval: Duration,
+    /// A node without a heartbeat for this long is offline.
+    pub agent_timeout: Duration,
+}
+
+/// Builds a node's entry for the routable snapshot.
+fn routable_entry(
+    id: NodeId,
+    machine_name: &str,
+    api_url: &str,
+    models: &[ModelInfo],
+    loaded_models: &[LoadedModel],
+    live: &Arc<NodeLive>,
+) -> Arc<RoutableNode> {
+    Arc::new(RoutableNode {
+        id,
+        machine_name: machine_name.to_owned(),
+        api_url: api_url.to_owned(),
+        models: models
+            .iter()
+            .map(|m| canonical_model_name(&m.name))
+            .collect(),
+        loaded_models: loaded_models
+            .iter()
+            .map(|m| canonical_model_name(&m.name))
+            .collect(),
+        live: Arc::clone(live),
+    })
+}
+
+/// One node as the registry holds it.
+#[derive(Debug)]
+struct NodeRecord {
+    id: NodeId,
+    machine_name: String,
+    display_name: Option<String>,
+    ip_address: IpAddr,
+    api_url: String,
+    ollama_version: Option<String>,
+    agent_version: Option<String>,
+    registered_at: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    /// Monotonic time of the last sign of life, for the timeout.
+    last_heartbeat: Instant,
+    /// `Some` while heartbeats arrive: since when.
+    alive_since: Option<Instant>,
+    offline_reason: Option<&'static str>,
+    ollama_available: bool,
+    draining: bool,
+    tags: Vec<String>,
+    notes: String,
+    system_info: SystemInfo,
+    metrics: Option<NodeMetrics>,
+    models: Vec<ModelInfo>,
+    loaded_models: Vec<LoadedModel>,
+    live: Arc<NodeLive>,
+    /// This node's entry in the routable snapshot, rebuilt when routing facts change.
+    routable: Arc<RoutableNode>,
+}
+
+impl NodeRecord {
+    fn status(&self) -> NodeStatus {
+        if self.alive_since.is_none() || !self.ollama_available {
+            NodeStatus::Offline
+        } else if self.draining {
+            NodeStatus::Draining
+        } else {
+            NodeStatus::Online
+        }
+    }
+
+    fn status_reason(&self) -> Option<&'static str> {
+        match self.status() {
+            NodeStatus::Offline if self.alive_since.is_some() => Some(reasons::OLLAMA_UNREACHABLE),
+            NodeStatus::Offline => self.offline_reason,
+            _ => None,
+        }
+    }
+
+    fn rebuild_routable(&mut self) {
+        self.routable = routable_entry(
+            self.id,
+            &self.machine_name,
+            &self.api_url,
+            &self.models,
+            &self.loaded_models,
+            &self.live,
+        );
+    }
+
+    fn view(&self, now: Instant) -> Node {
+        Node {
+            id: self.id,
+            machine_name: self.machine_name.clone(),
+            display_name: self.display_name.clone(),
+            ip_address: self.ip_address,
+            api_url: self.api_url.clone(),
+            ollama_version: self.ollama_version.clone(),
+            status: self.status(),
+            status_reason: self.status_reason().map(str::to_owned),
+            draining: self.draining,
+            registered_at: self.registered_at,
+            last_seen: self.last_seen,
+            uptime_secs: self
+                .alive_since
+                .map_or(0, |since| now.saturating_duration_since(since).as_secs()),
+            system_info: self.system_info.clone(),
+            metrics: self.metrics.clone(),
+            models: self.models.clone(),
+            loaded_models: self.loaded_models.clone(),
+            tags: self.tags.clone(),
+            notes: self.notes.clone(),
+            in_flight: self.live.in_flight(),
+            agent_version: self.agent_version.clone(),
+        }
+    }
+
+    fn persisted(&self) -> PersistedNode {
+        PersistedNode {
+            id: self.id,
+            machine_name: self.machine_name.clone(),
+            display_name: self.display_name.clone(),
+            ip_address: self.ip_address,
+            api_url: self.api_url.clone(),
+            ollama_version: self.ollama_version.clone(),
+            agent_version: self.agent_version.clone(),
+            registered_at: self.registered_at,
+            last_seen: self.last_seen,
+            online: self.alive_since.is_some(),
+            offline_reason: self.offline_reason.map(str::to_owned),
+            ollama_available: self.ollama_available,
+            draining: self.draining,
+            tags: self.tags.clone(),
+            notes: self.notes.clone(),
+            system_info: self.system_info.clone(),
+            models: self.models.clone(),
+            loaded_models: self.loaded_models.clone(),
+        }
+    }
+
+    fn from_persisted(p: PersistedNode, now: Instant) -> Self {
+        let offline_reason = [
+            reasons::TIMED_OUT,
+            reasons::SHUT_DOWN,
+            reasons::DISCONNECTED,
+        ]
+        .into_iter()
+        .find(|r| p.offline_reason.as_deref() == Some(*r));
+        let live = Arc::new(NodeLive::default());
+        NodeRecord {
+            routable: routable_entry(
+                p.id,
+                &p.machine_name,
+                &p.api_url,
+                &p.models,
+                &p.loaded_models,
+                &live,
+            ),
+            id: p.id,
+            machine_name: p.machine_name,
+            display_name: p.display_name,
+            ip_address: p.ip_address,
+            api_url: p.api_url,
+            ollama_version: p.ollama_version,
+            agent_version: p.agent_version,
+            registered_at: p.registered_at,
+            last_seen: p.last_seen,
+            // A node that was alive gets a full timeout to send its next heartbeat,
+            // so that restarting the coordinator does not take the fleet out of rotation.
+            last_heartbeat: now,
+            alive_since: p.online.then_some(now),
+            offline_reason: if p.online {
+                None
+            } else {
+                offline_reason.or(Some(reasons::TIMED_OUT))
+            },
+            ollama_available: p.ollama_available,
+            draining: p.draining,
+            tags: p.tags,
+            notes: p.notes,
+            system_info: p.system_info,
+            metrics: None,
+            models: p.models,
+            loaded_models: p.loaded_models,
+            live,
+        }
+    }
+
+    fn log_status_change(&self, before: NodeStatus) {
+        let after = self.status();
+        if before != after {
+            tracing::info!(
+                node_id = %self.id,
+                machine = %self.machine_name,
+                from = before.as_str(),
+                to = after.as_str(),
+                reason = self.status_reason().unwrap_or(""),
+                "node status changed"
+            );
+        }
+    }
+}
+
+/// The registry of nodes. Cheap to share: wrap in an `Arc`.
+#[derive(Debug)]
+pub struct NodeRegistry {
+    nodes: RwLock<HashMap<NodeId, NodeRecord>>,
+    snapshot: ArcSwap<RoutableSnapshot>,
+    persist: Arc<PersistQueue>,
+    settings: RegistrySettings,
+}
+
+impl NodeRegistry {
+    pub fn new(settings: RegistrySettings, persist: Arc<PersistQueue>) -> Self {
+        Self {
+            nodes: RwLock::new(HashMap::new()),
+            snapshot: ArcSwap::from_pointee(RoutableSnapshot::default()),
+            persist,
+            settings,
+        }
+    }
+
+    /// A registry holding the nodes read from disk.
+    pub fn restore(
+        settings: RegistrySettings,
+        persist: Arc<PersistQueue>,
+        nodes: Vec<PersistedNode>,
+    ) -> Self {
+        let registry = Self::new(settings, persist);
+        let now = Instant::now();
+        {
+            let mut map = registry.nodes.write();
+            for node in nodes {
+                map.insert(node.id, NodeRecord::from_persisted(node, now));
+            }
+            registry.publish(&map);
+        }
+        registry
+    }
+
+    pub fn settings(&self) -> RegistrySettings {
+        self.settings
+    }
+
+    pub fn persist_queue(&self) -> &Arc<PersistQueue> {
+        &self.persist
+    }
+
+    /// The nodes that may receive new requests; lock-free.
+    pub fn snapshot(&self) -> Arc<RoutableSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    fn publish(&self, nodes: &HashMap<NodeId, NodeRecord>) {
+        let mut routable: Vec<Arc<RoutableNode>> = nodes
+            .values()
+            .filter(|r| r.status() == NodeStatus::Online)
+            .map(|r| Arc::clone(&r.routable))
+            .collect();
+        // A stable order keeps round-robin fair across rebuilds.
+        routable.sort_by_key(|n| n.id);
+        self.snapshot
+            .store(Arc::new(RoutableSnapshot { nodes: routable }));
+    }
+
+    /// Registers a node, or refreshes it when the same machine registers again.
+    /// Returns the answer and the change's generation, to wait for durability.
+    pub fn register(&self, req: RegisterRequest) -> Result<(RegisterResponse, u64), ApiError> {
+        let (machine_name, api_url) = validate::registration(&req)?;
+        let now = Instant::now();
+        let wall = Utc::now();
+        let mut nodes = self.nodes.write();
+        let existing = req.node_id.filter(|id| nodes.contains_key(id)).or_else(|| {
+            nodes
+                .values()
+                .find(|r| r.machine_name == machine_name && r.api_url == api_url)
+                .map(|r| r.id)
+        });
+        let status = match existing.and_then(|id| nodes.get_mut(&id)) {
+            Some(record) => {
+                let before = record.status();
+                record.machine_name = machine_name;
+                record.api_url = api_url;
+                record.ip_address = req.ip_address;
+                record.ollama_version = req.ollama_version;
+                record.agent_version = req.agent_version;
+                record.ollama_available = req.ollama_available;
+                record.system_info = req.system_info;
+                record.models = req.models;
+                record.loaded_models = req.loaded_models;
+                record.last_seen = wall;
+                record.last_heartbeat = now;
+                record.alive_since.get_or_insert(now);
+                record.offline_reason = None;
+                record.rebuild_routable();
+                record.log_status_change(before);
+                tracing::info!(node_id = %record.id, machine = %record.machine_name, api_url = %record.api_url, "node registered again");
+                (record.id, RegistrationStatus::Updated)
+            }
+            None => {
+                let id = req.node_id.unwrap_or_else(NodeId::new_v4);
+                let live = Arc::new(NodeLive::default());
+                let record = NodeRecord {
+                    routable: routable_entry(
+                        id,
+                        &machine_name,
+                        &api_url,
+                        &req.models,
+                        &req.loaded_models,
+                        &live,
+                    ),
+                    id,
+                    machine_name,
+                    display_name: None,
+                    ip_address: req.ip_address,
+                    api_url,
+                    ollama_version: req.ollama_version,
+                    agent_version: req.agent_version,
+                    registered_at: wall,
+                    last_seen: wall,
+                    last_heartbeat: now,
+                    alive_since: Some(now),
+                    offline_reason: None,
+                    ollama_available: req.ollama_available,
+                    draining: false,
+                    tags: Vec::new(),
+                    notes: String::new(),
+                    system_info: req.system_info,
+                    metrics: None,
+                    models: req.models,
+                    loaded_models: req.loaded_models,
+                    live,
+                };
+                tracing::info!(
+                    node_id = %id,
+                    machine = %record.machine_name,
+                    api_url = %record.api_url,
+                    models = record.models.len(),
+                    status = record.status().as_str(),
+                    "node registered"
+                );
+                nodes.insert(id, record);
+                (id, RegistrationStatus::Registered)
+            }
+        };
+        self.publish(&nodes);
+        drop(nodes);
+        let generation = self.persist.changed(Urgency::Now);
+        Ok((
+            RegisterResponse {
+                node_id: status.0,
+                status: status.1,
+                heartbeat_interval_secs: self.settings.heartbeat_interval.as_secs().max(1),
+            },
+            generation,
+        ))
+    }
+
+    /// Records a heartbeat. The snapshot is rebuilt only when routing facts changed.
+    pub fn heartbeat(&self, id: NodeId, hb: HeartbeatRequest) -> Result<(), ApiError> {
+        validate::heartbeat(&hb)?;
+        let now = Instant::now();
+        let mut nodes = self.nodes.write();
+        let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
+        let before = record.status();
+        record.last_seen = Utc::now();
+        record.last_heartbeat = now;
+        record.alive_since.get_or_insert(now);
+        record.offline_reason = None;
+        record.ollama_available = hb.ollama_available;
+        record.metrics = Some(hb.metrics);
+        if hb.ollama_version.is_some() {
+            record.ollama_version = hb.ollama_version;
+        }
+        let mut models_changed = false;
+        if let Some(models) = hb.models {
+            if models != record.models {
+                record.models = models;
+                models_changed = true;
+            }
+        }
+        if let Some(loaded) = hb.loaded_models {
+            if loaded != record.loaded_models {
+                record.loaded_models = loaded;
+                models_changed = true;
+            }
+        }
+        if models_changed {
+            record.rebuild_routable();
+        }
+        let status_changed = record.status() != before;
+        record.log_status_change(before);
+        if models_changed || status_changed {
+            self.publish(&nodes);
+        }
+        drop(nodes);
+        self.persist.changed(if status_changed || models_changed {
+            Urgency::Now
+        } else {
+            Urgency::Soon
+        });
+        Ok(())
+    }
+
+    /// Marks a node offline at once (agent shutdown or operator disconnect).
+    /// A later heartbeat brings it back.
+    pub fn mark_offline(&self, id: NodeId, reason: &'static str) -> Result<Node, ApiError> {
+        let mut nodes = self.nodes.write();
+        let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
+        let before = record.status();
+        record.alive_since = None;
+        record.offline_reason = Some(reason);
+        record.log_status_change(before);
+        let view = record.view(Instant::now());
+        self.publish(&nodes);
+        drop(nodes);
+        self.persist.changed(Urgency::Now);
+        Ok(view)
+    }
+
+    /// Applies an operator edit; returns the node and the change's generation.
+    pub fn patch(&self, id: NodeId, patch: NodePatch) -> Result<(Node, u64), ApiError> {
+        let patch = validate::patch(patch)?;
+        let mut nodes = self.nodes.write();
+        let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
+        let before = record.status();
+        if let Some(name) = patch.display_name {
+            record.display_name = (!name.is_empty()).then_some(name);
+        }
+        if let Some(tags) = patch.tags {
+            record.tags = tags;
+        }
+        if let Some(notes) = patch.notes {
+            record.notes = notes;
+        }
+        if let Some(draining) = patch.draining {
+            record.draining = draining;
+        }
+        record.log_status_change(before);
+        let view = record.view(Instant::now());
+        if view.status != before {
+            self.publish(&nodes);
+        }
+        drop(nodes);
+        Ok((view, self.persist.changed(Urgency::Now)))
+    }
+
+    /// Forgets a node; returns the change's generation.
+    pub fn remove(&self, id: NodeId) -> Result<u64, ApiError> {
+        let mut nodes = self.nodes.write();
+        let record = nodes.remove(&id).ok_or(ApiError::UnknownNode(id))?;
+        tracing::info!(node_id = %id, machine = %record.machine_name, "node deleted");
+        self.publish(&nodes);
+        drop(nodes);
+        Ok(self.persist.changed(Urgency::Now))
+    }
+
+    pub fn get(&self, id: NodeId) -> Option<Node> {
+        let now = Instant::now();
+        self.nodes.read().get(&id).map(|r| r.view(now))
+    }
+
+    /// All nodes, ordered by machine name then id.
+    pub fn list(&self) -> Vec<Node> {
+        let now = Instant::now();
+        let mut nodes: Vec<Node> = self.nodes.read().values().map(|r| r.view(now)).collect();
+        nodes.sort_by(|a, b| a.machine_name.cmp(&b.machine_name).then(a.id.cmp(&b.id)));
+        nodes
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks offline every live node whose last heartbeat is older than the
+    /// timeout; returns their ids.
+    pub fn expire_stale(&self, now: Instant) -> Vec<NodeId> {
+        let timeout = self.settings.agent_timeout;
+        // Most checks find nothing: look under the read lock first.
+        let stale = |r: &NodeRecord| {
+            r.alive_since.is_some() && now.saturating_duration_since(r.last_heartbeat) > timeout
+        };
+        if !self.nodes.read().values().any(stale) {
+            return Vec::new();
+        }
+        let mut nodes = self.nodes.write();
+        let mut expired = Vec::new();
+        for record in nodes.values_mut().filter(|r| stale(r)) {
+            let before = record.status();
+            record.alive_since = None;
+            record.offline_reason = Some(reasons::TIMED_OUT);
+            record.log_status_change(before);
+            expired.push(record.id);
+        }
+        if !expired.is_empty() {
+            self.publish(&nodes);
+            drop(nodes);
+            self.persist.changed(Urgency::Now);
+        }
+        expired
+    }
+
+    /// The durable form of every node, for the writer.
+    pub fn persisted_nodes(&self) -> Vec<PersistedNode> {
+        let mut nodes: Vec<PersistedNode> = self
+            .nodes
+            .read()
+            .values()
+            .map(NodeRecord::persisted)
+            .collect();
+        nodes.sort_by_key(|n| n.registered_at);
+        nodes
+    }
+}
+
+#[cfg(test)]
+mod tests;

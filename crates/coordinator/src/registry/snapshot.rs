@@ -1,0 +1,130 @@
+//! The immutable view of routable nodes that the request path reads.
+//!
+//! Writers (registration, heartbeats, health changes) build a new
+//! [`RoutableSnapshot`] and publish it with `ArcSwap`; a request does one
+//! `load()` and then only touches atomics.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use llm_router_common::{NodeId, canonical_model_name};
+
+/// Counters of a node that change on every request, shared by the registry
+/// and every snapshot the node appears in.
+#[derive(Debug, Default)]
+pub struct NodeLive {
+    in_flight: AtomicU64,
+}
+
+impl NodeLive {
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            live: Arc::clone(self),
+        }
+    }
+}
+
+/// Decrements the node's in-flight count exactly once, when dropped; it can
+/// therefore never go below zero.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    live: Arc<NodeLive>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What routing needs to know about one online node.
+#[derive(Debug)]
+pub struct RoutableNode {
+    pub id: NodeId,
+    pub machine_name: String,
+    /// Base URL of the node's inference API, without a trailing slash.
+    pub api_url: String,
+    /// Canonical names (`name:tag`) of the models the node holds.
+    pub models: HashSet<String>,
+    /// Canonical names of the models loaded in memory.
+    pub loaded_models: HashSet<String>,
+    pub live: Arc<NodeLive>,
+}
+
+impl RoutableNode {
+    pub fn holds(&self, canonical_model: &str) -> bool {
+        self.models.contains(canonical_model)
+    }
+}
+
+/// Every node that may receive new requests right now.
+#[derive(Debug, Default)]
+pub struct RoutableSnapshot {
+    pub nodes: Vec<Arc<RoutableNode>>,
+}
+
+impl RoutableSnapshot {
+    /// Online nodes that hold `model` (any spelling Ollama accepts).
+    pub fn candidates_for<'a>(
+        &'a self,
+        model: &str,
+    ) -> impl Iterator<Item = &'a Arc<RoutableNode>> {
+        let wanted = canonical_model_name(model);
+        self.nodes.iter().filter(move |node| node.holds(&wanted))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_guard_counts_until_dropped() {
+        let live = Arc::new(NodeLive::default());
+        let first = live.start_request();
+        let second = live.start_request();
+        assert_eq!(live.in_flight(), 2);
+        drop(first);
+        assert_eq!(live.in_flight(), 1);
+        drop(second);
+        assert_eq!(live.in_flight(), 0);
+    }
+
+    #[test]
+    fn candidates_match_model_names_with_and_without_latest_tag() {
+        let node = |name: &str, models: &[&str]| {
+            Arc::new(RoutableNode {
+                id: NodeId::new_v4(),
+                machine_name: name.into(),
+                api_url: format!("http://{name}"),
+                models: models.iter().map(|m| canonical_model_name(m)).collect(),
+                loaded_models: HashSet::new(),
+                live: Arc::default(),
+            })
+        };
+        let snapshot = RoutableSnapshot {
+            nodes: vec![node("a", &["llama3.2"]), node("b", &["qwen2.5:7b"])],
+        };
+        let names = |model: &str| {
+            snapshot
+                .candidates_for(model)
+                .map(|n| n.machine_name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("llama3.2:latest"), ["a"]);
+        assert_eq!(names("llama3.2"), ["a"]);
+        assert_eq!(names("qwen2.5:7b"), ["b"]);
+        assert!(names("qwen2.5").is_empty());
+    }
+}

@@ -1,0 +1,264 @@
+//! Unit tests of the registry: identity, status, snapshot and timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use llm_router_common::{
+    HeartbeatRequest, ModelInfo, NodePatch, NodeStatus, RegisterRequest, RegistrationStatus,
+};
+use tokio::time::Instant;
+
+use super::persist::PersistQueue;
+use super::{NodeRegistry, RegistrySettings, reasons};
+
+fn registry() -> NodeRegistry {
+    NodeRegistry::new(
+        RegistrySettings {
+            heartbeat_interval: Duration::from_secs(10),
+            agent_timeout: Duration::from_secs(30),
+        },
+        Arc::new(PersistQueue::new(Duration::from_secs(1))),
+    )
+}
+
+fn request(name: &str, port: u16, models: &[&str]) -> RegisterRequest {
+    RegisterRequest {
+        machine_name: name.into(),
+        ip_address: "127.0.0.1".parse().unwrap(),
+        ollama_port: port,
+        api_url: None,
+        ollama_version: Some("0.12.0".into()),
+        ollama_available: true,
+        system_info: Default::default(),
+        models: models.iter().map(|m| ModelInfo::named(*m)).collect(),
+        loaded_models: vec![],
+        node_id: None,
+        agent_version: None,
+    }
+}
+
+#[test]
+fn same_machine_registering_again_keeps_its_id() {
+    let registry = registry();
+    let (first, _) = registry
+        .register(request("gpu-1", 11434, &["llama3.2"]))
+        .unwrap();
+    let (second, _) = registry
+        .register(request("gpu-1", 11434, &["llama3.2"]))
+        .unwrap();
+    assert_eq!(first.status, RegistrationStatus::Registered);
+    assert_eq!(second.status, RegistrationStatus::Updated);
+    assert_eq!(first.node_id, second.node_id);
+    assert_eq!(registry.len(), 1);
+}
+
+#[test]
+fn different_endpoints_are_different_nodes() {
+    let registry = registry();
+    let (a, _) = registry.register(request("box", 11434, &[])).unwrap();
+    let (b, _) = registry.register(request("box", 11435, &[])).unwrap();
+    assert_ne!(a.node_id, b.node_id);
+    assert_eq!(registry.len(), 2);
+}
+
+#[test]
+fn node_id_hint_keeps_identity_even_when_the_registry_forgot_the_node() {
+    let registry = registry();
+    let mut req = request("gpu-1", 11434, &[]);
+    let old_id = llm_router_common::NodeId::new_v4();
+    req.node_id = Some(old_id);
+    let (answer, _) = registry.register(req).unwrap();
+    assert_eq!(answer.node_id, old_id);
+    assert_eq!(answer.status, RegistrationStatus::Registered);
+}
+
+#[test]
+fn registration_reports_the_heartbeat_interval() {
+    let (answer, _) = registry().register(request("a", 1, &[])).unwrap();
+    assert_eq!(answer.heartbeat_interval_secs, 10);
+}
+
+#[test]
+fn snapshot_holds_only_online_non_draining_available_nodes() {
+    let registry = registry();
+    let (a, _) = registry.register(request("a", 1, &["m"])).unwrap();
+    let (b, _) = registry.register(request("b", 2, &["m"])).unwrap();
+    let mut down = request("c", 3, &["m"]);
+    down.ollama_available = false;
+    registry.register(down).unwrap();
+    assert_eq!(registry.snapshot().nodes.len(), 2);
+
+    registry
+        .patch(
+            a.node_id,
+            NodePatch {
+                draining: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        registry.get(a.node_id).unwrap().status,
+        NodeStatus::Draining
+    );
+    registry
+        .mark_offline(b.node_id, reasons::SHUT_DOWN)
+        .unwrap();
+    assert!(registry.snapshot().is_empty());
+    let b_view = registry.get(b.node_id).unwrap();
+    assert_eq!(b_view.status, NodeStatus::Offline);
+    assert_eq!(b_view.status_reason.as_deref(), Some(reasons::SHUT_DOWN));
+
+    registry
+        .heartbeat(
+            b.node_id,
+            HeartbeatRequest {
+                ollama_available: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(registry.snapshot().nodes.len(), 1);
+    assert_eq!(registry.snapshot().nodes[0].id, b.node_id);
+}
+
+#[test]
+fn heartbeat_model_list_updates_the_snapshot() {
+    let registry = registry();
+    let (a, _) = registry.register(request("a", 1, &["llama3.2"])).unwrap();
+    assert_eq!(registry.snapshot().candidates_for("qwen2.5:7b").count(), 0);
+    registry
+        .heartbeat(
+            a.node_id,
+            HeartbeatRequest {
+                ollama_available: true,
+                models: Some(vec![ModelInfo::named("qwen2.5:7b")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(registry.snapshot().candidates_for("qwen2.5:7b").count(), 1);
+    assert_eq!(registry.snapshot().candidates_for("llama3.2").count(), 0);
+}
+
+#[test]
+fn heartbeat_without_model_lists_keeps_the_known_models() {
+    let registry = registry();
+    let (a, _) = registry.register(request("a", 1, &["llama3.2"])).unwrap();
+    registry
+        .heartbeat(
+            a.node_id,
+            HeartbeatRequest {
+                ollama_available: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let node = registry.get(a.node_id).unwrap();
+    assert_eq!(node.models.len(), 1);
+    assert_eq!(node.status, NodeStatus::Offline);
+    assert_eq!(
+        node.status_reason.as_deref(),
+        Some(reasons::OLLAMA_UNREACHABLE)
+    );
+}
+
+#[test]
+fn unknown_node_heartbeat_is_an_error() {
+    let err = registry()
+        .heartbeat(
+            llm_router_common::NodeId::new_v4(),
+            HeartbeatRequest::default(),
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), axum::http::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_node_goes_offline_after_the_timeout_and_heartbeat_brings_it_back() {
+    let registry = registry();
+    let (a, _) = registry.register(request("a", 1, &["m"])).unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(
+        registry.expire_stale(Instant::now()).is_empty(),
+        "expired at exactly the timeout"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(registry.expire_stale(Instant::now()), [a.node_id]);
+    let node = registry.get(a.node_id).unwrap();
+    assert_eq!(node.status, NodeStatus::Offline);
+    assert_eq!(node.status_reason.as_deref(), Some(reasons::TIMED_OUT));
+    assert!(registry.snapshot().is_empty());
+
+    registry
+        .heartbeat(
+            a.node_id,
+            HeartbeatRequest {
+                ollama_available: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(registry.get(a.node_id).unwrap().status, NodeStatus::Online);
+    assert_eq!(registry.snapshot().nodes.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn regular_heartbeats_keep_a_node_online() {
+    let registry = registry();
+    let (a, _) = registry.register(request("a", 1, &[])).unwrap();
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        registry
+            .heartbeat(
+                a.node_id,
+                HeartbeatRequest {
+                    ollama_available: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(registry.expire_stale(Instant::now()).is_empty());
+    }
+    assert_eq!(registry.get(a.node_id).unwrap().status, NodeStatus::Online);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restored_nodes_keep_their_fields_and_get_a_full_timeout_to_report() {
+    let registry = registry();
+    let (a, _) = registry.register(request("a", 1, &["m"])).unwrap();
+    registry
+        .patch(
+            a.node_id,
+            NodePatch {
+                tags: Some(vec!["gpu".into()]),
+                notes: Some("rack 2".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let saved = registry.persisted_nodes();
+
+    let restored = NodeRegistry::restore(
+        registry.settings(),
+        Arc::new(PersistQueue::new(Duration::from_secs(1))),
+        saved,
+    );
+    let node = restored.get(a.node_id).unwrap();
+    assert_eq!(node.tags, ["gpu"]);
+    assert_eq!(node.notes, "rack 2");
+    assert_eq!(node.status, NodeStatus::Online);
+    assert_eq!(restored.snapshot().nodes.len(), 1);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(restored.expire_stale(Instant::now()), [a.node_id]);
+}
+
+#[test]
+fn remove_forgets_the_node() {
+    let registry = registry();
+    let (a, _) = registry.register(request("a", 1, &["m"])).unwrap();
+    registry.remove(a.node_id).unwrap();
+    assert!(registry.get(a.node_id).is_none());
+    assert!(registry.snapshot().is_empty());
+    assert!(registry.remove(a.node_id).is_err());
+}

@@ -1,0 +1,94 @@
+//! Start-up and shutdown: load the registry, start the background tasks,
+//! serve on a listener the caller bound.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, app};
+use crate::config::Config;
+use crate::health::run_health_monitor;
+use crate::registry::persist::{PersistQueue, run_writer};
+use crate::registry::store::{Loaded, RegistryStore};
+use crate::registry::{NodeRegistry, RegistrySettings};
+
+/// Loads the registry from `config.data_dir`, moving a corrupt file aside.
+pub fn load_registry(config: &Config) -> anyhow::Result<(Arc<NodeRegistry>, RegistryStore)> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "could not create the data folder {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = RegistryStore::in_dir(&config.data_dir);
+    let settings = RegistrySettings {
+        heartbeat_interval: config.heartbeat_interval,
+        agent_timeout: config.agent_timeout,
+    };
+    let queue = Arc::new(PersistQueue::new(config.persist_delay));
+    let loaded = store
+        .load()
+        .with_context(|| format!("could not read {}", store.path().display()))?;
+    let registry = match loaded {
+        Loaded::Missing => {
+            tracing::info!(path = %store.path().display(), "no registry file yet; starting with an empty fleet");
+            NodeRegistry::new(settings, queue)
+        }
+        Loaded::Nodes(nodes) => {
+            tracing::info!(path = %store.path().display(), nodes = nodes.len(), "registry loaded");
+            NodeRegistry::restore(settings, queue, nodes)
+        }
+        Loaded::Corrupt { reason, moved_to } => {
+            tracing::error!(
+                path = %store.path().display(),
+                moved_to = %moved_to.display(),
+                %reason,
+                "registry file is corrupt; it was moved aside and the coordinator starts with an empty fleet (agents will register again)"
+            );
+            NodeRegistry::new(settings, queue)
+        }
+    };
+    Ok((Arc::new(registry), store))
+}
+
+/// Runs the coordinator on `listener` until `shutdown` completes, then
+/// writes the registry one last time.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (registry, store) = load_registry(&config)?;
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(run_writer(
+        Arc::clone(&registry),
+        store,
+        stop.clone().cancelled_owned(),
+    ));
+    let monitor = tokio::spawn(run_health_monitor(
+        Arc::clone(&registry),
+        config.health_check_interval,
+        stop.clone().cancelled_owned(),
+    ));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
+
+    let state = AppState {
+        registry: Arc::clone(&registry),
+    };
+    let served = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+
+    stop.cancel();
+    let _ = monitor.await;
+    writer.await.context("registry writer failed")?;
+    tracing::info!("coordinator stopped");
+    served.context("server error")
+}

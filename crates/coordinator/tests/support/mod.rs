@@ -1,0 +1,105 @@
+//! Helpers shared by the coordinator's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use llm_router_coordinator::api::{AppState, app};
+use llm_router_coordinator::config::Config;
+use llm_router_coordinator::registry::NodeRegistry;
+use llm_router_coordinator::registry::persist::run_writer;
+use llm_router_coordinator::server::load_registry;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub fn config(data_dir: &Path) -> Config {
+    Config {
+        data_dir: data_dir.to_owned(),
+        health_check_interval: Duration::from_secs(5),
+        agent_timeout: Duration::from_secs(30),
+        heartbeat_interval: Duration::from_secs(10),
+        persist_delay: Duration::from_millis(50),
+    }
+}
+
+/// A registry on `data_dir` with its writer running, stopped when the returned token is cancelled.
+pub struct TestCoordinator {
+    pub registry: Arc<NodeRegistry>,
+    pub stop: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl TestCoordinator {
+    pub fn start(data_dir: &Path) -> Self {
+        let (registry, store) = load_registry(&config(data_dir)).unwrap();
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            Arc::clone(&registry),
+            store,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            registry,
+            stop,
+            writer,
+        }
+    }
+
+    pub fn app(&self) -> axum::Router {
+        app(AppState {
+            registry: Arc::clone(&self.registry),
+        })
+    }
+
+    /// Sends one request through the router; returns the status and the body parsed as JSON
+    /// (`Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        let request = builder
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let response = self.app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{uri} answered non-JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, json)
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.writer.await.unwrap();
+    }
+}
+
+pub fn registration(name: &str, port: u16) -> String {
+    serde_json::json!({
+        "machine_name": name,
+        "ip_address": "127.0.0.1",
+        "ollama_port": port,
+        "ollama_version": "0.12.0",
+        "system_info": {"os": "linux", "cpu_cores": 8, "total_memory_bytes": 17179869184u64},
+        "models": [{"name": "llama3.2:latest", "size": 2019393189u64}]
+    })
+    .to_string()
+}
