@@ -143,7 +143,7 @@ impl RegistryStore {
             saved_at: Utc::now(),
             nodes,
         };
-        serde_json::to_vec_pretty(&file).expect("registry types always serialise")
+        serde_json::to_vec(&file).expect("registry types always serialise")
     }
 
     /// Replaces the file atomically with `contents`. Blocking: call from a blocking thread.

@@ -1,0 +1,38 @@
+//! `llm-router-bench`: load programs that measure the router's own overhead.
+//!
+//! Each subcommand starts what it measures on loopback, drives it, and
+//! prints latency quantiles and throughput.
+
+mod registry;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "llm-router-bench",
+    about = "Measures llm-router's own overhead on loopback"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Registration latency and heartbeat throughput with many agents.
+    Registry(registry::RegistryArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Registry(args) => registry::run(args).await,
+        }
+    })
+}

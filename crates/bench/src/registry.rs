@@ -1,0 +1,178 @@
+//! `registry`: registers many agents at once, then has them send heartbeats
+//! as fast as they can, against a coordinator started in this process on
+//! its own runtime (or one given by URL).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::future::join_all;
+use llm_router_coordinator::config::Config;
+
+use crate::stats::Latencies;
+
+#[derive(Debug, clap::Args)]
+pub struct RegistryArgs {
+    /// Number of simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Registrations and heartbeats in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long the heartbeat phase lasts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Models each agent reports.
+    #[arg(long, default_value_t = 8)]
+    pub models: usize,
+    /// Benchmark a running coordinator instead of starting one.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+/// Starts a coordinator on its own runtime (2 worker threads) and returns its URL.
+fn start_coordinator(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let config = Config {
+        data_dir: data_dir.to_owned(),
+        health_check_interval: Duration::from_secs(5),
+        agent_timeout: Duration::from_secs(30),
+        heartbeat_interval: Duration::from_secs(10),
+        persist_delay: Duration::from_secs(1),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let served = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    llm_router_coordinator::run(listener, config, std::future::pending()).await
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = served {
+                eprintln!("coordinator failed: {e:#}");
+            }
+        });
+    });
+    Ok(format!("http://{addr}"))
+}
+
+fn registration(i: usize, models: usize) -> serde_json::Value {
+    serde_json::json!({
+        "machine_name": format!("bench-node-{i:05}"),
+        "ip_address": "127.0.0.1",
+        "ollama_port": 20000 + (i % 40000),
+        "ollama_version": "0.12.0",
+        "system_info": {"os": "linux", "cpu_cores": 16, "total_memory_bytes": 68719476736u64},
+        "models": (0..models).map(|m| serde_json::json!({"name": format!("model-{m}:latest"), "size": 4_000_000_000u64})).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    let data_dir = tempfile::tempdir()?;
+    let base = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => start_coordinator(data_dir.path())?,
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
+    // Phase 1: every agent registers once.
+    let started = Instant::now();
+    let workers = (0..args.concurrency).map(|_| {
+        let (client, next, base) = (client.clone(), Arc::clone(&next), base.clone());
+        let (agents, models) = (args.agents, args.models);
+        async move {
+            let mut latencies = Latencies::default();
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= agents {
+                    return anyhow::Ok((latencies, ids));
+                }
+                let body = registration(i, models);
+                let sent = Instant::now();
+                let response = client
+                    .post(format!("{base}/api/agents/register"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .context("registration failed")?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "registration answered {}",
+                    response.status()
+                );
+                let answer: serde_json::Value = response.json().await?;
+                latencies.record(sent.elapsed());
+                ids.push(answer["node_id"].as_str().context("no node_id")?.to_owned());
+            }
+        }
+    });
+    let mut registration_latency = Latencies::default();
+    let mut ids = Vec::new();
+    for result in join_all(workers).await {
+        let (latencies, worker_ids) = result?;
+        registration_latency.extend(latencies);
+        ids.extend(worker_ids);
+    }
+    let registration_wall = started.elapsed();
+
+    // Phase 2: heartbeats from every agent, round after round, for a fixed time.
+    let ids = Arc::new(ids);
+    let deadline = Instant::now() + Duration::from_secs(args.heartbeat_secs);
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..args.concurrency).map(|_| {
+        let (client, ids, counter, base) = (client.clone(), Arc::clone(&ids), Arc::clone(&counter), base.clone());
+        async move {
+            let mut latencies = Latencies::default();
+            let body = serde_json::to_vec(&serde_json::json!({
+                "metrics": {"cpu_percent": 37.5, "memory_percent": 61.0, "memory_used_bytes": 1u64 << 34, "memory_total_bytes": 1u64 << 36},
+                "ollama_available": true,
+            }))?;
+            while Instant::now() < deadline {
+                let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = &ids[i % ids.len()];
+                let sent = Instant::now();
+                let response = client
+                    .post(format!("{base}/api/agents/{id}/heartbeat"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(response.status().is_success(), "heartbeat answered {}", response.status());
+                latencies.record(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }
+    });
+    let mut heartbeat_latency = Latencies::default();
+    for result in join_all(workers).await {
+        heartbeat_latency.extend(result?);
+    }
+    let heartbeat_wall = started.elapsed();
+
+    println!(
+        "registry benchmark: {} agents, {} models each, concurrency {}",
+        args.agents, args.models, args.concurrency
+    );
+    println!(
+        "registration  {}  ({:.0}/s)",
+        registration_latency.summary(),
+        args.agents as f64 / registration_wall.as_secs_f64()
+    );
+    println!(
+        "heartbeat     {}  ({:.0}/s)",
+        heartbeat_latency.summary(),
+        heartbeat_latency.len() as f64 / heartbeat_wall.as_secs_f64()
+    );
+    Ok(())
+}
