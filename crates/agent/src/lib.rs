@@ -1,1 +1,30 @@
-//! Agent (to be written).
+//! The llm-router agent: runs beside Ollama on each machine, registers the machine with
+//! the coordinator and keeps it informed with heartbeats.
+//!
+//! Layout:
+//! - [`config`]: command line, environment and settings file, merged into a validated [`AgentConfig`];
+//! - [`settings_file`]: the optional `agent-settings.json` in the data directory;
+//! - [`identity`]: the machine name and the IP address the node advertises;
+//! - [`ollama`]: client for the local Ollama (version, models, loaded models);
+//! - [`metrics`]: static machine facts, CPU/memory load and `nvidia-smi` GPU readings;
+//! - [`coordinator`]: client for the coordinator's agent API and its error classification;
+//! - [`http`]: what both HTTP clients share (URL joining, transport error descriptions);
+//! - [`backoff`]: the registration retry schedule, a pure function;
+//! - [`registration`]: the registration retry loop;
+//! - [`heartbeat`]: the heartbeat loop;
+//! - [`lifecycle`]: [`run`], which ties them together from start-up to the shutdown notice.
+
+pub mod backoff;
+pub mod config;
+pub mod coordinator;
+pub mod heartbeat;
+pub mod http;
+pub mod identity;
+pub mod lifecycle;
+pub mod metrics;
+pub mod ollama;
+pub mod registration;
+pub mod settings_file;
+
+pub use config::{AgentConfig, Cli, ConfigError};
+pub use lifecycle::{AGENT_VERSION, AgentError, run};

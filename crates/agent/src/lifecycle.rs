@@ -1,0 +1,221 @@
+//! The agent's life: register (retrying), heartbeat until told to stop or forgotten by
+//! the coordinator (then register again), and say goodbye on shutdown.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::{Mutex, PoisonError};
+
+use llm_router_common::{
+    HeartbeatRequest, NodeId, RegisterRequest, RegisterResponse, RegistrationStatus,
+};
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::coordinator::{CoordinatorClient, CoordinatorError, SHUTDOWN_NOTICE_TIMEOUT};
+use crate::heartbeat::{effective_heartbeat_interval, heartbeat_until_forgotten};
+use crate::identity::route_local_ip;
+use crate::metrics::MetricsCollector;
+use crate::ollama::{OllamaClient, OllamaSnapshot};
+use crate::registration::{RegisterError, RegistrationFailure, register_with_retry};
+
+/// Version reported to the coordinator.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the agent stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Registration(#[from] RegistrationFailure),
+}
+
+/// Runs the agent until `shutdown` completes (then tells the coordinator, best effort,
+/// within [`SHUTDOWN_NOTICE_TIMEOUT`], and returns `Ok`) or registration fails for good.
+///
+/// Coordinator outages never end it once registered: heartbeats keep trying every interval.
+/// `register_max_retries` limits only the first registration, the one at start-up.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    config.validate()?;
+    let mut shutdown = pin!(shutdown);
+    let agent = tokio::select! {
+        agent = Agent::start(config) => agent?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let mut node_id: Option<NodeId> = None;
+    loop {
+        let max_attempts = match node_id {
+            None => agent.config.register_max_retries,
+            Some(_) => 0,
+        };
+        let registered = tokio::select! {
+            registered = agent.register(node_id, max_attempts) => registered?,
+            () = &mut shutdown => {
+                tracing::info!("shutting down (not registered, nothing to tell the coordinator)");
+                return Ok(());
+            }
+        };
+        let id = registered.node_id;
+        node_id = Some(id);
+        let interval = effective_heartbeat_interval(
+            registered.heartbeat_interval_secs,
+            agent.config.heartbeat_interval,
+        );
+        tracing::debug!(interval_secs = interval.as_secs_f64(), "heartbeats start");
+        tokio::select! {
+            () = heartbeat_until_forgotten(interval, || agent.heartbeat(id)) => {}
+            () = &mut shutdown => {
+                agent.say_goodbye(id).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Everything one agent holds: its settings, its clients and what it last saw of Ollama.
+struct Agent {
+    config: AgentConfig,
+    coordinator: CoordinatorClient,
+    ollama: OllamaClient,
+    metrics: MetricsCollector,
+    /// Whether Ollama answered last time (`None` before the first look), so that a change
+    /// is logged once rather than on every heartbeat.
+    ollama_was_up: Mutex<Option<bool>>,
+}
+
+impl Agent {
+    async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let coordinator = CoordinatorClient::new(&config.coordinator_url)?;
+        let ollama = OllamaClient::new(&config.ollama_api_base)?;
+        tracing::info!(
+            machine_name = %config.machine_name,
+            coordinator = %coordinator.base_url(),
+            ollama = %ollama.base_url(),
+            version = AGENT_VERSION,
+            "agent starting"
+        );
+        Ok(Self {
+            config,
+            coordinator,
+            ollama,
+            metrics: MetricsCollector::start().await,
+            ollama_was_up: Mutex::new(None),
+        })
+    }
+
+    async fn register(
+        &self,
+        previous_id: Option<NodeId>,
+        max_attempts: u32,
+    ) -> Result<RegisterResponse, RegistrationFailure> {
+        let response = register_with_retry(self.config.register_retry, max_attempts, |_| {
+            self.register_once(previous_id)
+        })
+        .await?;
+        let what = match response.status {
+            RegistrationStatus::Registered => "registered with the coordinator as a new node",
+            RegistrationStatus::Updated => "registered with the coordinator (known node, id kept)",
+        };
+        tracing::info!(
+            node_id = %response.node_id,
+            heartbeat_interval_secs = response.heartbeat_interval_secs,
+            "{what}"
+        );
+        Ok(response)
+    }
+
+    async fn register_once(
+        &self,
+        previous_id: Option<NodeId>,
+    ) -> Result<RegisterResponse, RegisterError> {
+        let (ip, ollama, system_info) = tokio::join!(
+            self.advertised_ip(),
+            self.look_at_ollama(),
+            self.metrics.system_info()
+        );
+        let request = RegisterRequest {
+            machine_name: self.config.machine_name.clone(),
+            ip_address: ip?,
+            ollama_port: self.config.ollama_port(),
+            api_url: self
+                .config
+                .api_url
+                .as_ref()
+                .map(|url| url.as_str().trim_end_matches('/').to_owned()),
+            ollama_version: ollama.version,
+            ollama_available: ollama.available,
+            system_info,
+            models: ollama.models.unwrap_or_default(),
+            loaded_models: ollama.loaded_models.unwrap_or_default(),
+            node_id: previous_id,
+            agent_version: Some(AGENT_VERSION.to_owned()),
+        };
+        Ok(self.coordinator.register(&request).await?)
+    }
+
+    async fn advertised_ip(&self) -> Result<IpAddr, RegisterError> {
+        match self.config.advertise_ip {
+            Some(ip) => Ok(ip),
+            // Looked up on every registration: the route can change (a laptop changing networks).
+            None => Ok(route_local_ip(&self.config.coordinator_url).await?),
+        }
+    }
+
+    async fn heartbeat(&self, node_id: NodeId) -> Result<(), CoordinatorError> {
+        let (metrics, ollama) = tokio::join!(self.metrics.sample(), self.look_at_ollama());
+        let request = HeartbeatRequest {
+            metrics,
+            models: ollama.models,
+            loaded_models: ollama.loaded_models,
+            ollama_available: ollama.available,
+            ollama_version: ollama.version,
+        };
+        self.coordinator.heartbeat(node_id, &request).await
+    }
+
+    /// Asks Ollama what it has, logging when it goes away or comes back.
+    async fn look_at_ollama(&self) -> OllamaSnapshot {
+        let snapshot = self.ollama.snapshot().await;
+        let was_up = self
+            .ollama_was_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(snapshot.available);
+        match (was_up, snapshot.available) {
+            (Some(true), true) | (Some(false), false) => {}
+            (_, true) => tracing::info!(
+                ollama = %self.ollama.base_url(),
+                version = snapshot.version.as_deref().unwrap_or("unknown"),
+                models = snapshot.models.as_ref().map_or(0, Vec::len),
+                "Ollama is reachable"
+            ),
+            (_, false) => tracing::warn!(
+                error = snapshot.error.as_deref().unwrap_or("unknown"),
+                "Ollama is not reachable; the node is reported as unavailable until it answers"
+            ),
+        }
+        snapshot
+    }
+
+    async fn say_goodbye(&self, node_id: NodeId) {
+        let notice =
+            tokio::time::timeout(SHUTDOWN_NOTICE_TIMEOUT, self.coordinator.shutdown(node_id));
+        match notice.await {
+            Ok(Ok(())) => {
+                tracing::info!(%node_id, "told the coordinator this node is going offline")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not tell the coordinator about the shutdown")
+            }
+            Err(_) => tracing::warn!(
+                timeout_secs = SHUTDOWN_NOTICE_TIMEOUT.as_secs_f64(),
+                "the coordinator did not answer the shutdown notice in time"
+            ),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Client for the local Ollama: its version, the models it has and those loaded in memory.
+//!
+//! Answers are parsed leniently: unknown fields are ignored and one odd entry does not
+//! spoil the whole list, because Ollama adds fields between releases.
+
+use std::time::Duration;
+
+use llm_router_common::{LoadedModel, MAX_MODELS_PER_NODE, ModelInfo};
+use reqwest::Url;
+use serde_json::Value;
+
+/// Ollama is local: an answer slower than this means it is stuck, not far away.
+const OLLAMA_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a question to Ollama got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum OllamaError {
+    #[error("cannot reach Ollama at {url}: {reason}")]
+    Unreachable { url: Url, reason: String },
+    #[error("Ollama at {url} answered {status}")]
+    Status {
+        url: Url,
+        status: reqwest::StatusCode,
+    },
+    #[error("Ollama at {url} sent an answer that is not the expected JSON: {reason}")]
+    InvalidBody { url: Url, reason: String },
+}
+
+/// What one round of questions to Ollama found out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OllamaSnapshot {
+    /// `GET /api/tags` answered: the node can serve requests.
+    pub available: bool,
+    pub version: Option<String>,
+    /// `None` when `/api/tags` did not answer (the coordinator then keeps its last list).
+    pub models: Option<Vec<ModelInfo>>,
+    pub loaded_models: Option<Vec<LoadedModel>>,
+    /// Why Ollama is unavailable, for the log.
+    pub error: Option<String>,
+}
+
+/// One reused HTTP client for the local Ollama.
+#[derive(Debug, Clone)]
+pub struct OllamaClient {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl OllamaClient {
+    pub fn new(base: &Url) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(OLLAMA_TIMEOUT)
+            .timeout(OLLAMA_TIMEOUT)
+            // Ollama is local: a system proxy would only get in the way.
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            http,
+            base: crate::http::directory_url(base),
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// Asks `/api/version`, `/api/tags` and `/api/ps` at once.
+    pub async fn snapshot(&self) -> OllamaSnapshot {
+        let (version, models, loaded) = tokio::join!(self.version(), self.tags(), self.ps());
+        match models {
+            Ok(models) => OllamaSnapshot {
+                available: true,
+                version: version.ok(),
+                models: Some(models),
+                loaded_models: loaded.ok(),
+                error: None,
+            },
+            Err(error) => OllamaSnapshot {
+                available: false,
+                version: version.ok(),
+                models: None,
+                loaded_models: None,
+                error: Some(error.to_string()),
+            },
+        }
+    }
+
+    pub async fn version(&self) -> Result<String, OllamaError> {
+        let (url, body) = self.get_json("api/version").await?;
+        body.get("version")
+            .and_then(Value::as_str)
+            .map(|version| {
+                version
+                    .chars()
+                    .take(llm_router_common::MAX_NAME_LEN)
+                    .collect()
+            })
+            .ok_or_else(|| OllamaError::InvalidBody {
+                url,
+                reason: "no \"version\" string".to_owned(),
+            })
+    }
+
+    pub async fn tags(&self) -> Result<Vec<ModelInfo>, OllamaError> {
+        let (url, body) = self.get_json("api/tags").await?;
+        let entries = model_entries(&url, &body)?;
+        Ok(entries.iter().filter_map(parse_model_info).collect())
+    }
+
+    pub async fn ps(&self) -> Result<Vec<LoadedModel>, OllamaError> {
+        let (url, body) = self.get_json("api/ps").await?;
+        let entries = model_entries(&url, &body)?;
+        Ok(entries.iter().filter_map(parse_loaded_model).collect())
+    }
+
+    async fn get_json(&self, path: &str) -> Result<(Url, Value), OllamaError> {
+        let url = self.base.join(path).unwrap_or_else(|_| self.base.clone());
+        let unreachable = |error: reqwest::Error| OllamaError::Unreachable {
+            url: url.clone(),
+            reason: crate::http::describe_transport_error(&error),
+        };
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(OllamaError::Status { url, status });
+        }
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let body = serde_json::from_slice(&bytes).map_err(|error| OllamaError::InvalidBody {
+            url: url.clone(),
+            reason: error.to_string(),
+        })?;
+        Ok((url, body))
+    }
+}
+
+fn model_entries<'a>(url: &Url, body: &'a Value) -> Result<&'a [Value], OllamaError> {
+    match body.get("models") {
+        Some(Value::Array(entries)) => Ok(&entries[..entries.len().min(MAX_MODELS_PER_NODE)]),
+        // Some Ollama versions answer `"models": null` when nothing is installed or loaded.
+        Some(Value::Null) => Ok(&[]),
+        _ => Err(OllamaError::InvalidBody {
+            url: url.clone(),
+            reason: "no \"models\" list".to_owned(),
+        }),
+    }
+}
+
+fn entry_name(entry: &Value) -> Option<String> {
+    ["name", "model"]
+        .iter()
+        .filter_map(|key| entry.get(key).and_then(Value::as_str))
+        .map(str::trim)
+        .find(|name| !name.is_empty())
+        .map(str::to_owned)
+}
+
+fn string_field(entry: &Value, key: &str) -> Option<String> {
+    entry.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// One `/api/tags` entry; `None` for an entry without a name.
+pub fn parse_model_info(entry: &Value) -> Option<ModelInfo> {
+    Some(ModelInfo {
+        name: entry_name(entry)?,
+        size: entry.get("size").and_then(Value::as_u64),
+        digest: string_field(entry, "digest"),
+        modified_at: string_field(entry, "modified_at"),
+        details: entry
+            .get("details")
+            .filter(|details| details.is_object())
+            .cloned(),
+    })
+}
+
+/// One `/api/ps` entry; `None` for an entry without a name.
+pub fn parse_loaded_model(entry: &Value) -> Option<LoadedModel> {
+    Some(LoadedModel {
+        name: entry_name(entry)?,
+        size: entry.get("size").and_then(Value::as_u64),
+        size_vram: entry.get("size_vram").and_then(Value::as_u64),
+        expires_at: string_field(entry, "expires_at"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_tags_entry_keeps_what_the_coordinator_needs_and_ignores_the_rest() {
+        let entry = json!({
+            "name": "llama3.2:latest",
+            "model": "llama3.2:latest",
+            "modified_at": "2025-01-01T00:00:00Z",
+            "size": 2019393189u64,
+            "digest": "a80c4f17acd5",
+            "details": {"family": "llama", "parameter_size": "3.2B"},
+            "something_new": [1, 2, 3]
+        });
+        assert_eq!(
+            parse_model_info(&entry),
+            Some(ModelInfo {
+                name: "llama3.2:latest".to_owned(),
+                size: Some(2019393189),
+                digest: Some("a80c4f17acd5".to_owned()),
+                modified_at: Some("2025-01-01T00:00:00Z".to_owned()),
+                details: Some(json!({"family": "llama", "parameter_size": "3.2B"})),
+            })
+        );
+    }
+
+    #[test]
+    fn odd_fields_are_dropped_and_nameless_entries_skipped() {
+        let entry = json!({"model": "qwen2.5:7b", "size": "big", "details": "n/a"});
+        assert_eq!(
+            parse_model_info(&entry),
+            Some(ModelInfo::named("qwen2.5:7b"))
+        );
+        assert_eq!(parse_model_info(&json!({"size": 1})), None);
+        assert_eq!(parse_model_info(&json!({"name": "  "})), None);
+    }
+
+    #[test]
+    fn a_ps_entry_reads_its_memory_and_expiry() {
+        let entry = json!({
+            "name": "mistral:latest",
+            "size": 5137025024u64,
+            "size_vram": 5137025024u64,
+            "expires_at": "2024-06-04T14:38:31.83753-07:00",
+            "context_length": 4096
+        });
+        assert_eq!(
+            parse_loaded_model(&entry),
+            Some(LoadedModel {
+                name: "mistral:latest".to_owned(),
+                size: Some(5137025024),
+                size_vram: Some(5137025024),
+                expires_at: Some("2024-06-04T14:38:31.83753-07:00".to_owned()),
+            })
+        );
+    }
+
+    #[test]
+    fn a_null_model_list_is_empty_and_a_missing_one_is_an_error() {
+        let url = Url::parse("http://127.0.0.1:11434/api/ps").unwrap();
+        assert!(
+            model_entries(&url, &json!({"models": null}))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(model_entries(&url, &json!({"error": "boom"})).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of `llm_router_agent::run` against a fake coordinator and a fake Ollama.
+
+mod binary;
+mod heartbeat;
+mod ollama;
+mod registration;
+mod shutdown;
+mod support;
