@@ -7,13 +7,15 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::coordinator::CoordinatorError;
 
-/// The heartbeat period: the one the coordinator asked for at registration, else the
-/// agent's own setting (`0` from the coordinator means it has no preference).
+/// The heartbeat period: the shorter of the agent's own setting and the one the
+/// coordinator asked for at registration (which it derives from its offline timeout;
+/// `0` means it has no preference). Beating more often than asked is harmless, less
+/// often would let the coordinator take a live node offline.
 pub fn effective_heartbeat_interval(coordinator_secs: u64, setting: Duration) -> Duration {
     if coordinator_secs == 0 {
         setting
     } else {
-        Duration::from_secs(coordinator_secs)
+        setting.min(Duration::from_secs(coordinator_secs))
     }
 }
 
@@ -83,11 +85,15 @@ mod tests {
     }
 
     #[test]
-    fn the_coordinators_interval_wins_unless_it_is_zero() {
+    fn the_shorter_of_the_coordinators_and_the_agents_interval_wins() {
         let setting = Duration::from_secs(10);
         assert_eq!(
             effective_heartbeat_interval(3, setting),
             Duration::from_secs(3)
+        );
+        assert_eq!(
+            effective_heartbeat_interval(30, setting),
+            Duration::from_secs(10)
         );
         assert_eq!(effective_heartbeat_interval(0, setting), setting);
     }
