@@ -103,3 +103,5 @@ pub fn registration(name: &str, port: u16) -> String {
     })
     .to_string()
 }
+
+pub mod process;
