@@ -22,19 +22,28 @@ pub const DEFAULT_COORDINATOR_URL: &str = "http://localhost:8080";
 /// Default `COORDINATOR_REGISTER_RETRY_SECS`.
 pub const DEFAULT_REGISTER_RETRY_SECS: u64 = 5;
 
-/// Registers this machine's Ollama with an llm-router coordinator and reports its health.
+/// Command line of `llm-router-agent`.
 ///
 /// Parse it with [`Cli::parse_args`] or [`Cli::try_parse_args`], not clap's `Parser::parse`:
 /// only those record which values are defaults, which the settings file may replace.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "llm-router-agent", version, max_term_width = 100)]
+#[command(
+    name = "llm-router-agent",
+    version,
+    max_term_width = 100,
+    about = "Registers this machine's Ollama with an llm-router coordinator and reports its health.",
+    long_about = "Registers this machine's Ollama with an llm-router coordinator and reports its \
+                  health: machine metrics, the models it holds and those loaded in memory.\n\n\
+                  Settings come from flags, then environment variables, then the settings file, \
+                  then defaults. Registration is retried until the coordinator answers."
+)]
 pub struct Cli {
     /// Base URL of the coordinator.
     #[arg(long, env = "COORDINATOR_URL", default_value = DEFAULT_COORDINATOR_URL,
           value_name = "URL", help_heading = "Coordinator")]
     pub coordinator_url: String,
 
-    /// Seconds between heartbeats (the coordinator's own answer at registration wins).
+    /// Seconds between heartbeats (the coordinator may ask for a shorter interval at registration).
     #[arg(long, env = "AGENT_HEARTBEAT_INTERVAL_SECS", default_value_t = DEFAULT_HEARTBEAT_INTERVAL_SECS,
           value_name = "SECS", help_heading = "Coordinator")]
     pub heartbeat_interval_secs: u64,
