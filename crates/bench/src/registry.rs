@@ -32,13 +32,7 @@ pub struct RegistryArgs {
 
 /// Starts a coordinator on its own runtime (2 worker threads) and returns its URL.
 fn start_coordinator(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let config = Config {
-        data_dir: data_dir.to_owned(),
-        health_check_interval: Duration::from_secs(5),
-        agent_timeout: Duration::from_secs(30),
-        heartbeat_interval: Duration::from_secs(10),
-        persist_delay: Duration::from_secs(1),
-    };
+    let config = Config::with_data_dir(data_dir);
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

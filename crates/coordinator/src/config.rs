@@ -62,6 +62,95 @@ pub struct Cli {
     /// Heartbeat interval asked of agents, in seconds (capped at a third of the agent timeout).
     #[arg(long = "heartbeat-interval", env = "LLM_ROUTER_HEARTBEAT_INTERVAL_SECS", default_value_t = llm_router_common::DEFAULT_HEARTBEAT_INTERVAL_SECS, value_name = "SECS", help_heading = "Health")]
     pub heartbeat_interval: u64,
+
+    /// Milliseconds to wait for a TCP connection to a node before trying another.
+    #[arg(
+        long = "connect-timeout-ms",
+        env = "LLM_ROUTER_CONNECT_TIMEOUT_MS",
+        default_value_t = 2000,
+        value_name = "MS",
+        help_heading = "Proxy"
+    )]
+    pub connect_timeout_ms: u64,
+
+    /// Seconds to wait for a node's first response byte (covers model loading) before trying another.
+    #[arg(
+        long = "first-byte-timeout",
+        env = "LLM_ROUTER_FIRST_BYTE_TIMEOUT_SECS",
+        default_value_t = 300,
+        value_name = "SECS",
+        help_heading = "Proxy"
+    )]
+    pub first_byte_timeout: u64,
+
+    /// Seconds a streamed response may stay silent before it is ended with an error.
+    #[arg(
+        long = "stream-idle-timeout",
+        env = "LLM_ROUTER_STREAM_IDLE_TIMEOUT_SECS",
+        default_value_t = 300,
+        value_name = "SECS",
+        help_heading = "Proxy"
+    )]
+    pub stream_idle_timeout: u64,
+
+    /// Nodes tried for one request before giving up (failover).
+    #[arg(
+        long = "max-attempts",
+        env = "LLM_ROUTER_MAX_ATTEMPTS",
+        default_value_t = 3,
+        value_name = "N",
+        help_heading = "Proxy"
+    )]
+    pub max_attempts: u32,
+
+    /// Seconds an unreachable node gets no traffic (unless every other node fails too).
+    #[arg(
+        long = "failure-cooldown",
+        env = "LLM_ROUTER_FAILURE_COOLDOWN_SECS",
+        default_value_t = 10,
+        value_name = "SECS",
+        help_heading = "Proxy"
+    )]
+    pub failure_cooldown: u64,
+
+    /// Largest inference request body accepted, in MiB (images travel base64-encoded).
+    #[arg(
+        long = "max-request-mb",
+        env = "LLM_ROUTER_MAX_REQUEST_MB",
+        default_value_t = 100,
+        value_name = "MIB",
+        help_heading = "Proxy"
+    )]
+    pub max_request_mb: usize,
+
+    /// Start N simulated nodes with agents beside the coordinator (default 3), with data in a
+    /// temporary folder unless --data-dir is given: a working fleet to try at once.
+    #[arg(long = "demo", value_name = "N", num_args = 0..=1, default_missing_value = "3", help_heading = "Demo")]
+    pub demo: Option<usize>,
+}
+
+/// How the proxy talks to nodes.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub max_attempts: u32,
+    pub failure_cooldown: Duration,
+    pub max_request_bytes: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(2000),
+            first_byte_timeout: Duration::from_secs(300),
+            stream_idle_timeout: Duration::from_secs(300),
+            max_attempts: 3,
+            failure_cooldown: Duration::from_secs(10),
+            max_request_bytes: 100 * 1024 * 1024,
+        }
+    }
 }
 
 /// Checked settings the coordinator runs with.
@@ -73,6 +162,21 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How long routine changes (heartbeats) may wait before they are written to disk.
     pub persist_delay: Duration,
+    pub proxy: ProxySettings,
+}
+
+impl Config {
+    /// The documented defaults, storing data in `data_dir`.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            health_check_interval: Duration::from_secs(5),
+            agent_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            persist_delay: Duration::from_secs(1),
+            proxy: ProxySettings::default(),
+        }
+    }
 }
 
 /// A setting that cannot work.
@@ -86,6 +190,10 @@ pub enum ConfigError {
     CheckSlowerThanTimeout { check: u64, timeout: u64 },
     #[error("no data folder given and no home folder found; set LLM_ROUTER_DATA_DIR or --data-dir")]
     NoDataDir,
+    #[error("{name} must be at least 1")]
+    Zero { name: &'static str },
+    #[error("--demo takes 1 to {max} nodes, not {given}")]
+    DemoSize { given: usize, max: usize },
 }
 
 impl Cli {
@@ -106,6 +214,31 @@ impl Cli {
                 timeout: self.agent_timeout,
             });
         }
+        for (name, value) in [
+            ("LLM_ROUTER_CONNECT_TIMEOUT_MS", self.connect_timeout_ms),
+            (
+                "LLM_ROUTER_FIRST_BYTE_TIMEOUT_SECS",
+                self.first_byte_timeout,
+            ),
+            (
+                "LLM_ROUTER_STREAM_IDLE_TIMEOUT_SECS",
+                self.stream_idle_timeout,
+            ),
+            ("LLM_ROUTER_MAX_ATTEMPTS", u64::from(self.max_attempts)),
+            ("LLM_ROUTER_MAX_REQUEST_MB", self.max_request_mb as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { name });
+            }
+        }
+        if let Some(n) = self.demo {
+            if !(1..=MAX_DEMO_NODES).contains(&n) {
+                return Err(ConfigError::DemoSize {
+                    given: n,
+                    max: MAX_DEMO_NODES,
+                });
+            }
+        }
         let data_dir = match &self.data_dir {
             Some(dir) => dir.clone(),
             None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
@@ -118,9 +251,20 @@ impl Cli {
             agent_timeout: Duration::from_secs(self.agent_timeout),
             heartbeat_interval: Duration::from_secs(heartbeat_interval),
             persist_delay: Duration::from_secs(1),
+            proxy: ProxySettings {
+                connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+                first_byte_timeout: Duration::from_secs(self.first_byte_timeout),
+                stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout),
+                max_attempts: self.max_attempts,
+                failure_cooldown: Duration::from_secs(self.failure_cooldown),
+                max_request_bytes: self.max_request_mb.saturating_mul(1024 * 1024),
+            },
         })
     }
 }
+
+/// Most simulated nodes `--demo` starts.
+pub const MAX_DEMO_NODES: usize = 16;
 
 /// `~/.llm-router`.
 pub fn default_data_dir() -> Option<PathBuf> {
@@ -142,6 +286,24 @@ mod tests {
         assert_eq!(config.agent_timeout, Duration::from_secs(30));
         assert_eq!(config.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn demo_flag_defaults_to_three_nodes_and_checks_its_range() {
+        assert_eq!(cli(&["--demo"]).demo, Some(3));
+        assert_eq!(cli(&["--demo", "5"]).demo, Some(5));
+        assert_eq!(cli(&[]).demo, None);
+        let err = cli(&["--data-dir", "/x", "--demo", "0"])
+            .config()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::DemoSize { .. }), "{err}");
+    }
+
+    #[test]
+    fn cli_defaults_equal_the_library_defaults() {
+        let from_cli = cli(&["--data-dir", "/tmp/x"]).config().unwrap();
+        let defaults = Config::with_data_dir("/tmp/x");
+        assert_eq!(format!("{from_cli:?}"), format!("{defaults:?}"));
     }
 
     #[test]

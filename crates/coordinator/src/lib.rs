@@ -5,6 +5,8 @@
 //! - [`registry`]: the nodes, their health, the routable snapshot, and
 //!   `agents.json` ([`registry::store`], written by [`registry::persist`]);
 //! - [`health`]: the monitor that takes silent nodes offline;
+//! - [`proxy`]: forwards Ollama and OpenAI requests to a node holding the
+//!   model, streaming, with failover;
 //! - [`api`]: the HTTP routes (`fn app(state) -> Router`);
 //! - [`error`]: the error type every endpoint answers with;
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
@@ -13,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod proxy;
 pub mod registry;
 pub mod server;
 

@@ -76,9 +76,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
 
-    let state = AppState {
-        registry: Arc::clone(&registry),
-    };
+    let state = AppState::new(Arc::clone(&registry), config.proxy.clone())?;
     let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -4,6 +4,10 @@
 //! server in [`crate::server`] only adds the socket.
 
 mod agents;
+mod inference;
+pub mod models;
+mod ollama;
+mod openai;
 
 use std::sync::Arc;
 
@@ -20,6 +24,7 @@ use tower_http::{
 };
 
 use crate::error::ApiError;
+use crate::proxy::Proxy;
 use crate::registry::NodeRegistry;
 
 /// Largest body a management endpoint accepts (a registration lists models, so this is generous).
@@ -32,6 +37,18 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub registry: Arc<NodeRegistry>,
+    pub proxy: Arc<Proxy>,
+}
+
+impl AppState {
+    /// State for `registry` with a proxy using `settings`.
+    pub fn new(
+        registry: Arc<NodeRegistry>,
+        settings: crate::config::ProxySettings,
+    ) -> anyhow::Result<Self> {
+        let proxy = Arc::new(Proxy::new(Arc::clone(&registry), settings)?);
+        Ok(Self { registry, proxy })
+    }
 }
 
 /// `axum::Json`, with rejections answered as our JSON errors.
@@ -47,10 +64,16 @@ pub struct ApiPath<T>(pub T);
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
+    let management = Router::new()
         .nest("/api/agents", agents::routes())
         .route("/api/health", get(health))
-        .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES));
+    // Inference handlers read the body themselves, with the proxy's own limit.
+    let inference = ollama::routes()
+        .merge(openai::routes())
+        .layer(DefaultBodyLimit::disable());
+    management
+        .merge(inference)
         .fallback(not_found)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

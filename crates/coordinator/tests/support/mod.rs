@@ -18,11 +18,8 @@ use tower::ServiceExt;
 
 pub fn config(data_dir: &Path) -> Config {
     Config {
-        data_dir: data_dir.to_owned(),
-        health_check_interval: Duration::from_secs(5),
-        agent_timeout: Duration::from_secs(30),
-        heartbeat_interval: Duration::from_secs(10),
         persist_delay: Duration::from_millis(50),
+        ..Config::with_data_dir(data_dir)
     }
 }
 
@@ -50,9 +47,7 @@ impl TestCoordinator {
     }
 
     pub fn app(&self) -> axum::Router {
-        app(AppState {
-            registry: Arc::clone(&self.registry),
-        })
+        app(AppState::new(Arc::clone(&self.registry), Default::default()).unwrap())
     }
 
     /// Sends one request through the router; returns the status and the body parsed as JSON
@@ -104,4 +99,5 @@ pub fn registration(name: &str, port: u16) -> String {
     .to_string()
 }
 
+pub mod fleet;
 pub mod process;

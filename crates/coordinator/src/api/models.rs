@@ -1,0 +1,109 @@
+//! The fleet's model lists: `/api/tags`, `/api/ps`, `/v1/models` answer the
+//! union over online nodes, one entry per model, from what heartbeats reported.
+
+use std::collections::BTreeMap;
+
+use llm_router_common::{NodeStatus, canonical_model_name};
+use serde_json::{Value, json};
+
+use crate::registry::NodeRegistry;
+
+/// One model of the union, with the nodes that hold it.
+#[derive(Debug, Clone)]
+pub struct FleetModel {
+    /// Canonical name (`name:tag`).
+    pub name: String,
+    pub size: Option<u64>,
+    pub digest: Option<String>,
+    pub modified_at: Option<String>,
+    pub details: Option<Value>,
+    pub size_vram: Option<u64>,
+    pub expires_at: Option<String>,
+    pub nodes: Vec<String>,
+}
+
+/// Models held (or, with `loaded`, loaded in memory) by online nodes, sorted by name.
+pub fn fleet_models(registry: &NodeRegistry, loaded: bool) -> Vec<FleetModel> {
+    let mut union: BTreeMap<String, FleetModel> = BTreeMap::new();
+    for node in registry.list() {
+        if node.status != NodeStatus::Online {
+            continue;
+        }
+        let entries: Vec<FleetModel> = if loaded {
+            node.loaded_models
+                .iter()
+                .map(|m| FleetModel {
+                    name: canonical_model_name(&m.name),
+                    size: m.size,
+                    digest: None,
+                    modified_at: None,
+                    details: None,
+                    size_vram: m.size_vram,
+                    expires_at: m.expires_at.clone(),
+                    nodes: Vec::new(),
+                })
+                .collect()
+        } else {
+            node.models
+                .iter()
+                .map(|m| FleetModel {
+                    name: canonical_model_name(&m.name),
+                    size: m.size,
+                    digest: m.digest.clone(),
+                    modified_at: m.modified_at.clone(),
+                    details: m.details.clone(),
+                    size_vram: None,
+                    expires_at: None,
+                    nodes: Vec::new(),
+                })
+                .collect()
+        };
+        for entry in entries {
+            let merged = union.entry(entry.name.clone()).or_insert(entry);
+            merged.nodes.push(node.machine_name.clone());
+        }
+    }
+    union.into_values().collect()
+}
+
+const EMPTY_DETAILS: fn() -> Value = || {
+    json!({
+        "parent_model": "", "format": "", "family": "", "families": null,
+        "parameter_size": "", "quantization_level": ""
+    })
+};
+
+/// Ollama's `/api/tags` entry.
+pub fn ollama_tag(model: &FleetModel) -> Value {
+    json!({
+        "name": model.name,
+        "model": model.name,
+        "modified_at": model.modified_at.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+        "size": model.size.unwrap_or(0),
+        "digest": model.digest.clone().unwrap_or_default(),
+        "details": model.details.clone().unwrap_or_else(EMPTY_DETAILS),
+    })
+}
+
+/// Ollama's `/api/ps` entry.
+pub fn ollama_running(model: &FleetModel) -> Value {
+    json!({
+        "name": model.name,
+        "model": model.name,
+        "size": model.size.unwrap_or(0),
+        "digest": model.digest.clone().unwrap_or_default(),
+        "details": model.details.clone().unwrap_or_else(EMPTY_DETAILS),
+        "expires_at": model.expires_at.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+        "size_vram": model.size_vram.unwrap_or(0),
+    })
+}
+
+/// OpenAI's model object.
+pub fn openai_model(model: &FleetModel) -> Value {
+    let created = model
+        .modified_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp());
+    json!({ "id": model.name, "object": "model", "created": created, "owned_by": "library" })
+}

@@ -1,0 +1,115 @@
+//! Errors of the inference endpoints, answered in the format of the API the
+//! client called: Ollama's `{"error": "..."}` or OpenAI's
+//! `{"error": {"message", "type", "code"}}`.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use serde_json::json;
+
+/// Which API a request came through, and so which error format it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFlavor {
+    Ollama,
+    OpenAi,
+}
+
+/// Why an inference request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("model \"{0}\" not found on any online node")]
+    ModelNotFound(String),
+    #[error("no node is available: {0}")]
+    NoNodeAvailable(&'static str),
+    /// Every node tried failed; the message says how.
+    #[error("{0}")]
+    NodesFailed(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0} is not supported through llm-router; call the node directly")]
+    Unsupported(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoNodeAvailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NodesFailed(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+
+    /// OpenAI's `type` and `code` for this error.
+    fn openai_kind(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ProxyError::BadRequest(_) => ("invalid_request_error", None),
+            ProxyError::PayloadTooLarge { .. } => {
+                ("invalid_request_error", Some("request_too_large"))
+            }
+            ProxyError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            ProxyError::NoNodeAvailable(_) => ("server_error", Some("no_available_node")),
+            ProxyError::NodesFailed(_) => ("server_error", Some("upstream_error")),
+            ProxyError::Timeout(_) => ("server_error", Some("upstream_timeout")),
+            ProxyError::Unsupported(_) => ("invalid_request_error", Some("unsupported_endpoint")),
+        }
+    }
+
+    pub fn with(self, flavor: ApiFlavor) -> FlavoredError {
+        FlavoredError {
+            flavor,
+            error: self,
+        }
+    }
+}
+
+/// A [`ProxyError`] that knows which format to answer in.
+#[derive(Debug)]
+pub struct FlavoredError {
+    pub flavor: ApiFlavor,
+    pub error: ProxyError,
+}
+
+impl IntoResponse for FlavoredError {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        let message = self.error.to_string();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %message, "inference request failed");
+        }
+        let body = match self.flavor {
+            ApiFlavor::Ollama => json!({ "error": message }),
+            ApiFlavor::OpenAi => {
+                let (kind, code) = self.error.openai_kind();
+                json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The last chunk of a stream that failed after it started, in the stream's own format.
+pub fn stream_error_chunk(flavor: ApiFlavor, message: &str) -> Bytes {
+    match flavor {
+        ApiFlavor::Ollama => {
+            let mut line = serde_json::to_vec(&json!({ "error": message }))
+                .expect("a JSON object always serialises");
+            line.push(b'\n');
+            Bytes::from(line)
+        }
+        ApiFlavor::OpenAi => {
+            let event = json!({ "error": { "message": message, "type": "server_error", "param": null, "code": "upstream_error" } });
+            Bytes::from(format!("data: {event}\n\n"))
+        }
+    }
+}

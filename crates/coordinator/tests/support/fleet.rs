@@ -1,0 +1,129 @@
+//! A coordinator served on a real socket in this process, with mock nodes
+//! registered through the HTTP API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use llm_router_coordinator::config::Config;
+use llm_router_mock_node::{MockConfig, MockNode};
+use tokio_util::sync::CancellationToken;
+
+pub struct Fleet {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub nodes: Vec<MockNode>,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// A coordinator with `adjust` applied to the test configuration, and no nodes.
+    pub async fn empty_with(adjust: impl FnOnce(&mut Config)) -> Fleet {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = super::config(data_dir.path());
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(llm_router_coordinator::run(
+            listener,
+            config,
+            stop.clone().cancelled_owned(),
+        ));
+        Fleet {
+            addr,
+            client: reqwest::Client::new(),
+            nodes: Vec::new(),
+            stop,
+            server,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// A coordinator with one registered mock node per config.
+    pub async fn start(nodes: Vec<MockConfig>) -> Fleet {
+        Self::start_with(nodes, |_| {}).await
+    }
+
+    pub async fn start_with(nodes: Vec<MockConfig>, adjust: impl FnOnce(&mut Config)) -> Fleet {
+        let mut fleet = Self::empty_with(adjust).await;
+        for config in nodes {
+            fleet.add_node(config).await;
+        }
+        fleet
+    }
+
+    /// Starts a mock node and registers it; returns its node id.
+    pub async fn add_node(&mut self, config: MockConfig) -> String {
+        let node = MockNode::start(config).await.unwrap();
+        let models: Vec<_> = node
+            .models()
+            .held()
+            .iter()
+            .map(|m| serde_json::json!({ "name": m.name }))
+            .collect();
+        let answer: serde_json::Value = self
+            .client
+            .post(self.url("/api/agents/register"))
+            .json(&serde_json::json!({
+                "machine_name": node.name(),
+                "ip_address": "127.0.0.1",
+                "ollama_port": node.addr().port(),
+                "ollama_version": "0.12.0",
+                "models": models,
+            }))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.nodes.push(node);
+        answer["node_id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn node(&self, name: &str) -> &MockNode {
+        self.nodes.iter().find(|n| n.name() == name).unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The node that served a response, from the router's header.
+    pub fn served_by(response: &reqwest::Response) -> String {
+        response.headers()["x-llm-router-node"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The coordinator's view of every node.
+    pub async fn agents(&self) -> Vec<serde_json::Value> {
+        self.client
+            .get(self.url("/api/agents"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+    }
+}
