@@ -7,12 +7,14 @@
 //! - [`health`]: the monitor that takes silent nodes offline;
 //! - [`proxy`]: forwards Ollama and OpenAI requests to a node holding the
 //!   model, streaming, with failover;
+//! - [`demo`]: the simulated fleet of `llm-router --demo` (mock nodes with in-process agents);
 //! - [`api`]: the HTTP routes (`fn app(state) -> Router`);
 //! - [`error`]: the error type every endpoint answers with;
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod health;
 pub mod proxy;
