@@ -1,0 +1,289 @@
+//! Acceptance test with the official Python clients: `ollama` and `openai`
+//! (pinned in `tests/python/requirements.txt`) drive the coordinator in front
+//! of three mock nodes through `tests/python/clients_test.py`, streamed and
+//! not, and must get intact, well-formed answers.
+//!
+//! The packages must be installed beforehand (`.ci/run` does it):
+//! `python3 -m pip install -r tests/python/requirements.txt`. The interpreter
+//! is `$LLM_ROUTER_TEST_PYTHON` when set, else `python3`. A missing
+//! interpreter or package fails the test; it is never skipped.
+
+mod support;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use llm_router_mock_node::{Endpoint, MockConfig, MockNode};
+use serde_json::{Value, json};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// How long the whole script may take (it needs about two seconds).
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(120);
+const SCRIPT: &str = "tests/python/clients_test.py";
+const INSTALL_HINT: &str = "run `python3 -m pip install -r tests/python/requirements.txt` \
+     from the workspace root (or point LLM_ROUTER_TEST_PYTHON at a python that has them)";
+const CHAT_MODEL: &str = "llama3.2";
+const EMBED_MODEL: &str = "nomic-embed-text";
+
+fn workspace_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize()
+        .unwrap_or_else(|e| panic!("workspace root {}: {e}", root.display()))
+}
+
+/// `$LLM_ROUTER_TEST_PYTHON`, else `python3`.
+fn python() -> OsString {
+    std::env::var_os("LLM_ROUTER_TEST_PYTHON")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
+fn python_command(python: &OsString) -> Command {
+    let mut command = Command::new(python);
+    command
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        // Everything is on loopback: never through a proxy from the environment.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .kill_on_drop(true);
+    command
+}
+
+/// Fails, with the command to install them, when the client packages are missing.
+async fn require_client_packages(python: &OsString) {
+    let output = python_command(python)
+        .args(["-c", "import httpx, ollama, openai"])
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} did not import the client packages within 60 s",
+                python.to_string_lossy()
+            )
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not run the Python interpreter {:?} ({e}): install Python 3, \
+                 or set LLM_ROUTER_TEST_PYTHON to one; then {INSTALL_HINT}",
+                python.to_string_lossy()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "the Python packages `ollama` and `openai` are not installed for {:?}: {INSTALL_HINT}\n{}",
+        python.to_string_lossy(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
+
+/// A mock node that keeps both models in memory, with short vectors and
+/// paced tokens so that streams arrive in several pieces.
+fn node(name: &str, models: &[&str]) -> MockConfig {
+    let held = MockConfig::named(name).with_models(models.iter().copied());
+    MockConfig {
+        loaded_models: held.models.clone(),
+        max_loaded_models: 2,
+        embedding_dim: 64,
+        tokens_per_sec: 500.0,
+        ..held
+    }
+}
+
+/// Registers `node` the way its agent would: the models of its `/api/tags`
+/// and the loaded ones of its `/api/ps`.
+async fn register(client: &reqwest::Client, coordinator: SocketAddr, node: &MockNode) -> String {
+    let tags: Value = client
+        .get(format!("{}/api/tags", node.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ps: Value = client
+        .get(format!("{}/api/ps", node.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let models: Vec<Value> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m["name"],
+                "size": m["size"],
+                "digest": m["digest"],
+                "modified_at": m["modified_at"],
+                "details": m["details"],
+            })
+        })
+        .collect();
+    let loaded: Vec<Value> = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m["name"],
+                "size": m["size"],
+                "size_vram": m["size_vram"],
+                "expires_at": m["expires_at"],
+            })
+        })
+        .collect();
+    let response = client
+        .post(format!("http://{coordinator}/api/agents/register"))
+        .json(&json!({
+            "machine_name": node.name(),
+            "ip_address": "127.0.0.1",
+            "ollama_port": node.addr().port(),
+            "ollama_version": "0.12.0",
+            "models": models,
+            "loaded_models": loaded,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        status.as_u16(),
+        201,
+        "registering {} answered {status}: {body}",
+        node.name()
+    );
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["node_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no node_id in {body}"))
+        .to_owned()
+}
+
+fn requests(node: &MockNode, endpoints: &[Endpoint]) -> u64 {
+    endpoints.iter().map(|e| node.stats().requests(*e)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_clients_work_through_the_router() {
+    let python = python();
+    require_client_packages(&python).await;
+
+    // node-a holds both models, node-b only the chat model, node-c only the
+    // embedding model: each request must reach a node that has its model.
+    let mut nodes = Vec::new();
+    for (name, models) in [
+        ("node-a", &[CHAT_MODEL, EMBED_MODEL][..]),
+        ("node-b", &[CHAT_MODEL][..]),
+        ("node-c", &[EMBED_MODEL][..]),
+    ] {
+        nodes.push(MockNode::start(node(name, models)).await.unwrap());
+    }
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = support::config(data_dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(llm_router_coordinator::run(
+        listener,
+        config,
+        stop.clone().cancelled_owned(),
+    ));
+
+    let client = reqwest::Client::new();
+    for node in &nodes {
+        register(&client, addr, node).await;
+    }
+
+    let run = python_command(&python)
+        .arg(SCRIPT)
+        .arg(format!("http://{addr}"))
+        .arg(CHAT_MODEL)
+        .args(["--embed-model", EMBED_MODEL, "--mock"])
+        .output();
+    let output = tokio::time::timeout(SCRIPT_DEADLINE, run)
+        .await
+        .unwrap_or_else(|_| panic!("{SCRIPT} did not finish within {SCRIPT_DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("could not run {:?} {SCRIPT}: {e}", python.to_string_lossy()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(3) {
+        panic!("{SCRIPT} is missing Python packages: {INSTALL_HINT}\n{stderr}");
+    }
+    assert!(
+        output.status.success(),
+        "{SCRIPT} against the router failed ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        output.status
+    );
+    println!("{stdout}");
+
+    // The answers came through the router from nodes that have the model.
+    let generation = [
+        Endpoint::Chat,
+        Endpoint::Generate,
+        Endpoint::OpenAiChat,
+        Endpoint::OpenAiCompletions,
+    ];
+    let embedding = [
+        Endpoint::Embed,
+        Endpoint::Embeddings,
+        Endpoint::OpenAiEmbeddings,
+    ];
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    assert!(
+        requests(a, &generation) + requests(b, &generation) > 0,
+        "no generation reached node-a or node-b"
+    );
+    assert!(
+        requests(a, &embedding) + requests(c, &embedding) > 0,
+        "no embedding request reached node-a or node-c"
+    );
+    assert_eq!(
+        requests(b, &embedding),
+        0,
+        "node-b, without {EMBED_MODEL}, got embedding requests"
+    );
+    assert_eq!(
+        requests(c, &generation),
+        0,
+        "node-c, without {CHAT_MODEL}, got generation requests"
+    );
+
+    // Nothing is left running upstream once the clients have their answers.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nodes.iter().any(|n| n.stats().in_flight() > 0) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "requests still in flight on the nodes: {:?}",
+            nodes
+                .iter()
+                .map(|n| (n.name().to_owned(), n.stats().in_flight()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the coordinator did not stop within 10 s")
+        .unwrap()
+        .unwrap();
+    for node in nodes {
+        node.stop().await;
+    }
+}
