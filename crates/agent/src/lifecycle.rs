@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use llm_router_common::{
@@ -53,10 +54,24 @@ pub async fn run(
             None => agent.config.register_max_retries,
             Some(_) => 0,
         };
+        let mut registration = pin!(agent.register(node_id, max_attempts));
         let registered = tokio::select! {
-            registered = agent.register(node_id, max_attempts) => registered?,
+            registered = &mut registration => registered?,
             () = &mut shutdown => {
-                tracing::info!("shutting down (not registered, nothing to tell the coordinator)");
+                // A registration on the wire may already have been accepted: let it land
+                // (briefly) so the node is not left online until the coordinator's timeout.
+                let landed = if agent.registration_in_flight.load(Ordering::Acquire) {
+                    match tokio::time::timeout(SHUTDOWN_NOTICE_TIMEOUT, &mut registration).await {
+                        Ok(Ok(registered)) => Some(registered.node_id),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                match landed.or(node_id) {
+                    Some(id) => agent.say_goodbye(id).await,
+                    None => tracing::info!("shutting down (not registered, nothing to tell the coordinator)"),
+                }
                 return Ok(());
             }
         };
@@ -86,6 +101,8 @@ struct Agent {
     /// Whether Ollama answered last time (`None` before the first look), so that a change
     /// is logged once rather than on every heartbeat.
     ollama_was_up: Mutex<Option<bool>>,
+    /// True while a registration request is on the wire.
+    registration_in_flight: AtomicBool,
 }
 
 impl Agent {
@@ -105,6 +122,7 @@ impl Agent {
             ollama,
             metrics: MetricsCollector::start().await,
             ollama_was_up: Mutex::new(None),
+            registration_in_flight: AtomicBool::new(false),
         })
     }
 
@@ -155,7 +173,10 @@ impl Agent {
             node_id: previous_id,
             agent_version: Some(AGENT_VERSION.to_owned()),
         };
-        Ok(self.coordinator.register(&request).await?)
+        self.registration_in_flight.store(true, Ordering::Release);
+        let answer = self.coordinator.register(&request).await;
+        self.registration_in_flight.store(false, Ordering::Release);
+        Ok(answer?)
     }
 
     async fn advertised_ip(&self) -> Result<IpAddr, RegisterError> {

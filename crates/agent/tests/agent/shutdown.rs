@@ -29,3 +29,23 @@ async fn shutdown_while_still_registering_returns_ok_without_a_shutdown_call() {
     agent.shut_down().await.unwrap();
     assert!(coordinator.seen().shutdowns.is_empty());
 }
+
+#[tokio::test]
+async fn shutdown_during_a_registration_on_the_wire_waits_for_it_and_says_goodbye() {
+    let coordinator = FakeCoordinator::start(vec![], vec![]).await;
+    coordinator.hold_registrations(true);
+    let ollama = FakeOllama::start().await;
+    let agent = RunningAgent::spawn(test_config(&coordinator.url, &ollama.url));
+    coordinator
+        .wait_for("a registration on the wire", |seen| {
+            !seen.registrations.is_empty()
+        })
+        .await;
+
+    // The coordinator accepts the registration only after the shutdown began.
+    let shutting_down = tokio::spawn(agent.shut_down());
+    tokio::task::yield_now().await;
+    coordinator.hold_registrations(false);
+    shutting_down.await.unwrap().unwrap();
+    assert_eq!(coordinator.seen().shutdowns, vec![coordinator.node_id]);
+}

@@ -57,6 +57,8 @@ struct CoordinatorState {
     /// Answers for the next heartbeats; once empty, 204.
     heartbeat_answers: Mutex<VecDeque<StatusCode>>,
     seen: watch::Sender<Seen>,
+    /// While true, registrations are recorded but not answered.
+    hold_registrations: watch::Sender<bool>,
 }
 
 /// A coordinator that answers from a script and records every call.
@@ -95,6 +97,7 @@ impl FakeCoordinator {
                     .collect(),
             ),
             seen: watch::Sender::new(Seen::default()),
+            hold_registrations: watch::Sender::new(false),
         });
         let router = Router::new()
             .route("/api/agents/register", post(register))
@@ -112,6 +115,11 @@ impl FakeCoordinator {
 
     pub fn seen(&self) -> Seen {
         self.state.seen.borrow().clone()
+    }
+
+    /// Registrations are recorded but left unanswered while `hold` is true.
+    pub fn hold_registrations(&self, hold: bool) {
+        self.state.hold_registrations.send_replace(hold);
     }
 
     /// Waits until what the coordinator saw satisfies `condition`, or panics at [`DEADLINE`].
@@ -133,6 +141,11 @@ async fn register(
     state
         .seen
         .send_modify(|seen| seen.registrations.push(request));
+    let _ = state
+        .hold_registrations
+        .subscribe()
+        .wait_for(|hold| !*hold)
+        .await;
     let failure = state.register_failures.lock().unwrap().pop_front();
     if let Some((status, message)) = failure {
         return (status, Json(ErrorBody::new(message))).into_response();
