@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::demo::MAX_DEMO_NODES;
+
 /// Command line of `llm-router`. Every flag can also be set by the
 /// environment variable shown in `--help`; a flag wins over its variable.
 #[derive(Debug, Clone, Parser)]
@@ -262,9 +264,6 @@ impl Cli {
         })
     }
 }
-
-/// Most simulated nodes `--demo` starts.
-pub const MAX_DEMO_NODES: usize = 16;
 
 /// `~/.llm-router`.
 pub fn default_data_dir() -> Option<PathBuf> {

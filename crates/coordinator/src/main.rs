@@ -1,8 +1,13 @@
-//! `llm-router`: parses the command line and runs the coordinator.
+//! `llm-router`: parses the command line and runs the coordinator (and,
+//! with `--demo`, a simulated fleet beside it).
+
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
 use llm_router_coordinator::Cli;
+use llm_router_coordinator::demo::{DemoFleet, banner};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -11,13 +16,53 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The demo keeps its data in a temporary folder, so it never touches a real registry.
+    let demo_dir = match (cli.demo, &cli.data_dir) {
+        (Some(_), None) => {
+            let dir = tempfile::Builder::new()
+                .prefix("llm-router-demo-")
+                .tempdir()
+                .context("could not create a temporary data folder for the demo")?;
+            cli.data_dir = Some(dir.path().to_owned());
+            Some(dir)
+        }
+        _ => None,
+    };
     let config = cli.config()?;
     let listener = tokio::net::TcpListener::bind((cli.host, cli.port))
         .await
         .with_context(|| format!("could not listen on {}:{}", cli.host, cli.port))?;
-    llm_router_coordinator::run(listener, config, shutdown_signal()).await
+
+    let Some(nodes) = cli.demo else {
+        return llm_router_coordinator::run(listener, config, shutdown_signal()).await;
+    };
+
+    let url = format!("http://{}", listener.local_addr()?);
+    let stop_server = CancellationToken::new();
+    let mut server = tokio::spawn(llm_router_coordinator::run(
+        listener,
+        config,
+        stop_server.clone().cancelled_owned(),
+    ));
+    let fleet = DemoFleet::start(&url, nodes).await?;
+    println!("{}", banner(&url, &fleet));
+    tokio::select! {
+        () = shutdown_signal() => {}
+        ended = &mut server => {
+            fleet.stop().await;
+            return ended.context("coordinator task failed")?;
+        }
+    }
+    // Agents say goodbye while the coordinator still listens.
+    fleet.stop().await;
+    stop_server.cancel();
+    let served = server.await.context("coordinator task failed")?;
+    drop(demo_dir);
+    served
 }
 
 /// Completes on Ctrl-C or SIGTERM.

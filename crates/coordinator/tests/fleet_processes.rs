@@ -390,3 +390,48 @@ async fn corrupt_registry_file_is_kept_aside_and_the_log_says_so() {
         "log does not say where the file went:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_brings_up_a_working_fleet_and_stops_cleanly() {
+    let mut command = Command::new(binary("llm-router"));
+    command.args(["--demo", "2", "--host", "127.0.0.1", "--port", "0"]);
+    let mut demo = Proc::spawn("llm-router --demo", command);
+    let addr = demo.listening_addr();
+    let online = eventually("two demo nodes online", Duration::from_secs(30), || async {
+        nodes(addr)
+            .await
+            .filter(|n| n.len() == 2 && n.iter().all(|n| n["status"] == "online"))
+    })
+    .await;
+    assert!(online.iter().any(|n| n["machine_name"] == "demo-gpu-1"));
+    let answer: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/api/chat"))
+        .body(
+            r#"{"model":"llama3.2","messages":[{"role":"user","content":"Hello"}],"stream":false}"#,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["done"], true, "{answer}");
+    assert!(
+        demo.output().contains("curl"),
+        "no banner:\n{}",
+        demo.output()
+    );
+
+    demo.signal("TERM");
+    assert_eq!(
+        demo.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        demo.output()
+    );
+    assert!(
+        demo.output().contains("agent shut down"),
+        "agents did not say goodbye:\n{}",
+        demo.output()
+    );
+}
