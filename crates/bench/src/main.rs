@@ -3,6 +3,7 @@
 //! Each subcommand starts what it measures on loopback, drives it, and
 //! prints latency quantiles and throughput.
 
+mod proxy;
 mod registry;
 mod stats;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Registration latency and heartbeat throughput with many agents.
     Registry(registry::RegistryArgs),
+    /// The router's added latency and throughput cost against one instant mock node.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Registry(args) => registry::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
         }
     })
 }

@@ -1,0 +1,963 @@
+//! `proxy`: the router's own overhead on the inference path.
+//!
+//! One mock inference node (instant answers) runs on loopback on its own
+//! runtime; a coordinator runs on another, with the node registered. The same
+//! closed-loop load (a fixed number of requests in flight) is sent straight to
+//! the node and through the router, in alternating runs (direct, router,
+//! router, direct, ...), each after a warm-up. Everything shares the
+//! machine's cores, so the ratios between the two paths are what count, not
+//! the absolute figures.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use llm_router_coordinator::config::Config;
+use llm_router_mock_node::{Endpoint, MockConfig, MockNode, MockStats};
+
+use crate::stats::{Latencies, ms};
+
+/// Model the node holds and the router is told about.
+const MODEL: &str = "llama3.2:latest";
+/// Worker threads of the node's runtime and of the router's runtime.
+const SERVER_THREADS: usize = 2;
+/// How long the router may take to route to the node it was just told about.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Requests in flight at once, comma separated; each level is measured separately.
+    #[arg(long, value_delimiter = ',', value_parser = parse_level, default_value = "1,64")]
+    pub concurrency: Vec<usize>,
+    /// Measured requests per path, scenario and concurrency level, split over
+    /// the rounds [default: 3000 at concurrency 1, 20000 above].
+    #[arg(long, conflicts_with = "duration_secs")]
+    pub requests: Option<usize>,
+    /// Measure for this many seconds per path, scenario and concurrency level
+    /// (split over the rounds) instead of a number of requests.
+    #[arg(long, value_parser = parse_seconds)]
+    pub duration_secs: Option<f64>,
+    /// Unmeasured requests before every measured run.
+    #[arg(long, default_value_t = 200)]
+    pub warmup: usize,
+    /// Measured runs per path for each scenario and level, alternating
+    /// direct/router in ABBA order so that drift hits both paths alike.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    /// Scenarios, comma separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ollama-chat,openai-chat,ollama-stream"
+    )]
+    pub scenarios: Vec<Scenario>,
+    /// Tokens the node generates per answer (all at once: no pacing).
+    #[arg(long, default_value_t = 8)]
+    pub tokens: u64,
+    /// Generation slots of the node; keep it at or above the concurrency so
+    /// nothing queues at the node.
+    #[arg(long, default_value_t = 256)]
+    pub slots: usize,
+    /// Measure the direct path only, without starting a router.
+    #[arg(long)]
+    pub direct_only: bool,
+}
+
+/// One kind of request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `POST /api/chat`, `"stream": false`.
+    OllamaChat,
+    /// `POST /v1/chat/completions`, not streamed.
+    OpenaiChat,
+    /// `POST /api/chat`, `"stream": true` (NDJSON); time to first chunk too.
+    OllamaStream,
+}
+
+impl Scenario {
+    fn path(self) -> &'static str {
+        match self {
+            Scenario::OllamaChat | Scenario::OllamaStream => "/api/chat",
+            Scenario::OpenaiChat => "/v1/chat/completions",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::OllamaChat => "ollama chat",
+            Scenario::OpenaiChat => "openai chat",
+            Scenario::OllamaStream => "ollama chat stream",
+        }
+    }
+
+    fn streams(self) -> bool {
+        self == Scenario::OllamaStream
+    }
+
+    fn body(self) -> Bytes {
+        let stream = self.streams();
+        let body = serde_json::json!({
+            "model": "llama3.2",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": stream,
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// Text every complete answer contains (the final line of a stream).
+    fn done_marker(self) -> &'static [u8] {
+        match self {
+            Scenario::OllamaChat | Scenario::OllamaStream => br#""done":true"#,
+            Scenario::OpenaiChat => br#""finish_reason":"#,
+        }
+    }
+}
+
+fn parse_level(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("a concurrency level must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a concurrency level: {e}")),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        Ok(_) => Err("must be a number of seconds above 0".into()),
+        Err(e) => Err(format!("{s:?} is not a number of seconds: {e}")),
+    }
+}
+
+/// Default measured requests at a concurrency level.
+fn default_requests(concurrency: usize) -> usize {
+    if concurrency <= 1 { 3000 } else { 20_000 }
+}
+
+/// `total` split into `parts` nearly equal shares that add up to `total`.
+fn split(total: usize, parts: usize) -> Vec<usize> {
+    let parts = parts.max(1);
+    (0..parts)
+        .map(|i| total / parts + usize::from(i < total % parts))
+        .collect()
+}
+
+/// Which path goes first in a round: ABBA, so each path leads half the time.
+fn router_first(round: u32) -> bool {
+    round % 2 == 1
+}
+
+/// `router / direct`, when there is a direct figure to compare with.
+fn throughput_ratio(router_rps: f64, direct_rps: f64) -> Option<f64> {
+    (direct_rps > 0.0 && router_rps.is_finite()).then(|| router_rps / direct_rps)
+}
+
+/// Latency the router adds, in milliseconds (negative when it was faster).
+fn added_ms(router: Duration, direct: Duration) -> f64 {
+    ms(router) - ms(direct)
+}
+
+/// When a run stops.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    After(usize),
+    Elapsed(Duration),
+}
+
+/// A place the load goes to: the node itself, or the router.
+struct Target {
+    name: &'static str,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Target {
+    fn new(name: &'static str, base: String, pool: usize) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(pool)
+            .build()?;
+        Ok(Self { name, base, client })
+    }
+}
+
+/// What one path did in one scenario at one level, over all its runs.
+#[derive(Debug, Default)]
+struct Measured {
+    total: Latencies,
+    first_byte: Latencies,
+    ok: usize,
+    errors: usize,
+    first_error: Option<String>,
+    wall: Duration,
+    /// Requests the node received meanwhile, on the scenario's route.
+    node_saw: u64,
+}
+
+impl Measured {
+    fn add(&mut self, other: Measured) {
+        self.total.extend(other.total);
+        self.first_byte.extend(other.first_byte);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.wall += other.wall;
+        self.node_saw += other.node_saw;
+    }
+
+    fn rps(&self) -> f64 {
+        if self.wall.is_zero() {
+            0.0
+        } else {
+            self.ok as f64 / self.wall.as_secs_f64()
+        }
+    }
+
+    fn attempts(&self) -> usize {
+        self.ok + self.errors
+    }
+}
+
+/// One row of the report: a scenario at a level, both paths.
+struct Cell {
+    scenario: Scenario,
+    concurrency: usize,
+    direct: Measured,
+    router: Option<Measured>,
+}
+
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.concurrency.is_empty(), "no concurrency level given");
+    anyhow::ensure!(!args.scenarios.is_empty(), "no scenario given");
+    anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    let max_level = args.concurrency.iter().copied().max().unwrap_or(1);
+    if max_level > args.slots {
+        eprintln!(
+            "warning: concurrency {max_level} exceeds the node's {} slots; requests will queue at the node",
+            args.slots
+        );
+    }
+
+    let (node_url, node_stats) = start_node(&args).await?;
+    let direct = Target::new("direct", node_url.clone(), max_level)?;
+    let data_dir = tempfile::tempdir()?;
+    let mut heartbeats = None;
+    let router = if args.direct_only {
+        None
+    } else {
+        let base = start_coordinator(data_dir.path())?;
+        let port = node_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .context("node URL without a port")?;
+        heartbeats = Some(register_node(&base, port).await?);
+        Some(Target::new("router", base, max_level)?)
+    };
+
+    for &scenario in &args.scenarios {
+        preflight(&direct, scenario, Duration::ZERO)
+            .await
+            .context("the mock node itself does not answer as expected")?;
+        if let Some(router) = &router {
+            preflight(router, scenario, READY_TIMEOUT).await?;
+        }
+    }
+
+    let rounds = args.rounds;
+    let mut cells = Vec::new();
+    for &scenario in &args.scenarios {
+        for &concurrency in &args.concurrency {
+            let stops: Vec<Stop> = match args.duration_secs {
+                Some(secs) => {
+                    let each = Duration::from_secs_f64(secs / f64::from(rounds));
+                    vec![Stop::Elapsed(each); rounds as usize]
+                }
+                None => split(
+                    args.requests
+                        .unwrap_or_else(|| default_requests(concurrency)),
+                    rounds as usize,
+                )
+                .into_iter()
+                .map(Stop::After)
+                .collect(),
+            };
+            let mut cell = Cell {
+                scenario,
+                concurrency,
+                direct: Measured::default(),
+                router: router.as_ref().map(|_| Measured::default()),
+            };
+            for (round, stop) in (0..rounds).zip(stops) {
+                let mut order = vec![&direct];
+                if let Some(router) = &router {
+                    if router_first(round) {
+                        order.insert(0, router);
+                    } else {
+                        order.push(router);
+                    }
+                }
+                for target in order {
+                    let warm = run_load(
+                        target,
+                        scenario,
+                        concurrency,
+                        Stop::After(args.warmup),
+                        &node_stats,
+                    )
+                    .await;
+                    if warm.errors > 0 {
+                        eprintln!(
+                            "warning: {} warm-up errors on the {} path, e.g. {}",
+                            warm.errors,
+                            target.name,
+                            warm.first_error.as_deref().unwrap_or("?")
+                        );
+                    }
+                    let measured = run_load(target, scenario, concurrency, stop, &node_stats).await;
+                    eprintln!(
+                        "{:<18} c={:<4} round {}/{} {:<6} {:>7} ok in {:>6.2}s = {:>8.0}/s, {} errors",
+                        scenario.label(),
+                        concurrency,
+                        round + 1,
+                        rounds,
+                        target.name,
+                        measured.ok,
+                        measured.wall.as_secs_f64(),
+                        measured.rps(),
+                        measured.errors,
+                    );
+                    if target.name == "direct" {
+                        cell.direct.add(measured);
+                    } else if let Some(r) = cell.router.as_mut() {
+                        r.add(measured);
+                    }
+                }
+            }
+            cells.push(cell);
+        }
+    }
+    if let Some(task) = heartbeats {
+        task.abort();
+    }
+
+    let mut setup = format!(
+        "proxy benchmark: 1 mock node ({} tokens per answer, no pacing, {} slots), {} rounds per path ({}), {} warm-up requests per run, {} CPUs",
+        args.tokens,
+        args.slots,
+        rounds,
+        if router.is_some() {
+            "direct and router alternating ABBA"
+        } else {
+            "direct only"
+        },
+        args.warmup,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    if let Some(secs) = args.duration_secs {
+        let _ = write!(setup, ", {secs}s per path and cell");
+    }
+    println!("\n{setup}\n");
+    println!("{}", results_table(&mut cells));
+    if router.is_some() {
+        println!("{}", overhead_table(&mut cells));
+    }
+
+    let errors: usize = cells
+        .iter()
+        .map(|c| c.direct.errors + c.router.as_ref().map_or(0, |r| r.errors))
+        .sum();
+    let mut problems = Vec::new();
+    for cell in &cells {
+        for (path, m) in std::iter::once(("direct", &cell.direct))
+            .chain(cell.router.as_ref().map(|r| ("router", r)))
+        {
+            if m.errors > 0 {
+                problems.push(format!(
+                    "{} c={} {path}: {} of {} requests failed, e.g. {}",
+                    cell.scenario.label(),
+                    cell.concurrency,
+                    m.errors,
+                    m.attempts(),
+                    m.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+            // Every request must reach the node exactly once.
+            if m.node_saw != m.attempts() as u64 {
+                problems.push(format!(
+                    "{} c={} {path}: {} requests sent but the node received {}",
+                    cell.scenario.label(),
+                    cell.concurrency,
+                    m.attempts(),
+                    m.node_saw
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let banner = "!".repeat(72);
+        eprintln!("\n{banner}");
+        for p in &problems {
+            eprintln!("!! {p}");
+        }
+        eprintln!("{banner}");
+        anyhow::bail!(
+            "the run had {errors} failed requests and {} problems: the figures above are not trustworthy",
+            problems.len()
+        );
+    }
+    Ok(())
+}
+
+/// Starts the mock node on its own runtime; returns its URL and its counters.
+async fn start_node(args: &ProxyArgs) -> anyhow::Result<(String, Arc<MockStats>)> {
+    let config = MockConfig {
+        name: "bench-node".to_owned(),
+        models: vec![MODEL.to_owned()],
+        loaded_models: vec![MODEL.to_owned()],
+        parallel: args.slots,
+        default_tokens: args.tokens,
+        ttft: Duration::ZERO,
+        tokens_per_sec: 0.0,
+        record_capacity: 0,
+        ..MockConfig::default()
+    };
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(SERVER_THREADS)
+        .thread_name("mock-node")
+        .enable_all()
+        .build()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("mock-node".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match MockNode::start(config).await {
+                    Ok(node) => {
+                        let _ = tx.send(Ok((node.url(), Arc::clone(node.state().stats()))));
+                        std::future::pending::<()>().await;
+                        drop(node);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    let (url, stats) = rx
+        .await
+        .context("the mock node thread died")?
+        .context("could not start the mock node")?;
+    Ok((url, stats))
+}
+
+/// Starts a coordinator on its own runtime (2 worker threads) and returns its URL.
+fn start_coordinator(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let config = Config::with_data_dir(data_dir);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(SERVER_THREADS)
+        .thread_name("router")
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("router".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        llm_router_coordinator::run(listener, config, std::future::pending()).await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = served {
+                    eprintln!("coordinator failed: {e:#}");
+                }
+            });
+        })?;
+    Ok(format!("http://{addr}"))
+}
+
+/// Registers the node with the router as its agent would, and keeps it
+/// alive with heartbeats in the background.
+async fn register_node(base: &str, port: u16) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let body = serde_json::json!({
+        "machine_name": "bench-node",
+        "ip_address": "127.0.0.1",
+        "ollama_port": port,
+        "models": [{"name": MODEL}],
+    });
+    let response = client
+        .post(format!("{base}/api/agents/register"))
+        .json(&body)
+        .send()
+        .await
+        .context("could not reach the coordinator to register the node")?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "registering the node answered {status}: {}",
+        snippet(text.as_bytes())
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(&text).context("registration answer is not JSON")?;
+    let id = answer["node_id"]
+        .as_str()
+        .context("registration answer has no node_id")?
+        .to_owned();
+    let every = Duration::from_secs(
+        answer["heartbeat_interval_secs"]
+            .as_u64()
+            .unwrap_or(10)
+            .max(1),
+    );
+    let url = format!("{base}/api/agents/{id}/heartbeat");
+    Ok(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let sent = client
+                .post(&url)
+                .json(&serde_json::json!({"ollama_available": true}))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => eprintln!("warning: heartbeat answered {}", r.status()),
+                Err(e) => eprintln!("warning: heartbeat failed: {}", error_chain(&e)),
+            }
+        }
+    }))
+}
+
+/// One request of `scenario` must succeed; the router gets `patience` to
+/// start routing to the node it was just told about.
+async fn preflight(target: &Target, scenario: Scenario, patience: Duration) -> anyhow::Result<()> {
+    let url = format!("{}{}", target.base, scenario.path());
+    let deadline = Instant::now() + patience;
+    loop {
+        let failure = match one_request(&target.client, &url, scenario.body(), scenario).await {
+            Ok(_) => return Ok(()),
+            Err(failure) => failure,
+        };
+        if Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let mut message = format!(
+            "POST {} on the {} path failed: {}",
+            scenario.path(),
+            target.name,
+            failure.message
+        );
+        if target.name == "router" && failure.status == Some(reqwest::StatusCode::NOT_FOUND) {
+            message.push_str(
+                "\nThe coordinator does not serve this inference route (yet?): the proxy is \
+                 missing or does not know the registered node. Run with --direct-only to \
+                 measure the node alone.",
+            );
+        }
+        anyhow::bail!(message);
+    }
+}
+
+/// Why a request counts as an error.
+#[derive(Debug)]
+struct Failure {
+    status: Option<reqwest::StatusCode>,
+    message: String,
+}
+
+/// Sends one request and reads the whole answer; returns the time to the
+/// first body bytes and the time to the last.
+async fn one_request(
+    client: &reqwest::Client,
+    url: &str,
+    body: Bytes,
+    scenario: Scenario,
+) -> Result<(Duration, Duration), Failure> {
+    let transport = |e: reqwest::Error| Failure {
+        status: None,
+        message: error_chain(&e),
+    };
+    let sent = Instant::now();
+    let mut response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(transport)?;
+    let mut first = None;
+    let mut answer = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if first.is_none() && !chunk.is_empty() {
+            first = Some(sent.elapsed());
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    let total = sent.elapsed();
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        return Err(Failure {
+            status: Some(status),
+            message: format!("HTTP {status}: {}", snippet(&answer)),
+        });
+    }
+    if !contains(&answer, scenario.done_marker()) {
+        return Err(Failure {
+            status: Some(status),
+            message: format!(
+                "answer lacks {}: {}",
+                String::from_utf8_lossy(scenario.done_marker()),
+                snippet(&answer)
+            ),
+        });
+    }
+    Ok((first.unwrap_or(total), total))
+}
+
+/// Closed loop: `concurrency` tasks each send a request as soon as their
+/// previous one is answered, until `stop`.
+async fn run_load(
+    target: &Target,
+    scenario: Scenario,
+    concurrency: usize,
+    stop: Stop,
+    node: &MockStats,
+) -> Measured {
+    let url: Arc<str> = format!("{}{}", target.base, scenario.path()).into();
+    let body = scenario.body();
+    let left = Arc::new(AtomicUsize::new(match stop {
+        Stop::After(n) => n,
+        Stop::Elapsed(_) => usize::MAX,
+    }));
+    let endpoint = match scenario {
+        Scenario::OllamaChat | Scenario::OllamaStream => Endpoint::Chat,
+        Scenario::OpenaiChat => Endpoint::OpenAiChat,
+    };
+    let node_before = node.requests(endpoint);
+    let started = Instant::now();
+    let deadline = match stop {
+        Stop::Elapsed(d) => Some(started + d),
+        Stop::After(_) => None,
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, body, left) = (
+            target.client.clone(),
+            Arc::clone(&url),
+            body.clone(),
+            Arc::clone(&left),
+        );
+        workers.spawn(async move {
+            let mut m = Measured::default();
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                // Take one request from the budget, unless it is spent.
+                if left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_err()
+                {
+                    break;
+                }
+                match one_request(&client, &url, body.clone(), scenario).await {
+                    Ok((first, total)) => {
+                        m.ok += 1;
+                        m.first_byte.record(first);
+                        m.total.record(total);
+                    }
+                    Err(failure) => {
+                        m.errors += 1;
+                        m.first_error.get_or_insert(failure.message);
+                    }
+                }
+            }
+            m
+        });
+    }
+    let mut all = Measured::default();
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(m) => all.add(m),
+            Err(e) => {
+                all.errors += 1;
+                all.first_error
+                    .get_or_insert(format!("load task failed: {e}"));
+            }
+        }
+    }
+    all.wall = started.elapsed();
+    all.node_saw = node.requests(endpoint) - node_before;
+    all
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The start of a body, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.trim().replace('\n', " ")
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// Two decimals, or three significant digits for small ratios.
+fn fmt_ratio(r: f64) -> String {
+    if r < 0.1 {
+        format!("{r:.3}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{:.3}", ms(d))
+}
+
+/// Per path: throughput, latency, time to first chunk (streams), errors.
+fn results_table(cells: &mut [Cell]) -> String {
+    let mut out = String::new();
+    out.push_str("| scenario | conc | path | req/s | mean ms | p50 ms | p99 ms | first chunk p50 ms | first chunk p99 ms | errors |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for cell in cells.iter_mut() {
+        let (scenario, concurrency) = (cell.scenario, cell.concurrency);
+        for (path, m) in std::iter::once(("direct", &mut cell.direct))
+            .chain(cell.router.as_mut().map(|r| ("router", r)))
+        {
+            let (first50, first99) = if scenario.streams() {
+                (
+                    fmt_ms(m.first_byte.quantile(0.50)),
+                    fmt_ms(m.first_byte.quantile(0.99)),
+                )
+            } else {
+                ("–".into(), "–".into())
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                scenario.label(),
+                concurrency,
+                path,
+                m.rps(),
+                fmt_ms(m.total.mean()),
+                fmt_ms(m.total.quantile(0.50)),
+                fmt_ms(m.total.quantile(0.99)),
+                first50,
+                first99,
+                if m.errors > 0 {
+                    format!("**{}**", m.errors)
+                } else {
+                    "0".into()
+                },
+            );
+        }
+    }
+    out
+}
+
+/// What the router adds, per scenario and level.
+fn overhead_table(cells: &mut [Cell]) -> String {
+    let mut out = String::new();
+    out.push_str("| scenario | conc | added p50 ms | added p99 ms | added first chunk p50 ms | router/direct req/s |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for cell in cells.iter_mut() {
+        let Some(router) = cell.router.as_mut() else {
+            continue;
+        };
+        let direct = &mut cell.direct;
+        let first = if cell.scenario.streams() {
+            format!(
+                "{:+.3}",
+                added_ms(
+                    router.first_byte.quantile(0.50),
+                    direct.first_byte.quantile(0.50)
+                )
+            )
+        } else {
+            "–".into()
+        };
+        let ratio =
+            throughput_ratio(router.rps(), direct.rps()).map_or_else(|| "–".into(), fmt_ratio);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:+.3} | {:+.3} | {} | {} |",
+            cell.scenario.label(),
+            cell.concurrency,
+            added_ms(router.total.quantile(0.50), direct.total.quantile(0.50)),
+            added_ms(router.total.quantile(0.99), direct.total.quantile(0.99)),
+            first,
+            ratio,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ProxyArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("proxy").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.concurrency, vec![1, 64]);
+        assert_eq!(
+            args.scenarios,
+            vec![
+                Scenario::OllamaChat,
+                Scenario::OpenaiChat,
+                Scenario::OllamaStream
+            ]
+        );
+        assert_eq!(args.requests, None);
+        assert_eq!(default_requests(1), 3000);
+        assert_eq!(default_requests(64), 20_000);
+    }
+
+    #[test]
+    fn concurrency_list_is_comma_separated_and_positive() {
+        assert_eq!(
+            parse(&["--concurrency", "1,8, 64"]).unwrap().concurrency,
+            vec![1, 8, 64]
+        );
+        assert_eq!(
+            parse(&["--concurrency", "16"]).unwrap().concurrency,
+            vec![16]
+        );
+        assert!(parse(&["--concurrency", "1,0"]).is_err());
+        assert!(parse(&["--concurrency", "1,x"]).is_err());
+        assert!(parse(&["--concurrency", "-1"]).is_err());
+    }
+
+    #[test]
+    fn requests_and_duration_exclude_each_other() {
+        assert!(parse(&["--requests", "10", "--duration-secs", "1"]).is_err());
+        assert!(parse(&["--duration-secs", "0"]).is_err());
+        assert_eq!(
+            parse(&["--duration-secs", "2.5"]).unwrap().duration_secs,
+            Some(2.5)
+        );
+        assert!(parse(&["--rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn split_adds_up() {
+        assert_eq!(split(10, 4), vec![3, 3, 2, 2]);
+        assert_eq!(split(3, 4), vec![1, 1, 1, 0]);
+        assert_eq!(split(20_000, 4).iter().sum::<usize>(), 20_000);
+        assert_eq!(split(5, 0), vec![5]);
+    }
+
+    #[test]
+    fn rounds_alternate_abba() {
+        let order: Vec<bool> = (0..4).map(router_first).collect();
+        assert_eq!(order, vec![false, true, false, true]);
+    }
+
+    #[test]
+    fn ratio_and_added_latency() {
+        assert_eq!(throughput_ratio(500.0, 1000.0), Some(0.5));
+        assert_eq!(throughput_ratio(500.0, 0.0), None);
+        assert_eq!(fmt_ratio(0.456), "0.46");
+        assert_eq!(fmt_ratio(0.0345), "0.035");
+        let added = added_ms(Duration::from_micros(350), Duration::from_micros(100));
+        assert!((added - 0.25).abs() < 1e-9, "{added}");
+        assert!(added_ms(Duration::from_micros(90), Duration::from_micros(100)) < 0.0);
+    }
+
+    #[test]
+    fn bodies_and_markers() {
+        let body: serde_json::Value =
+            serde_json::from_slice(&Scenario::OllamaStream.body()).unwrap();
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["model"], "llama3.2");
+        let body: serde_json::Value = serde_json::from_slice(&Scenario::OpenaiChat.body()).unwrap();
+        assert_eq!(body["stream"], false);
+        assert!(contains(
+            br#"{"a":1,"done":true}"#,
+            Scenario::OllamaChat.done_marker()
+        ));
+        assert!(!contains(
+            br#"{"done":false}"#,
+            Scenario::OllamaChat.done_marker()
+        ));
+    }
+
+    #[tokio::test]
+    async fn load_counts_answers_errors_and_what_the_node_saw() {
+        let node = MockNode::start(MockConfig::default().with_parallel(8))
+            .await
+            .unwrap();
+        let target = Target::new("direct", node.url(), 4).unwrap();
+        for scenario in [
+            Scenario::OllamaChat,
+            Scenario::OpenaiChat,
+            Scenario::OllamaStream,
+        ] {
+            let mut m = run_load(&target, scenario, 4, Stop::After(20), node.stats()).await;
+            assert_eq!((m.ok, m.errors, m.node_saw), (20, 0, 20), "{scenario:?}");
+            assert_eq!(m.total.len(), 20);
+            assert!(m.first_byte.quantile(0.5) <= m.total.quantile(0.5));
+        }
+        node.control().set_fail_rate(1.0);
+        let m = run_load(
+            &target,
+            Scenario::OllamaChat,
+            2,
+            Stop::After(6),
+            node.stats(),
+        )
+        .await;
+        assert_eq!((m.ok, m.errors, m.node_saw), (0, 6, 6));
+        assert!(m.first_error.unwrap().contains("500"));
+    }
+
+    #[tokio::test]
+    async fn a_router_without_the_route_fails_with_a_clear_message() {
+        let node = MockNode::start(MockConfig::default()).await.unwrap();
+        // The mock answers 404 to unknown paths, like a coordinator without a proxy.
+        let router = Target::new("router", format!("{}/nowhere", node.url()), 1).unwrap();
+        let err = preflight(&router, Scenario::OllamaChat, Duration::ZERO)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("404"), "{err}");
+        assert!(err.contains("--direct-only"), "{err}");
+    }
+}
