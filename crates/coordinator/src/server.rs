@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +78,12 @@ pub async fn run(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
 
     let state = AppState::new(Arc::clone(&registry), config.proxy.clone())?;
+    // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
