@@ -140,6 +140,8 @@ pub struct ProxySettings {
     pub max_attempts: u32,
     pub failure_cooldown: Duration,
     pub max_request_bytes: usize,
+    /// Most response bytes kept per request for its record (request history).
+    pub capture_bytes: usize,
 }
 
 impl Default for ProxySettings {
@@ -151,6 +153,7 @@ impl Default for ProxySettings {
             max_attempts: 3,
             failure_cooldown: Duration::from_secs(10),
             max_request_bytes: 100 * 1024 * 1024,
+            capture_bytes: 64 * 1024,
         }
     }
 }
@@ -260,6 +263,7 @@ impl Cli {
                 max_attempts: self.max_attempts,
                 failure_cooldown: Duration::from_secs(self.failure_cooldown),
                 max_request_bytes: self.max_request_mb.saturating_mul(1024 * 1024),
+                capture_bytes: ProxySettings::default().capture_bytes,
             },
         })
     }

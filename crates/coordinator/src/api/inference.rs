@@ -5,9 +5,15 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::proxy::InferenceRequest;
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use tokio::time::Instant;
+
 use crate::proxy::error::{ApiFlavor, ProxyError};
-use crate::proxy::peek::peek;
+use crate::proxy::peek::{RequestFacts, peek};
+use crate::proxy::{InferenceRequest, RequestMeta};
 
 /// Proxies `request` to a node, answering errors in `flavor`'s format.
 /// `stream_default` is the API's default for an absent `stream` field.
@@ -19,6 +25,27 @@ pub async fn proxy(
 ) -> Response {
     let limit = state.proxy.settings().max_request_bytes;
     let (parts, body) = request.into_parts();
+    let meta = RequestMeta {
+        request_id: parts
+            .headers
+            .get(super::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        client_ip: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+        started: Instant::now(),
+        started_at: chrono::Utc::now(),
+    };
+    let reject = |error: ProxyError, facts: Option<&RequestFacts>, body: Bytes| {
+        let sinks = state.proxy.sinks();
+        if !sinks.is_empty() {
+            sinks.record(&meta.rejected(flavor, parts.uri.path(), facts, body, &error, Vec::new()));
+        }
+        error.with(flavor).into_response()
+    };
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -29,12 +56,12 @@ pub async fn proxy(
             } else {
                 ProxyError::BadRequest(format!("could not read request body: {e}"))
             };
-            return error.with(flavor).into_response();
+            return reject(error, None, Bytes::new());
         }
     };
     let facts = match peek(&body, stream_default) {
         Ok(facts) => facts,
-        Err(e) => return e.with(flavor).into_response(),
+        Err(e) => return reject(e, None, body),
     };
     let path_and_query = parts
         .uri
@@ -47,6 +74,7 @@ pub async fn proxy(
         headers: parts.headers,
         body,
         facts,
+        meta: meta.clone(),
     };
     match state.proxy.forward(request).await {
         Ok(response) => response,

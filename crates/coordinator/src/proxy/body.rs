@@ -11,7 +11,71 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ApiFlavor, stream_error_chunk};
+use super::record::{Outcome, RequestRecord, RequestSinks};
+use super::usage::parse_tail;
 use crate::registry::InFlightGuard;
+
+/// Bytes kept from the end of a response to find its token counts.
+const TAIL_BYTES: usize = 8 * 1024;
+
+/// Watches a response go by and reports it to the sinks when it ends.
+pub struct Tap {
+    pub record: RequestRecord,
+    pub sinks: RequestSinks,
+    pub started: Instant,
+    /// Most response bytes kept for the record.
+    pub capture_limit: usize,
+    captured: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Tap {
+    pub fn new(
+        record: RequestRecord,
+        sinks: RequestSinks,
+        started: Instant,
+        capture_limit: usize,
+    ) -> Self {
+        Self {
+            record,
+            sinks,
+            started,
+            capture_limit,
+            captured: Vec::new(),
+            tail: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, chunk: &[u8]) {
+        if self.record.time_to_first_byte.is_none() {
+            self.record.time_to_first_byte = Some(self.started.elapsed());
+        }
+        let room = self.capture_limit.saturating_sub(self.captured.len());
+        let kept = room.min(chunk.len());
+        self.captured.extend_from_slice(&chunk[..kept]);
+        self.record.response_bytes_dropped += (chunk.len() - kept) as u64;
+        if chunk.len() >= TAIL_BYTES {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&chunk[chunk.len() - TAIL_BYTES..]);
+        } else {
+            let overflow = (self.tail.len() + chunk.len()).saturating_sub(TAIL_BYTES);
+            self.tail.drain(..overflow);
+            self.tail.extend_from_slice(chunk);
+        }
+    }
+
+    fn finish(mut self, outcome: Outcome, error: Option<String>) {
+        self.record.outcome = outcome;
+        self.record.duration = self.started.elapsed();
+        self.record.usage = parse_tail(&self.tail);
+        self.record.response_body = Bytes::from(self.captured);
+        if error.is_some() {
+            self.record.error = error;
+        }
+        self.sinks.record(&self.record);
+    }
+}
 
 type UpstreamStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -38,6 +102,19 @@ pub struct ProxiedBody {
     /// Dropped when the body ends or the client goes away: the node's
     /// in-flight count covers the whole response.
     guard: Option<InFlightGuard>,
+    /// Reports the request when the body ends, fails or is dropped.
+    tap: Option<Tap>,
+}
+
+impl Drop for ProxiedBody {
+    fn drop(&mut self) {
+        if let Some(tap) = self.tap.take() {
+            tap.finish(
+                Outcome::Cancelled,
+                Some("client closed the connection".into()),
+            );
+        }
+    }
 }
 
 impl ProxiedBody {
@@ -47,6 +124,7 @@ impl ProxiedBody {
         failure: FailureReport,
         node: String,
         guard: InFlightGuard,
+        tap: Option<Tap>,
     ) -> Self {
         Self {
             upstream,
@@ -57,6 +135,7 @@ impl ProxiedBody {
             at_line_start: true,
             finished: false,
             guard: Some(guard),
+            tap,
         }
     }
 
@@ -64,6 +143,9 @@ impl ProxiedBody {
         self.finished = true;
         self.guard = None;
         tracing::warn!(node = %self.node, error = %message, "response from node broke off");
+        if let Some(tap) = self.tap.take() {
+            tap.finish(Outcome::Failed, Some(message.clone()));
+        }
         match self.failure {
             FailureReport::ErrorChunk(flavor) => {
                 let chunk = stream_error_chunk(flavor, &message);
@@ -97,6 +179,9 @@ impl Stream for ProxiedBody {
                 }
                 let deadline = Instant::now() + this.idle_timeout;
                 this.idle.as_mut().reset(deadline);
+                if let Some(tap) = &mut this.tap {
+                    tap.observe(&chunk);
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -110,6 +195,9 @@ impl Stream for ProxiedBody {
             Poll::Ready(None) => {
                 this.finished = true;
                 this.guard = None;
+                if let Some(tap) = this.tap.take() {
+                    tap.finish(Outcome::Completed, None);
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => match this.idle.as_mut().poll(cx) {

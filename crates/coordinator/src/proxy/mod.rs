@@ -16,6 +16,8 @@ pub mod balancer;
 pub mod body;
 pub mod error;
 pub mod peek;
+pub mod record;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -28,9 +30,10 @@ use tokio::time::Instant;
 use crate::config::ProxySettings;
 use crate::registry::{NodeRegistry, RoutableNode};
 use balancer::{Balancer, RoundRobin};
-use body::{FailureReport, ProxiedBody, error_chain};
+use body::{FailureReport, ProxiedBody, Tap, error_chain};
 use error::{ApiFlavor, ProxyError};
 use peek::RequestFacts;
+use record::{Outcome, RequestRecord, RequestSinks, Usage};
 
 /// Response header naming the node that served a request.
 pub const NODE_HEADER: &str = "x-llm-router-node";
@@ -65,6 +68,7 @@ pub struct Proxy {
     client: reqwest::Client,
     settings: ProxySettings,
     balancer: Box<dyn Balancer>,
+    sinks: RequestSinks,
 }
 
 /// One inference request as the handlers hand it over.
@@ -77,6 +81,52 @@ pub struct InferenceRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub facts: RequestFacts,
+    /// What the history knows of the request so far.
+    pub meta: RequestMeta,
+}
+
+/// Where and when a request came from, for its record.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub started: Instant,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl RequestMeta {
+    /// A record of a request that got no node's answer.
+    pub fn rejected(
+        &self,
+        flavor: ApiFlavor,
+        endpoint: &str,
+        facts: Option<&RequestFacts>,
+        body: Bytes,
+        error: &ProxyError,
+        nodes_tried: Vec<String>,
+    ) -> RequestRecord {
+        RequestRecord {
+            request_id: self.request_id.clone(),
+            started_at: self.started_at,
+            client_ip: self.client_ip,
+            flavor,
+            endpoint: endpoint.to_owned(),
+            model: facts.map(|f| f.model.clone()).unwrap_or_default(),
+            stream: facts.is_some_and(|f| f.stream),
+            node_id: None,
+            node_name: nodes_tried.last().cloned(),
+            nodes_tried,
+            status: error.status().as_u16(),
+            outcome: Outcome::Rejected,
+            duration: self.started.elapsed(),
+            time_to_first_byte: None,
+            usage: Usage::default(),
+            request_body: body,
+            response_body: Bytes::new(),
+            response_bytes_dropped: 0,
+            error: Some(error.to_string()),
+        }
+    }
 }
 
 /// Why one attempt on one node failed, and whether that says the node is unreachable.
@@ -100,15 +150,50 @@ impl Proxy {
             client,
             settings,
             balancer: Box::new(RoundRobin::default()),
+            sinks: RequestSinks::default(),
         })
+    }
+
+    /// Reports every finished request to `sinks` as well.
+    pub fn with_sinks(mut self, sinks: RequestSinks) -> Self {
+        self.sinks = sinks;
+        self
+    }
+
+    pub fn sinks(&self) -> &RequestSinks {
+        &self.sinks
     }
 
     pub fn settings(&self) -> &ProxySettings {
         &self.settings
     }
 
-    /// Serves one inference request, failing over between candidates.
+    /// Serves one inference request, failing over between candidates, and
+    /// reports it to the sinks (at the end of its body, or now if it fails).
     pub async fn forward(&self, request: InferenceRequest) -> Result<Response, ProxyError> {
+        let mut tried = Vec::new();
+        let result = self.forward_inner(&request, &mut tried).await;
+        if let Err(error) = &result {
+            if !self.sinks.is_empty() {
+                let path = request.path_and_query.split('?').next().unwrap_or_default();
+                self.sinks.record(&request.meta.rejected(
+                    request.flavor,
+                    path,
+                    Some(&request.facts),
+                    request.body.clone(),
+                    error,
+                    tried,
+                ));
+            }
+        }
+        result
+    }
+
+    async fn forward_inner(
+        &self,
+        request: &InferenceRequest,
+        tried: &mut Vec<String>,
+    ) -> Result<Response, ProxyError> {
         let snapshot = self.registry.snapshot();
         if snapshot.is_empty() {
             return Err(ProxyError::NoNodeAvailable(if self.registry.is_empty() {
@@ -123,7 +208,7 @@ impl Proxy {
             .cloned()
             .partition(|node| !node.live.is_cooling(now));
         if pool.is_empty() && reserve.is_empty() {
-            return Err(ProxyError::ModelNotFound(request.facts.model));
+            return Err(ProxyError::ModelNotFound(request.facts.model.clone()));
         }
 
         let max_attempts = self.settings.max_attempts.max(1) as usize;
@@ -139,7 +224,8 @@ impl Proxy {
             }
             let index = self.balancer.select(&pool, &request.facts);
             let node = pool.swap_remove(index);
-            match self.attempt(&node, &request).await {
+            tried.push(node.machine_name.clone());
+            match self.attempt(&node, request, tried).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => {
                     if failure.unreachable
@@ -173,6 +259,7 @@ impl Proxy {
         &self,
         node: &Arc<RoutableNode>,
         request: &InferenceRequest,
+        tried: &[String],
     ) -> Result<Response, AttemptFailure> {
         let guard = node.live.start_request();
         let url = format!("{}{}", node.api_url, request.path_and_query);
@@ -249,12 +336,47 @@ impl Proxy {
                 headers.insert(HeaderName::from_static(NODE_HEADER), value);
             }
         }
+        let tap = (!self.sinks.is_empty()).then(|| {
+            let meta = &request.meta;
+            Tap::new(
+                RequestRecord {
+                    request_id: meta.request_id.clone(),
+                    started_at: meta.started_at,
+                    client_ip: meta.client_ip,
+                    flavor: request.flavor,
+                    endpoint: request
+                        .path_and_query
+                        .split('?')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    model: request.facts.model.clone(),
+                    stream: request.facts.stream,
+                    node_id: Some(node.id),
+                    node_name: Some(node.machine_name.clone()),
+                    nodes_tried: tried.to_vec(),
+                    status: status.as_u16(),
+                    outcome: Outcome::Completed,
+                    duration: Default::default(),
+                    time_to_first_byte: None,
+                    usage: Usage::default(),
+                    request_body: request.body.clone(),
+                    response_body: Bytes::new(),
+                    response_bytes_dropped: 0,
+                    error: None,
+                },
+                self.sinks.clone(),
+                meta.started,
+                self.settings.capture_bytes,
+            )
+        });
         let body = ProxiedBody::new(
             Box::pin(response.bytes_stream()),
             self.settings.stream_idle_timeout,
             failure,
             node.machine_name.clone(),
             guard,
+            tap,
         );
         builder
             .body(Body::from_stream(body))

@@ -1,0 +1,118 @@
+//! What the proxy reports about every request once it is over: the input of
+//! request history, per-node statistics, Prometheus metrics and the
+//! latency-aware balancer.
+//!
+//! Sinks are called on the request path (when the response body ends), so
+//! they must only enqueue or update counters, never block.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use llm_router_common::NodeId;
+
+use super::error::ApiFlavor;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node's answer reached the client in full (whatever its status).
+    Completed,
+    /// The router answered an error without a node's answer (no node, bad input, all failed).
+    Rejected,
+    /// The node's answer broke off after it started (node died, idle timeout).
+    Failed,
+    /// The client went away before the answer ended.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Token counts and generation time, from Ollama's final counters or OpenAI's `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    /// Time the node spent generating the completion tokens (Ollama's `eval_duration`).
+    pub generation_time: Option<Duration>,
+}
+
+impl Usage {
+    /// Completion tokens per second, when the node said how long generation took.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        let tokens = self.completion_tokens? as f64;
+        let secs = self.generation_time?.as_secs_f64();
+        (secs > 0.0 && tokens > 0.0).then(|| tokens / secs)
+    }
+}
+
+/// One finished request.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub started_at: DateTime<Utc>,
+    pub client_ip: Option<IpAddr>,
+    pub flavor: ApiFlavor,
+    /// Path called, e.g. `/api/chat`.
+    pub endpoint: String,
+    /// Model as the client named it (empty when the body had none).
+    pub model: String,
+    pub stream: bool,
+    /// The node that answered (or last failed).
+    pub node_id: Option<NodeId>,
+    pub node_name: Option<String>,
+    /// Every node tried, in order, including the one that answered.
+    pub nodes_tried: Vec<String>,
+    /// HTTP status sent to the client.
+    pub status: u16,
+    pub outcome: Outcome,
+    /// From arrival to the last byte (or the failure).
+    pub duration: Duration,
+    /// From arrival to the first body byte from the node.
+    pub time_to_first_byte: Option<Duration>,
+    pub usage: Usage,
+    pub request_body: Bytes,
+    /// The response as sent, up to the capture limit.
+    pub response_body: Bytes,
+    /// Bytes of the response beyond the capture limit (0 when complete).
+    pub response_bytes_dropped: u64,
+    pub error: Option<String>,
+}
+
+/// Receives every finished request. Must not block.
+pub trait RequestSink: Send + Sync + std::fmt::Debug {
+    fn record(&self, record: &RequestRecord);
+}
+
+/// The sinks a proxy reports to.
+#[derive(Debug, Clone, Default)]
+pub struct RequestSinks {
+    sinks: Vec<Arc<dyn RequestSink>>,
+}
+
+impl RequestSinks {
+    pub fn add(&mut self, sink: Arc<dyn RequestSink>) {
+        self.sinks.push(sink);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    pub fn record(&self, record: &RequestRecord) {
+        for sink in &self.sinks {
+            sink.record(record);
+        }
+    }
+}
