@@ -125,15 +125,52 @@ pub struct Cli {
     )]
     pub max_request_mb: usize,
 
+    /// How a node is chosen among those holding the model.
+    #[arg(long = "load-balancer", env = "LOAD_BALANCER_MODE", value_enum, default_value_t = BalancerMode::Auto, help_heading = "Proxy")]
+    pub load_balancer: BalancerMode,
+
     /// Start N simulated nodes with agents beside the coordinator (default 3), with data in a
     /// temporary folder unless --data-dir is given: a working fleet to try at once.
     #[arg(long = "demo", value_name = "N", num_args = 0..=1, default_missing_value = "3", help_heading = "Demo")]
     pub demo: Option<usize>,
 }
 
+/// Load-balancing policy (`LOAD_BALANCER_MODE`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerMode {
+    /// Each request to the next node in turn.
+    #[value(name = "round_robin", alias = "round-robin")]
+    RoundRobin,
+    /// Fewest requests in flight.
+    #[value(name = "least_connections", alias = "least-connections")]
+    LeastConnections,
+    /// Lowest cpu% + memory% + 10 × active requests (round-robin when all are above 80% CPU).
+    #[value(name = "metrics")]
+    Metrics,
+    /// Fastest observed time to first token and generation speed.
+    #[value(name = "latency")]
+    Latency,
+    /// Soonest estimated finish, keeping nodes warm on the models they hold in memory.
+    #[default]
+    #[value(name = "auto")]
+    Auto,
+}
+
 /// How the proxy talks to nodes.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
+    pub balancer: BalancerMode,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub stream_idle_timeout: Duration,
@@ -147,6 +184,7 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
+            balancer: BalancerMode::default(),
             connect_timeout: Duration::from_millis(2000),
             first_byte_timeout: Duration::from_secs(300),
             stream_idle_timeout: Duration::from_secs(300),
@@ -257,6 +295,7 @@ impl Cli {
             heartbeat_interval: Duration::from_secs(heartbeat_interval),
             persist_delay: Duration::from_secs(1),
             proxy: ProxySettings {
+                balancer: self.load_balancer,
                 connect_timeout: Duration::from_millis(self.connect_timeout_ms),
                 first_byte_timeout: Duration::from_secs(self.first_byte_timeout),
                 stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout),
