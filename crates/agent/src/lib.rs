@@ -6,7 +6,7 @@
 //! - [`settings_file`]: the optional `agent-settings.json` in the data directory;
 //! - [`identity`]: the machine name and the IP address the node advertises;
 //! - [`ollama`]: client for the local Ollama (version, models, loaded models);
-//! - [`metrics`]: static machine facts, CPU/memory load and `nvidia-smi` GPU readings;
+//! - [`metrics`]: static machine facts, CPU/memory load and GPU readings (NVIDIA, AMD, Apple);
 //! - [`coordinator`]: client for the coordinator's agent API and its error classification;
 //! - [`http`]: what both HTTP clients share (URL joining, transport error descriptions);
 //! - [`backoff`]: the registration retry schedule, a pure function;

@@ -47,6 +47,9 @@ pub struct GpuMetrics {
     pub index: u32,
     #[serde(default)]
     pub name: String,
+    /// Who made the GPU ("NVIDIA", "AMD", "Apple", ...); `index` counts within one vendor's tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utilization_percent: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,32 +1,36 @@
 //! Machine facts and load: static [`SystemInfo`] once, [`NodeMetrics`] on every heartbeat.
 //!
-//! sysinfo and `nvidia-smi` do blocking work, so readings are taken off the async threads.
+//! sysinfo and the GPU sources ([`gpu`]: `nvidia-smi`, AMD sysfs, `ioreg`) do blocking work,
+//! so readings are taken off the async threads. Which GPU sources the machine has is found
+//! once, at start-up.
 
 pub mod gpu;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use llm_router_common::{GpuMetrics, NodeMetrics, SystemInfo};
+use llm_router_common::{NodeMetrics, SystemInfo};
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
+
+use gpu::{GpuProbeOptions, GpuSources};
 
 /// Keeps one `sysinfo::System` across heartbeats: CPU usage is the difference between two
 /// refreshes, so each reading covers the time since the previous heartbeat.
 #[derive(Clone)]
 pub struct MetricsCollector {
     system: Arc<Mutex<System>>,
-    gpu: Arc<Mutex<GpuProbeState>>,
-}
-
-/// What the last `nvidia-smi` run said, so that a failure is logged once, not on every heartbeat.
-#[derive(Debug, Default)]
-struct GpuProbeState {
-    last_error: Option<String>,
+    gpus: Arc<GpuSources>,
 }
 
 impl MetricsCollector {
     /// Takes the first CPU sample twice, [`sysinfo::MINIMUM_CPU_UPDATE_INTERVAL`] apart, so
-    /// that the first heartbeat already carries a meaningful CPU percentage.
+    /// that the first heartbeat already carries a meaningful CPU percentage; meanwhile looks
+    /// for the machine's GPU sources.
     pub async fn start() -> Self {
+        Self::start_with(&GpuProbeOptions::default()).await
+    }
+
+    /// [`MetricsCollector::start`], looking for GPUs where `gpu_options` says.
+    pub async fn start_with(gpu_options: &GpuProbeOptions) -> Self {
         let system = tokio::task::spawn_blocking(|| {
             System::new_with_specifics(
                 RefreshKind::nothing()
@@ -36,11 +40,15 @@ impl MetricsCollector {
         })
         .await
         .unwrap_or_else(|_| System::new());
+        let machine_memory_bytes = system.total_memory();
+        let (gpus, ()) = tokio::join!(
+            GpuSources::detect(gpu_options, machine_memory_bytes),
+            tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL),
+        );
         let collector = Self {
             system: Arc::new(Mutex::new(system)),
-            gpu: Arc::default(),
+            gpus: Arc::new(gpus),
         };
-        tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL).await;
         collector.refresh_system().await;
         collector
     }
@@ -54,13 +62,13 @@ impl MetricsCollector {
         })
         .await
         .unwrap_or_default();
-        info.gpus = gpu::gpu_infos(&self.gpu_metrics().await);
+        info.gpus = gpu::gpu_infos(&self.gpus.sample().await);
         info
     }
 
     /// Current CPU, memory and GPU load.
     pub async fn sample(&self) -> NodeMetrics {
-        let (mut metrics, gpus) = tokio::join!(self.refresh_system(), self.gpu_metrics());
+        let (mut metrics, gpus) = tokio::join!(self.refresh_system(), self.gpus.sample());
         metrics.gpus = gpus;
         metrics
     }
@@ -75,27 +83,6 @@ impl MetricsCollector {
         })
         .await
         .unwrap_or_default()
-    }
-
-    async fn gpu_metrics(&self) -> Vec<GpuMetrics> {
-        let result = gpu::query_nvidia_smi().await;
-        let mut state = self.gpu.lock().unwrap_or_else(PoisonError::into_inner);
-        match result {
-            Ok(readings) => {
-                if state.last_error.take().is_some() {
-                    tracing::info!("nvidia-smi answers again");
-                }
-                readings.unwrap_or_default()
-            }
-            Err(error) => {
-                let message = error.to_string();
-                if state.last_error.as_deref() != Some(message.as_str()) {
-                    tracing::warn!(%message, "cannot read GPU metrics; reporting no GPUs");
-                    state.last_error = Some(message);
-                }
-                Vec::new()
-            }
-        }
     }
 }
 
@@ -148,6 +135,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_sample_reports_this_machines_memory() {
+        // Looks for this machine's real GPUs, if any: nothing below depends on them.
+        let _lock = gpu::tests::PROCESS_TESTS.lock().await;
         let collector = MetricsCollector::start().await;
         let metrics = collector.sample().await;
         assert!(metrics.memory_total_bytes > 0);
@@ -156,5 +145,40 @@ mod tests {
         let info = collector.system_info().await;
         assert!(info.cpu_cores > 0);
         assert_eq!(info.total_memory_bytes, metrics.memory_total_bytes);
+    }
+
+    #[tokio::test]
+    async fn gpus_found_at_start_are_in_every_sample_and_in_the_system_info() {
+        let _lock = gpu::tests::PROCESS_TESTS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let options = GpuProbeOptions {
+            drm_root: dir.path().join("drm"),
+            ..gpu::tests::nothing_in(dir.path())
+        };
+        gpu::amd::tests::fixture_drm_tree(&options.drm_root);
+        let collector = MetricsCollector::start_with(&options).await;
+
+        let metrics = collector.sample().await;
+        let names: Vec<&str> = metrics.gpus.iter().map(|gpu| gpu.name.as_str()).collect();
+        assert_eq!(names, ["AMD Radeon RX 7900 XTX", "AMD GPU 0x73bf"]);
+        assert!(metrics.memory_total_bytes > 0);
+
+        let info = collector.system_info().await;
+        assert_eq!(info.gpus.len(), 2);
+        assert_eq!(info.gpus[0].name, "AMD Radeon RX 7900 XTX");
+        assert_eq!(info.gpus[0].vendor.as_deref(), Some("AMD"));
+        assert_eq!(
+            info.gpus[0].memory_total_bytes,
+            Some(24 * 1024 * 1024 * 1024)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_machine_without_gpus_reports_none() {
+        let _lock = gpu::tests::PROCESS_TESTS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let collector = MetricsCollector::start_with(&gpu::tests::nothing_in(dir.path())).await;
+        assert!(collector.sample().await.gpus.is_empty());
+        assert!(collector.system_info().await.gpus.is_empty());
     }
 }

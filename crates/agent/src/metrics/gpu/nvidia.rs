@@ -1,10 +1,11 @@
-//! GPU readings from `nvidia-smi`; a machine without it simply reports no GPUs.
+//! NVIDIA GPUs, read with `nvidia-smi`.
 
-use std::io;
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use llm_router_common::{GpuInfo, GpuMetrics};
-use tokio::process::Command;
+use llm_router_common::GpuMetrics;
+
+use super::{GpuProbeError, run_tool};
 
 /// The query the agent runs; the parser below expects exactly these columns.
 const QUERY_ARGS: [&str; 2] = [
@@ -12,54 +13,21 @@ const QUERY_ARGS: [&str; 2] = [
     "--format=csv,noheader,nounits",
 ];
 
-/// `nvidia-smi` can hang for seconds when a driver is wedged; a heartbeat should not.
-const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(3);
+/// What the tool is called in log lines and errors, whatever path it was run from.
+pub const TOOL: &str = "nvidia-smi";
 
 const MIB: u64 = 1024 * 1024;
 
-/// Why one `nvidia-smi` run gave no readings (other than the tool being absent).
-#[derive(Debug, thiserror::Error)]
-pub enum GpuProbeError {
-    #[error("nvidia-smi did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("nvidia-smi could not be run: {0}")]
-    Spawn(io::Error),
-    #[error("nvidia-smi exited with {status}: {stderr}")]
-    Failed {
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
-}
-
-/// Runs `nvidia-smi` and parses its answer.
+/// Runs `nvidia-smi` (`program`, normally found on `PATH`) and parses its answer.
 ///
 /// `Ok(None)` when the tool is not installed (not an error: most machines have no NVIDIA GPU).
-pub async fn query_nvidia_smi() -> Result<Option<Vec<GpuMetrics>>, GpuProbeError> {
-    let mut command = Command::new("nvidia-smi");
-    command.args(QUERY_ARGS).kill_on_drop(true);
-    let output = match tokio::time::timeout(NVIDIA_SMI_TIMEOUT, command.output()).await {
-        Err(_) => return Err(GpuProbeError::Timeout(NVIDIA_SMI_TIMEOUT)),
-        Ok(Err(error)) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Ok(Err(error)) => return Err(GpuProbeError::Spawn(error)),
-        Ok(Ok(output)) => output,
-    };
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        // nvidia-smi prints its complaints ("couldn't communicate with the driver") on stdout.
-        let message = if stderr.trim().is_empty() {
-            stdout
-        } else {
-            stderr
-        };
-        return Err(GpuProbeError::Failed {
-            status: output.status,
-            stderr: message.trim().chars().take(300).collect(),
-        });
-    }
-    Ok(Some(parse_nvidia_smi_csv(&String::from_utf8_lossy(
-        &output.stdout,
-    ))))
+/// A run that fails reports, on stdout or stderr, why, e.g. "No devices were found".
+pub async fn query_nvidia_smi(
+    program: &OsStr,
+    timeout: Duration,
+) -> Result<Option<Vec<GpuMetrics>>, GpuProbeError> {
+    let output = run_tool(TOOL, program, &QUERY_ARGS, timeout).await?;
+    Ok(output.map(|text| parse_nvidia_smi_csv(&text)))
 }
 
 /// Parses `nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu
@@ -82,6 +50,7 @@ fn parse_line(line: &str) -> Option<GpuMetrics> {
     Some(GpuMetrics {
         index: index.parse().ok()?,
         name,
+        vendor: Some("NVIDIA".to_owned()),
         utilization_percent: reading(utilization),
         memory_used_bytes: reading::<u64>(used).map(|mib| mib.saturating_mul(MIB)),
         memory_total_bytes: reading::<u64>(total).map(|mib| mib.saturating_mul(MIB)),
@@ -91,18 +60,6 @@ fn parse_line(line: &str) -> Option<GpuMetrics> {
 
 fn reading<T: std::str::FromStr>(field: &str) -> Option<T> {
     field.parse().ok()
-}
-
-/// The static description of each GPU, for the registration's `SystemInfo`.
-pub fn gpu_infos(readings: &[GpuMetrics]) -> Vec<GpuInfo> {
-    readings
-        .iter()
-        .map(|gpu| GpuInfo {
-            name: gpu.name.clone(),
-            vendor: Some("NVIDIA".to_owned()),
-            memory_total_bytes: gpu.memory_total_bytes,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -121,6 +78,7 @@ mod tests {
             GpuMetrics {
                 index: 0,
                 name: "NVIDIA H100 80GB HBM3".to_owned(),
+                vendor: Some("NVIDIA".to_owned()),
                 utilization_percent: Some(37.0),
                 memory_used_bytes: Some(1024 * MIB),
                 memory_total_bytes: Some(81559 * MIB),
@@ -169,18 +127,5 @@ mod tests {
         assert_eq!(gpus[0].index, 2);
         assert_eq!(gpus[0].name, "NVIDIA A100-SXM4-40GB");
         assert_eq!(gpus[0].temperature_celsius, Some(70.0));
-    }
-
-    #[test]
-    fn gpu_infos_carry_name_vendor_and_memory() {
-        let infos = gpu_infos(&parse_nvidia_smi_csv("0, NVIDIA L4, 0, 0, 23034, 30"));
-        assert_eq!(
-            infos,
-            vec![GpuInfo {
-                name: "NVIDIA L4".to_owned(),
-                vendor: Some("NVIDIA".to_owned()),
-                memory_total_bytes: Some(23034 * MIB),
-            }]
-        );
     }
 }
