@@ -1,5 +1,6 @@
 //! The coordinator's view of a node (`GET /api/agents`) and operator edits to it.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -61,6 +62,43 @@ pub struct Node {
     pub in_flight: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// What the proxy measured of the node's requests since the coordinator started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<NodeRequestStats>,
+}
+
+/// Request statistics of a node, or of one model on it, since the coordinator started.
+///
+/// A request is ok when the node's answer reached the client in full with a
+/// 2xx status; every other request the node took part in is failed (error
+/// status, broken stream, client gone, or an attempt that was retried on
+/// another node). Timings are of ok requests only; `None` until there is one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestStats {
+    pub requests_total: u64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    /// Mean time from arrival to the last byte, in milliseconds.
+    #[serde(default)]
+    pub avg_latency_ms: Option<f64>,
+    /// The same, weighted towards the last few requests (exponential moving average).
+    #[serde(default)]
+    pub recent_latency_ms: Option<f64>,
+    /// Mean time from arrival to the first streamed byte (streamed requests only).
+    #[serde(default)]
+    pub avg_ttft_ms: Option<f64>,
+    /// Completion tokens over the time spent generating them, across requests.
+    #[serde(default)]
+    pub tokens_per_second: Option<f64>,
+}
+
+/// [`RequestStats`] of a node in total and per model (canonical names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRequestStats {
+    #[serde(flatten)]
+    pub totals: RequestStats,
+    #[serde(default)]
+    pub models: BTreeMap<String, RequestStats>,
 }
 
 /// `PATCH /api/agents/{id}`: operator edits; absent fields stay as they are.

@@ -9,6 +9,8 @@
 //!   model, streaming, with failover;
 //! - [`demo`]: the simulated fleet of `llm-router --demo` (mock nodes with in-process agents);
 //! - [`api`]: the HTTP routes (`fn app(state) -> Router`);
+//! - [`stats`]: per-node request statistics (`/api/agents`) and Prometheus metrics (`/metrics`),
+//!   kept by a sink of the proxy's finished requests;
 //! - [`error`]: the error type every endpoint answers with;
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
 
@@ -20,6 +22,7 @@ pub mod health;
 pub mod proxy;
 pub mod registry;
 pub mod server;
+pub mod stats;
 
 pub use config::{Cli, Config};
 pub use server::run;

@@ -55,18 +55,18 @@ async fn register(
 }
 
 async fn list(State(state): State<AppState>) -> Json<Vec<Node>> {
-    Json(state.registry.list())
+    let mut nodes = state.registry.list();
+    state.stats.annotate_all(&mut nodes);
+    Json(nodes)
 }
 
 async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Json<Node>, ApiError> {
-    state
-        .registry
-        .get(id)
-        .map(Json)
-        .ok_or(ApiError::UnknownNode(id))
+    let mut node = state.registry.get(id).ok_or(ApiError::UnknownNode(id))?;
+    state.stats.annotate(&mut node);
+    Ok(Json(node))
 }
 
 async fn heartbeat(

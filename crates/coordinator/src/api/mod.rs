@@ -5,6 +5,7 @@
 
 mod agents;
 mod inference;
+mod metrics;
 pub mod models;
 mod ollama;
 mod openai;
@@ -25,6 +26,7 @@ use tower_http::{
 
 use crate::error::ApiError;
 use crate::proxy::Proxy;
+use crate::proxy::record::RequestSinks;
 use crate::registry::NodeRegistry;
 
 /// Largest body a management endpoint accepts (a registration lists models, so this is generous).
@@ -38,6 +40,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct AppState {
     pub registry: Arc<NodeRegistry>,
     pub proxy: Arc<Proxy>,
+    /// Request statistics and Prometheus metrics, fed by the proxy.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 impl AppState {
@@ -46,8 +50,24 @@ impl AppState {
         registry: Arc<NodeRegistry>,
         settings: crate::config::ProxySettings,
     ) -> anyhow::Result<Self> {
-        let proxy = Arc::new(Proxy::new(Arc::clone(&registry), settings)?);
-        Ok(Self { registry, proxy })
+        Self::with_sinks(registry, settings, RequestSinks::default())
+    }
+
+    /// Like [`AppState::new`], with a proxy that also reports every finished
+    /// request to `sinks` (the request statistics are always among them).
+    pub fn with_sinks(
+        registry: Arc<NodeRegistry>,
+        settings: crate::config::ProxySettings,
+        mut sinks: RequestSinks,
+    ) -> anyhow::Result<Self> {
+        let stats = Arc::new(crate::stats::Stats::new(Arc::clone(&registry)));
+        sinks.add(stats.clone());
+        let proxy = Arc::new(Proxy::new(Arc::clone(&registry), settings)?.with_sinks(sinks));
+        Ok(Self {
+            registry,
+            proxy,
+            stats,
+        })
     }
 }
 
@@ -74,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable());
     management
         .merge(inference)
+        .merge(metrics::routes())
         .fallback(not_found)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -156,6 +156,7 @@ impl NodeRecord {
             notes: self.notes.clone(),
             in_flight: self.live.in_flight(),
             agent_version: self.agent_version.clone(),
+            stats: None,
         }
     }
 
