@@ -172,6 +172,7 @@ impl Agent {
             loaded_models: ollama.loaded_models.unwrap_or_default(),
             node_id: previous_id,
             agent_version: Some(AGENT_VERSION.to_owned()),
+            max_parallel: ollama_num_parallel(),
         };
         self.registration_in_flight.store(true, Ordering::Release);
         let answer = self.coordinator.register(&request).await;
@@ -195,6 +196,7 @@ impl Agent {
             loaded_models: ollama.loaded_models,
             ollama_available: ollama.available,
             ollama_version: ollama.version,
+            max_parallel: ollama_num_parallel(),
         };
         self.coordinator.heartbeat(node_id, &request).await
     }
@@ -239,4 +241,15 @@ impl Agent {
             ),
         }
     }
+}
+
+/// The parallel request slots Ollama runs with on this machine, when its
+/// `OLLAMA_NUM_PARALLEL` is set in the agent's environment too (Ollama does not
+/// report it over its API). The coordinator's balancer uses it to tell a busy
+/// node from a full one.
+fn ollama_num_parallel() -> Option<u32> {
+    std::env::var("OLLAMA_NUM_PARALLEL")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n > 0)
 }

@@ -19,6 +19,9 @@ pub struct HeartbeatRequest {
     pub ollama_available: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ollama_version: Option<String>,
+    /// Requests the inference server runs at once (Ollama's `OLLAMA_NUM_PARALLEL`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
 }
 
 fn default_true() -> bool {

@@ -35,6 +35,9 @@ pub struct RegisterRequest {
     pub node_id: Option<NodeId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// Requests the inference server runs at once (Ollama's `OLLAMA_NUM_PARALLEL`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
 }
 
 fn default_ollama_port() -> u16 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::demo::MAX_DEMO_NODES;
+use crate::registry::live::HealthThresholds;
 
 /// Command line of `llm-router`. Every flag can also be set by the
 /// environment variable shown in `--help`; a flag wins over its variable.
@@ -105,15 +106,35 @@ pub struct Cli {
     )]
     pub max_attempts: u32,
 
-    /// Seconds an unreachable node gets no traffic (unless every other node fails too).
+    /// Consecutive failed requests or probes that take a node out of rotation.
     #[arg(
-        long = "failure-cooldown",
-        env = "LLM_ROUTER_FAILURE_COOLDOWN_SECS",
-        default_value_t = 10,
-        value_name = "SECS",
-        help_heading = "Proxy"
+        long = "unhealthy-after",
+        env = "LLM_ROUTER_UNHEALTHY_AFTER",
+        default_value_t = 2,
+        value_name = "N",
+        help_heading = "Health"
     )]
-    pub failure_cooldown: u64,
+    pub unhealthy_after: u32,
+
+    /// Consecutive successful requests or probes that bring it back.
+    #[arg(
+        long = "healthy-after",
+        env = "LLM_ROUTER_HEALTHY_AFTER",
+        default_value_t = 2,
+        value_name = "N",
+        help_heading = "Health"
+    )]
+    pub healthy_after: u32,
+
+    /// Seconds between probes (GET /api/version) of nodes out of rotation.
+    #[arg(
+        long = "probe-interval",
+        env = "LLM_ROUTER_PROBE_INTERVAL_SECS",
+        default_value_t = 5,
+        value_name = "SECS",
+        help_heading = "Health"
+    )]
+    pub probe_interval: u64,
 
     /// Largest inference request body accepted, in MiB (images travel base64-encoded).
     #[arg(
@@ -175,7 +196,10 @@ pub struct ProxySettings {
     pub first_byte_timeout: Duration,
     pub stream_idle_timeout: Duration,
     pub max_attempts: u32,
-    pub failure_cooldown: Duration,
+    /// When the proxy takes a node out of rotation and brings it back.
+    pub health: HealthThresholds,
+    /// How often nodes out of rotation are probed.
+    pub probe_interval: Duration,
     pub max_request_bytes: usize,
     /// Most response bytes kept per request for its record (request history).
     pub capture_bytes: usize,
@@ -189,7 +213,8 @@ impl Default for ProxySettings {
             first_byte_timeout: Duration::from_secs(300),
             stream_idle_timeout: Duration::from_secs(300),
             max_attempts: 3,
-            failure_cooldown: Duration::from_secs(10),
+            health: HealthThresholds::default(),
+            probe_interval: Duration::from_secs(5),
             max_request_bytes: 100 * 1024 * 1024,
             capture_bytes: 64 * 1024,
         }
@@ -268,6 +293,12 @@ impl Cli {
                 self.stream_idle_timeout,
             ),
             ("LLM_ROUTER_MAX_ATTEMPTS", u64::from(self.max_attempts)),
+            (
+                "LLM_ROUTER_UNHEALTHY_AFTER",
+                u64::from(self.unhealthy_after),
+            ),
+            ("LLM_ROUTER_HEALTHY_AFTER", u64::from(self.healthy_after)),
+            ("LLM_ROUTER_PROBE_INTERVAL_SECS", self.probe_interval),
             ("LLM_ROUTER_MAX_REQUEST_MB", self.max_request_mb as u64),
         ] {
             if value == 0 {
@@ -300,7 +331,11 @@ impl Cli {
                 first_byte_timeout: Duration::from_secs(self.first_byte_timeout),
                 stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout),
                 max_attempts: self.max_attempts,
-                failure_cooldown: Duration::from_secs(self.failure_cooldown),
+                health: HealthThresholds {
+                    unhealthy_after: self.unhealthy_after,
+                    healthy_after: self.healthy_after,
+                },
+                probe_interval: Duration::from_secs(self.probe_interval),
                 max_request_bytes: self.max_request_mb.saturating_mul(1024 * 1024),
                 capture_bytes: ProxySettings::default().capture_bytes,
             },

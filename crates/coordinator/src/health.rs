@@ -1,11 +1,14 @@
-//! Health monitor: takes nodes whose heartbeats stopped out of rotation.
+//! Health: the monitor that takes nodes whose heartbeats stopped offline,
+//! and the prober that checks nodes the proxy took out of rotation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::registry::NodeRegistry;
+use crate::proxy::log_health_change;
+use crate::registry::live::HealthThresholds;
+use crate::registry::{NodeRegistry, RoutableNode};
 
 /// Checks every `interval` for nodes past the agent timeout, until `shutdown`.
 pub async fn run_health_monitor(
@@ -27,4 +30,55 @@ pub async fn run_health_monitor(
             }
         }
     }
+}
+
+/// Probes nodes the proxy took out of rotation (`GET /api/version`) every
+/// `interval`, so that a node that recovers rejoins without waiting for
+/// live traffic to risk it. Successes and failures feed the same state
+/// machine as proxied requests.
+pub async fn run_node_prober(
+    registry: Arc<NodeRegistry>,
+    client: reqwest::Client,
+    interval: Duration,
+    thresholds: HealthThresholds,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticker.tick() => {
+                let snapshot = registry.snapshot();
+                let probes = snapshot
+                    .nodes
+                    .iter()
+                    .filter(|node| node.live.is_unhealthy())
+                    .map(|node| probe(&client, node, interval, thresholds));
+                futures::future::join_all(probes).await;
+            }
+        }
+    }
+}
+
+async fn probe(
+    client: &reqwest::Client,
+    node: &Arc<RoutableNode>,
+    timeout: Duration,
+    thresholds: HealthThresholds,
+) {
+    let url = format!("{}/api/version", node.api_url);
+    let answered = client
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .is_ok_and(|r| !r.status().is_server_error());
+    let change = if answered {
+        node.live.record_success(thresholds)
+    } else {
+        node.live.record_failure(thresholds)
+    };
+    log_health_change(node, change);
 }

@@ -5,6 +5,7 @@
 //! - [`registry`]: the nodes, their health, the routable snapshot, and
 //!   `agents.json` ([`registry::store`], written by [`registry::persist`]);
 //! - [`health`]: the monitor that takes silent nodes offline;
+//! - [`balancer`]: the load-balancing policies behind one trait;
 //! - [`proxy`]: forwards Ollama and OpenAI requests to a node holding the
 //!   model, streaming, with failover;
 //! - [`demo`]: the simulated fleet of `llm-router --demo` (mock nodes with in-process agents);
@@ -15,6 +16,7 @@
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
 
 pub mod api;
+pub mod balancer;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, app};
 use crate::config::Config;
-use crate::health::run_health_monitor;
+use crate::health::{run_health_monitor, run_node_prober};
 use crate::registry::persist::{PersistQueue, run_writer};
 use crate::registry::store::{Loaded, RegistryStore};
 use crate::registry::{NodeRegistry, RegistrySettings};
@@ -78,6 +78,13 @@ pub async fn run(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
 
     let state = AppState::new(Arc::clone(&registry), config.proxy.clone())?;
+    let prober = tokio::spawn(run_node_prober(
+        Arc::clone(&registry),
+        state.proxy.client().clone(),
+        config.proxy.probe_interval,
+        config.proxy.health,
+        stop.clone().cancelled_owned(),
+    ));
     // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -93,6 +100,7 @@ pub async fn run(
 
     stop.cancel();
     let _ = monitor.await;
+    let _ = prober.await;
     writer.await.context("registry writer failed")?;
     tracing::info!("coordinator stopped");
     served.context("server error")

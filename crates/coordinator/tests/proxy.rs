@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use llm_router_coordinator::config::BalancerMode;
 use llm_router_mock_node::MockConfig;
 use serde_json::{Value, json};
 use support::fleet::Fleet;
@@ -398,12 +399,15 @@ async fn a_client_that_disconnects_cancels_the_node_request() {
 }
 
 #[tokio::test]
-async fn nine_requests_over_three_idle_nodes_land_three_on_each() {
-    let fleet = Fleet::start(vec![
-        MockConfig::named("a").with_models(["llama3.2"]),
-        MockConfig::named("b").with_models(["llama3.2"]),
-        MockConfig::named("c").with_models(["llama3.2"]),
-    ])
+async fn nine_requests_over_three_idle_nodes_land_three_on_each_with_round_robin() {
+    let fleet = Fleet::start_with(
+        vec![
+            MockConfig::named("a").with_models(["llama3.2"]),
+            MockConfig::named("b").with_models(["llama3.2"]),
+            MockConfig::named("c").with_models(["llama3.2"]),
+        ],
+        |c| c.proxy.balancer = BalancerMode::RoundRobin,
+    )
     .await;
     let mut served: HashMap<String, usize> = HashMap::new();
     for _ in 0..9 {

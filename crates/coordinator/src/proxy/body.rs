@@ -13,7 +13,8 @@ use tokio::time::{Instant, Sleep};
 use super::error::{ApiFlavor, stream_error_chunk};
 use super::record::{Outcome, RequestRecord, RequestSinks};
 use super::usage::parse_tail;
-use crate::registry::InFlightGuard;
+use crate::registry::live::SpeedSample;
+use crate::registry::{InFlightGuard, RoutableNode};
 
 /// Bytes kept from the end of a response to find its token counts.
 const TAIL_BYTES: usize = 8 * 1024;
@@ -27,6 +28,11 @@ pub struct Tap {
     pub capture_limit: usize,
     captured: Vec<u8>,
     tail: Vec<u8>,
+    /// Where the request went, to feed the node's speed estimates.
+    node: std::sync::Arc<RoutableNode>,
+    model: String,
+    /// Whether the model had to be loaded for this request.
+    cold: bool,
 }
 
 impl Tap {
@@ -35,6 +41,9 @@ impl Tap {
         sinks: RequestSinks,
         started: Instant,
         capture_limit: usize,
+        node: std::sync::Arc<RoutableNode>,
+        model: String,
+        cold: bool,
     ) -> Self {
         Self {
             record,
@@ -43,6 +52,9 @@ impl Tap {
             capture_limit,
             captured: Vec::new(),
             tail: Vec::new(),
+            node,
+            model,
+            cold,
         }
     }
 
@@ -69,6 +81,35 @@ impl Tap {
         self.record.outcome = outcome;
         self.record.duration = self.started.elapsed();
         self.record.usage = parse_tail(&self.tail);
+        if outcome == Outcome::Completed && (200..300).contains(&self.record.status) {
+            let usage = self.record.usage;
+            let tokens_per_sec = usage.tokens_per_second().or_else(|| {
+                // Without the node's own timing: tokens over the time after the first byte.
+                let tokens = usage.completion_tokens? as f64;
+                let generating = self
+                    .record
+                    .duration
+                    .checked_sub(self.record.time_to_first_byte?)?;
+                (tokens > 1.0 && generating.as_secs_f64() > 0.0)
+                    .then(|| tokens / generating.as_secs_f64())
+            });
+            self.node.live.record_speed(
+                &self.model,
+                SpeedSample {
+                    // Only a streamed first byte is a first token; a whole answer is not.
+                    ttft: self
+                        .record
+                        .time_to_first_byte
+                        .filter(|_| self.record.stream),
+                    tokens_per_sec,
+                    completion_tokens: usage.completion_tokens,
+                    cold: self.cold,
+                },
+            );
+        }
+        if self.sinks.is_empty() {
+            return;
+        }
         self.record.response_body = Bytes::from(self.captured);
         if error.is_some() {
             self.record.error = error;
@@ -104,6 +145,9 @@ pub struct ProxiedBody {
     guard: Option<InFlightGuard>,
     /// Reports the request when the body ends, fails or is dropped.
     tap: Option<Tap>,
+    /// Bytes still to come when the node announced a length: the server stops
+    /// polling once that many went out, so the end must be noticed here.
+    remaining: Option<u64>,
 }
 
 impl Drop for ProxiedBody {
@@ -124,9 +168,11 @@ impl ProxiedBody {
         failure: FailureReport,
         node: String,
         guard: InFlightGuard,
-        tap: Option<Tap>,
+        tap: Tap,
+        content_length: Option<u64>,
     ) -> Self {
         Self {
+            remaining: content_length,
             upstream,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
@@ -135,7 +181,16 @@ impl ProxiedBody {
             at_line_start: true,
             finished: false,
             guard: Some(guard),
-            tap,
+            tap: Some(tap),
+        }
+    }
+
+    /// The whole answer went through: release the slot and report it.
+    fn complete(&mut self) {
+        self.finished = true;
+        self.guard = None;
+        if let Some(tap) = self.tap.take() {
+            tap.finish(Outcome::Completed, None);
         }
     }
 
@@ -182,6 +237,12 @@ impl Stream for ProxiedBody {
                 if let Some(tap) = &mut this.tap {
                     tap.observe(&chunk);
                 }
+                if let Some(remaining) = &mut this.remaining {
+                    *remaining = remaining.saturating_sub(chunk.len() as u64);
+                    if *remaining == 0 {
+                        this.complete();
+                    }
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -193,11 +254,7 @@ impl Stream for ProxiedBody {
                 this.fail(message)
             }
             Poll::Ready(None) => {
-                this.finished = true;
-                this.guard = None;
-                if let Some(tap) = this.tap.take() {
-                    tap.finish(Outcome::Completed, None);
-                }
+                this.complete();
                 Poll::Ready(None)
             }
             Poll::Pending => match this.idle.as_mut().poll(cx) {

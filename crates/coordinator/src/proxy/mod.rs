@@ -2,17 +2,19 @@
 //! the client's body to it unchanged, and streams the answer back.
 //!
 //! - [`peek`]: reads `model` and `stream` without re-serialising the body;
-//! - [`balancer`]: the policy seam that picks among candidates;
 //! - [`body`]: the streamed response with its in-flight guard;
 //! - [`error`]: errors in the Ollama or OpenAI format.
 //!
 //! Failover: a node that refuses the connection, times out before its first
 //! byte, or answers 5xx (or 404 for the model) before anything reached the
 //! client is skipped and the request goes to another candidate, up to
-//! `max_attempts` nodes. A node that cannot be reached is kept out of
-//! rotation for `failure_cooldown` (tried only when nothing else is left).
+//! `max_attempts` nodes. Failures and successes feed each node's health
+//! state machine: after `unhealthy_after` failures in a row the node leaves
+//! rotation (it is tried only when nothing else is left) until
+//! `healthy_after` successes, from requests or probes, bring it back.
+//! The node is chosen among candidates by the configured
+//! [`Policy`](crate::balancer::Policy).
 
-pub mod balancer;
 pub mod body;
 pub mod error;
 pub mod peek;
@@ -25,11 +27,13 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
+use llm_router_common::canonical_model_name;
 use tokio::time::Instant;
 
+use crate::balancer::{self, Placement, Policy};
 use crate::config::ProxySettings;
+use crate::registry::live::HealthChange;
 use crate::registry::{NodeRegistry, RoutableNode};
-use balancer::{Balancer, RoundRobin};
 use body::{FailureReport, ProxiedBody, Tap, error_chain};
 use error::{ApiFlavor, ProxyError};
 use peek::RequestFacts;
@@ -67,7 +71,7 @@ pub struct Proxy {
     /// One pooled client for all upstream traffic (HTTP/1.1 keep-alive).
     client: reqwest::Client,
     settings: ProxySettings,
-    balancer: Box<dyn Balancer>,
+    policy: Box<dyn Policy>,
     sinks: RequestSinks,
 }
 
@@ -132,8 +136,24 @@ impl RequestMeta {
 /// Why one attempt on one node failed, and whether that says the node is unreachable.
 struct AttemptFailure {
     message: String,
-    unreachable: bool,
+    /// Whether the failure says something is wrong with the node (not with the request).
+    counts_against_node: bool,
     timed_out: bool,
+}
+
+/// Logs a node leaving or rejoining rotation; called only on a change.
+pub fn log_health_change(node: &RoutableNode, change: Option<HealthChange>) {
+    match change {
+        Some(HealthChange::WentUnhealthy) => tracing::warn!(
+            node = %node.machine_name,
+            url = %node.api_url,
+            "node failing; taken out of rotation until it answers again"
+        ),
+        Some(HealthChange::Recovered) => {
+            tracing::info!(node = %node.machine_name, "node answers again; back in rotation")
+        }
+        None => {}
+    }
 }
 
 impl Proxy {
@@ -148,8 +168,8 @@ impl Proxy {
         Ok(Self {
             registry,
             client,
+            policy: balancer::build(settings.balancer),
             settings,
-            balancer: Box::new(RoundRobin::default()),
             sinks: RequestSinks::default(),
         })
     }
@@ -162,6 +182,11 @@ impl Proxy {
 
     pub fn sinks(&self) -> &RequestSinks {
         &self.sinks
+    }
+
+    /// The pooled client used for all upstream traffic.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub fn settings(&self) -> &ProxySettings {
@@ -202,11 +227,13 @@ impl Proxy {
                 "every registered node is offline or draining"
             }));
         }
-        let now = Instant::now();
+        let model = canonical_model_name(&request.facts.model);
         let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = snapshot
-            .candidates_for(&request.facts.model)
+            .nodes
+            .iter()
+            .filter(|node| node.holds(&model))
             .cloned()
-            .partition(|node| !node.live.is_cooling(now));
+            .partition(|node| !node.live.is_unhealthy());
         if pool.is_empty() && reserve.is_empty() {
             return Err(ProxyError::ModelNotFound(request.facts.model.clone()));
         }
@@ -222,18 +249,19 @@ impl Proxy {
                     break;
                 }
             }
-            let index = self.balancer.select(&pool, &request.facts);
+            let placement = Placement {
+                request: &request.facts,
+                model: &model,
+                now: Instant::now(),
+            };
+            let index = self.policy.select(&pool, &placement);
             let node = pool.swap_remove(index);
             tried.push(node.machine_name.clone());
-            match self.attempt(&node, request, tried).await {
+            match self.attempt(&node, request, &model, tried).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => {
-                    if failure.unreachable
-                        && node
-                            .live
-                            .mark_unreachable(Instant::now(), self.settings.failure_cooldown)
-                    {
-                        tracing::warn!(node = %node.machine_name, url = %node.api_url, cooldown_secs = self.settings.failure_cooldown.as_secs(), "node unreachable; taken out of rotation");
+                    if failure.counts_against_node {
+                        log_health_change(&node, node.live.record_failure(self.settings.health));
                     }
                     tracing::warn!(node = %node.machine_name, model = %request.facts.model, error = %failure.message, "attempt failed; trying another node");
                     all_timed_out &= failure.timed_out;
@@ -259,9 +287,11 @@ impl Proxy {
         &self,
         node: &Arc<RoutableNode>,
         request: &InferenceRequest,
+        model: &str,
         tried: &[String],
     ) -> Result<Response, AttemptFailure> {
         let guard = node.live.start_request();
+        let cold = !node.live.route_model(model, Instant::now());
         let url = format!("{}{}", node.api_url, request.path_and_query);
         let mut upstream = self
             .client
@@ -281,23 +311,23 @@ impl Proxy {
                         node.machine_name,
                         self.settings.first_byte_timeout.as_secs()
                     ),
-                    unreachable: false,
+                    counts_against_node: true,
                     timed_out: true,
                 });
             }
             Ok(Err(e)) => {
                 return Err(AttemptFailure {
                     message: format!("{}: {}", node.machine_name, error_chain(&e)),
-                    unreachable: e.is_connect(),
+                    counts_against_node: true,
                     timed_out: e.is_timeout(),
                 });
             }
             Ok(Ok(response)) => response,
         };
-        if node.live.mark_reachable() {
-            tracing::info!(node = %node.machine_name, "node reachable again; back in rotation");
-        }
         let status = response.status();
+        if !status.is_server_error() {
+            log_health_change(node, node.live.record_success(self.settings.health));
+        }
         if status.is_server_error() || status == StatusCode::NOT_FOUND {
             let text = response.text().await.unwrap_or_default();
             return Err(AttemptFailure {
@@ -307,7 +337,7 @@ impl Proxy {
                     status.as_u16(),
                     node_error_message(&text)
                 ),
-                unreachable: false,
+                counts_against_node: status.is_server_error(),
                 timed_out: false,
             });
         }
@@ -336,7 +366,7 @@ impl Proxy {
                 headers.insert(HeaderName::from_static(NODE_HEADER), value);
             }
         }
-        let tap = (!self.sinks.is_empty()).then(|| {
+        let tap = {
             let meta = &request.meta;
             Tap::new(
                 RequestRecord {
@@ -367,9 +397,17 @@ impl Proxy {
                 },
                 self.sinks.clone(),
                 meta.started,
-                self.settings.capture_bytes,
+                if self.sinks.is_empty() {
+                    0
+                } else {
+                    self.settings.capture_bytes
+                },
+                Arc::clone(node),
+                model.to_owned(),
+                cold,
             )
-        });
+        };
+        let content_length = response.content_length();
         let body = ProxiedBody::new(
             Box::pin(response.bytes_stream()),
             self.settings.stream_idle_timeout,
@@ -377,12 +415,13 @@ impl Proxy {
             node.machine_name.clone(),
             guard,
             tap,
+            content_length,
         );
         builder
             .body(Body::from_stream(body))
             .map_err(|e| AttemptFailure {
                 message: format!("{}: unusable response head: {e}", node.machine_name),
-                unreachable: false,
+                counts_against_node: false,
                 timed_out: false,
             })
     }

@@ -6,6 +6,7 @@
 //! request path only reads that snapshot. Durability is the job of
 //! [`persist`], which this module tells about every change.
 
+pub mod live;
 pub mod persist;
 pub mod snapshot;
 pub mod store;
@@ -72,6 +73,24 @@ fn routable_entry(
     })
 }
 
+/// The last few gaps between a node's heartbeats.
+#[derive(Debug, Default)]
+struct HeartbeatGaps {
+    gaps: [Duration; 8],
+    next: usize,
+}
+
+impl HeartbeatGaps {
+    fn push(&mut self, gap: Duration) {
+        self.gaps[self.next % self.gaps.len()] = gap;
+        self.next += 1;
+    }
+
+    fn longest(&self) -> Option<Duration> {
+        (self.next > 0).then(|| self.gaps.iter().copied().max().unwrap_or_default())
+    }
+}
+
 /// One node as the registry holds it.
 #[derive(Debug)]
 struct NodeRecord {
@@ -86,6 +105,8 @@ struct NodeRecord {
     last_seen: DateTime<Utc>,
     /// Monotonic time of the last sign of life, for the timeout.
     last_heartbeat: Instant,
+    /// The longest of the last few gaps between heartbeats while alive.
+    recent_gaps: HeartbeatGaps,
     /// `Some` while heartbeats arrive: since when.
     alive_since: Option<Instant>,
     offline_reason: Option<&'static str>,
@@ -213,6 +234,7 @@ impl NodeRecord {
             // A node that was alive gets a full timeout to send its next heartbeat,
             // so that restarting the coordinator does not take the fleet out of rotation.
             last_heartbeat: now,
+            recent_gaps: HeartbeatGaps::default(),
             alive_since: p.online.then_some(now),
             offline_reason: if p.online {
                 None
@@ -312,6 +334,7 @@ impl NodeRegistry {
     /// Returns the answer and the change's generation, to wait for durability.
     pub fn register(&self, req: RegisterRequest) -> Result<(RegisterResponse, u64), ApiError> {
         let (machine_name, api_url) = validate::registration(&req)?;
+        let req_parallel = req.max_parallel;
         let now = Instant::now();
         let wall = Utc::now();
         let mut nodes = self.nodes.write();
@@ -364,6 +387,7 @@ impl NodeRegistry {
                     registered_at: wall,
                     last_seen: wall,
                     last_heartbeat: now,
+                    recent_gaps: HeartbeatGaps::default(),
                     alive_since: Some(now),
                     offline_reason: None,
                     ollama_available: req.ollama_available,
@@ -388,6 +412,17 @@ impl NodeRegistry {
                 (id, RegistrationStatus::Registered)
             }
         };
+        if let Some(record) = nodes.get(&status.0) {
+            record.live.record_registration(
+                req_parallel,
+                record
+                    .loaded_models
+                    .iter()
+                    .map(|m| canonical_model_name(&m.name))
+                    .collect(),
+                now,
+            );
+        }
         self.publish(&nodes);
         drop(nodes);
         let generation = self.persist.changed(Urgency::Now);
@@ -408,11 +443,28 @@ impl NodeRegistry {
         let mut nodes = self.nodes.write();
         let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
         let before = record.status();
+        if record.alive_since.is_some() {
+            record
+                .recent_gaps
+                .push(now.saturating_duration_since(record.last_heartbeat));
+        }
         record.last_seen = Utc::now();
         record.last_heartbeat = now;
         record.alive_since.get_or_insert(now);
         record.offline_reason = None;
         record.ollama_available = hb.ollama_available;
+        record.live.record_heartbeat(
+            hb.metrics.cpu_percent,
+            hb.metrics.memory_percent,
+            hb.max_parallel,
+            hb.loaded_models.as_ref().map(|loaded| {
+                loaded
+                    .iter()
+                    .map(|m| canonical_model_name(&m.name))
+                    .collect()
+            }),
+            now,
+        );
         record.metrics = Some(hb.metrics);
         if hb.ollama_version.is_some() {
             record.ollama_version = hb.ollama_version;
@@ -521,13 +573,26 @@ impl NodeRegistry {
         self.len() == 0
     }
 
-    /// Marks offline every live node whose last heartbeat is older than the
+    /// Marks offline every live node whose last heartbeat is older than its
     /// timeout; returns their ids.
+    ///
+    /// The timeout is `AGENT_TIMEOUT`, stretched for a node whose recent
+    /// heartbeats came late: to 1.5 × its longest recent gap (at most 4 ×
+    /// `AGENT_TIMEOUT`). A node whose beats jitter around the timeout under
+    /// load therefore stays online instead of flapping, while a node that
+    /// beats on time is declared dead after `AGENT_TIMEOUT` as configured.
     pub fn expire_stale(&self, now: Instant) -> Vec<NodeId> {
-        let timeout = self.settings.agent_timeout;
+        let base = self.settings.agent_timeout;
+        let timeout_of = |r: &NodeRecord| {
+            r.recent_gaps
+                .longest()
+                .map_or(base, |gap| gap.mul_f64(1.5))
+                .clamp(base, base * 4)
+        };
         // Most checks find nothing: look under the read lock first.
         let stale = |r: &NodeRecord| {
-            r.alive_since.is_some() && now.saturating_duration_since(r.last_heartbeat) > timeout
+            r.alive_since.is_some()
+                && now.saturating_duration_since(r.last_heartbeat) > timeout_of(r)
         };
         if !self.nodes.read().values().any(stale) {
             return Vec::new();

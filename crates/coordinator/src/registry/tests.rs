@@ -34,6 +34,7 @@ fn request(name: &str, port: u16, models: &[&str]) -> RegisterRequest {
         loaded_models: vec![],
         node_id: None,
         agent_version: None,
+        max_parallel: None,
     }
 }
 
@@ -261,4 +262,65 @@ fn remove_forgets_the_node() {
     assert!(registry.get(a.node_id).is_none());
     assert!(registry.snapshot().is_empty());
     assert!(registry.remove(a.node_id).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_jittering_around_the_timeout_do_not_flap_the_node() {
+    let registry = registry();
+    let (a, _) = registry.register(request("loaded", 1, &["m"])).unwrap();
+    // Late beats under load: gaps around the 30 s timeout, some beyond it.
+    let gaps = [24, 31, 27, 34, 29, 33, 26, 35, 28, 32, 30, 34, 25, 33];
+    let mut changes = 0;
+    let mut online = true;
+    for gap in gaps {
+        // The health monitor checks every 5 s in between.
+        for _ in 0..gap {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            if !registry.expire_stale(Instant::now()).is_empty() {
+                changes += 1;
+                online = false;
+            }
+        }
+        registry
+            .heartbeat(
+                a.node_id,
+                HeartbeatRequest {
+                    ollama_available: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        if !online {
+            changes += 1;
+            online = true;
+        }
+    }
+    assert_eq!(changes, 0, "the node flapped");
+    assert_eq!(registry.get(a.node_id).unwrap().status, NodeStatus::Online);
+
+    // It still dies: silence well past its stretched timeout takes it offline.
+    tokio::time::advance(Duration::from_secs(53)).await;
+    assert_eq!(registry.expire_stale(Instant::now()), [a.node_id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn punctual_node_still_times_out_after_exactly_the_agent_timeout() {
+    let registry = registry();
+    let (a, _) = registry.register(request("punctual", 1, &["m"])).unwrap();
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        registry
+            .heartbeat(
+                a.node_id,
+                HeartbeatRequest {
+                    ollama_available: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(registry.expire_stale(Instant::now()).is_empty());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(registry.expire_stale(Instant::now()), [a.node_id]);
 }

@@ -72,6 +72,12 @@ impl Fleet {
                 "ollama_port": node.addr().port(),
                 "ollama_version": "0.12.0",
                 "models": models,
+                "loaded_models": node
+                    .models()
+                    .loaded_names()
+                    .iter()
+                    .map(|m| serde_json::json!({ "name": m }))
+                    .collect::<Vec<_>>(),
             }))
             .send()
             .await
@@ -83,6 +89,25 @@ impl Fleet {
             .unwrap();
         self.nodes.push(node);
         answer["node_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a heartbeat for node `id` with this CPU load and these loaded models.
+    pub async fn heartbeat(&self, id: &str, cpu_percent: f32, loaded: &[&str]) {
+        let loaded: Vec<_> = loaded
+            .iter()
+            .map(|m| serde_json::json!({ "name": m }))
+            .collect();
+        let response = self
+            .client
+            .post(self.url(&format!("/api/agents/{id}/heartbeat")))
+            .json(&serde_json::json!({
+                "metrics": {"cpu_percent": cpu_percent, "memory_percent": 30.0},
+                "loaded_models": loaded,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,96 @@
+//! Node selection cost of each policy with 1,000 and 10,000 candidates
+//! (`cargo bench -p llm-router-coordinator --bench selection`).
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use llm_router_common::NodeId;
+use llm_router_coordinator::balancer::{self, Placement};
+use llm_router_coordinator::config::BalancerMode;
+use llm_router_coordinator::proxy::peek::RequestFacts;
+use llm_router_coordinator::registry::live::SpeedSample;
+use llm_router_coordinator::registry::{NodeLive, RoutableNode};
+use tokio::time::Instant;
+
+/// A fleet with varied load, speed and resident models.
+fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
+    let now = Instant::now();
+    (0..size)
+        .map(|i| {
+            let live = Arc::new(NodeLive::default());
+            let resident = if i % 3 == 0 {
+                "m:latest"
+            } else {
+                "other:latest"
+            };
+            live.record_heartbeat(
+                (i % 97) as f32,
+                (i % 53) as f32,
+                Some(1 + (i % 4) as u32),
+                Some(vec![resident.to_owned()]),
+                now,
+            );
+            live.record_speed(
+                "m:latest",
+                SpeedSample {
+                    ttft: Some(Duration::from_millis(50 + (i % 400) as u64)),
+                    tokens_per_sec: Some(10.0 + (i % 150) as f64),
+                    completion_tokens: Some(200),
+                    cold: false,
+                },
+            );
+            for _ in 0..(i % 3) {
+                std::mem::forget(live.start_request());
+            }
+            Arc::new(RoutableNode {
+                id: NodeId::new_v4(),
+                machine_name: format!("node-{i}"),
+                api_url: format!("http://10.0.{}.{}:11434", i / 250, i % 250),
+                models: HashSet::from(["m:latest".to_owned(), "other:latest".to_owned()]),
+                loaded_models: HashSet::new(),
+                live,
+            })
+        })
+        .collect()
+}
+
+fn selection(c: &mut Criterion) {
+    let facts = RequestFacts {
+        model: "m".into(),
+        stream: true,
+    };
+    let mut group = c.benchmark_group("select");
+    for size in [1_000, 10_000] {
+        let nodes = fleet(size);
+        for mode in [
+            BalancerMode::RoundRobin,
+            BalancerMode::LeastConnections,
+            BalancerMode::Metrics,
+            BalancerMode::Latency,
+            BalancerMode::Auto,
+        ] {
+            let policy = balancer::build(mode);
+            group.bench_with_input(BenchmarkId::new(policy.name(), size), &nodes, |b, nodes| {
+                b.iter(|| {
+                    let placement = Placement {
+                        request: &facts,
+                        model: "m:latest",
+                        now: Instant::now(),
+                    };
+                    black_box(policy.select(black_box(nodes), &placement))
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = selection
+}
+criterion_main!(benches);

@@ -1,0 +1,243 @@
+//! `auto`, the default: the node expected to finish the request soonest,
+//! counting what a model switch costs the whole fleet, not only this request.
+//!
+//! For a request of model M, each candidate node n gets a cost in seconds:
+//!
+//! ```text
+//! service(n) = ttft(n, M) + tokens(M) / tokens_per_sec(n, M)
+//! wait(n)    = max(0, in_flight(n) + 1 - slots(n)) × service(n) / slots(n)
+//! load(n)    = 0 if M is resident on n, else load_time(n)
+//! evict(n)   = 0 if M is resident on n, else load_time(n) × (in_flight(n) + recent_other_models(n))
+//! cost(n)    = wait(n) + load(n) + service(n) + evict(n)
+//! ```
+//!
+//! and the cheapest node wins; nodes within 10% of the cheapest count as
+//! tied and take turns, so measurement noise does not pile every request on
+//! one of several equal nodes. Speeds are the node's observed averages for M
+//! (else for any model); a node not measured yet is assumed to be like the
+//! average of the measured candidates; `slots` is the node's `OLLAMA_NUM_PARALLEL` when its agent
+//! reports it (else 1); "resident" comes from the node's `/api/ps` in
+//! heartbeats, corrected by what the router sent it since (a node that can
+//! hold one model and was just sent another no longer holds the first).
+//!
+//! The `evict` term is what keeps the fleet from thrashing. Loading M stalls
+//! everything already queued on n, and pushes out a model that requests are
+//! still using, whose next requests will pay a load somewhere else. A
+//! per-request-greedy choice ignores both and keeps dragging fast nodes from
+//! one model to another. With the term, a node switches models only when the
+//! backlog on the nodes already warm for M costs more than a load plus the
+//! harm of the eviction, so nodes stay warm on the models their share of the
+//! traffic calls for.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::latency::DEFAULT_COMPLETION_TOKENS;
+use super::{Placement, Policy};
+use crate::registry::RoutableNode;
+
+/// Time to first token assumed for a node not measured yet.
+const DEFAULT_TTFT_SECS: f64 = 0.5;
+/// Generation speed assumed for a node not measured yet.
+const DEFAULT_TOKENS_PER_SEC: f64 = 30.0;
+/// Model load time assumed until one was observed on the node.
+const DEFAULT_LOAD_SECS: f64 = 5.0;
+/// A resident model routed to within this window counts as still in use.
+const IN_USE_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+pub struct Auto {
+    turn: AtomicUsize,
+}
+
+/// Costs within this fraction of the cheapest count as equal: measurement
+/// noise must not decide, and near-equal nodes then share the load (and stay
+/// measured and warm).
+const TIE_TOLERANCE: f64 = 0.10;
+
+/// What is known of a node's speed for the request's model.
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    ttft_secs: Option<f64>,
+    tokens_per_sec: Option<f64>,
+    tokens: Option<f64>,
+}
+
+fn estimate(node: &RoutableNode, model: &str) -> Estimate {
+    let per_model = node.live.model_speed(model);
+    let overall = node.live.speed();
+    Estimate {
+        ttft_secs: per_model
+            .as_ref()
+            .and_then(|s| s.ttft_ms())
+            .or_else(|| overall.ttft_ms())
+            .map(|ms| ms / 1000.0),
+        tokens_per_sec: per_model
+            .as_ref()
+            .and_then(|s| s.tokens_per_sec())
+            .or_else(|| overall.tokens_per_sec()),
+        tokens: per_model.as_ref().and_then(|s| s.completion_tokens()),
+    }
+}
+
+fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let (sum, n) = values
+        .flatten()
+        .fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / f64::from(n))
+}
+
+/// The cost described in the module documentation, in seconds, with `neutral`
+/// standing in for what is not measured on this node.
+fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: Estimate) -> f64 {
+    let live = &node.live;
+    let ttft = own
+        .ttft_secs
+        .or(neutral.ttft_secs)
+        .unwrap_or(DEFAULT_TTFT_SECS);
+    let tps = own
+        .tokens_per_sec
+        .or(neutral.tokens_per_sec)
+        .unwrap_or(DEFAULT_TOKENS_PER_SEC);
+    let tokens = own
+        .tokens
+        .or(neutral.tokens)
+        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
+    let service = ttft + tokens / tps;
+    let slots = f64::from(live.parallel().unwrap_or(1));
+    let in_flight = live.in_flight() as f64;
+    let wait = (in_flight + 1.0 - slots).max(0.0) * service / slots;
+    if live.is_resident(placement.model, placement.now) {
+        return wait + service;
+    }
+    let load = live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
+    let in_use =
+        live.busy_residents_other_than(placement.model, placement.now, IN_USE_WINDOW) as f64;
+    let evict = load * (in_flight + in_use);
+    wait + load + service + evict
+}
+
+impl Policy for Auto {
+    fn name(&self) -> &'static str {
+        "auto"
+    }
+
+    fn select(&self, candidates: &[Arc<RoutableNode>], placement: &Placement<'_>) -> usize {
+        if candidates.len() == 1 {
+            return 0;
+        }
+        let estimates: Vec<Estimate> = candidates
+            .iter()
+            .map(|n| estimate(n, placement.model))
+            .collect();
+        // A node not measured yet is assumed to be like the measured ones.
+        let neutral = Estimate {
+            ttft_secs: mean(estimates.iter().map(|e| e.ttft_secs)),
+            tokens_per_sec: mean(estimates.iter().map(|e| e.tokens_per_sec)),
+            tokens: mean(estimates.iter().map(|e| e.tokens)),
+        };
+        let costs: Vec<f64> = candidates
+            .iter()
+            .zip(&estimates)
+            .map(|(node, own)| cost(node, placement, *own, neutral))
+            .collect();
+        let best = costs.iter().copied().fold(f64::INFINITY, f64::min);
+        let limit = best * (1.0 + TIE_TOLERANCE);
+        let near: Vec<usize> = (0..costs.len()).filter(|&i| costs[i] <= limit).collect();
+        near[self.turn.fetch_add(1, Ordering::Relaxed) % near.len()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::balancer::testing::{names, node};
+    use crate::proxy::peek::RequestFacts;
+    use crate::registry::live::SpeedSample;
+
+    fn speed(node: &RoutableNode, model: &str, ttft_ms: u64, tps: f64) {
+        node.live.record_speed(
+            model,
+            SpeedSample {
+                ttft: Some(Duration::from_millis(ttft_ms)),
+                tokens_per_sec: Some(tps),
+                completion_tokens: Some(100),
+                cold: false,
+            },
+        );
+    }
+
+    fn loaded(node: &RoutableNode, models: &[&str]) {
+        node.live.record_heartbeat(
+            10.0,
+            10.0,
+            None,
+            Some(models.iter().map(|m| (*m).to_owned()).collect()),
+            Instant::now(),
+        );
+    }
+
+    fn pick(nodes: &[Arc<RoutableNode>], model: &str) -> String {
+        let facts = RequestFacts {
+            model: model.into(),
+            stream: true,
+        };
+        let placement = Placement {
+            request: &facts,
+            model,
+            now: Instant::now(),
+        };
+        names(nodes, [Auto::default().select(nodes, &placement)]).remove(0)
+    }
+
+    #[test]
+    fn prefers_the_node_with_the_model_loaded_over_an_idle_one_that_must_load_it() {
+        let nodes = vec![node("a-idle-cold"), node("b-warm")];
+        loaded(&nodes[0], &["other:latest"]);
+        loaded(&nodes[1], &["m:latest"]);
+        for n in &nodes {
+            speed(n, "m:latest", 200, 50.0);
+        }
+        // B even has a request running; a load on A would still take longer.
+        let _running = nodes[1].live.start_request();
+        assert_eq!(pick(&nodes, "m:latest"), "b-warm");
+    }
+
+    #[test]
+    fn switches_a_node_when_the_warm_backlog_outweighs_a_load() {
+        let nodes = vec![node("cold"), node("warm-swamped")];
+        loaded(&nodes[0], &["other:latest"]);
+        loaded(&nodes[1], &["m:latest"]);
+        for n in &nodes {
+            speed(n, "m:latest", 200, 50.0);
+        }
+        let _queue: Vec<_> = (0..20).map(|_| nodes[1].live.start_request()).collect();
+        assert_eq!(pick(&nodes, "m:latest"), "cold");
+    }
+
+    #[test]
+    fn does_not_evict_a_model_in_use_when_an_idle_node_can_load() {
+        let nodes = vec![node("busy-other"), node("idle-other")];
+        let now = Instant::now();
+        loaded(&nodes[0], &["x:latest"]);
+        loaded(&nodes[1], &["y:latest"]);
+        // Requests for x keep going to the first node.
+        nodes[0].live.route_model("x:latest", now);
+        assert_eq!(pick(&nodes, "m:latest"), "idle-other");
+    }
+
+    #[test]
+    fn a_fast_warm_node_beats_a_slow_warm_one() {
+        let nodes = vec![node("slow"), node("fast")];
+        for (n, tps) in nodes.iter().zip([10.0, 120.0]) {
+            loaded(n, &["m:latest"]);
+            speed(n, "m:latest", 100, tps);
+        }
+        assert_eq!(pick(&nodes, "m:latest"), "fast");
+    }
+}

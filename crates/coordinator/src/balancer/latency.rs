@@ -1,0 +1,142 @@
+//! Latency-aware: power of two choices on observed speed. Two random
+//! candidates are compared by their expected time to finish this request
+//! (time to first token + expected tokens ÷ tokens per second, stretched by
+//! the requests already running there); the faster one wins. A node with no
+//! observations yet wins its comparison, so every node gets measured.
+
+use std::sync::Arc;
+
+use super::{Placement, Policy};
+use crate::registry::RoutableNode;
+
+/// Completion length assumed before any request of the model finished.
+pub const DEFAULT_COMPLETION_TOKENS: f64 = 256.0;
+
+#[derive(Debug, Default)]
+pub struct Latency;
+
+/// Expected seconds for `node` to answer a request for `model` on its own;
+/// `None` when the node has not been measured yet.
+pub fn expected_service_secs(node: &RoutableNode, model: &str) -> Option<f64> {
+    let per_model = node.live.model_speed(model);
+    let overall = node.live.speed();
+    let ttft_ms = per_model
+        .as_ref()
+        .and_then(|s| s.ttft_ms())
+        .or_else(|| overall.ttft_ms())?;
+    let tps = per_model
+        .as_ref()
+        .and_then(|s| s.tokens_per_sec())
+        .or_else(|| overall.tokens_per_sec())?;
+    let tokens = per_model
+        .as_ref()
+        .and_then(|s| s.completion_tokens())
+        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
+    Some(ttft_ms / 1000.0 + tokens / tps)
+}
+
+fn score(node: &RoutableNode, model: &str) -> f64 {
+    let slots = f64::from(node.live.parallel().unwrap_or(1));
+    let load = 1.0 + node.live.in_flight() as f64 / slots;
+    expected_service_secs(node, model).map_or(0.0, |secs| secs * load)
+}
+
+impl Policy for Latency {
+    fn name(&self) -> &'static str {
+        "latency"
+    }
+
+    fn select(&self, candidates: &[Arc<RoutableNode>], placement: &Placement<'_>) -> usize {
+        let n = candidates.len();
+        if n == 1 {
+            return 0;
+        }
+        let first = fastrand::usize(..n);
+        let second = (first + 1 + fastrand::usize(..n - 1)) % n;
+        if score(&candidates[second], placement.model) < score(&candidates[first], placement.model)
+        {
+            second
+        } else {
+            first
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::balancer::testing::{names, node};
+    use crate::proxy::peek::RequestFacts;
+    use crate::registry::live::SpeedSample;
+
+    fn measured(node: &RoutableNode, ttft_ms: u64, tps: f64) {
+        node.live.record_speed(
+            "m:latest",
+            SpeedSample {
+                ttft: Some(Duration::from_millis(ttft_ms)),
+                tokens_per_sec: Some(tps),
+                completion_tokens: Some(100),
+                cold: false,
+            },
+        );
+    }
+
+    #[test]
+    fn of_two_nodes_the_faster_one_wins() {
+        let nodes = vec![node("slow"), node("fast")];
+        measured(&nodes[0], 900, 10.0);
+        measured(&nodes[1], 100, 100.0);
+        let facts = RequestFacts {
+            model: "m".into(),
+            stream: true,
+        };
+        let placement = Placement {
+            request: &facts,
+            model: "m:latest",
+            now: tokio::time::Instant::now(),
+        };
+        let picks: Vec<_> = (0..20)
+            .map(|_| Latency.select(&nodes, &placement))
+            .collect();
+        assert_eq!(names(&nodes, picks), vec!["fast"; 20]);
+    }
+
+    #[test]
+    fn a_busy_fast_node_loses_to_an_idle_one_that_finishes_sooner() {
+        let nodes = vec![node("fast-busy"), node("medium")];
+        measured(&nodes[0], 100, 100.0); // 1.1 s alone
+        measured(&nodes[1], 100, 50.0); // 2.1 s alone
+        let _running: Vec<_> = (0..3).map(|_| nodes[0].live.start_request()).collect();
+        let facts = RequestFacts {
+            model: "m".into(),
+            stream: true,
+        };
+        let placement = Placement {
+            request: &facts,
+            model: "m:latest",
+            now: tokio::time::Instant::now(),
+        };
+        assert_eq!(
+            names(&nodes, [Latency.select(&nodes, &placement)]),
+            ["medium"]
+        );
+    }
+
+    #[test]
+    fn unmeasured_nodes_get_tried() {
+        let nodes = vec![node("known"), node("new")];
+        measured(&nodes[0], 100, 100.0);
+        let facts = RequestFacts {
+            model: "m".into(),
+            stream: true,
+        };
+        let placement = Placement {
+            request: &facts,
+            model: "m:latest",
+            now: tokio::time::Instant::now(),
+        };
+        assert_eq!(names(&nodes, [Latency.select(&nodes, &placement)]), ["new"]);
+    }
+}

@@ -1,0 +1,50 @@
+//! Least connections: the candidate with the fewest requests in flight; ties take turns.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use super::{Placement, Policy, lowest};
+use crate::registry::RoutableNode;
+
+#[derive(Debug, Default)]
+pub struct LeastConnections {
+    turn: AtomicUsize,
+}
+
+impl Policy for LeastConnections {
+    fn name(&self) -> &'static str {
+        "least_connections"
+    }
+
+    fn select(&self, candidates: &[Arc<RoutableNode>], _placement: &Placement<'_>) -> usize {
+        lowest(candidates, &self.turn, |n| n.live.in_flight() as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::testing::{names, node};
+    use crate::proxy::peek::RequestFacts;
+
+    #[test]
+    fn picks_the_least_busy_and_rotates_ties() {
+        let nodes = vec![node("a"), node("b"), node("c")];
+        let _a1 = nodes[0].live.start_request();
+        let _a2 = nodes[0].live.start_request();
+        let facts = RequestFacts {
+            model: "m".into(),
+            stream: false,
+        };
+        let placement = Placement {
+            request: &facts,
+            model: "m:latest",
+            now: tokio::time::Instant::now(),
+        };
+        let policy = LeastConnections::default();
+        let picks = (0..4).map(|_| policy.select(&nodes, &placement));
+        assert_eq!(names(&nodes, picks), ["b", "c", "b", "c"]);
+        let _b = nodes[1].live.start_request();
+        assert_eq!(names(&nodes, [policy.select(&nodes, &placement)]), ["c"]);
+    }
+}

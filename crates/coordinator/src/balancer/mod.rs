@@ -1,0 +1,109 @@
+//! Load-balancing policies: given the candidates for a request (online,
+//! healthy nodes that hold its model) and what the request says, pick one.
+//!
+//! One small trait, one file per policy, built from [`BalancerMode`] by
+//! [`build`]. Policies read only the immutable snapshot and per-node atomics
+//! ([`NodeLive`](crate::registry::NodeLive)), never a lock of the registry.
+//!
+//! - [`round_robin`]: each request to the next node in turn;
+//! - [`least_connections`]: fewest requests in flight;
+//! - [`metrics`]: the seed's score, cpu% + memory% + 10 × in flight;
+//! - [`latency`]: power of two choices on observed speed;
+//! - [`auto`]: soonest estimated finish, weighing model loads and evictions.
+
+pub mod auto;
+pub mod latency;
+pub mod least_connections;
+pub mod metrics;
+pub mod round_robin;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::time::Instant;
+
+use crate::config::BalancerMode;
+use crate::proxy::peek::RequestFacts;
+use crate::registry::RoutableNode;
+
+/// What a policy knows about the request it places.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub request: &'a RequestFacts,
+    /// The model's canonical name (`name:tag`).
+    pub model: &'a str,
+    pub now: Instant,
+}
+
+/// A load-balancing policy.
+pub trait Policy: Send + Sync + Debug {
+    fn name(&self) -> &'static str;
+
+    /// Index into `candidates` (never empty) of the node to try next.
+    fn select(&self, candidates: &[Arc<RoutableNode>], placement: &Placement<'_>) -> usize;
+}
+
+/// The policy for `mode`.
+pub fn build(mode: BalancerMode) -> Box<dyn Policy> {
+    match mode {
+        BalancerMode::RoundRobin => Box::new(round_robin::RoundRobin::default()),
+        BalancerMode::LeastConnections => Box::new(least_connections::LeastConnections::default()),
+        BalancerMode::Metrics => Box::new(metrics::MetricsScore::default()),
+        BalancerMode::Latency => Box::new(latency::Latency::default()),
+        BalancerMode::Auto => Box::new(auto::Auto::default()),
+    }
+}
+
+/// Picks the candidate with the lowest score; equal scores (within 1e-9 relative)
+/// take turns through `turn`, so ties never always go to the first node.
+pub(crate) fn lowest(
+    candidates: &[Arc<RoutableNode>],
+    turn: &AtomicUsize,
+    mut score: impl FnMut(&RoutableNode) -> f64,
+) -> usize {
+    let scores: Vec<f64> = candidates.iter().map(|n| score(n)).collect();
+    let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
+    let tolerance = best.abs() * 1e-9;
+    let ties = scores.iter().filter(|s| **s <= best + tolerance).count();
+    let nth = turn.fetch_add(1, Ordering::Relaxed) % ties.max(1);
+    scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s <= best + tolerance)
+        .nth(nth)
+        .map_or(0, |(i, _)| i)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Hand-built candidates for policy tests.
+
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use llm_router_common::NodeId;
+
+    use crate::registry::{NodeLive, RoutableNode};
+
+    pub fn node(name: &str) -> Arc<RoutableNode> {
+        Arc::new(RoutableNode {
+            id: NodeId::new_v4(),
+            machine_name: name.into(),
+            api_url: format!("http://{name}"),
+            models: HashSet::from(["m:latest".to_owned()]),
+            loaded_models: HashSet::new(),
+            live: Arc::new(NodeLive::default()),
+        })
+    }
+
+    pub fn names(
+        nodes: &[Arc<RoutableNode>],
+        picks: impl IntoIterator<Item = usize>,
+    ) -> Vec<String> {
+        picks
+            .into_iter()
+            .map(|i| nodes[i].machine_name.clone())
+            .collect()
+    }
+}

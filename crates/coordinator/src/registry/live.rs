@@ -1,0 +1,480 @@
+//! What changes about a node on every request or heartbeat, kept in atomics
+//! (and two small mutexes) shared by the registry and every snapshot the node
+//! appears in, so the request path never takes the registry lock.
+//!
+//! - in-flight count, with an RAII guard that can never make it negative;
+//! - health as seen by the proxy: a state machine with hysteresis;
+//! - load from heartbeats (CPU, memory) and the parallel slots the node has;
+//! - observed speed: EWMAs of time to first token, tokens per second and model
+//!   load time, per node and per model;
+//! - the models believed resident in memory: the last heartbeat's list,
+//!   corrected by what the router sent the node since.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// Weight of a new observation in the speed averages.
+const EWMA_ALPHA: f64 = 0.3;
+/// A model routed to a node counts as resident for this long without confirmation.
+const RESIDENT_TTL: Duration = Duration::from_secs(300);
+
+/// Thresholds of the proxy's health state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthThresholds {
+    /// Consecutive failures that take a node out of rotation.
+    pub unhealthy_after: u32,
+    /// Consecutive successes (requests or probes) that bring it back.
+    pub healthy_after: u32,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        Self {
+            unhealthy_after: 2,
+            healthy_after: 2,
+        }
+    }
+}
+
+/// A change of health, for the caller to log once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChange {
+    WentUnhealthy,
+    Recovered,
+}
+
+/// An exponentially weighted moving average in an `AtomicU64` (f64 bits; 0 = no data).
+#[derive(Debug, Default)]
+struct Ewma(AtomicU64);
+
+impl Ewma {
+    fn get(&self) -> Option<f64> {
+        let bits = self.0.load(Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    fn observe(&self, value: f64) {
+        if !value.is_finite() || value <= 0.0 {
+            return;
+        }
+        // A lost update under a race only drops one sample: no CAS loop needed.
+        let next = match self.get() {
+            Some(old) => old + EWMA_ALPHA * (value - old),
+            None => value,
+        };
+        self.0.store(next.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Observed speed of one node, overall or for one model.
+#[derive(Debug, Default)]
+pub struct Speed {
+    ttft_ms: Ewma,
+    tokens_per_sec: Ewma,
+    completion_tokens: Ewma,
+}
+
+impl Speed {
+    pub fn ttft_ms(&self) -> Option<f64> {
+        self.ttft_ms.get()
+    }
+    pub fn tokens_per_sec(&self) -> Option<f64> {
+        self.tokens_per_sec.get()
+    }
+    pub fn completion_tokens(&self) -> Option<f64> {
+        self.completion_tokens.get()
+    }
+}
+
+/// One finished request, as speed estimates see it.
+#[derive(Debug, Clone, Copy)]
+pub struct SpeedSample {
+    pub ttft: Option<Duration>,
+    pub tokens_per_sec: Option<f64>,
+    pub completion_tokens: Option<u64>,
+    /// Whether the model had to be loaded first (so the TTFT measured a load).
+    pub cold: bool,
+}
+
+#[derive(Debug, Default)]
+struct Resident {
+    /// From the latest heartbeat: canonical names loaded in memory.
+    reported: Vec<String>,
+    reported_at: Option<Instant>,
+    /// Models routed here since, most recent last, with when.
+    routed: Vec<(String, Instant)>,
+    /// Most models ever seen loaded at once (at least 1): how many fit.
+    capacity: usize,
+}
+
+/// Counters of a node that change on every request or heartbeat.
+#[derive(Debug)]
+pub struct NodeLive {
+    in_flight: AtomicU64,
+    unhealthy: AtomicBool,
+    consecutive_failures: AtomicU32,
+    consecutive_successes: AtomicU32,
+    cpu_percent_bits: AtomicU32,
+    memory_percent_bits: AtomicU32,
+    /// Requests the node runs at once (its OLLAMA_NUM_PARALLEL), 0 when unknown.
+    parallel: AtomicU32,
+    overall: Speed,
+    per_model: Mutex<HashMap<String, Arc<Speed>>>,
+    load_ms: Ewma,
+    resident: Mutex<Resident>,
+}
+
+impl Default for NodeLive {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            unhealthy: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            consecutive_successes: AtomicU32::new(0),
+            cpu_percent_bits: AtomicU32::new(0),
+            memory_percent_bits: AtomicU32::new(0),
+            parallel: AtomicU32::new(0),
+            overall: Speed::default(),
+            per_model: Mutex::new(HashMap::new()),
+            load_ms: Ewma::default(),
+            resident: Mutex::new(Resident {
+                capacity: 1,
+                ..Resident::default()
+            }),
+        }
+    }
+}
+
+impl NodeLive {
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            live: Arc::clone(self),
+        }
+    }
+
+    // ---- health ----
+
+    /// Whether the proxy should avoid the node (it is then tried only as a last resort).
+    pub fn is_unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Records a failed request or probe.
+    pub fn record_failure(&self, thresholds: HealthThresholds) -> Option<HealthChange> {
+        self.consecutive_successes.store(0, Ordering::Relaxed);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= thresholds.unhealthy_after.max(1)
+            && !self.unhealthy.swap(true, Ordering::Relaxed)
+        {
+            return Some(HealthChange::WentUnhealthy);
+        }
+        None
+    }
+
+    /// Records a successful request or probe.
+    pub fn record_success(&self, thresholds: HealthThresholds) -> Option<HealthChange> {
+        // The common case (healthy, no failures) is two plain loads.
+        if !self.unhealthy.load(Ordering::Relaxed) {
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            return None;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let successes = self.consecutive_successes.fetch_add(1, Ordering::Relaxed) + 1;
+        if successes >= thresholds.healthy_after.max(1)
+            && self.unhealthy.swap(false, Ordering::Relaxed)
+        {
+            self.consecutive_successes.store(0, Ordering::Relaxed);
+            return Some(HealthChange::Recovered);
+        }
+        None
+    }
+
+    // ---- load ----
+
+    pub fn cpu_percent(&self) -> f32 {
+        f32::from_bits(self.cpu_percent_bits.load(Ordering::Relaxed))
+    }
+
+    pub fn memory_percent(&self) -> f32 {
+        f32::from_bits(self.memory_percent_bits.load(Ordering::Relaxed))
+    }
+
+    /// Parallel request slots, when the node told us.
+    pub fn parallel(&self) -> Option<u32> {
+        let n = self.parallel.load(Ordering::Relaxed);
+        (n > 0).then_some(n)
+    }
+
+    /// Stores what a heartbeat said about load, slots and resident models.
+    pub fn record_heartbeat(
+        &self,
+        cpu_percent: f32,
+        memory_percent: f32,
+        parallel: Option<u32>,
+        loaded: Option<Vec<String>>,
+        now: Instant,
+    ) {
+        self.cpu_percent_bits
+            .store(cpu_percent.to_bits(), Ordering::Relaxed);
+        self.memory_percent_bits
+            .store(memory_percent.to_bits(), Ordering::Relaxed);
+        self.parallel
+            .store(parallel.unwrap_or(0), Ordering::Relaxed);
+        if let Some(loaded) = loaded {
+            let mut resident = self.resident.lock();
+            resident.capacity = resident.capacity.max(loaded.len()).max(1);
+            resident.reported = loaded;
+            resident.reported_at = Some(now);
+        }
+    }
+
+    /// Stores what a registration said about slots and resident models.
+    pub fn record_registration(&self, parallel: Option<u32>, loaded: Vec<String>, now: Instant) {
+        self.parallel
+            .store(parallel.unwrap_or(0), Ordering::Relaxed);
+        let mut resident = self.resident.lock();
+        resident.capacity = resident.capacity.max(loaded.len()).max(1);
+        resident.reported = loaded;
+        resident.reported_at = Some(now);
+    }
+
+    // ---- speed ----
+
+    /// Observed speed over all models.
+    pub fn speed(&self) -> &Speed {
+        &self.overall
+    }
+
+    /// Observed speed for one model (canonical name), if any request of it finished here.
+    pub fn model_speed(&self, model: &str) -> Option<Arc<Speed>> {
+        self.per_model.lock().get(model).cloned()
+    }
+
+    /// Observed time to load a model, in milliseconds.
+    pub fn load_ms(&self) -> Option<f64> {
+        self.load_ms.get()
+    }
+
+    /// Feeds one finished request into the speed averages.
+    pub fn record_speed(&self, model: &str, sample: SpeedSample) {
+        let per_model = {
+            let mut map = self.per_model.lock();
+            match map.get(model) {
+                Some(speed) => Arc::clone(speed),
+                None => Arc::clone(map.entry(model.to_owned()).or_default()),
+            }
+        };
+        if let Some(ttft) = sample.ttft {
+            let ms = ttft.as_secs_f64() * 1000.0;
+            if sample.cold {
+                // The first token waited for the load: learn the load time, not a TTFT.
+                let warm = per_model
+                    .ttft_ms()
+                    .or(self.overall.ttft_ms())
+                    .unwrap_or(0.0);
+                self.load_ms.observe(ms - warm);
+            } else {
+                per_model.ttft_ms.observe(ms);
+                self.overall.ttft_ms.observe(ms);
+            }
+        }
+        if let Some(tps) = sample.tokens_per_sec {
+            per_model.tokens_per_sec.observe(tps);
+            self.overall.tokens_per_sec.observe(tps);
+        }
+        if let Some(tokens) = sample.completion_tokens {
+            per_model.completion_tokens.observe(tokens as f64);
+            self.overall.completion_tokens.observe(tokens as f64);
+        }
+    }
+
+    // ---- resident models ----
+
+    /// Notes that a request for `model` was sent here: the node will load it,
+    /// evicting others if it is full. Returns whether it was believed resident.
+    pub fn route_model(&self, model: &str, now: Instant) -> bool {
+        let mut resident = self.resident.lock();
+        let was = Self::is_resident_locked(&resident, model, now);
+        resident.routed.retain(|(m, _)| m != model);
+        resident.routed.push((model.to_owned(), now));
+        let keep = resident.capacity.max(1);
+        let excess = resident.routed.len().saturating_sub(keep);
+        resident.routed.drain(..excess);
+        was
+    }
+
+    /// Whether `model` is believed to be in memory on this node.
+    pub fn is_resident(&self, model: &str, now: Instant) -> bool {
+        Self::is_resident_locked(&self.resident.lock(), model, now)
+    }
+
+    fn is_resident_locked(resident: &Resident, model: &str, now: Instant) -> bool {
+        // Models routed here recently are loaded (or loading), and they push
+        // older ones out when the node is full.
+        let is_recent = |m: &str| {
+            resident
+                .routed
+                .iter()
+                .any(|(r, at)| r == m && now.saturating_duration_since(*at) < RESIDENT_TTL)
+        };
+        if is_recent(model) {
+            return true;
+        }
+        let recent = resident
+            .routed
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < RESIDENT_TTL)
+            .count();
+        let room = resident.capacity.saturating_sub(recent);
+        resident
+            .reported
+            .iter()
+            .filter(|m| !is_recent(m))
+            .take(room)
+            .any(|m| m == model)
+    }
+
+    /// Models believed resident, other than `model`, that requests still use
+    /// (routed here within `window`): what loading `model` would evict.
+    pub fn busy_residents_other_than(&self, model: &str, now: Instant, window: Duration) -> usize {
+        let resident = self.resident.lock();
+        resident
+            .routed
+            .iter()
+            .filter(|(m, at)| m != model && now.saturating_duration_since(*at) < window)
+            .count()
+    }
+}
+
+/// Decrements the node's in-flight count exactly once, when dropped; it can
+/// therefore never go below zero.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    live: Arc<NodeLive>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_guard_counts_until_dropped() {
+        let live = Arc::new(NodeLive::default());
+        let first = live.start_request();
+        let second = live.start_request();
+        assert_eq!(live.in_flight(), 2);
+        drop(first);
+        assert_eq!(live.in_flight(), 1);
+        drop(second);
+        assert_eq!(live.in_flight(), 0);
+    }
+
+    #[test]
+    fn health_needs_consecutive_failures_to_leave_and_successes_to_return() {
+        let live = NodeLive::default();
+        let t = HealthThresholds {
+            unhealthy_after: 3,
+            healthy_after: 2,
+        };
+        assert_eq!(live.record_failure(t), None);
+        assert_eq!(live.record_failure(t), None);
+        // A success in between resets the count: no flapping on sporadic errors.
+        assert_eq!(live.record_success(t), None);
+        assert_eq!(live.record_failure(t), None);
+        assert_eq!(live.record_failure(t), None);
+        assert_eq!(live.record_failure(t), Some(HealthChange::WentUnhealthy));
+        assert!(live.is_unhealthy());
+        assert_eq!(live.record_failure(t), None, "change reported once");
+        assert_eq!(live.record_success(t), None);
+        assert_eq!(live.record_failure(t), None);
+        assert_eq!(live.record_success(t), None);
+        assert_eq!(live.record_success(t), Some(HealthChange::Recovered));
+        assert!(!live.is_unhealthy());
+    }
+
+    #[test]
+    fn ewma_moves_toward_new_samples_and_ignores_nonsense() {
+        let e = Ewma::default();
+        assert_eq!(e.get(), None);
+        e.observe(100.0);
+        e.observe(200.0);
+        assert!((e.get().unwrap() - 130.0).abs() < 1e-9);
+        e.observe(f64::NAN);
+        e.observe(-1.0);
+        assert!((e.get().unwrap() - 130.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn routing_a_model_to_a_full_node_evicts_the_reported_one() {
+        let live = NodeLive::default();
+        let now = Instant::now();
+        live.record_heartbeat(0.0, 0.0, None, Some(vec!["a:latest".into()]), now);
+        assert!(live.is_resident("a:latest", now));
+        assert!(!live.route_model("b:latest", now));
+        assert!(live.is_resident("b:latest", now));
+        assert!(
+            !live.is_resident("a:latest", now),
+            "capacity 1: a was evicted"
+        );
+        assert!(live.route_model("b:latest", now));
+    }
+
+    #[test]
+    fn a_node_seen_with_two_models_keeps_two() {
+        let live = NodeLive::default();
+        let now = Instant::now();
+        live.record_heartbeat(
+            0.0,
+            0.0,
+            None,
+            Some(vec!["a:latest".into(), "b:latest".into()]),
+            now,
+        );
+        live.route_model("c:latest", now);
+        assert!(live.is_resident("c:latest", now));
+        assert!(live.is_resident("a:latest", now));
+        assert!(!live.is_resident("b:latest", now));
+    }
+
+    #[test]
+    fn cold_first_tokens_teach_the_load_time_not_the_ttft() {
+        let live = NodeLive::default();
+        let warm = SpeedSample {
+            ttft: Some(Duration::from_millis(100)),
+            tokens_per_sec: Some(50.0),
+            completion_tokens: Some(10),
+            cold: false,
+        };
+        live.record_speed("m", warm);
+        live.record_speed(
+            "m",
+            SpeedSample {
+                ttft: Some(Duration::from_millis(3100)),
+                cold: true,
+                ..warm
+            },
+        );
+        assert_eq!(live.speed().ttft_ms(), Some(100.0));
+        assert_eq!(live.load_ms(), Some(3000.0));
+        assert_eq!(live.model_speed("m").unwrap().tokens_per_sec(), Some(50.0));
+    }
+}
