@@ -10,6 +10,8 @@
 //!   model, streaming, with failover;
 //! - [`demo`]: the simulated fleet of `llm-router --demo` (mock nodes with in-process agents);
 //! - [`api`]: the HTTP routes (`fn app(state) -> Router`);
+//! - [`dashboard`]: the operator web page at `/dashboard` (embedded assets) and its live
+//!   event stream `/api/events`;
 //! - [`stats`]: per-node request statistics (`/api/agents`) and Prometheus metrics (`/metrics`),
 //!   kept by a sink of the proxy's finished requests;
 //! - [`error`]: the error type every endpoint answers with;
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod balancer;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod health;

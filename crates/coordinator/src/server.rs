@@ -78,6 +78,7 @@ pub async fn run(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
 
     let state = AppState::new(Arc::clone(&registry), config.proxy.clone())?;
+    let shutting_down = state.shutdown.clone();
     let prober = tokio::spawn(run_node_prober(
         Arc::clone(&registry),
         state.proxy.client().clone(),
@@ -95,7 +96,10 @@ pub async fn run(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        shutting_down.cancel();
+    })
     .await;
 
     stop.cancel();

@@ -19,6 +19,7 @@ use axum::{
     routing::get,
 };
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tower_http::{
     request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
@@ -42,6 +43,9 @@ pub struct AppState {
     pub proxy: Arc<Proxy>,
     /// Request statistics and Prometheus metrics, fed by the proxy.
     pub stats: Arc<crate::stats::Stats>,
+    /// Cancelled when the server begins a graceful shutdown, so that endless responses
+    /// (the dashboard's event stream) end instead of holding the shutdown forever.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
             registry,
             proxy,
             stats,
+            shutdown: CancellationToken::new(),
         })
     }
 }
@@ -94,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable());
     management
         .merge(inference)
+        .merge(crate::dashboard::routes())
         .merge(metrics::routes())
         .fallback(not_found)
         .with_state(state)

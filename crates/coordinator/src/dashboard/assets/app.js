@@ -1,0 +1,1057 @@
+// llm-router dashboard: one script, no dependencies, no build step.
+// Data: the `nodes` events of /api/events (server push), /api/agents for edits,
+// /api/history* for requests. Text from the API is only ever set as textContent.
+'use strict';
+(() => {
+  const MAX_SAMPLES = 180;          // load samples kept per node (client side)
+  const FLEET_REFRESH_MS = 10000;   // timeseries and history totals
+  const HISTORY_REFRESH_MS = 5000;  // the history list and a node's recent requests
+  const PAGE_SIZE = 50;
+  const SVGNS = 'http://www.w3.org/2000/svg';
+  const COLORS = ['#0b5cad', '#c2410c', '#6d28d9'];
+  const STATUS_ORDER = { online: 0, draining: 1, offline: 2 };
+  const STATUS_TEXT = { online: 'Online', draining: 'Draining', offline: 'Offline' };
+
+  const $ = (id) => document.getElementById(id);
+
+  /** Builds an element: h('td', {class: 'num', text: '3', data: {label: 'CPU'}}, child...). */
+  function h(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === 'class') node.className = value;
+      else if (key === 'text') node.textContent = value;
+      else if (key === 'data') Object.assign(node.dataset, value);
+      else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? '' : value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVGNS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // ---------- formatting ----------
+  const nf0 = new Intl.NumberFormat('en', { maximumFractionDigits: 0 });
+  const nf1 = new Intl.NumberFormat('en', { maximumFractionDigits: 1 });
+  const num = (n) => (n === null || n === undefined || Number.isNaN(n) ? '–' : nf0.format(n));
+  const pct = (n) => (n === null || n === undefined ? '–' : `${nf0.format(n)}%`);
+  function ms(n) {
+    if (n === null || n === undefined || Number.isNaN(n)) return '–';
+    if (n < 1000) return `${nf0.format(n)} ms`;
+    if (n < 60000) return `${nf1.format(n / 1000)} s`;
+    return `${nf1.format(n / 60000)} min`;
+  }
+  function bytes(n) {
+    if (!n && n !== 0) return '–';
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let i = 0;
+    let v = n;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+    return `${i ? nf1.format(v) : v} ${units[i]}`;
+  }
+  function duration(secs) {
+    if (!secs || secs < 0) return '–';
+    const d = Math.floor(secs / 86400);
+    const hr = Math.floor((secs % 86400) / 3600);
+    const m = Math.floor((secs % 3600) / 60);
+    const s = Math.floor(secs % 60);
+    if (d) return `${d} d ${hr} h`;
+    if (hr) return `${hr} h ${m} min`;
+    if (m) return `${m} min ${s} s`;
+    return `${s} s`;
+  }
+  function ago(iso) {
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return '–';
+    const secs = Math.max(0, Math.round((Date.now() - t) / 1000));
+    if (secs < 2) return 'just now';
+    return `${duration(secs)} ago`;
+  }
+  const pad = (n) => String(n).padStart(2, '0');
+  function clock(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return '–';
+    const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    const today = new Date();
+    if (d.toDateString() === today.toDateString()) return time;
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+  }
+  const fullTime = (iso) => {
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? '–' : d.toLocaleString('en-GB');
+  };
+  /** ISO (UTC) → the value of an <input type=datetime-local> (local time). */
+  function toLocalInput(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return '';
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function fromLocalInput(value) {
+    if (!value) return '';
+    const d = new Date(value);
+    return Number.isNaN(d.getTime()) ? '' : d.toISOString();
+  }
+  /** `llama3.2` and `llama3.2:latest` are one model. */
+  const canonicalModel = (name) => (name.includes(':') ? name : `${name}:latest`);
+
+  // ---------- node helpers ----------
+  const nodeName = (n) => n.display_name || n.machine_name;
+  function gpuUtil(n) {
+    const gpus = (n.metrics && n.metrics.gpus) || [];
+    const values = gpus.map((g) => g.utilization_percent).filter((v) => typeof v === 'number');
+    if (!values.length) return null;
+    return values.reduce((a, b) => a + b, 0) / values.length;
+  }
+  const cpuOf = (n) => (n.metrics ? n.metrics.cpu_percent : null);
+  const memOf = (n) => (n.metrics ? n.metrics.memory_percent : null);
+  const stats = (n) => n.stats || null;
+  function loadedSet(n) {
+    return new Set((n.loaded_models || []).map((m) => canonicalModel(m.name)));
+  }
+  function statusBadge(status) {
+    return h('span', { class: `status ${status}`, text: STATUS_TEXT[status] || status });
+  }
+
+  // ---------- state ----------
+  const state = {
+    nodes: [],
+    byId: new Map(),
+    loaded: false,
+    samples: new Map(),
+    sort: { key: 'name', dir: 1 },
+    filter: { q: '', status: '' },
+    route: { view: 'fleet' },
+    timeseries: null,
+    historyMeta: null,
+    historyAvailable: true,
+    history: { params: new URLSearchParams(), offset: 0, total: 0, items: [], selected: null },
+    form: { nodeId: null, dirty: false },
+    recent: [],
+    lastEvent: 0,
+  };
+
+  // ---------- API ----------
+  async function api(method, path, body) {
+    const init = { method, headers: { accept: 'application/json' } };
+    if (body !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
+    if (!res.ok) {
+      let message = `${res.status} ${res.statusText}`;
+      try {
+        const json = await res.json();
+        if (json && json.error) message = typeof json.error === 'string' ? json.error : json.error.message || message;
+      } catch (_) { /* not JSON */ }
+      const error = new Error(message);
+      error.status = res.status;
+      throw error;
+    }
+    if (res.status === 204) return null;
+    const type = res.headers.get('content-type') || '';
+    return type.includes('json') ? res.json() : res.text();
+  }
+
+  let toastTimer = 0;
+  function toast(message, isError) {
+    const el = $('toast');
+    el.textContent = message;
+    el.classList.toggle('error', Boolean(isError));
+    el.classList.add('show');
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => el.classList.remove('show'), 4000);
+  }
+
+  // ---------- live stream ----------
+  let source = null;
+  function setLive(on, text) {
+    const live = $('live');
+    live.classList.toggle('on', on);
+    live.classList.toggle('off', !on);
+    $('live-text').textContent = text;
+  }
+  function connect() {
+    source = new EventSource('/api/events');
+    source.addEventListener('open', () => setLive(true, 'Live'));
+    source.addEventListener('nodes', (event) => {
+      let nodes;
+      try { nodes = JSON.parse(event.data); } catch (_) { return; }
+      setLive(true, 'Live');
+      onNodes(nodes);
+    });
+    source.addEventListener('error', () => {
+      setLive(false, 'Reconnecting…');
+      // The browser retries by itself unless the stream was refused outright.
+      if (source.readyState === EventSource.CLOSED) {
+        source = null;
+        setTimeout(connect, 3000);
+      }
+    });
+  }
+
+  function onNodes(nodes) {
+    state.nodes = nodes;
+    state.byId = new Map(nodes.map((n) => [n.id, n]));
+    state.lastEvent = Date.now();
+    recordSamples(nodes);
+    const first = !state.loaded;
+    state.loaded = true;
+    renderCurrent({ fromStream: true });
+    updateNodeOptions();
+    if (first) {
+      performance.mark('dashboard-nodes-rendered');
+      if (state.route.view === 'node') refreshRecent();
+    }
+  }
+
+  function recordSamples(nodes) {
+    for (const n of nodes) {
+      if (!n.metrics) continue;
+      let list = state.samples.get(n.id);
+      if (!list) { list = []; state.samples.set(n.id, list); }
+      const at = Date.parse(n.last_seen) || Date.now();
+      if (list.length && list[list.length - 1].at === at) continue;
+      list.push({ at, cpu: cpuOf(n), mem: memOf(n), gpu: gpuUtil(n) });
+      if (list.length > MAX_SAMPLES) list.splice(0, list.length - MAX_SAMPLES);
+    }
+    for (const id of state.samples.keys()) if (!state.byId.has(id)) state.samples.delete(id);
+  }
+
+  // ---------- routing ----------
+  function parseRoute() {
+    const raw = location.hash.replace(/^#/, '') || '/';
+    const [path, query] = raw.split('?');
+    if (path.startsWith('/nodes/')) return { view: 'node', id: decodeURIComponent(path.slice('/nodes/'.length)) };
+    if (path === '/history') return { view: 'history', params: new URLSearchParams(query || '') };
+    return { view: 'fleet' };
+  }
+  function onRoute(initial) {
+    const route = parseRoute();
+    const changedView = route.view !== state.route.view || route.id !== state.route.id;
+    state.route = route;
+    for (const view of ['fleet', 'node', 'history']) $(`view-${view}`).hidden = view !== route.view;
+    const current = (el, on) => (on ? el.setAttribute('aria-current', 'page') : el.removeAttribute('aria-current'));
+    current($('nav-fleet'), route.view !== 'history');
+    current($('nav-history'), route.view === 'history');
+    if (route.view === 'node') {
+      if (state.form.nodeId !== route.id) { state.form = { nodeId: route.id, dirty: false }; }
+      state.recent = null;
+      renderNode();
+      refreshRecent();
+    } else if (route.view === 'history') {
+      loadHistoryRoute(route.params);
+    } else {
+      renderFleet();
+      refreshFleetData();
+    }
+    if (changedView && !initial) {
+      const heading = document.querySelector(`#view-${route.view} h1`);
+      if (heading) { heading.setAttribute('tabindex', '-1'); heading.focus(); }
+      window.scrollTo(0, 0);
+    }
+    document.title = {
+      fleet: 'Fleet · llm-router',
+      node: `${state.byId.get(route.id) ? nodeName(state.byId.get(route.id)) : 'Node'} · llm-router`,
+      history: 'Request history · llm-router',
+    }[route.view];
+  }
+
+  function renderCurrent(opts) {
+    if (state.route.view === 'fleet') renderFleet();
+    else if (state.route.view === 'node') renderNode(opts);
+  }
+
+  // ---------- fleet view ----------
+  function renderFleet() {
+    renderTiles();
+    renderNodesTable();
+  }
+
+  function setTile(id, value, sub, bad) {
+    $(`t-${id}`).textContent = value;
+    $(`t-${id}-sub`).textContent = sub || '';
+    $(`t-${id}`).parentElement.classList.toggle('bad', Boolean(bad));
+  }
+
+  function renderTiles() {
+    const nodes = state.nodes;
+    const count = (s) => nodes.filter((n) => n.status === s).length;
+    const inFlight = nodes.reduce((a, n) => a + (n.in_flight || 0), 0);
+    setTile('nodes', state.loaded ? num(nodes.length) : '–', state.loaded ? `${num(inFlight)} requests in flight` : '');
+    const online = count('online');
+    setTile('online', state.loaded ? num(online) : '–',
+      state.loaded ? `${count('draining')} draining · ${count('offline')} offline` : '', state.loaded && nodes.length > 0 && online === 0);
+    const ts = state.timeseries;
+    const totals = nodes.reduce((acc, n) => {
+      const s = stats(n);
+      if (s) { acc.any = true; acc.total += s.requests_total || 0; acc.failed += s.requests_failed || 0; }
+      return acc;
+    }, { any: false, total: 0, failed: 0 });
+    if (ts) {
+      const requests = ts.reduce((a, b) => a + (b.requests || 0), 0);
+      const errors = ts.reduce((a, b) => a + (b.errors || 0), 0);
+      const weighted = ts.reduce((a, b) => a + (b.requests ? b.avg_latency_ms * b.requests : 0), 0);
+      const latency = requests ? weighted / requests : null;
+      setTile('requests', num(requests), totals.any ? `${num(totals.total)} since start` : 'from the history');
+      setTile('latency', ms(latency), 'mean, last hour');
+      setTile('errors', num(errors), requests ? `${nf1.format((100 * errors) / requests)}% of requests` : 'none', errors > 0);
+      // Throughput over the last five minutes, the current (partial) minute included.
+      const recent = ts.slice(-5);
+      const tokens = recent.reduce((a, b) => a + (b.tokens !== undefined ? b.tokens : (b.tokens_per_second || 0) * 60), 0);
+      const elapsed = (recent.length - 1) * 60 + (new Date().getSeconds() || 1);
+      setTile('tps', nf1.format(tokens / elapsed), 'generated, last 5 min');
+    } else if (totals.any) {
+      setTile('requests', num(totals.total), 'since start');
+      const lat = nodes.map((n) => stats(n) && stats(n).avg_latency_ms).filter((v) => typeof v === 'number');
+      setTile('latency', lat.length ? ms(lat.reduce((a, b) => a + b, 0) / lat.length) : '–', 'mean of nodes');
+      setTile('errors', num(totals.failed), 'since start', totals.failed > 0);
+      const tps = nodes.map((n) => stats(n) && stats(n).tokens_per_second).filter((v) => typeof v === 'number');
+      setTile('tps', tps.length ? nf1.format(tps.reduce((a, b) => a + b, 0) / tps.length) : '–', 'mean of nodes');
+    }
+    if (state.historyMeta) {
+      const dropped = state.historyMeta.dropped || 0;
+      setTile('drops', num(dropped), dropped ? 'entries not recorded' : 'every request recorded', dropped > 0);
+    } else if (!state.historyAvailable) {
+      setTile('drops', '–', 'history unavailable');
+    }
+  }
+
+  const SORT_VALUE = {
+    name: (n) => nodeName(n).toLowerCase(),
+    ip: (n) => n.ip_address.split(/[.:]/).map((p) => p.padStart(5, '0')).join('.'),
+    version: (n) => n.ollama_version || '',
+    status: (n) => STATUS_ORDER[n.status] ?? 9,
+    uptime: (n) => n.uptime_secs || 0,
+    last_seen: (n) => Date.parse(n.last_seen) || 0,
+    models: (n) => (n.models || []).length,
+    cpu: cpuOf,
+    memory: memOf,
+    gpu: gpuUtil,
+    in_flight: (n) => n.in_flight || 0,
+    requests: (n) => (stats(n) ? stats(n).requests_total : null),
+    latency: (n) => (stats(n) ? stats(n).avg_latency_ms : null),
+  };
+
+  function matches(n, q) {
+    if (!q) return true;
+    const hay = [n.machine_name, n.display_name, n.ip_address, n.api_url, n.ollama_version, n.status, n.notes,
+      ...(n.tags || []), ...(n.models || []).map((m) => m.name)].filter(Boolean).join(' ').toLowerCase();
+    return q.toLowerCase().split(/\s+/).filter(Boolean).every((word) => hay.includes(word));
+  }
+
+  function visibleNodes() {
+    const { key, dir } = state.sort;
+    const value = SORT_VALUE[key];
+    return state.nodes
+      .filter((n) => (!state.filter.status || n.status === state.filter.status) && matches(n, state.filter.q))
+      .sort((a, b) => {
+        const va = value(a);
+        const vb = value(b);
+        if (va === vb) return nodeName(a).localeCompare(nodeName(b));
+        if (va === null || va === undefined) return 1;
+        if (vb === null || vb === undefined) return -1;
+        return (va < vb ? -1 : 1) * dir;
+      });
+  }
+
+  function meter(value) {
+    if (value === null || value === undefined) return h('span', { class: 'muted', text: '–' });
+    const fill = h('span');
+    fill.style.width = `${Math.max(0, Math.min(100, value))}%`;
+    return h('span', { class: 'load' }, h('span', { class: `meter${value >= 80 ? ' hot' : ''}`, 'aria-hidden': 'true' }, fill), pct(value));
+  }
+
+  function modelChips(n) {
+    const loaded = loadedSet(n);
+    const names = (n.models || []).map((m) => m.name);
+    for (const m of n.loaded_models || []) if (!names.some((x) => canonicalModel(x) === canonicalModel(m.name))) names.push(m.name);
+    return h('span', { class: 'chips' }, names.map((name) => {
+      const isLoaded = loaded.has(canonicalModel(name));
+      return h('span', { class: `chip${isLoaded ? ' loaded' : ''}`, title: isLoaded ? 'loaded in memory' : 'on disk' },
+        isLoaded ? '● ' : '', name, isLoaded ? h('span', { class: 'sr-only', text: ' (loaded)' }) : null);
+    }));
+  }
+
+  function renderNodesTable() {
+    const body = $('nodes-body');
+    const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
+    const rows = visibleNodes();
+    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
+    body.replaceChildren(...rows.map((n) => {
+      const s = stats(n);
+      const nameCell = h('td', { data: { label: 'Name' } },
+        h('a', { class: 'node-link', href: `#/nodes/${encodeURIComponent(n.id)}`, data: { focusKey: `node-${n.id}` }, text: nodeName(n) }),
+        n.display_name ? h('span', { class: 'sub', text: n.machine_name }) : null,
+        (n.tags || []).length ? h('span', { class: 'chips' }, n.tags.map((t) => h('span', { class: 'chip tag', text: t }))) : null);
+      return h('tr', { data: { id: n.id, status: n.status } },
+        nameCell,
+        cell('IP address', n.ip_address),
+        cell('Ollama', n.ollama_version || '–'),
+        cell('Status', [statusBadge(n.status), n.status_reason ? h('span', { class: 'sub', text: n.status_reason }) : null]),
+        cell('Uptime', n.status === 'offline' ? '–' : duration(n.uptime_secs)),
+        cell('Last seen', h('time', { datetime: n.last_seen, title: fullTime(n.last_seen), text: ago(n.last_seen) })),
+        cell('Models', modelChips(n)),
+        cell('CPU', meter(cpuOf(n)), 'num'),
+        cell('Memory', meter(memOf(n)), 'num'),
+        cell('GPU', meter(gpuUtil(n)), 'num'),
+        cell('In flight', num(n.in_flight || 0), 'num'),
+        cell('Requests', s ? `${num(s.requests_total)}${s.requests_failed ? ` (${num(s.requests_failed)} failed)` : ''}` : '–', 'num'),
+        cell('Latency', s ? ms(s.avg_latency_ms) : '–', 'num'));
+    }));
+    if (focusKey) {
+      const again = body.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+      if (again) again.focus();
+    }
+    const total = state.nodes.length;
+    $('nodes-empty').hidden = !state.loaded || total > 0;
+    $('node-count').textContent = !state.loaded ? 'Loading…'
+      : rows.length === total ? `${total} node${total === 1 ? '' : 's'}` : `${rows.length} of ${total} nodes shown`;
+    for (const th of document.querySelectorAll('#nodes-table th[data-sort]')) {
+      if (th.dataset.sort === state.sort.key) th.setAttribute('aria-sort', state.sort.dir > 0 ? 'ascending' : 'descending');
+      else th.removeAttribute('aria-sort');
+    }
+    $('node-sort').value = state.sort.key in SORT_VALUE ? state.sort.key : 'name';
+    $('node-sort-dir').textContent = state.sort.dir > 0 ? 'Ascending' : 'Descending';
+  }
+
+  // ---------- charts (hand-written SVG) ----------
+  function niceMax(v) {
+    if (!v || v <= 0) return 1;
+    const exp = 10 ** Math.floor(Math.log10(v));
+    for (const step of [1, 2, 2.5, 5, 10]) if (step * exp >= v) return step * exp;
+    return 10 * exp;
+  }
+
+  /**
+   * A line chart: xs are times (ms), each series {name, values (null = no data)}.
+   * The container gets role=img and a label that says what a sighted user sees.
+   */
+  function lineChart(container, { xs, series, max, format, summary, empty }) {
+    const width = Math.max(160, container.clientWidth || 300);
+    const height = Math.max(80, container.clientHeight || 160);
+    const m = { l: 52, r: 10, t: 10, b: 22 };
+    const w = width - m.l - m.r;
+    const hgt = height - m.t - m.b;
+    const all = series.flatMap((s) => s.values).filter((v) => typeof v === 'number');
+    const top = max || niceMax(Math.max(0, ...all));
+    const x = (i) => m.l + (xs.length > 1 ? (i / (xs.length - 1)) * w : w / 2);
+    const y = (v) => m.t + hgt - (Math.max(0, Math.min(top, v)) / top) * hgt;
+    const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, 'aria-hidden': 'true', focusable: 'false' });
+    for (const frac of [0, 0.5, 1]) {
+      const yy = y(top * frac);
+      root.append(svg('line', { class: frac ? 'grid' : 'axis', x1: m.l, x2: m.l + w, y1: yy, y2: yy }));
+      root.append(svg('text', { x: m.l - 6, y: yy + 4, 'text-anchor': 'end' }, format(top * frac)));
+    }
+    if (xs.length) {
+      const label = (t) => { const d = new Date(t); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
+      const ticks = xs.length > 2 ? [0, Math.floor((xs.length - 1) / 2), xs.length - 1] : [0, xs.length - 1];
+      for (const i of new Set(ticks)) {
+        const anchor = i === 0 ? 'start' : i === xs.length - 1 ? 'end' : 'middle';
+        root.append(svg('text', { x: x(i), y: height - 6, 'text-anchor': anchor }, label(xs[i])));
+      }
+    }
+    series.forEach((s, index) => {
+      let d = '';
+      let pen = false;
+      s.values.forEach((v, i) => {
+        if (typeof v !== 'number') { pen = false; return; }
+        d += `${pen ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+        pen = true;
+      });
+      if (!d) return;
+      if (index === 0) {
+        // A light area under the first series, drawn only where it is continuous.
+        const area = d.replace(/M([\d.]+),([\d.]+)/g, (_, px, py) => `M${px},${y(0)}L${px},${py}`);
+        const closed = area.split('M').filter(Boolean).map((seg) => {
+          const pts = seg.split('L');
+          const lastX = pts[pts.length - 1].split(',')[0];
+          return `M${seg}L${lastX},${y(0)}Z`;
+        }).join('');
+        root.append(svg('path', { d: closed, fill: COLORS[0], 'fill-opacity': '0.12', stroke: 'none' }));
+      }
+      root.append(svg('path', { d, fill: 'none', stroke: COLORS[index % COLORS.length], 'stroke-width': 2, 'stroke-linejoin': 'round' }));
+      const single = s.values.filter((v) => typeof v === 'number').length === 1;
+      if (single) {
+        const i = s.values.findIndex((v) => typeof v === 'number');
+        root.append(svg('circle', { cx: x(i), cy: y(s.values[i]), r: 3, fill: COLORS[index % COLORS.length] }));
+      }
+    });
+    if (!all.length && empty) {
+      root.append(svg('text', { class: 'empty-note', x: m.l + w / 2, y: m.t + hgt / 2, 'text-anchor': 'middle' }, empty));
+    }
+    container.setAttribute('role', 'img');
+    container.setAttribute('aria-label', summary);
+    container.replaceChildren(root);
+    if (series.length > 1) {
+      let legend = container.nextElementSibling;
+      if (!legend || !legend.classList.contains('legend')) {
+        legend = h('div', { class: 'legend', 'aria-hidden': 'true' });
+        container.after(legend);
+      }
+      legend.replaceChildren(...series.map((s, i) => h('span', {}, h('span', { class: `swatch s${i}` }), s.name)));
+    }
+  }
+
+  function renderFleetCharts() {
+    const ts = state.timeseries || [];
+    const xs = ts.map((b) => Date.parse(b.minute));
+    const requests = ts.map((b) => b.requests || 0);
+    const errors = ts.map((b) => b.errors || 0);
+    const latency = ts.map((b) => (b.requests ? b.avg_latency_ms : null));
+    const peak = Math.max(0, ...requests);
+    const lastLatency = [...latency].reverse().find((v) => typeof v === 'number');
+    lineChart($('chart-rate'), {
+      xs,
+      series: [{ name: 'Requests', values: requests }, { name: 'Errors', values: errors }],
+      format: (v) => nf0.format(v),
+      summary: state.historyAvailable
+        ? `Requests per minute over the last ${ts.length} minutes: ${requests.reduce((a, b) => a + b, 0)} in all, peak ${peak}, ${errors.reduce((a, b) => a + b, 0)} errors.`
+        : 'Requests per minute: the request history is not available.',
+      empty: state.historyAvailable ? null : 'history unavailable',
+    });
+    lineChart($('chart-latency'), {
+      xs,
+      series: [{ name: 'Latency', values: latency }],
+      format: (v) => ms(v),
+      summary: lastLatency === undefined ? 'Average latency per minute: no requests in the last hour.'
+        : `Average latency per minute over the last hour; latest ${ms(lastLatency)}.`,
+      empty: 'no requests in the last hour',
+    });
+  }
+
+  async function refreshFleetData() {
+    try {
+      const [ts, page] = await Promise.all([
+        api('GET', '/api/history/timeseries?minutes=60'),
+        api('GET', '/api/history?limit=1'),
+      ]);
+      state.timeseries = Array.isArray(ts) ? ts : null;
+      state.historyMeta = page;
+      state.historyAvailable = true;
+    } catch (error) {
+      if (error.status === 404) state.historyAvailable = false;
+    }
+    if (state.route.view === 'fleet') {
+      renderTiles();
+      renderFleetCharts();
+    }
+  }
+
+  // ---------- node view ----------
+  function fact(label, value) {
+    if (value === null || value === undefined || value === '') return [];
+    return [h('dt', { text: label }), h('dd', {}, value)];
+  }
+
+  function renderNode(opts) {
+    const id = state.route.id;
+    const n = state.byId.get(id);
+    $('node-missing').hidden = Boolean(n) || !state.loaded;
+    $('node-body').hidden = !n;
+    for (const b of ['btn-drain', 'btn-disconnect', 'btn-delete']) $(b).disabled = !n;
+    if (!n) {
+      $('node-title').textContent = state.loaded ? 'Unknown node' : 'Loading…';
+      $('node-status-badge').replaceChildren();
+      $('node-reason').textContent = '';
+      return;
+    }
+    document.title = `${nodeName(n)} · llm-router`;
+    $('node-title').textContent = nodeName(n);
+    $('node-status-badge').replaceChildren(statusBadge(n.status));
+    $('node-reason').textContent = [n.display_name ? n.machine_name : null, n.status_reason].filter(Boolean).join(' · ');
+    $('btn-drain').setAttribute('aria-pressed', String(Boolean(n.draining)));
+    $('btn-disconnect').disabled = n.status === 'offline';
+    const sys = n.system_info || {};
+    const gpus = (sys.gpus || []).map((g) => `${g.name}${g.memory_total_bytes ? ` (${bytes(g.memory_total_bytes)})` : ''}`).join(', ');
+    const m = n.metrics;
+    $('node-facts').replaceChildren(
+      ...fact('Machine name', n.machine_name),
+      ...fact('Node id', h('code', { text: n.id })),
+      ...fact('IP address', n.ip_address),
+      ...fact('API URL', n.api_url),
+      ...fact('Ollama version', n.ollama_version || 'unknown'),
+      ...fact('Agent version', n.agent_version),
+      ...fact('Operating system', [sys.os, sys.os_version, sys.arch].filter(Boolean).join(' · ')),
+      ...fact('CPU', [sys.cpu_model, sys.cpu_cores ? `${sys.cpu_cores} cores` : null].filter(Boolean).join(', ')),
+      ...fact('Memory', sys.total_memory_bytes ? `${m ? `${bytes(m.memory_used_bytes)} used of ` : ''}${bytes(sys.total_memory_bytes)}` : null),
+      ...fact('GPUs', gpus || 'none reported'),
+      ...fact('Registered', fullTime(n.registered_at)),
+      ...fact('Last seen', `${ago(n.last_seen)} (${fullTime(n.last_seen)})`),
+      ...fact('Uptime', n.status === 'offline' ? 'offline' : duration(n.uptime_secs)),
+      ...fact('In flight', num(n.in_flight || 0)),
+      ...fact('Tags', (n.tags || []).length ? h('span', { class: 'chips' }, n.tags.map((t) => h('span', { class: 'chip tag', text: t }))) : 'none'),
+      ...fact('Notes', n.notes || 'none'),
+    );
+    fillForm(n);
+    renderNodeCharts(n);
+    renderModels(n);
+    if (!opts || !opts.fromStream) renderRecent(n);
+    $('node-history-link').href = `#/history?${new URLSearchParams({ node: n.machine_name })}`;
+  }
+
+  function fillForm(n) {
+    if (state.form.dirty && state.form.nodeId === n.id) return;
+    state.form.nodeId = n.id;
+    const set = (id, value) => { if (document.activeElement !== $(id)) $(id).value = value; };
+    set('f-display-name', n.display_name || '');
+    set('f-tags', (n.tags || []).join(', '));
+    set('f-notes', n.notes || '');
+  }
+
+  function renderNodeCharts(n) {
+    const list = state.samples.get(n.id) || [];
+    const xs = list.map((s) => s.at);
+    const chart = (id, key, label) => {
+      const values = list.map((s) => s[key]);
+      const last = [...values].reverse().find((v) => typeof v === 'number');
+      $(`now-${key}`).textContent = last === undefined ? '' : `· ${pct(last)}`;
+      lineChart($(id), {
+        xs,
+        series: [{ name: label, values }],
+        max: 100,
+        format: (v) => `${nf0.format(v)}%`,
+        summary: last === undefined ? `${label}: no samples yet.` : `${label} over the last ${list.length} samples; now ${pct(last)}.`,
+        empty: last === undefined ? (key === 'gpu' ? 'no GPU readings' : 'waiting for a heartbeat') : null,
+      });
+    };
+    chart('chart-cpu', 'cpu', 'CPU usage');
+    chart('chart-mem', 'mem', 'Memory usage');
+    chart('chart-gpu', 'gpu', 'GPU usage');
+    $('load-hint').textContent = `${list.length} sample${list.length === 1 ? '' : 's'} from the live stream since this page opened (up to ${MAX_SAMPLES} kept).`;
+  }
+
+  function renderModels(n) {
+    const perModel = (stats(n) && stats(n).models) || {};
+    const loaded = new Map((n.loaded_models || []).map((m) => [canonicalModel(m.name), m]));
+    const names = new Map();
+    for (const m of n.models || []) names.set(canonicalModel(m.name), m);
+    for (const [key, m] of loaded) if (!names.has(key)) names.set(key, m);
+    for (const key of Object.keys(perModel)) if (!names.has(canonicalModel(key))) names.set(canonicalModel(key), { name: key });
+    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
+    const rows = [...names.entries()].sort((a, b) => a[0].localeCompare(b[0])).map(([key, m]) => {
+      const s = perModel[key] || perModel[m.name] || null;
+      const inMemory = loaded.get(key);
+      return h('tr', {},
+        cell('Model', m.name),
+        cell('Size', m.size ? bytes(m.size) : '–', 'num'),
+        cell('In memory', inMemory ? `yes${inMemory.size_vram ? ` (${bytes(inMemory.size_vram)} VRAM)` : ''}` : 'no'),
+        cell('Requests', s ? num(s.requests_total) : '–', 'num'),
+        cell('Failed', s ? num(s.requests_failed) : '–', 'num'),
+        cell('Avg latency', s ? ms(s.avg_latency_ms) : '–', 'num'),
+        cell('Avg TTFT', s ? ms(s.avg_ttft_ms) : '–', 'num'),
+        cell('Tokens/s', s && typeof s.tokens_per_second === 'number' ? nf1.format(s.tokens_per_second) : '–', 'num'));
+    });
+    if (!rows.length) rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty-row', text: 'No models reported.' })));
+    $('models-body').replaceChildren(...rows);
+    const s = stats(n);
+    $('node-stats').replaceChildren(...(s ? [
+      ...fact('Requests', num(s.requests_total)),
+      ...fact('OK', num(s.requests_ok)),
+      ...fact('Failed', num(s.requests_failed)),
+      ...fact('Avg latency', ms(s.avg_latency_ms)),
+      ...fact('Recent latency', ms(s.recent_latency_ms)),
+      ...fact('Avg TTFT', ms(s.avg_ttft_ms)),
+      ...fact('Tokens/s', typeof s.tokens_per_second === 'number' ? nf1.format(s.tokens_per_second) : '–'),
+    ] : []));
+  }
+
+  async function refreshRecent() {
+    if (state.route.view !== 'node') return;
+    const n = state.byId.get(state.route.id);
+    if (!n) return;
+    try {
+      const page = await api('GET', `/api/history?${new URLSearchParams({ node: n.machine_name, limit: '50' })}`);
+      state.recent = page.items || [];
+      state.historyAvailable = true;
+    } catch (error) {
+      if (error.status === 404) state.historyAvailable = false;
+      state.recent = [];
+    }
+    if (state.route.view === 'node' && state.byId.get(state.route.id) === n) renderRecent(state.byId.get(state.route.id));
+  }
+
+  const isError = (item) => item.status >= 400 || item.outcome !== 'completed' || Boolean(item.error);
+
+  function renderRecent() {
+    const loading = state.recent === null;
+    const recent = state.recent || [];
+    const items = recent.slice(0, 15);
+    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
+    const rows = items.map((item) => h('tr', {},
+      cell('Time', h('a', { href: `#/history?${new URLSearchParams({ q: item.request_id })}`, text: clock(item.time), title: fullTime(item.time) })),
+      cell('Endpoint', item.endpoint),
+      cell('Model', item.model || '–'),
+      cell('Status', statusCode(item)),
+      cell('Duration', ms(item.duration_ms), 'num'),
+      cell('Tokens', tokens(item), 'num')));
+    if (!rows.length) {
+      rows.push(h('tr', {}, h('td', { colspan: 6, class: 'empty-row', text: loading ? 'Loading…' : state.historyAvailable ? 'No requests recorded for this node yet.' : 'The request history is not available.' })));
+    }
+    $('recent-body').replaceChildren(...rows);
+    const errors = recent.filter(isError).slice(0, 10);
+    $('recent-errors').replaceChildren(...(errors.length ? errors.map((item) => h('li', {},
+      h('time', { datetime: item.time, text: clock(item.time) }), ` ${item.endpoint} · ${item.model || '–'} · ${item.status} ${item.outcome}`,
+      item.error ? `: ${item.error}` : '')) : [h('li', { text: loading ? 'Loading…' : 'None among the latest requests.' })]));
+  }
+
+  async function patchNode(id, body, done) {
+    try {
+      await api('PATCH', `/api/agents/${encodeURIComponent(id)}`, body);
+      if (done) toast(done);
+      return true;
+    } catch (error) {
+      toast(`Could not update the node: ${error.message}`, true);
+      return false;
+    }
+  }
+
+  // ---------- dialog ----------
+  let dialogOpener = null;
+  function confirmDialog(title, text, okLabel) {
+    const dialog = $('confirm-dialog');
+    $('confirm-title').textContent = title;
+    $('confirm-text').textContent = text;
+    $('confirm-ok').textContent = okLabel;
+    dialogOpener = document.activeElement;
+    dialog.returnValue = '';
+    return new Promise((resolve) => {
+      dialog.addEventListener('close', () => {
+        resolve(dialog.returnValue === 'confirm');
+        if (dialogOpener && document.contains(dialogOpener)) dialogOpener.focus();
+      }, { once: true });
+      dialog.showModal();
+      $('confirm-cancel').focus();
+    });
+  }
+  // Keep Tab inside the open dialog (the page behind it is inert, but the browser's own
+  // controls are not).
+  $('confirm-dialog').addEventListener('keydown', (event) => {
+    if (event.key !== 'Tab') return;
+    const focusable = [...event.currentTarget.querySelectorAll('button, [href], input, select, textarea, [tabindex]:not([tabindex="-1"])')]
+      .filter((el) => !el.disabled);
+    if (!focusable.length) return;
+    const first = focusable[0];
+    const last = focusable[focusable.length - 1];
+    if (event.shiftKey && document.activeElement === first) { event.preventDefault(); last.focus(); }
+    else if (!event.shiftKey && document.activeElement === last) { event.preventDefault(); first.focus(); }
+    else if (!focusable.includes(document.activeElement)) { event.preventDefault(); first.focus(); }
+  });
+
+  // ---------- history view ----------
+  const FILTERS = ['model', 'node', 'status', 'endpoint', 'outcome', 'since', 'until', 'q'];
+
+  function statusCode(item) {
+    return h('span', { class: item.status >= 400 || item.outcome !== 'completed' ? 'code-bad' : 'code-ok' },
+      String(item.status), item.outcome !== 'completed' ? ` ${item.outcome}` : '');
+  }
+  function tokens(item) {
+    if (item.prompt_tokens === null && item.completion_tokens === null) return '–';
+    const show = (v) => (v === null || v === undefined ? '–' : num(v));
+    return `${show(item.prompt_tokens)} / ${show(item.completion_tokens)}`;
+  }
+
+  function filterParams() {
+    const params = new URLSearchParams();
+    for (const name of FILTERS) {
+      const value = state.history.params.get(name);
+      if (value) params.set(name, value);
+    }
+    return params;
+  }
+
+  function loadHistoryRoute(params) {
+    const form = $('history-filters');
+    const filters = new URLSearchParams();
+    for (const name of FILTERS) {
+      const value = (params.get(name) || '').trim();
+      if (value) filters.set(name, value);
+      const input = form.elements[name];
+      if (!input) continue;
+      if (name === 'since' || name === 'until') input.value = value ? toLocalInput(value) : '';
+      else if (input.tagName === 'SELECT' && value && ![...input.options].some((o) => o.value === value)) {
+        input.append(h('option', { value, text: value }));
+        input.value = value;
+      } else input.value = value;
+    }
+    const changed = filters.toString() !== filterParams().toString();
+    state.history.params = filters;
+    state.history.offset = Math.max(0, Number(params.get('offset')) || 0);
+    if (changed) state.history.selected = null;
+    const query = filters.toString();
+    $('export-csv').href = `/api/history/export?format=csv${query ? `&${query}` : ''}`;
+    $('export-json').href = `/api/history/export?format=json${query ? `&${query}` : ''}`;
+    refreshHistory();
+    renderDetail();
+  }
+
+  function historyHash(filters, offset) {
+    const params = new URLSearchParams(filters);
+    if (offset) params.set('offset', String(offset));
+    const query = params.toString();
+    return `#/history${query ? `?${query}` : ''}`;
+  }
+
+  async function refreshHistory() {
+    const params = filterParams();
+    params.set('limit', String(PAGE_SIZE));
+    params.set('offset', String(state.history.offset));
+    const asked = params.toString();
+    try {
+      const page = await api('GET', `/api/history?${asked}`);
+      if (state.route.view !== 'history') return;
+      const now = filterParams();
+      now.set('limit', String(PAGE_SIZE));
+      now.set('offset', String(state.history.offset));
+      if (now.toString() !== asked) return; // a newer query is on its way
+      state.history.items = page.items || [];
+      state.history.total = page.total || 0;
+      state.historyMeta = page;
+      state.historyAvailable = true;
+      renderHistory();
+    } catch (error) {
+      state.history.items = [];
+      state.history.total = 0;
+      if (error.status === 404) state.historyAvailable = false;
+      renderHistory(error.status === 404 ? 'The request history is not available on this coordinator.' : `Could not load the history: ${error.message}`);
+    }
+  }
+
+  function renderHistory(problem) {
+    const { items, total, offset, selected } = state.history;
+    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
+    const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
+    const rows = items.map((item) => h('tr', { class: selected === item.id ? 'selected' : null, data: { id: String(item.id) } },
+      cell('Time', h('button', {
+        type: 'button', class: 'row-open', title: `Open request ${item.request_id}`,
+        'aria-label': `${fullTime(item.time)}, open request ${item.request_id}`,
+        data: { focusKey: `req-${item.id}` }, onclick: () => openDetail(item.id), text: clock(item.time),
+      })),
+      cell('Endpoint', item.endpoint),
+      cell('Model', item.model || '–'),
+      cell('Node', item.node || '–'),
+      cell('Status', statusCode(item)),
+      cell('Duration', ms(item.duration_ms), 'num'),
+      cell('TTFT', ms(item.ttft_ms), 'num'),
+      cell('Tokens in/out', tokens(item), 'num')));
+    if (!rows.length) {
+      rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty-row', text: problem || 'No request matches these filters.' })));
+    }
+    $('history-body').replaceChildren(...rows);
+    if (focusKey) {
+      const again = $('history-body').querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+      if (again) again.focus();
+    }
+    const dropped = state.historyMeta && state.historyMeta.dropped ? ` · ${num(state.historyMeta.dropped)} dropped` : '';
+    $('history-count').textContent = problem ? '' : total
+      ? `Requests ${num(offset + 1)}–${num(offset + items.length)} of ${num(total)}${dropped}` : `No requests${dropped}`;
+    const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+    $('page-info').textContent = `Page ${Math.floor(offset / PAGE_SIZE) + 1} of ${pages}`;
+    $('page-prev').disabled = offset <= 0;
+    $('page-next').disabled = offset + PAGE_SIZE >= total;
+  }
+
+  function pretty(text) {
+    if (!text) return '';
+    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (_) { return text; }
+  }
+
+  async function openDetail(id) {
+    state.history.selected = id;
+    for (const tr of $('history-body').children) tr.classList.toggle('selected', tr.dataset.id === String(id));
+    try {
+      const detail = await api('GET', `/api/history/${encodeURIComponent(id)}`);
+      if (state.history.selected !== id) return;
+      state.history.detail = detail;
+      renderDetail();
+      $('history-detail').focus();
+    } catch (error) {
+      toast(`Could not load the request: ${error.message}`, true);
+    }
+  }
+
+  function renderDetail() {
+    const detail = state.history.detail;
+    const open = Boolean(detail && state.history.selected === detail.id && state.route.view === 'history');
+    $('history-detail').hidden = !open;
+    $('history-detail').parentElement.classList.toggle('with-detail', open);
+    if (!open) return;
+    $('detail-title').textContent = `Request ${detail.request_id}`;
+    $('detail-facts').replaceChildren(
+      ...fact('Time', fullTime(detail.time)),
+      ...fact('Endpoint', detail.endpoint),
+      ...fact('Model', detail.model || '–'),
+      ...fact('Node', detail.node || '–'),
+      ...fact('Nodes tried', (detail.nodes_tried || []).join(' → ') || '–'),
+      ...fact('Status', statusCode(detail)),
+      ...fact('Duration', ms(detail.duration_ms)),
+      ...fact('Time to first token', ms(detail.ttft_ms)),
+      ...fact('Tokens (prompt / completion)', tokens(detail)),
+      ...fact('Client', detail.client_ip),
+      ...fact('Error', detail.error),
+    );
+    $('req-trunc').textContent = detail.request_truncated ? `(cut at ${bytes(state.historyMeta && state.historyMeta.body_limit_bytes)} of ${bytes(detail.request_bytes)})` : '';
+    $('resp-trunc').textContent = detail.response_bytes_dropped ? `(${bytes(detail.response_bytes_dropped)} more not stored)` : '';
+    $('detail-request').textContent = pretty(detail.request_body) || '(empty)';
+    $('detail-text').textContent = detail.response_text || '(none)';
+    $('detail-response').textContent = detail.response_body || '(empty)';
+  }
+
+  function updateNodeOptions() {
+    const select = $('h-node');
+    const current = select.value;
+    const names = [...new Set(state.nodes.map((n) => n.machine_name))].sort();
+    if (current && !names.includes(current)) names.push(current);
+    const have = [...select.options].slice(1).map((o) => o.value).join('\n');
+    if (have !== names.join('\n')) {
+      select.replaceChildren(h('option', { value: '', text: 'Any' }), ...names.map((name) => h('option', { value: name, text: name })));
+      select.value = current;
+    }
+    const models = [...new Set(state.nodes.flatMap((n) => (n.models || []).map((m) => m.name)))].sort();
+    const list = $('model-list');
+    if ([...list.options].map((o) => o.value).join('\n') !== models.join('\n')) {
+      list.replaceChildren(...models.map((name) => h('option', { value: name })));
+    }
+  }
+
+  // ---------- wiring ----------
+  function wire() {
+    window.addEventListener('hashchange', () => onRoute(false));
+    $('node-search').addEventListener('input', (e) => { state.filter.q = e.target.value; renderNodesTable(); });
+    $('node-status').addEventListener('change', (e) => { state.filter.status = e.target.value; renderNodesTable(); });
+    $('node-filters').addEventListener('submit', (e) => e.preventDefault());
+    for (const th of document.querySelectorAll('#nodes-table th[data-sort]')) {
+      th.querySelector('button').addEventListener('click', () => {
+        const key = th.dataset.sort;
+        state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : 1 };
+        renderNodesTable();
+      });
+    }
+    $('node-sort').addEventListener('change', (e) => { state.sort = { key: e.target.value, dir: 1 }; renderNodesTable(); });
+    $('node-sort-dir').addEventListener('click', () => { state.sort.dir = -state.sort.dir; renderNodesTable(); });
+
+    const form = $('node-form');
+    form.addEventListener('input', () => { state.form.dirty = true; $('form-status').textContent = ''; });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const id = state.route.id;
+      const tags = $('f-tags').value.split(',').map((t) => t.trim()).filter(Boolean);
+      const body = { display_name: $('f-display-name').value.trim(), tags, notes: $('f-notes').value };
+      const status = $('form-status');
+      status.classList.remove('error');
+      status.textContent = 'Saving…';
+      $('btn-save').disabled = true;
+      try {
+        const node = await api('PATCH', `/api/agents/${encodeURIComponent(id)}`, body);
+        state.form.dirty = false;
+        if (node && node.id) {
+          state.byId.set(node.id, node);
+          state.nodes = state.nodes.map((n) => (n.id === node.id ? node : n));
+          renderNode();
+        }
+        status.textContent = 'Saved.';
+      } catch (error) {
+        status.classList.add('error');
+        status.textContent = `Not saved: ${error.message}`;
+      } finally {
+        $('btn-save').disabled = false;
+      }
+    });
+
+    $('btn-drain').addEventListener('click', async () => {
+      const n = state.byId.get(state.route.id);
+      if (!n) return;
+      const draining = !n.draining;
+      if (await patchNode(n.id, { draining }, draining ? `${nodeName(n)} is draining: it takes no new requests.` : `${nodeName(n)} takes requests again.`)) {
+        n.draining = draining;
+        $('btn-drain').setAttribute('aria-pressed', String(draining));
+      }
+    });
+    $('btn-disconnect').addEventListener('click', async () => {
+      const n = state.byId.get(state.route.id);
+      if (!n) return;
+      try {
+        await api('POST', `/api/agents/${encodeURIComponent(n.id)}/disconnect`);
+        toast(`${nodeName(n)} was disconnected. A live agent brings it back with its next heartbeat; drain it to keep it out.`);
+      } catch (error) {
+        toast(`Could not disconnect: ${error.message}`, true);
+      }
+    });
+    $('btn-delete').addEventListener('click', async () => {
+      const n = state.byId.get(state.route.id);
+      if (!n) return;
+      const ok = await confirmDialog(`Delete ${nodeName(n)}?`,
+        `The coordinator forgets ${n.machine_name} (${n.ip_address}), with its name, tags and notes. A running agent registers it again as a new node.`, 'Delete node');
+      if (!ok) return;
+      try {
+        await api('DELETE', `/api/agents/${encodeURIComponent(n.id)}`);
+        toast(`${nodeName(n)} was deleted.`);
+        location.hash = '#/';
+      } catch (error) {
+        toast(`Could not delete: ${error.message}`, true);
+      }
+    });
+
+    const filters = $('history-filters');
+    filters.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const params = new URLSearchParams();
+      for (const name of FILTERS) {
+        let value = (filters.elements[name].value || '').trim();
+        if (name === 'since' || name === 'until') value = fromLocalInput(value);
+        if (value) params.set(name, value);
+      }
+      const hash = historyHash(params, 0);
+      if (location.hash === hash) loadHistoryRoute(params);
+      else location.hash = hash;
+    });
+    filters.addEventListener('reset', () => { setTimeout(() => { location.hash = '#/history'; }, 0); });
+    $('page-prev').addEventListener('click', () => { location.hash = historyHash(filterParams(), Math.max(0, state.history.offset - PAGE_SIZE)); });
+    $('page-next').addEventListener('click', () => { location.hash = historyHash(filterParams(), state.history.offset + PAGE_SIZE); });
+    $('detail-close').addEventListener('click', () => {
+      const id = state.history.selected;
+      state.history.selected = null;
+      renderDetail();
+      for (const tr of $('history-body').children) tr.classList.remove('selected');
+      const button = $('history-body').querySelector(`[data-focus-key="req-${id}"]`);
+      if (button) button.focus();
+    });
+
+    let resizeTimer = 0;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => {
+        if (state.route.view === 'fleet') renderFleetCharts();
+        else if (state.route.view === 'node' && state.byId.get(state.route.id)) renderNodeCharts(state.byId.get(state.route.id));
+      }, 150);
+    }, { passive: true });
+
+    // Periodic work: relative times keep moving even when no event arrives, and the
+    // history-based figures are fetched again.
+    setInterval(() => {
+      if (document.hidden) return;
+      if (state.loaded && Date.now() - state.lastEvent > 4000) renderCurrent({ fromStream: true });
+    }, 5000);
+    setInterval(() => { if (!document.hidden && state.route.view === 'fleet') refreshFleetData(); }, FLEET_REFRESH_MS);
+    setInterval(() => {
+      if (document.hidden) return;
+      if (state.route.view === 'history') refreshHistory();
+      else if (state.route.view === 'node') refreshRecent();
+    }, HISTORY_REFRESH_MS);
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden && state.route.view === 'fleet') refreshFleetData();
+    });
+  }
+
+  wire();
+  onRoute(true);
+  connect();
+})();
