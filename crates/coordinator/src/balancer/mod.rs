@@ -50,7 +50,7 @@ pub fn build(mode: BalancerMode) -> Box<dyn Policy> {
         BalancerMode::RoundRobin => Box::new(round_robin::RoundRobin::default()),
         BalancerMode::LeastConnections => Box::new(least_connections::LeastConnections::default()),
         BalancerMode::Metrics => Box::new(metrics::MetricsScore::default()),
-        BalancerMode::Latency => Box::new(latency::Latency::default()),
+        BalancerMode::Latency => Box::new(latency::Latency),
         BalancerMode::Auto => Box::new(auto::Auto::default()),
     }
 }
