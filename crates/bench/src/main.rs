@@ -3,6 +3,7 @@
 //! Each subcommand starts what it measures on loopback, drives it, and
 //! prints latency quantiles and throughput.
 
+mod history;
 mod proxy;
 mod registry;
 mod stats;
@@ -25,6 +26,8 @@ enum Command {
     Registry(registry::RegistryArgs),
     /// The router's added latency and throughput cost against one instant mock node.
     Proxy(proxy::ProxyArgs),
+    /// Request-history queries (list, filters, search, pages) on a database of a million requests.
+    History(history::HistoryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Registry(args) => registry::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
+            Command::History(args) => history::run(args).await,
         }
     })
 }

@@ -150,6 +150,36 @@ pub struct Cli {
     #[arg(long = "load-balancer", env = "LOAD_BALANCER_MODE", value_enum, default_value_t = BalancerMode::Auto, help_heading = "Proxy")]
     pub load_balancer: BalancerMode,
 
+    /// Days a request stays in the request history (history.db) before it is deleted.
+    #[arg(
+        long = "history-retention-days",
+        env = "LLM_ROUTER_HISTORY_RETENTION_DAYS",
+        default_value_t = 7,
+        value_name = "DAYS",
+        help_heading = "History"
+    )]
+    pub history_retention_days: u64,
+
+    /// Most KiB of each request body and response kept in the history (the rest is counted, not stored).
+    #[arg(
+        long = "history-body-kb",
+        env = "LLM_ROUTER_HISTORY_BODY_KB",
+        default_value_t = 64,
+        value_name = "KIB",
+        help_heading = "History"
+    )]
+    pub history_body_kb: usize,
+
+    /// Finished requests waiting to be written to the history; beyond that they are dropped and counted.
+    #[arg(
+        long = "history-queue",
+        env = "LLM_ROUTER_HISTORY_QUEUE",
+        default_value_t = 10_000,
+        value_name = "N",
+        help_heading = "History"
+    )]
+    pub history_queue: usize,
+
     /// Start N simulated nodes with agents beside the coordinator (default 3), with data in a
     /// temporary folder unless --data-dir is given: a working fleet to try at once.
     #[arg(long = "demo", value_name = "N", num_args = 0..=1, default_missing_value = "3", help_heading = "Demo")]
@@ -221,6 +251,30 @@ impl Default for ProxySettings {
     }
 }
 
+/// How the request history is kept (`history.db` in the data folder).
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    /// Requests older than this are deleted.
+    pub retention: Duration,
+    /// Most bytes of each request body and response stored (the proxy captures as much).
+    pub body_limit_bytes: usize,
+    /// Finished requests waiting for the writer; more are dropped and counted.
+    pub queue: usize,
+    /// Time between two deletions of old requests (there is one at start too).
+    pub prune_interval: Duration,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 24 * 60 * 60),
+            body_limit_bytes: 64 * 1024,
+            queue: 10_000,
+            prune_interval: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
 /// Checked settings the coordinator runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -231,6 +285,7 @@ pub struct Config {
     /// How long routine changes (heartbeats) may wait before they are written to disk.
     pub persist_delay: Duration,
     pub proxy: ProxySettings,
+    pub history: HistorySettings,
 }
 
 impl Config {
@@ -243,6 +298,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(10),
             persist_delay: Duration::from_secs(1),
             proxy: ProxySettings::default(),
+            history: HistorySettings::default(),
         }
     }
 }
@@ -300,6 +356,11 @@ impl Cli {
             ("LLM_ROUTER_HEALTHY_AFTER", u64::from(self.healthy_after)),
             ("LLM_ROUTER_PROBE_INTERVAL_SECS", self.probe_interval),
             ("LLM_ROUTER_MAX_REQUEST_MB", self.max_request_mb as u64),
+            (
+                "LLM_ROUTER_HISTORY_RETENTION_DAYS",
+                self.history_retention_days,
+            ),
+            ("LLM_ROUTER_HISTORY_QUEUE", self.history_queue as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { name });
@@ -337,7 +398,15 @@ impl Cli {
                 },
                 probe_interval: Duration::from_secs(self.probe_interval),
                 max_request_bytes: self.max_request_mb.saturating_mul(1024 * 1024),
-                capture_bytes: ProxySettings::default().capture_bytes,
+                capture_bytes: self.history_body_kb.saturating_mul(1024),
+            },
+            history: HistorySettings {
+                retention: Duration::from_secs(
+                    self.history_retention_days.saturating_mul(24 * 60 * 60),
+                ),
+                body_limit_bytes: self.history_body_kb.saturating_mul(1024),
+                queue: self.history_queue,
+                ..HistorySettings::default()
             },
         })
     }
@@ -381,6 +450,30 @@ mod tests {
         let from_cli = cli(&["--data-dir", "/tmp/x"]).config().unwrap();
         let defaults = Config::with_data_dir("/tmp/x");
         assert_eq!(format!("{from_cli:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn history_flags_set_the_history_and_the_proxy_capture() {
+        let config = cli(&[
+            "--data-dir",
+            "/tmp/x",
+            "--history-retention-days",
+            "2",
+            "--history-body-kb",
+            "8",
+            "--history-queue",
+            "50",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(config.history.retention, Duration::from_secs(2 * 86_400));
+        assert_eq!(config.history.body_limit_bytes, 8 * 1024);
+        assert_eq!(config.history.queue, 50);
+        assert_eq!(config.proxy.capture_bytes, 8 * 1024);
+        let err = cli(&["--data-dir", "/x", "--history-queue", "0"])
+            .config()
+            .unwrap_err();
+        assert!(err.to_string().contains("HISTORY_QUEUE"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`registry`]: the nodes, their health, the routable snapshot, and
 //!   `agents.json` ([`registry::store`], written by [`registry::persist`]);
 //! - [`health`]: the monitor that takes silent nodes offline;
+//! - [`history`]: every proxied request in `history.db` (SQLite), written off the request path;
 //! - [`balancer`]: the load-balancing policies behind one trait;
 //! - [`proxy`]: forwards Ollama and OpenAI requests to a node holding the
 //!   model, streaming, with failover;
@@ -24,6 +25,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod proxy;
 pub mod registry;
 pub mod server;

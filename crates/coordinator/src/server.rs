@@ -77,7 +77,15 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
 
-    let state = AppState::new(Arc::clone(&registry), config.proxy.clone())?;
+    // Request history: a writer thread fed by a sink of the proxy.
+    let history = Arc::new(crate::history::History::start(
+        &config.data_dir,
+        config.history.clone(),
+    ));
+    let mut sinks = crate::proxy::record::RequestSinks::default();
+    sinks.add(history.sink());
+    let mut state = AppState::with_sinks(Arc::clone(&registry), config.proxy.clone(), sinks)?;
+    state.history = Arc::clone(&history);
     let shutting_down = state.shutdown.clone();
     let prober = tokio::spawn(run_node_prober(
         Arc::clone(&registry),
@@ -105,6 +113,7 @@ pub async fn run(
     stop.cancel();
     let _ = monitor.await;
     let _ = prober.await;
+    history.shutdown().await;
     writer.await.context("registry writer failed")?;
     tracing::info!("coordinator stopped");
     served.context("server error")

@@ -4,6 +4,7 @@
 //! server in [`crate::server`] only adds the socket.
 
 mod agents;
+mod history;
 mod inference;
 mod metrics;
 pub mod models;
@@ -41,6 +42,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct AppState {
     pub registry: Arc<NodeRegistry>,
     pub proxy: Arc<Proxy>,
+    /// The request history (`/api/history`); off unless the server starts one.
+    pub history: Arc<crate::history::History>,
     /// Request statistics and Prometheus metrics, fed by the proxy.
     pub stats: Arc<crate::stats::Stats>,
     /// Cancelled when the server begins a graceful shutdown, so that endless responses
@@ -70,6 +73,10 @@ impl AppState {
         Ok(Self {
             registry,
             proxy,
+            history: Arc::new(crate::history::History::disabled(
+                "request history is not enabled",
+                Default::default(),
+            )),
             stats,
             shutdown: CancellationToken::new(),
         })
@@ -91,6 +98,7 @@ pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let management = Router::new()
         .nest("/api/agents", agents::routes())
+        .nest("/api/history", history::routes())
         .route("/api/health", get(health))
         .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES));
     // Inference handlers read the body themselves, with the proxy's own limit.

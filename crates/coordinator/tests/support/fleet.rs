@@ -151,4 +151,46 @@ impl Fleet {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
     }
+
+    /// A coordinator on `data_dir` (which may hold files from an earlier
+    /// run, or files a test prepared), with `adjust` applied and no nodes.
+    pub async fn empty_in(data_dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Fleet {
+        let mut config = super::config(data_dir.path());
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(llm_router_coordinator::run(
+            listener,
+            config,
+            stop.clone().cancelled_owned(),
+        ));
+        Fleet {
+            addr,
+            client: reqwest::Client::new(),
+            nodes: Vec::new(),
+            stop,
+            server,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// Stops the coordinator and starts a new one on the same data folder
+    /// (with `adjust` applied); the mock nodes keep running and stay in the
+    /// fleet, known to the new coordinator through its registry file.
+    pub async fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> Fleet {
+        self.stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("the coordinator did not stop within 10 s");
+        ended.unwrap().unwrap();
+        let mut fleet = Self::empty_in(self._data_dir, adjust).await;
+        fleet.nodes = self.nodes;
+        fleet
+    }
+
+    /// The coordinator's data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
 }

@@ -1,0 +1,317 @@
+//! `/api/history`: the request history for the dashboard and operators.
+//!
+//! - `GET /api/history?model=&node=&status=&endpoint=&outcome=&since=&until=&q=&limit=&offset=`
+//!   → `{"total", "total_capped", "items", "dropped", "body_limit_bytes"}`, newest first
+//!   (`total_capped`: a text search matched more requests than it counts, see
+//!   [`SEARCH_COUNT_CAP`](crate::history::store::SEARCH_COUNT_CAP));
+//! - `GET /api/history/{id}` → one request with its bodies and assembled text;
+//! - `GET /api/history/export?format=csv|json&<filters>` → every matching
+//!   request as a download, streamed page by page;
+//! - `GET /api/history/timeseries?minutes=60` → per-minute figures for charts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
+use llm_router_common::ErrorBody;
+use serde_json::json;
+
+use super::AppState;
+use crate::history::query::{Filter, Page};
+use crate::history::store::{Cursor, HistoryItem, HistoryStore};
+
+/// Items read from the database per page of an export.
+const EXPORT_PAGE: u32 = 500;
+
+/// Longest chart the timeseries serves: one day.
+const MAX_MINUTES: u32 = 24 * 60;
+
+/// CSV columns of an export, the fields of a list item.
+const CSV_COLUMNS: [&str; 16] = [
+    "id",
+    "request_id",
+    "time",
+    "client_ip",
+    "endpoint",
+    "model",
+    "node",
+    "nodes_tried",
+    "status",
+    "outcome",
+    "stream",
+    "duration_ms",
+    "ttft_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "error",
+];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(list))
+        .route("/export", get(export))
+        .route("/timeseries", get(timeseries))
+        .route("/{id}", get(show))
+}
+
+/// What a history endpoint answers besides success, as `{"error": "..."}`.
+#[derive(Debug)]
+enum HistoryError {
+    BadRequest(String),
+    NotFound(i64),
+    Unavailable(String),
+    Database(String),
+}
+
+impl IntoResponse for HistoryError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            HistoryError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            HistoryError::NotFound(id) => (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "request {id} is not in the history (unknown, or older than the retention)"
+                ),
+            ),
+            HistoryError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
+            HistoryError::Database(message) => {
+                tracing::error!(error = %message, "request history query failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the request history could not be read".to_owned(),
+                )
+            }
+        };
+        (status, Json(ErrorBody::new(message))).into_response()
+    }
+}
+
+fn store(state: &AppState) -> Result<Arc<HistoryStore>, HistoryError> {
+    state
+        .history
+        .store()
+        .cloned()
+        .map_err(|reason| HistoryError::Unavailable(reason.to_owned()))
+}
+
+fn params(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, HistoryError> {
+    query
+        .map(|Query(params)| params)
+        .map_err(|e| HistoryError::BadRequest(format!("invalid query string: {}", e.body_text())))
+}
+
+/// Runs a query on a blocking thread (SQLite calls block).
+async fn blocking<T: Send + 'static>(
+    query: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, HistoryError> {
+    tokio::task::spawn_blocking(query)
+        .await
+        .map_err(|e| HistoryError::Database(e.to_string()))?
+        .map_err(|e| HistoryError::Database(e.to_string()))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, HistoryError> {
+    let params = params(query)?;
+    let filter = Filter::from_params(&params).map_err(HistoryError::BadRequest)?;
+    let page = Page::from_params(&params).map_err(HistoryError::BadRequest)?;
+    let store = store(&state)?;
+    let listed = blocking(move || store.list(&filter, page)).await?;
+    Ok(Json(json!({
+        "total": listed.total,
+        "total_capped": listed.total_capped,
+        "items": listed.items,
+        "dropped": state.history.dropped(),
+        "body_limit_bytes": state.history.settings().body_limit_bytes,
+    })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, HistoryError> {
+    let id: i64 = id.parse().map_err(|_| {
+        HistoryError::BadRequest(format!("history id must be a number, not {id:?}"))
+    })?;
+    let store = store(&state)?;
+    let detail = blocking(move || store.get(id)).await?;
+    let detail = detail.ok_or(HistoryError::NotFound(id))?;
+    Ok(Json(json!(detail)))
+}
+
+async fn timeseries(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, HistoryError> {
+    let params = params(query)?;
+    let minutes = match params.get("minutes").map(|m| m.trim()) {
+        None | Some("") => 60,
+        Some(m) => match m.parse::<u32>() {
+            Ok(n @ 1..=MAX_MINUTES) => n,
+            _ => {
+                return Err(HistoryError::BadRequest(format!(
+                    "minutes must be between 1 and {MAX_MINUTES}, not {m:?}"
+                )));
+            }
+        },
+    };
+    let store = store(&state)?;
+    let buckets = blocking(move || store.timeseries(chrono::Utc::now(), minutes)).await?;
+    Ok(Json(json!(buckets)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, HistoryError> {
+    let params = params(query)?;
+    let format = match params.get("format").map(|f| f.trim().to_ascii_lowercase()) {
+        None => ExportFormat::Csv,
+        Some(f) if f.is_empty() || f == "csv" => ExportFormat::Csv,
+        Some(f) if f == "json" => ExportFormat::Json,
+        Some(f) => {
+            return Err(HistoryError::BadRequest(format!(
+                "format must be csv or json, not {f:?}"
+            )));
+        }
+    };
+    let filter = Filter::from_params(&params).map_err(HistoryError::BadRequest)?;
+    let store = store(&state)?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || write_export(&store, &filter, format, &sender));
+    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let (content_type, extension) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
+        ExportFormat::Json => ("application/json", "json"),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"llm-router-history.{extension}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+/// Reads the matching requests page by page and sends each page as it is
+/// formatted; stops early when the client goes away.
+fn write_export(
+    store: &HistoryStore,
+    filter: &Filter,
+    format: ExportFormat,
+    sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let send = |chunk: Vec<u8>| sender.blocking_send(Ok(Bytes::from(chunk))).is_ok();
+    let opening = match format {
+        ExportFormat::Csv => format!("{}\r\n", CSV_COLUMNS.join(",")).into_bytes(),
+        ExportFormat::Json => b"[".to_vec(),
+    };
+    if !send(opening) {
+        return;
+    }
+    let mut cursor = None;
+    let mut first = true;
+    loop {
+        let page = match store.page_after(filter, cursor, EXPORT_PAGE) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "request history export failed");
+                // Breaks the download off, so the client does not take a partial file for a whole one.
+                let _ = sender.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        let Some(last) = page.last() else {
+            break;
+        };
+        cursor = Some(Cursor::from(last));
+        let mut chunk = Vec::with_capacity(page.len() * 256);
+        for item in &page {
+            match format {
+                ExportFormat::Csv => csv_row(item, &mut chunk),
+                ExportFormat::Json => {
+                    chunk.extend_from_slice(if first { b"\n" } else { b",\n" });
+                    if serde_json::to_writer(&mut chunk, item).is_err() {
+                        chunk.extend_from_slice(b"null");
+                    }
+                }
+            }
+            first = false;
+        }
+        if !send(chunk) {
+            return;
+        }
+        if page.len() < EXPORT_PAGE as usize {
+            break;
+        }
+    }
+    if format == ExportFormat::Json {
+        send(if first {
+            b"]\n".to_vec()
+        } else {
+            b"\n]\n".to_vec()
+        });
+    }
+}
+
+/// One CSV line (RFC 4180: fields quoted when needed, CRLF at the end).
+fn csv_row(item: &HistoryItem, out: &mut Vec<u8>) {
+    let optional = |value: Option<String>| value.unwrap_or_default();
+    let fields = [
+        item.id.to_string(),
+        item.request_id.clone(),
+        item.time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        optional(item.client_ip.clone()),
+        item.endpoint.clone(),
+        item.model.clone(),
+        optional(item.node.clone()),
+        item.nodes_tried.join(";"),
+        item.status.to_string(),
+        item.outcome.clone(),
+        item.stream.to_string(),
+        item.duration_ms.to_string(),
+        optional(item.ttft_ms.map(|t| t.to_string())),
+        optional(item.prompt_tokens.map(|t| t.to_string())),
+        optional(item.completion_tokens.map(|t| t.to_string())),
+        optional(item.error.clone()),
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if field.contains([',', '"', '\n', '\r']) {
+            out.push(b'"');
+            out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(field.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
