@@ -301,7 +301,7 @@
       const errors = ts.reduce((a, b) => a + (b.errors || 0), 0);
       const weighted = ts.reduce((a, b) => a + (b.requests ? b.avg_latency_ms * b.requests : 0), 0);
       const latency = requests ? weighted / requests : null;
-      setTile('requests', num(requests), totals.any ? `${num(totals.total)} since start` : 'from the history');
+      setTile('requests', num(requests), totals.any ? `${num(totals.total)} since the coordinator started` : 'from the history');
       setTile('latency', ms(latency), 'mean, last hour');
       setTile('errors', num(errors), requests ? `${nf1.format((100 * errors) / requests)}% of requests` : 'none', errors > 0);
       // Throughput over the last five minutes, the current (partial) minute included.
@@ -310,10 +310,10 @@
       const elapsed = (recent.length - 1) * 60 + (new Date().getSeconds() || 1);
       setTile('tps', nf1.format(tokens / elapsed), 'generated, last 5 min');
     } else if (totals.any) {
-      setTile('requests', num(totals.total), 'since start');
+      setTile('requests', num(totals.total), 'since the coordinator started');
       const lat = nodes.map((n) => stats(n) && stats(n).avg_latency_ms).filter((v) => typeof v === 'number');
       setTile('latency', lat.length ? ms(lat.reduce((a, b) => a + b, 0) / lat.length) : '–', 'mean of nodes');
-      setTile('errors', num(totals.failed), 'since start', totals.failed > 0);
+      setTile('errors', num(totals.failed), 'since the coordinator started', totals.failed > 0);
       const tps = nodes.map((n) => stats(n) && stats(n).tokens_per_second).filter((v) => typeof v === 'number');
       setTile('tps', tps.length ? nf1.format(tps.reduce((a, b) => a + b, 0) / tps.length) : '–', 'mean of nodes');
     }
@@ -370,15 +370,24 @@
     return h('span', { class: 'load' }, h('span', { class: `meter${value >= 80 ? ' hot' : ''}`, 'aria-hidden': 'true' }, fill), pct(value));
   }
 
+  const MAX_CHIPS = 4;
   function modelChips(n) {
     const loaded = loadedSet(n);
     const names = (n.models || []).map((m) => m.name);
     for (const m of n.loaded_models || []) if (!names.some((x) => canonicalModel(x) === canonicalModel(m.name))) names.push(m.name);
-    return h('span', { class: 'chips' }, names.map((name) => {
+    // Models in memory first: they answer at once.
+    names.sort((a, b) => Number(loaded.has(canonicalModel(b))) - Number(loaded.has(canonicalModel(a))) || a.localeCompare(b));
+    const shown = names.length > MAX_CHIPS ? names.slice(0, MAX_CHIPS - 1) : names;
+    const chips = shown.map((name) => {
       const isLoaded = loaded.has(canonicalModel(name));
       return h('span', { class: `chip${isLoaded ? ' loaded' : ''}`, title: isLoaded ? 'loaded in memory' : 'on disk' },
         isLoaded ? '● ' : '', name, isLoaded ? h('span', { class: 'sr-only', text: ' (loaded)' }) : null);
-    }));
+    });
+    if (shown.length < names.length) {
+      const rest = names.slice(shown.length);
+      chips.push(h('span', { class: 'chip more', title: rest.join(', ') }, `+${rest.length} more`));
+    }
+    return h('span', { class: 'chips' }, chips);
   }
 
   function renderNodesTable() {
@@ -902,7 +911,7 @@
     $('resp-trunc').textContent = detail.response_bytes_dropped ? `(${bytes(detail.response_bytes_dropped)} more not stored)` : '';
     $('detail-request').textContent = pretty(detail.request_body) || '(empty)';
     $('detail-text').textContent = detail.response_text || '(none)';
-    $('detail-response').textContent = detail.response_body || '(empty)';
+    $('detail-response').textContent = pretty(detail.response_body) || '(empty)';
   }
 
   function updateNodeOptions() {
@@ -1025,14 +1034,24 @@
       if (button) button.focus();
     });
 
-    let resizeTimer = 0;
-    window.addEventListener('resize', () => {
-      clearTimeout(resizeTimer);
-      resizeTimer = setTimeout(() => {
-        if (state.route.view === 'fleet') renderFleetCharts();
-        else if (state.route.view === 'node' && state.byId.get(state.route.id)) renderNodeCharts(state.byId.get(state.route.id));
-      }, 150);
-    }, { passive: true });
+    // Charts are drawn for their box: draw again when a box changes size.
+    const sizes = new Map();
+    const resized = new ResizeObserver((entries) => {
+      let fleet = false;
+      let node = false;
+      for (const entry of entries) {
+        const width = Math.round(entry.contentRect.width);
+        if (!width || sizes.get(entry.target) === width) continue;
+        const first = !sizes.has(entry.target);
+        sizes.set(entry.target, width);
+        if (first) continue;
+        if (entry.target.closest('#view-fleet')) fleet = true; else node = true;
+      }
+      if (fleet && state.route.view === 'fleet') renderFleetCharts();
+      const n = state.byId.get(state.route.id);
+      if (node && state.route.view === 'node' && n) renderNodeCharts(n);
+    });
+    for (const chart of document.querySelectorAll('.chart')) resized.observe(chart);
 
     // Periodic work: relative times keep moving even when no event arrives, and the
     // history-based figures are fetched again.
