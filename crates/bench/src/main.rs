@@ -6,6 +6,7 @@
 mod history;
 mod proxy;
 mod registry;
+mod routing;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Request-history queries (list, filters, search, pages) on a database of a million requests.
     History(history::HistoryArgs),
+    /// Latency and throughput of each load-balancing policy on a mixed fleet of mock nodes.
+    Routing(routing::RoutingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             Command::Registry(args) => registry::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::History(args) => history::run(args).await,
+            Command::Routing(args) => routing::run(args).await,
         }
     })
 }
