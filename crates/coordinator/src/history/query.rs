@@ -125,6 +125,20 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Whether the text search is the only condition.
+    pub fn is_text_search_only(&self) -> bool {
+        self.q.is_some()
+            && self.model.is_none()
+            && self.node.is_none()
+            && self.status.is_none()
+            && self.endpoint.is_none()
+            && self.outcome.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+}
+
 impl Page {
     /// Reads `limit` (1 to 500, default 50) and `offset` (default 0).
     pub fn from_params(params: &HashMap<String, String>) -> Result<Self, String> {

@@ -364,7 +364,13 @@ impl HistoryStore {
         self.with_conn(|conn| {
             let search = Search::plan(conn, filter.q.as_deref())?;
             let cap = search.is_some().then_some(SEARCH_COUNT_CAP);
-            let total = count(conn, filter, &search, cap)?;
+            let total = match search {
+                // The index already counted (up to the cap) what the search alone matches.
+                Search::Scan {
+                    hits: Some(hits), ..
+                } if filter.is_text_search_only() => hits,
+                _ => count(conn, filter, &search, cap)?,
+            };
             let mut values = Vec::new();
             let conditions = conditions(filter, &search, Use::Page, &mut values);
             values.push(Value::Integer(i64::from(page.limit)));
@@ -555,7 +561,11 @@ enum Search {
     Index(String),
     /// By reading the columns (LIKE): the term is too short for trigrams, or
     /// so common that a newest-first scan finds a page of matches at once.
-    Scan(String),
+    /// `hits`: the matches the index found, counted up to the cap + 1.
+    Scan {
+        pattern: String,
+        hits: Option<u64>,
+    },
 }
 
 /// What the conditions are for: counting uses the indexes on every column,
@@ -572,7 +582,10 @@ impl Search {
             return Ok(Search::None);
         };
         if q.chars().count() < 3 {
-            return Ok(Search::Scan(format!("%{}%", escape_like(q))));
+            return Ok(Search::Scan {
+                pattern: format!("%{}%", escape_like(q)),
+                hits: None,
+            });
         }
         // A phrase of the whole term: its trigrams, adjacent, i.e. the substring.
         let phrase = format!("\"{}\"", q.replace('"', "\"\""));
@@ -584,8 +597,12 @@ impl Search {
                 params![phrase, saturating_i64(SEARCH_COUNT_CAP + 1)],
                 |row| row.get(0),
             )?;
-        Ok(if hits.max(0) as u64 > SEARCH_COUNT_CAP {
-            Search::Scan(format!("%{}%", escape_like(q)))
+        let hits = hits.max(0) as u64;
+        Ok(if hits > SEARCH_COUNT_CAP {
+            Search::Scan {
+                pattern: format!("%{}%", escape_like(q)),
+                hits: Some(hits),
+            }
         } else {
             Search::Index(phrase)
         })
@@ -706,7 +723,7 @@ fn conditions(
             conditions.push("r.id IN (SELECT rowid FROM search WHERE search MATCH ?)".to_owned());
             values.push(Value::Text(phrase.clone()));
         }
-        Search::Scan(pattern) => {
+        Search::Scan { pattern, .. } => {
             // The small columns first: the bodies are read only for rows they do not match.
             conditions.push(
                 "(r.model LIKE ? ESCAPE '\\' OR r.node LIKE ? ESCAPE '\\' OR r.error LIKE ? ESCAPE '\\' \
