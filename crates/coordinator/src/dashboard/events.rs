@@ -17,8 +17,10 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::api::AppState;
 
-/// How often the registry is compared with what the stream last sent.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the registry is compared with what the stream last sent: a change shows in
+/// the browser within this and a frame. Each tick costs one serialisation of the node
+/// list per open dashboard.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// A comment line this often keeps proxies and load balancers from closing an idle stream.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// How soon a browser reconnects after the stream broke (a coordinator restart).
@@ -68,4 +70,84 @@ pub async fn stream(
     // begins to stop (the browser reconnects to the next one on its own).
     let nodes = nodes.take_until(state.shutdown.clone().cancelled_owned());
     Sse::new(nodes).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_INTERVAL))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::app;
+    use crate::config::Config;
+
+    /// The next data frame of an event stream, as text.
+    async fn next_event(body: &mut Body) -> Option<String> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("no event within 5 s")?
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                return Some(String::from_utf8(data.to_vec()).unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_the_node_list_at_once_then_on_change_and_ends_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _store) =
+            crate::server::load_registry(&Config::with_data_dir(dir.path())).unwrap();
+        let state = AppState::new(Arc::clone(&registry), Default::default()).unwrap();
+        let shutdown = state.shutdown.clone();
+        let response = app(state)
+            .oneshot(Request::get("/api/events").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        let mut body = response.into_body();
+
+        let first = next_event(&mut body).await.unwrap();
+        assert!(first.contains("event: nodes\n"), "{first:?}");
+        assert!(first.contains("data: []\n"), "{first:?}");
+        assert!(first.contains("retry: 1000\n"), "{first:?}");
+
+        let request = serde_json::from_value(serde_json::json!({
+            "machine_name": "events-test",
+            "ip_address": "127.0.0.1",
+            "ollama_port": 11434,
+            "models": [{"name": "llama3.2:latest"}]
+        }))
+        .unwrap();
+        registry.register(request).unwrap();
+        let second = next_event(&mut body).await.unwrap();
+        assert!(second.contains("event: nodes\n"), "{second:?}");
+        let data = second
+            .lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .unwrap();
+        let nodes: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(nodes[0]["machine_name"], "events-test");
+        assert!(
+            nodes[0]["stats"].is_object(),
+            "statistics are included: {nodes}"
+        );
+        assert!(!second.contains("retry:"), "{second:?}");
+
+        shutdown.cancel();
+        assert_eq!(
+            next_event(&mut body).await,
+            None,
+            "the stream ends on shutdown"
+        );
+    }
 }

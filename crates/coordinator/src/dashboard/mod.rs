@@ -102,7 +102,58 @@ async fn serve(asset: &'static Asset, request: HeaderMap) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::api::app;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn assets_are_served_with_their_types_and_validators() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _store) =
+            crate::server::load_registry(&Config::with_data_dir(dir.path())).unwrap();
+        let router = app(AppState::new(Arc::clone(&registry), Default::default()).unwrap());
+        let get = |uri: &str, etag: Option<&str>| {
+            let mut request = Request::get(uri);
+            if let Some(etag) = etag {
+                request = request.header(header::IF_NONE_MATCH, etag);
+            }
+            router.clone().oneshot(request.body(Body::empty()).unwrap())
+        };
+        for (uri, asset) in [
+            ("/dashboard", &INDEX),
+            ("/dashboard/app.js", &SCRIPT),
+            ("/dashboard/app.css", &STYLE),
+        ] {
+            let response = get(uri, None).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            let headers = response.headers().clone();
+            assert_eq!(headers[header::CONTENT_TYPE], asset.content_type, "{uri}");
+            assert_eq!(headers[header::ETAG], asset.etag().as_str(), "{uri}");
+            assert!(
+                headers.contains_key(header::CONTENT_SECURITY_POLICY),
+                "{uri}"
+            );
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, asset.body.as_bytes(), "{uri}");
+
+            let again = get(uri, Some(&asset.etag())).await.unwrap();
+            assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{uri}");
+            let stale = get(uri, Some("\"0000\"")).await.unwrap();
+            assert_eq!(stale.status(), StatusCode::OK, "{uri}");
+        }
+        let slash = get("/dashboard/", None).await.unwrap();
+        assert_eq!(slash.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(slash.headers()[header::LOCATION], "/dashboard");
+        let unknown = get("/dashboard/nothing.js", None).await.unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn etags_differ_per_asset_and_are_quoted() {

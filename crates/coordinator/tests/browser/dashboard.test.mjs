@@ -347,6 +347,10 @@ try {
     const models = await page.locator('#models-body').innerText();
     assert(/llama3\.2/.test(models), `models table: ${models}`);
     await until('per-model statistics', async () => (await page.locator('#node-stats').innerText()).includes('Requests'), 5000);
+    // A recent request opens in the history view.
+    await page.locator('#recent-body a').first().click();
+    await page.locator('#view-history:not([hidden]) #history-detail:not([hidden])').waitFor();
+    assert((await page.locator('#detail-facts').innerText()).includes(target.machine_name), 'the opened request names the node');
   });
 
   await scenario('names, tags and notes survive a coordinator restart', async () => {
@@ -399,6 +403,17 @@ try {
     assert(overflowHistory <= 0, `the history view is ${overflowHistory} px wider than the screen`);
     await shot('phone-history');
     await page.setViewportSize(DESKTOP);
+  });
+
+  await scenario('the time window of the charts and totals', async () => {
+    await page.goto(`${base}/dashboard#/`);
+    await page.waitForFunction(() => document.querySelectorAll('#nodes-body tr').length >= 3);
+    const asked = page.waitForRequest((r) => r.url().includes('/api/history/timeseries?minutes=15'));
+    await page.getByLabel('Time window').selectOption('15');
+    await asked;
+    await until('the 15-minute window', async () => (await page.locator('#t-requests').locator('xpath=..').innerText()).includes('last 15 min'), 3000);
+    await page.reload();
+    equal(await page.getByLabel('Time window').inputValue(), '15', 'the window is remembered');
   });
 
   await scenario('screenshot of the fleet view', async () => {

@@ -136,7 +136,14 @@
     form: { nodeId: null, dirty: false },
     recent: [],
     lastEvent: 0,
+    window: 60,
   };
+  const WINDOWS = { 15: 'last 15 min', 60: 'last hour', 360: 'last 6 hours', 1440: 'last 24 hours' };
+  const windowText = () => WINDOWS[state.window] || `last ${state.window} min`;
+  try {
+    const saved = Number(localStorage.getItem('llm-router.window'));
+    if (WINDOWS[saved]) state.window = saved;
+  } catch (_) { /* storage may be off */ }
 
   // ---------- API ----------
   async function api(method, path, body) {
@@ -272,6 +279,8 @@
 
   // ---------- fleet view ----------
   function renderFleet() {
+    for (const el of document.querySelectorAll('.win')) el.textContent = windowText();
+    $('window').value = String(state.window);
     renderTiles();
     renderNodesTable();
   }
@@ -302,7 +311,7 @@
       const weighted = ts.reduce((a, b) => a + (b.requests ? b.avg_latency_ms * b.requests : 0), 0);
       const latency = requests ? weighted / requests : null;
       setTile('requests', num(requests), totals.any ? `${num(totals.total)} since the coordinator started` : 'from the history');
-      setTile('latency', ms(latency), 'mean, last hour');
+      setTile('latency', ms(latency), `mean, ${windowText()}`);
       setTile('errors', num(errors), requests ? `${nf1.format((100 * errors) / requests)}% of requests` : 'none', errors > 0);
       // Throughput over the last five minutes, the current (partial) minute included.
       const recent = ts.slice(-5);
@@ -444,7 +453,7 @@
    * A line chart: xs are times (ms), each series {name, values (null = no data)}.
    * The container gets role=img and a label that says what a sighted user sees.
    */
-  function lineChart(container, { xs, series, max, format, summary, empty }) {
+  function lineChart(container, { xs, series, max, format, summary, empty, seconds }) {
     const width = Math.max(160, container.clientWidth || 300);
     const height = Math.max(80, container.clientHeight || 160);
     const m = { l: 52, r: 10, t: 10, b: 22 };
@@ -461,7 +470,10 @@
       root.append(svg('text', { x: m.l - 6, y: yy + 4, 'text-anchor': 'end' }, format(top * frac)));
     }
     if (xs.length) {
-      const label = (t) => { const d = new Date(t); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
+      const label = (t) => {
+        const d = new Date(t);
+        return `${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? `:${pad(d.getSeconds())}` : ''}`;
+      };
       const ticks = xs.length > 2 ? [0, Math.floor((xs.length - 1) / 2), xs.length - 1] : [0, xs.length - 1];
       for (const i of new Set(ticks)) {
         const anchor = i === 0 ? 'start' : i === xs.length - 1 ? 'end' : 'middle';
@@ -531,16 +543,16 @@
       xs,
       series: [{ name: 'Latency', values: latency }],
       format: (v) => ms(v),
-      summary: lastLatency === undefined ? 'Average latency per minute: no requests in the last hour.'
-        : `Average latency per minute over the last hour; latest ${ms(lastLatency)}.`,
-      empty: 'no requests in the last hour',
+      summary: lastLatency === undefined ? `Average latency per minute: no requests, ${windowText()}.`
+        : `Average latency per minute, ${windowText()}; latest ${ms(lastLatency)}.`,
+      empty: `no requests, ${windowText()}`,
     });
   }
 
   async function refreshFleetData() {
     try {
       const [ts, page] = await Promise.all([
-        api('GET', '/api/history/timeseries?minutes=60'),
+        api('GET', `/api/history/timeseries?minutes=${state.window}`),
         api('GET', '/api/history?limit=1'),
       ]);
       state.timeseries = Array.isArray(ts) ? ts : null;
@@ -627,6 +639,7 @@
         xs,
         series: [{ name: label, values }],
         max: 100,
+        seconds: true,
         format: (v) => `${nf0.format(v)}%`,
         summary: last === undefined ? `${label}: no samples yet.` : `${label} over the last ${list.length} samples; now ${pct(last)}.`,
         empty: last === undefined ? (key === 'gpu' ? 'no GPU readings' : 'waiting for a heartbeat') : null,
@@ -693,10 +706,14 @@
   function renderRecent() {
     const loading = state.recent === null;
     const recent = state.recent || [];
-    const items = recent.slice(0, 15);
+    const items = recent.slice(0, 10);
     const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
     const rows = items.map((item) => h('tr', {},
-      cell('Time', h('a', { href: `#/history?${new URLSearchParams({ q: item.request_id })}`, text: clock(item.time), title: fullTime(item.time) })),
+      cell('Time', h('a', {
+        href: `#/history?${new URLSearchParams({ node: item.node || '', open: String(item.id) })}`,
+        text: clock(item.time),
+        'aria-label': `${fullTime(item.time)}, open request ${item.request_id} in the history`,
+      })),
       cell('Endpoint', item.endpoint),
       cell('Model', item.model || '–'),
       cell('Status', statusCode(item)),
@@ -799,7 +816,9 @@
     $('export-csv').href = `/api/history/export?format=csv${query ? `&${query}` : ''}`;
     $('export-json').href = `/api/history/export?format=json${query ? `&${query}` : ''}`;
     refreshHistory();
-    renderDetail();
+    const open = Number(params.get('open'));
+    if (open) openDetail(open, false);
+    else renderDetail();
   }
 
   function historyHash(filters, offset) {
@@ -873,7 +892,7 @@
     try { return JSON.stringify(JSON.parse(text), null, 2); } catch (_) { return text; }
   }
 
-  async function openDetail(id) {
+  async function openDetail(id, focus = true) {
     state.history.selected = id;
     for (const tr of $('history-body').children) tr.classList.toggle('selected', tr.dataset.id === String(id));
     try {
@@ -881,7 +900,7 @@
       if (state.history.selected !== id) return;
       state.history.detail = detail;
       renderDetail();
-      $('history-detail').focus();
+      if (focus) $('history-detail').focus();
     } catch (error) {
       toast(`Could not load the request: ${error.message}`, true);
     }
@@ -937,6 +956,13 @@
     $('node-search').addEventListener('input', (e) => { state.filter.q = e.target.value; renderNodesTable(); });
     $('node-status').addEventListener('change', (e) => { state.filter.status = e.target.value; renderNodesTable(); });
     $('node-filters').addEventListener('submit', (e) => e.preventDefault());
+    $('window').addEventListener('change', (e) => {
+      state.window = Number(e.target.value) || 60;
+      try { localStorage.setItem('llm-router.window', String(state.window)); } catch (_) { /* storage may be off */ }
+      state.timeseries = null;
+      renderFleet();
+      refreshFleetData();
+    });
     for (const th of document.querySelectorAll('#nodes-table th[data-sort]')) {
       th.querySelector('button').addEventListener('click', () => {
         const key = th.dataset.sort;
@@ -1022,7 +1048,12 @@
       if (location.hash === hash) loadHistoryRoute(params);
       else location.hash = hash;
     });
-    filters.addEventListener('reset', () => { setTimeout(() => { location.hash = '#/history'; }, 0); });
+    filters.addEventListener('reset', () => {
+      setTimeout(() => {
+        if (location.hash === '#/history') loadHistoryRoute(new URLSearchParams());
+        else location.hash = '#/history';
+      }, 0);
+    });
     $('page-prev').addEventListener('click', () => { location.hash = historyHash(filterParams(), Math.max(0, state.history.offset - PAGE_SIZE)); });
     $('page-next').addEventListener('click', () => { location.hash = historyHash(filterParams(), state.history.offset + PAGE_SIZE); });
     $('detail-close').addEventListener('click', () => {
