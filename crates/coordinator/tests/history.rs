@@ -258,6 +258,7 @@ async fn rejected_requests_are_recorded_and_filters_and_pages_select() {
         "?since=yesterday",
         "?until=2025-13-01T00:00:00Z",
         "?outcome=exploded",
+        "?q=ab",
     ] {
         let (status, body) = get_json(&fleet, &format!("/api/history{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");

@@ -2,7 +2,8 @@
 //!
 //! - `GET /api/history?model=&node=&status=&endpoint=&outcome=&since=&until=&q=&limit=&offset=`
 //!   → `{"total", "total_capped", "items", "dropped", "body_limit_bytes"}`, newest first
-//!   (`total_capped`: a text search matched more requests than it counts, see
+//!   (`q` needs 3 characters or more; `total_capped`: a text search matched
+//!   more requests than it counts, see
 //!   [`SEARCH_COUNT_CAP`](crate::history::store::SEARCH_COUNT_CAP));
 //! - `GET /api/history/{id}` → one request with its bodies and assembled text;
 //! - `GET /api/history/export?format=csv|json&<filters>` → every matching

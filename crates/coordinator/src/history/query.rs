@@ -20,8 +20,8 @@ pub struct Filter {
     pub since: Option<DateTime<Utc>>,
     /// Requests that arrived before this time.
     pub until: Option<DateTime<Utc>>,
-    /// Text searched (case-insensitively for ASCII) in model, node, error,
-    /// request body and response text.
+    /// Text searched (case-insensitively) in model, node, error, request body
+    /// and response text; at least [`MIN_SEARCH_CHARS`] characters from the API.
     pub q: Option<String>,
 }
 
@@ -53,6 +53,10 @@ impl StatusFilter {
         }
     }
 }
+
+/// Shortest text search the API accepts: the search index is made of
+/// trigrams, and a shorter term would make every search read every body.
+pub const MIN_SEARCH_CHARS: usize = 3;
 
 /// Values of `outcome`.
 pub const OUTCOMES: [&str; 4] = ["completed", "rejected", "failed", "cancelled"];
@@ -104,6 +108,14 @@ impl Filter {
                 ));
             }
         }
+        let q = params.get("q").filter(|q| !q.trim().is_empty()).cloned();
+        if let Some(q) = &q {
+            if q.chars().count() < MIN_SEARCH_CHARS {
+                return Err(format!(
+                    "q must have at least {MIN_SEARCH_CHARS} characters, not {q:?}"
+                ));
+            }
+        }
         let since = time("since")?;
         let until = time("until")?;
         if let (Some(since), Some(until)) = (since, until) {
@@ -120,7 +132,7 @@ impl Filter {
             since,
             until,
             // The search text is kept as typed (spaces inside it count).
-            q: params.get("q").filter(|q| !q.trim().is_empty()).cloned(),
+            q,
         })
     }
 }
@@ -213,6 +225,8 @@ mod tests {
         );
         assert!(Filter::from_params(&params(&[("since", "yesterday")])).is_err());
         assert!(Filter::from_params(&params(&[("outcome", "exploded")])).is_err());
+        assert!(Filter::from_params(&params(&[("q", "ab")])).is_err());
+        assert!(Filter::from_params(&params(&[("q", "abc")])).is_ok());
         assert!(
             Filter::from_params(&params(&[
                 ("since", "2025-01-02T00:00:00Z"),
