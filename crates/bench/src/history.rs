@@ -290,11 +290,6 @@ fn time_queries(args: &HistoryArgs, store: &HistoryStore) -> anyhow::Result<()> 
             page1,
         ),
         (
-            "text search, 2 letters (q=zz, no match)",
-            filter(|f| f.q = Some("zz".into())),
-            page1,
-        ),
-        (
             "text search, rare word (q=zebra-needle)",
             filter(|f| f.q = Some(RARE_WORD.into())),
             page1,
