@@ -128,13 +128,7 @@ async fn requests_are_recorded_with_their_bodies_and_assembled_text() {
         assert_eq!(item["node"], "a");
         assert_eq!(item["nodes_tried"], json!(["a"]));
         assert_eq!(item["status"], 200);
-        // The history stores the outcome the proxy reports. Today the proxy
-        // reports a non-streamed answer as `cancelled` (hyper drops the body
-        // once Content-Length bytes are sent, before its end is polled).
-        assert!(
-            item["outcome"] == "completed" || (!stream && item["outcome"] == "cancelled"),
-            "{path}: {item}"
-        );
+        assert_eq!(item["outcome"], "completed", "{path}: {item}");
         assert_eq!(item["stream"], *stream);
         assert_eq!(item["client_ip"], "127.0.0.1");
         assert!(item["duration_ms"].as_f64().unwrap() > 0.0, "{item}");
