@@ -182,6 +182,16 @@ try {
     equal((await page.locator('#t-nodes').innerText()).trim(), '3', 'nodes tile');
     equal((await page.locator('#t-online').innerText()).trim(), '3', 'online tile');
     equal(await page.locator('#live').getAttribute('class'), 'live on', 'live indicator');
+    // Live updates change cells in place: rows, and the name cells that did not change,
+    // stay the same elements (a text selection or the focus survives an update).
+    await page.evaluate(() => {
+      window.keptRow = document.querySelector('#nodes-body tr');
+      window.keptName = window.keptRow.querySelector('td');
+      window.uptime = window.keptRow.children[4].textContent;
+    });
+    await page.waitForFunction(() => window.keptRow.children[4].textContent !== window.uptime, null, { timeout: 5000 });
+    assert(await page.evaluate(() => document.contains(window.keptRow) && window.keptRow.querySelector('td') === window.keptName),
+      'a live update replaced the row instead of changing its cells');
     await checkAccessibility('the fleet view');
   });
 
@@ -348,8 +358,13 @@ try {
     assert(/llama3\.2/.test(models), `models table: ${models}`);
     await until('per-model statistics', async () => (await page.locator('#node-stats').innerText()).includes('Requests'), 5000);
     // A recent request opens in the history view.
-    await page.locator('#recent-body a').first().click();
+    const link = page.locator('#recent-body a').first();
+    const opened = new URLSearchParams((await link.getAttribute('href')).split('?')[1]).get('open');
+    const detail = await http('GET', `/api/history/${opened}`);
+    equal(detail.json.node, target.machine_name, 'the linked request was served by the node');
+    await link.click();
     await page.locator('#view-history:not([hidden]) #history-detail:not([hidden])').waitFor();
+    await until('the opened request', async () => (await page.locator('#detail-title').innerText()).includes(detail.json.request_id), 5000);
     assert((await page.locator('#detail-facts').innerText()).includes(target.machine_name), 'the opened request names the node');
   });
 
@@ -394,7 +409,8 @@ try {
     await page.waitForFunction(() => document.querySelectorAll('#nodes-body tr').length >= 3);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert(overflow <= 0, `the fleet view is ${overflow} px wider than the screen`);
-    equal(await page.locator('#nodes-body td').first().evaluate((td) => getComputedStyle(td).display), 'grid', 'cells as labelled lines');
+    // One evaluation: the table is drawn again with every event of the live stream.
+    equal(await page.evaluate(() => getComputedStyle(document.querySelector('#nodes-body td')).display), 'grid', 'cells as labelled lines');
     await shot('phone-fleet');
     await page.locator('#nav-history').click();
     await page.locator('#view-history:not([hidden])').waitFor();

@@ -31,6 +31,39 @@
     }
     return node;
   }
+  /**
+   * Puts `desired` into `parent`, keeping the elements already there that are equal (by
+   * key), and within changed ones the children that did not change: the live stream
+   * redraws every second, and a redraw must not take away a text selection, the focus
+   * or a hover.
+   */
+  function patchChildren(parent, desired, keyOf = (el, i) => i) {
+    const previous = new Map();
+    [...parent.children].forEach((el, i) => previous.set(keyOf(el, i), el));
+    const result = desired.map((el, i) => {
+      const key = keyOf(el, i);
+      const prev = previous.get(key);
+      if (!prev || prev.tagName !== el.tagName) return el;
+      previous.delete(key);
+      if (prev.isEqualNode(el)) return prev;
+      for (const name of prev.getAttributeNames()) if (!el.hasAttribute(name)) prev.removeAttribute(name);
+      for (const name of el.getAttributeNames()) {
+        if (prev.getAttribute(name) !== el.getAttribute(name)) prev.setAttribute(name, el.getAttribute(name));
+      }
+      const before = [...prev.childNodes];
+      const after = [...el.childNodes];
+      if (before.length === after.length && before.every((n, j) => n.nodeType === 1 && after[j].nodeType === 1)) {
+        after.forEach((n, j) => { if (!before[j].isEqualNode(n)) before[j].replaceWith(n); });
+      } else {
+        prev.replaceChildren(...after);
+      }
+      return prev;
+    });
+    result.forEach((el, i) => { if (parent.children[i] !== el) parent.insertBefore(el, parent.children[i] || null); });
+    while (parent.children.length > result.length) parent.lastElementChild.remove();
+  }
+  const byId = (el) => el.dataset.id || el;
+
   function svg(tag, attrs, text) {
     const node = document.createElementNS(SVGNS, tag);
     for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
@@ -404,7 +437,7 @@
     const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
     const rows = visibleNodes();
     const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
-    body.replaceChildren(...rows.map((n) => {
+    patchChildren(body, rows.map((n) => {
       const s = stats(n);
       const nameCell = h('td', { data: { label: 'Name' } },
         h('a', { class: 'node-link', href: `#/nodes/${encodeURIComponent(n.id)}`, data: { focusKey: `node-${n.id}` }, text: nodeName(n) }),
@@ -424,7 +457,7 @@
         cell('In flight', num(n.in_flight || 0), 'num'),
         cell('Requests', s ? `${num(s.requests_total)}${s.requests_failed ? ` (${num(s.requests_failed)} failed)` : ''}` : '–', 'num'),
         cell('Latency', s ? ms(s.avg_latency_ms) : '–', 'num'));
-    }));
+    }), byId);
     if (focusKey) {
       const again = body.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
       if (again) again.focus();
@@ -594,7 +627,7 @@
     const sys = n.system_info || {};
     const gpus = (sys.gpus || []).map((g) => `${g.name}${g.memory_total_bytes ? ` (${bytes(g.memory_total_bytes)})` : ''}`).join(', ');
     const m = n.metrics;
-    $('node-facts').replaceChildren(
+    patchChildren($('node-facts'), [
       ...fact('Machine name', n.machine_name),
       ...fact('Node id', h('code', { text: n.id })),
       ...fact('IP address', n.ip_address),
@@ -611,7 +644,7 @@
       ...fact('In flight', num(n.in_flight || 0)),
       ...fact('Tags', (n.tags || []).length ? h('span', { class: 'chips' }, n.tags.map((t) => h('span', { class: 'chip tag', text: t }))) : 'none'),
       ...fact('Notes', n.notes || 'none'),
-    );
+    ]);
     fillForm(n);
     renderNodeCharts(n);
     renderModels(n);
@@ -673,9 +706,9 @@
         cell('Tokens/s', s && typeof s.tokens_per_second === 'number' ? nf1.format(s.tokens_per_second) : '–', 'num'));
     });
     if (!rows.length) rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty-row', text: 'No models reported.' })));
-    $('models-body').replaceChildren(...rows);
+    patchChildren($('models-body'), rows);
     const s = stats(n);
-    $('node-stats').replaceChildren(...(s ? [
+    patchChildren($('node-stats'), (s ? [
       ...fact('Requests', num(s.requests_total)),
       ...fact('OK', num(s.requests_ok)),
       ...fact('Failed', num(s.requests_failed)),
@@ -722,9 +755,9 @@
     if (!rows.length) {
       rows.push(h('tr', {}, h('td', { colspan: 6, class: 'empty-row', text: loading ? 'Loading…' : state.historyAvailable ? 'No requests recorded for this node yet.' : 'The request history is not available.' })));
     }
-    $('recent-body').replaceChildren(...rows);
+    patchChildren($('recent-body'), rows);
     const errors = recent.filter(isError).slice(0, 10);
-    $('recent-errors').replaceChildren(...(errors.length ? errors.map((item) => h('li', {},
+    patchChildren($('recent-errors'), (errors.length ? errors.map((item) => h('li', {},
       h('time', { datetime: item.time, text: clock(item.time) }), ` ${item.endpoint} · ${item.model || '–'} · ${item.status} ${item.outcome}`,
       item.error ? `: ${item.error}` : '')) : [h('li', { text: loading ? 'Loading…' : 'None among the latest requests.' })]));
   }
@@ -873,7 +906,7 @@
     if (!rows.length) {
       rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty-row', text: problem || 'No request matches these filters.' })));
     }
-    $('history-body').replaceChildren(...rows);
+    patchChildren($('history-body'), rows, byId);
     if (focusKey) {
       const again = $('history-body').querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
       if (again) again.focus();
@@ -894,6 +927,10 @@
 
   async function openDetail(id, focus = true) {
     state.history.selected = id;
+    if (!state.history.detail || state.history.detail.id !== id) {
+      state.history.detail = null;
+      renderDetail();
+    }
     for (const tr of $('history-body').children) tr.classList.toggle('selected', tr.dataset.id === String(id));
     try {
       const detail = await api('GET', `/api/history/${encodeURIComponent(id)}`);
@@ -913,7 +950,7 @@
     $('history-detail').parentElement.classList.toggle('with-detail', open);
     if (!open) return;
     $('detail-title').textContent = `Request ${detail.request_id}`;
-    $('detail-facts').replaceChildren(
+    patchChildren($('detail-facts'), [
       ...fact('Time', fullTime(detail.time)),
       ...fact('Endpoint', detail.endpoint),
       ...fact('Model', detail.model || '–'),
@@ -925,7 +962,7 @@
       ...fact('Tokens (prompt / completion)', tokens(detail)),
       ...fact('Client', detail.client_ip),
       ...fact('Error', detail.error),
-    );
+    ]);
     $('req-trunc').textContent = detail.request_truncated ? `(cut at ${bytes(state.historyMeta && state.historyMeta.body_limit_bytes)} of ${bytes(detail.request_bytes)})` : '';
     $('resp-trunc').textContent = detail.response_bytes_dropped ? `(${bytes(detail.response_bytes_dropped)} more not stored)` : '';
     $('detail-request').textContent = pretty(detail.request_body) || '(empty)';
