@@ -195,6 +195,37 @@ try {
     await checkAccessibility('the fleet view');
   });
 
+  await scenario('keyboard: skip link first, every control reachable, focus visible', async () => {
+    await page.goto(`${base}/dashboard#/`);
+    await page.waitForFunction(() => document.querySelectorAll('#nodes-body tr').length >= 3);
+    await page.keyboard.press('Tab');
+    const focused = () => page.evaluate(() => {
+      const el = document.activeElement;
+      const style = getComputedStyle(el);
+      return { id: el.id, cls: el.className, text: el.textContent.trim().slice(0, 40), tag: el.tagName, outline: style.outlineStyle, width: parseFloat(style.outlineWidth) };
+    });
+    const skip = await focused();
+    equal(skip.cls, 'skip-link', 'the first Tab');
+    assert(skip.outline !== 'none' && skip.width >= 2, `no visible focus on the skip link: ${JSON.stringify(skip)}`);
+    await page.keyboard.press('Enter');
+    equal((await focused()).id, 'main', 'the skip link moves the focus to the content');
+    const seen = [];
+    for (let i = 0; i < 40; i += 1) {
+      await page.keyboard.press('Tab');
+      const f = await focused();
+      if (f.tag === 'BODY') break; // past the last control of the page
+      assert(f.outline !== 'none' && f.width >= 2, `no visible focus on ${JSON.stringify(f)}`);
+      seen.push(f.id || f.text);
+    }
+    for (const wanted of ['window', 'node-search', 'node-status', 'Name', 'CPU', 'demo-cpu-3', 'demo-gpu-1', 'demo-mac-2']) {
+      assert(seen.includes(wanted), `${wanted} is not reachable with Tab; reached ${seen.join(', ')}`);
+    }
+    // Live updates keep the focus where it is.
+    await page.locator('a.node-link:text-is("demo-gpu-1")').focus();
+    await page.waitForTimeout(1500);
+    equal((await focused()).text, 'demo-gpu-1', 'the focus after live updates');
+  });
+
   await scenario('sorting, the status filter and the search box', async () => {
     const names = async () => page.locator('#nodes-body a.node-link').allInnerTexts();
     await page.locator('th[data-sort="name"] button').click();
@@ -345,6 +376,16 @@ try {
     assert(csv.includes('/api/chat') && csv.includes('llama3.2'), `the CSV lacks the request:\n${csv.slice(0, 500)}`);
     if (chatRequestId) assert(csv.includes(chatRequestId), 'the CSV lacks the request id');
     console.log(`  downloaded ${download.suggestedFilename()} (${lines.length - 1} row${lines.length === 2 ? '' : 's'})`);
+    // A status that is neither a code nor a class is refused by the form itself.
+    const status = page.getByRole('textbox', { name: 'Status', exact: true });
+    await status.fill('abc');
+    const hash = await page.evaluate(() => location.hash);
+    await page.getByRole('button', { name: 'Apply filters' }).click();
+    assert(!(await status.evaluate((el) => el.validity.valid)), 'the form took the status "abc"');
+    equal(await page.evaluate(() => location.hash), hash, 'an invalid filter was applied');
+    await status.fill('2xx');
+    assert(await status.evaluate((el) => el.validity.valid), 'the form refused the class 2xx');
+    await status.fill('');
   });
 
   await scenario('the node view shows the node\'s recent requests and model statistics', async () => {

@@ -592,7 +592,7 @@
       state.historyMeta = page;
       state.historyAvailable = true;
     } catch (error) {
-      if (error.status === 404) state.historyAvailable = false;
+      if (error.status === 404 || error.status === 503) state.historyAvailable = false;
     }
     if (state.route.view === 'fleet') {
       renderTiles();
@@ -728,7 +728,7 @@
       state.recent = page.items || [];
       state.historyAvailable = true;
     } catch (error) {
-      if (error.status === 404) state.historyAvailable = false;
+      if (error.status === 404 || error.status === 503) state.historyAvailable = false;
       state.recent = [];
     }
     if (state.route.view === 'node' && state.byId.get(state.route.id) === n) renderRecent(state.byId.get(state.route.id));
@@ -881,8 +881,9 @@
     } catch (error) {
       state.history.items = [];
       state.history.total = 0;
-      if (error.status === 404) state.historyAvailable = false;
-      renderHistory(error.status === 404 ? 'The request history is not available on this coordinator.' : `Could not load the history: ${error.message}`);
+      if (error.status === 404 || error.status === 503) state.historyAvailable = false;
+      renderHistory(error.status === 404 ? 'The request history is not available on this coordinator.'
+        : error.status === 503 ? `The request history is not available: ${error.message}` : `Could not load the history: ${error.message}`);
     }
   }
 
