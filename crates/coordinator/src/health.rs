@@ -10,26 +10,44 @@ use crate::proxy::log_health_change;
 use crate::registry::live::HealthThresholds;
 use crate::registry::{NodeRegistry, RoutableNode};
 
-/// Checks every `interval` for nodes past the agent timeout, until `shutdown`.
-pub async fn run_health_monitor(
-    registry: Arc<NodeRegistry>,
+/// Runs `tick` every `interval` (the first at once; a slow tick delays the
+/// next rather than bunching them) until `shutdown` completes.
+pub async fn every<F, Fut>(
     interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = ticker.tick() => {
-                let expired = registry.expire_stale(Instant::now());
-                if !expired.is_empty() {
-                    tracing::warn!(count = expired.len(), "nodes went offline: no heartbeat within the agent timeout");
-                }
-            }
+            _ = ticker.tick() => tick().await,
         }
     }
+}
+
+/// Checks every `interval` for nodes past the agent timeout, until `shutdown`.
+pub async fn run_health_monitor(
+    registry: Arc<NodeRegistry>,
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    every(interval, shutdown, || {
+        let expired = registry.expire_stale(Instant::now());
+        if !expired.is_empty() {
+            tracing::warn!(
+                count = expired.len(),
+                "nodes went offline: no heartbeat within the agent timeout"
+            );
+        }
+        std::future::ready(())
+    })
+    .await;
 }
 
 /// Probes nodes the proxy took out of rotation (`GET /api/version`) every
@@ -43,23 +61,19 @@ pub async fn run_node_prober(
     thresholds: HealthThresholds,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = ticker.tick() => {
-                let snapshot = registry.snapshot();
-                let probes = snapshot
-                    .nodes
-                    .iter()
-                    .filter(|node| node.live.is_unhealthy())
-                    .map(|node| probe(&client, node, interval, thresholds));
-                futures::future::join_all(probes).await;
-            }
+    every(interval, shutdown, || {
+        let snapshot = registry.snapshot();
+        let client = &client;
+        async move {
+            let probes = snapshot
+                .nodes
+                .iter()
+                .filter(|node| node.live.is_unhealthy())
+                .map(|node| probe(client, node, interval, thresholds));
+            futures::future::join_all(probes).await;
         }
-    }
+    })
+    .await;
 }
 
 async fn probe(

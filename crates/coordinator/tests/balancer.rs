@@ -145,3 +145,69 @@ async fn in_flight_counters_return_to_zero_after_mixed_cancellations_and_failure
     assert!(total >= 1000, "only {total} requests reached the nodes");
     fleet.stop().await;
 }
+
+/// A node that refuses connections leaves rotation after two failures in a
+/// row (clients never see them: the request fails over), stays out while it
+/// is down, and rejoins once probes find it answering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_leaves_rotation_and_rejoins_when_probes_find_it_back() {
+    let mut fleet = Fleet::start_with(
+        vec![
+            MockConfig::named("a").with_models(["llama3.2"]),
+            MockConfig::named("b").with_models(["llama3.2"]),
+        ],
+        |c| {
+            c.proxy.balancer = BalancerMode::RoundRobin;
+            c.proxy.probe_interval = Duration::from_millis(100);
+        },
+    )
+    .await;
+    let index = fleet.nodes.iter().position(|n| n.name() == "a").unwrap();
+    let a = fleet.nodes.remove(index);
+    let addr = a.addr();
+    a.stop().await;
+
+    let served = spread(&fleet, 20).await;
+    assert_eq!(served, HashMap::from([("b".to_owned(), 20)]));
+    let metrics = fleet
+        .client
+        .get(fleet.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("llm_router_node_attempt_failures_total{") && l.contains("node=\"a\"")
+        })
+        .unwrap_or_else(|| panic!("no attempt failures for a:\n{metrics}"));
+    assert!(
+        failures.ends_with(" 2"),
+        "a was tried after it left rotation: {failures}"
+    );
+
+    // The node comes back on its address; probes bring it back into rotation.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    fleet.nodes.push(
+        llm_router_mock_node::MockNode::start_on(
+            listener,
+            MockConfig::named("a").with_models(["llama3.2"]),
+        )
+        .unwrap(),
+    );
+    eventually(
+        "a serves requests again",
+        Duration::from_secs(10),
+        || async {
+            let response = fleet.post("/api/chat", chat(false)).await;
+            let node = Fleet::served_by(&response);
+            response.bytes().await.unwrap();
+            (node == "a").then_some(())
+        },
+    )
+    .await;
+    fleet.stop().await;
+}
