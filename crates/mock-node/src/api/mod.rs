@@ -6,6 +6,7 @@ mod error;
 mod mock;
 mod ollama;
 mod openai;
+mod request;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,7 +27,7 @@ use tokio::time::Instant;
 use crate::control::MockControl;
 use crate::generation::{ChunkEncoder, Cut, MAX_TOKENS, broken_body, generated_text};
 use crate::models::ModelInfo;
-use crate::state::{Admission, MockState};
+use crate::state::MockState;
 
 /// Header naming the node that answered, on every response.
 pub const NODE_HEADER: &str = "x-mock-node";
@@ -198,9 +199,9 @@ pub(crate) async fn generation_response<E: ChunkEncoder>(
     stream: bool,
     mut encoder: E,
 ) -> Response {
-    let mut generation = match node.admit(model, received, tokens, prompt_tokens).await {
-        Admission::Admitted(generation) => generation,
-        Admission::Stopped => return cut_response(Cut::Stopped),
+    let mut generation = match request::admit(node, model, received, tokens, prompt_tokens).await {
+        Ok(generation) => generation,
+        Err(stopped) => return stopped,
     };
     if stream {
         return stream_response(E::STREAM_CONTENT_TYPE, generation.into_stream_body(encoder));

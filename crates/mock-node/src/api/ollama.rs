@@ -13,55 +13,24 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::error::{ApiError, Dialect};
+use super::request::{self, injected_failure, lookup, read_body, run_without_tokens};
 use super::{
-    JsonText, NDJSON, cut_response, generation_response, json_bytes, json_response, push_json_line,
+    JsonText, NDJSON, generation_response, json_bytes, json_response, push_json_line,
     required_model, stream_response, tokens_to_generate,
 };
 use crate::embedding::embed_text;
-use crate::generation::{ChunkEncoder, Cut, Summary, count_words};
+use crate::generation::{ChunkEncoder, Summary, count_words};
 use crate::models::{ModelInfo, expires_at};
-use crate::state::{Admission, MockState};
+use crate::state::MockState;
 use crate::stats::Endpoint;
 
 const OLLAMA: Dialect = Dialect::Ollama;
-
-fn injected_failure(node: &MockState) -> Result<(), ApiError> {
-    if node.control().roll_failure() {
-        node.stats().count_injected_failure();
-        Err(ApiError::injected(OLLAMA))
-    } else {
-        Ok(())
-    }
-}
-
-async fn read_body(
-    node: &MockState,
-    endpoint: Endpoint,
-    request: Request,
-) -> Result<Bytes, ApiError> {
-    node.receive(endpoint, request)
-        .await
-        .map_err(|e| ApiError::bad_request(OLLAMA, e))
-}
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(OLLAMA, "missing request body"));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(OLLAMA, e.to_string()))
-}
-
-/// The held model a request names: 400 without a name, 404 when not held.
-fn lookup<'a>(
-    node: &MockState,
-    model: Option<JsonText<'a>>,
-) -> Result<(JsonText<'a>, Arc<ModelInfo>), ApiError> {
-    let name =
-        required_model(model).ok_or_else(|| ApiError::bad_request(OLLAMA, "model is required"))?;
-    match node.models().find(name.as_str()) {
-        Some(info) => Ok((name, info)),
-        None => Err(ApiError::model_not_found(OLLAMA, name.as_str())),
-    }
+    request::parse(OLLAMA, body)
 }
 
 fn now_rfc3339() -> String {
@@ -237,41 +206,26 @@ pub(super) async fn chat(
     request: Request,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
-    let body = read_body(&node, Endpoint::Chat, request).await?;
+    let body = read_body(&node, OLLAMA, Endpoint::Chat, request).await?;
     let req: ChatRequest<'_> = parse(&body)?;
-    let (name, model) = lookup(&node, req.model)?;
-    injected_failure(&node)?;
+    let (name, model) = lookup(&node, OLLAMA, req.model)?;
+    injected_failure(&node, OLLAMA)?;
     let messages = req.messages.unwrap_or_default();
-    if messages.is_empty() {
-        return Ok(load_or_unload(
-            &node,
-            &model,
-            Kind::Chat,
-            name.as_str(),
-            req.keep_alive,
-            received,
-        )
-        .await);
-    }
-    let prompt_tokens = messages
-        .iter()
-        .filter_map(|m| m.content.as_ref())
-        .map(|c| count_words(c.as_str()))
-        .sum::<u64>()
-        .max(1);
-    let tokens = tokens_to_generate(req.options.and_then(|o| o.num_predict), node.control());
-    let encoder = OllamaEncoder::new(Kind::Chat, name.as_str());
-    let stream = req.stream.unwrap_or(true);
-    Ok(generation_response(
-        &node,
-        &model,
-        received,
-        tokens,
-        prompt_tokens,
-        stream,
-        encoder,
-    )
-    .await)
+    let ask = Ask {
+        kind: Kind::Chat,
+        prompt_tokens: (!messages.is_empty()).then(|| {
+            messages
+                .iter()
+                .filter_map(|m| m.content.as_ref())
+                .map(|c| count_words(c.as_str()))
+                .sum::<u64>()
+                .max(1)
+        }),
+        options: req.options,
+        stream: req.stream,
+        keep_alive: req.keep_alive,
+    };
+    Ok(answer(&node, name.as_str(), &model, received, ask).await)
 }
 
 /// `POST /api/generate`.
@@ -280,36 +234,58 @@ pub(super) async fn generate(
     request: Request,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
-    let body = read_body(&node, Endpoint::Generate, request).await?;
+    let body = read_body(&node, OLLAMA, Endpoint::Generate, request).await?;
     let req: GenerateRequest<'_> = parse(&body)?;
-    let (name, model) = lookup(&node, req.model)?;
-    injected_failure(&node)?;
+    let (name, model) = lookup(&node, OLLAMA, req.model)?;
+    injected_failure(&node, OLLAMA)?;
     let prompt = req.prompt.as_ref().map_or("", JsonText::as_str);
-    if prompt.is_empty() && req.images.is_empty() {
-        return Ok(load_or_unload(
-            &node,
-            &model,
-            Kind::Generate,
-            name.as_str(),
-            req.keep_alive,
-            received,
-        )
-        .await);
-    }
-    let prompt_tokens = count_words(prompt).max(1);
-    let tokens = tokens_to_generate(req.options.and_then(|o| o.num_predict), node.control());
-    let encoder = OllamaEncoder::new(Kind::Generate, name.as_str());
-    let stream = req.stream.unwrap_or(true);
-    Ok(generation_response(
-        &node,
-        &model,
+    let ask = Ask {
+        kind: Kind::Generate,
+        prompt_tokens: (!(prompt.is_empty() && req.images.is_empty()))
+            .then(|| count_words(prompt).max(1)),
+        options: req.options,
+        stream: req.stream,
+        keep_alive: req.keep_alive,
+    };
+    Ok(answer(&node, name.as_str(), &model, received, ask).await)
+}
+
+/// What a chat or generate request asks for, its prompt counted.
+struct Ask<'a> {
+    kind: Kind,
+    /// `None` when there is nothing to answer: no messages, or no prompt
+    /// and no images.
+    prompt_tokens: Option<u64>,
+    options: Option<GenerateOptions>,
+    stream: Option<bool>,
+    keep_alive: Option<KeepAlive<'a>>,
+}
+
+/// Answers a chat or generate request: streamed unless asked not to, or a
+/// load or unload when there is nothing to answer.
+async fn answer(
+    node: &Arc<MockState>,
+    name: &str,
+    model: &Arc<ModelInfo>,
+    received: Instant,
+    ask: Ask<'_>,
+) -> Response {
+    let Some(prompt_tokens) = ask.prompt_tokens else {
+        return load_or_unload(node, model, ask.kind, name, ask.keep_alive, received).await;
+    };
+    let tokens = tokens_to_generate(ask.options.and_then(|o| o.num_predict), node.control());
+    let encoder = OllamaEncoder::new(ask.kind, name);
+    let stream = ask.stream.unwrap_or(true);
+    generation_response(
+        node,
+        model,
         received,
         tokens,
         prompt_tokens,
         stream,
         encoder,
     )
-    .await)
+    .await
 }
 
 /// An empty chat or prompt loads the model (`done_reason: "load"`), or
@@ -327,13 +303,10 @@ async fn load_or_unload(
         node.models().unload(&model.name);
         return json_response(StatusCode::OK, &encoder.chunk("", Some("unload"), None));
     }
-    let mut generation = match node.admit(model, received, 0, 0).await {
-        Admission::Admitted(generation) => generation,
-        Admission::Stopped => return cut_response(Cut::Stopped),
+    let _generation = match run_without_tokens(node, model, received, 0).await {
+        Ok((generation, _)) => generation,
+        Err(cut) => return cut,
     };
-    if let Err(cut) = generation.run_to_end().await {
-        return cut_response(cut);
-    }
     json_response(StatusCode::OK, &encoder.chunk("", Some("load"), None))
 }
 
@@ -366,24 +339,21 @@ pub(super) async fn embed(
     request: Request,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
-    let body = read_body(&node, Endpoint::Embed, request).await?;
+    let body = read_body(&node, OLLAMA, Endpoint::Embed, request).await?;
     let req: EmbedRequest<'_> = parse(&body)?;
-    let (name, model) = lookup(&node, req.model)?;
-    injected_failure(&node)?;
+    let (name, model) = lookup(&node, OLLAMA, req.model)?;
+    injected_failure(&node, OLLAMA)?;
     let inputs: Vec<JsonText<'_>> = match req.input {
         None => Vec::new(),
         Some(EmbedInput::One(text)) => vec![text],
         Some(EmbedInput::Many(texts)) => texts,
     };
     let prompt_tokens: u64 = inputs.iter().map(|t| count_words(t.as_str())).sum();
-    let mut generation = match node.admit(&model, received, 0, prompt_tokens).await {
-        Admission::Admitted(generation) => generation,
-        Admission::Stopped => return Ok(cut_response(Cut::Stopped)),
-    };
-    let summary = match generation.run_to_end().await {
-        Ok(summary) => summary,
-        Err(cut) => return Ok(cut_response(cut)),
-    };
+    let (_generation, summary) =
+        match run_without_tokens(&node, &model, received, prompt_tokens).await {
+            Ok(ran) => ran,
+            Err(cut) => return Ok(cut),
+        };
     let dim = node.embedding_dim();
     let embeddings: Vec<Vec<f32>> = inputs.iter().map(|t| embed_text(t.as_str(), dim)).collect();
     Ok(json_response(
@@ -404,18 +374,15 @@ pub(super) async fn embeddings(
     request: Request,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
-    let body = read_body(&node, Endpoint::Embeddings, request).await?;
+    let body = read_body(&node, OLLAMA, Endpoint::Embeddings, request).await?;
     let req: EmbeddingsRequest<'_> = parse(&body)?;
-    let (_, model) = lookup(&node, req.model)?;
-    injected_failure(&node)?;
+    let (_, model) = lookup(&node, OLLAMA, req.model)?;
+    injected_failure(&node, OLLAMA)?;
     let prompt = req.prompt.as_ref().map_or("", JsonText::as_str);
-    let mut generation = match node.admit(&model, received, 0, count_words(prompt)).await {
-        Admission::Admitted(generation) => generation,
-        Admission::Stopped => return Ok(cut_response(Cut::Stopped)),
+    let _generation = match run_without_tokens(&node, &model, received, count_words(prompt)).await {
+        Ok((generation, _)) => generation,
+        Err(cut) => return Ok(cut),
     };
-    if let Err(cut) = generation.run_to_end().await {
-        return Ok(cut_response(cut));
-    }
     let embedding = if prompt.is_empty() {
         Vec::new()
     } else {
@@ -530,7 +497,7 @@ pub(super) async fn show(
     State(node): State<Arc<MockState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&node, Endpoint::Show, request).await?;
+    let body = read_body(&node, OLLAMA, Endpoint::Show, request).await?;
     let req: ShowRequest<'_> = parse(&body)?;
     let name = required_model(req.model.or(req.name))
         .ok_or_else(|| ApiError::bad_request(OLLAMA, "model is required"))?;
@@ -609,7 +576,7 @@ pub(super) async fn pull(
     State(node): State<Arc<MockState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&node, Endpoint::Pull, request).await?;
+    let body = read_body(&node, OLLAMA, Endpoint::Pull, request).await?;
     let req: PullRequest<'_> = parse(&body)?;
     let name = required_model(req.model.or(req.name))
         .ok_or_else(|| ApiError::bad_request(OLLAMA, "model is required"))?;

@@ -14,52 +14,18 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::error::{ApiError, Dialect};
+use super::request::{injected_failure, lookup, parse, read_body, run_without_tokens};
 use super::{
-    JsonText, SSE, cut_response, generation_response, json_bytes, json_response, push_sse_event,
-    required_model, tokens_to_generate,
+    JsonText, SSE, generation_response, json_bytes, json_response, push_sse_event,
+    tokens_to_generate,
 };
 use crate::embedding::embed_text;
-use crate::generation::{ChunkEncoder, Cut, Summary, count_words};
+use crate::generation::{ChunkEncoder, Summary, count_words};
 use crate::models::ModelInfo;
-use crate::state::{Admission, MockState};
+use crate::state::MockState;
 use crate::stats::Endpoint;
 
 const OPENAI: Dialect = Dialect::OpenAi;
-
-fn injected_failure(node: &MockState) -> Result<(), ApiError> {
-    if node.control().roll_failure() {
-        node.stats().count_injected_failure();
-        Err(ApiError::injected(OPENAI))
-    } else {
-        Ok(())
-    }
-}
-
-async fn read_body(
-    node: &MockState,
-    endpoint: Endpoint,
-    request: Request,
-) -> Result<Bytes, ApiError> {
-    node.receive(endpoint, request)
-        .await
-        .map_err(|e| ApiError::bad_request(OPENAI, e))
-}
-
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(OPENAI, e.to_string()))
-}
-
-fn lookup<'a>(
-    node: &MockState,
-    model: Option<JsonText<'a>>,
-) -> Result<(JsonText<'a>, Arc<ModelInfo>), ApiError> {
-    let name =
-        required_model(model).ok_or_else(|| ApiError::bad_request(OPENAI, "model is required"))?;
-    match node.models().find(name.as_str()) {
-        Some(info) => Ok((name, info)),
-        None => Err(ApiError::model_not_found(OPENAI, name.as_str())),
-    }
-}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -408,38 +374,27 @@ pub(super) async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
-    let body = read_body(&node, Endpoint::OpenAiChat, request).await?;
-    let req: ChatCompletionRequest<'_> = parse(&body)?;
-    let (name, model) = lookup(&node, req.model)?;
+    let body = read_body(&node, OPENAI, Endpoint::OpenAiChat, request).await?;
+    let req: ChatCompletionRequest<'_> = parse(OPENAI, &body)?;
+    let (name, model) = lookup(&node, OPENAI, req.model)?;
     let messages = match req.messages {
         Some(messages) if !messages.is_empty() => messages,
         _ => return Err(ApiError::bad_request(OPENAI, "messages is required")),
     };
-    injected_failure(&node)?;
-    let prompt_tokens = messages
-        .iter()
-        .filter_map(|m| m.content.as_ref())
-        .map(Content::words)
-        .sum::<u64>()
-        .max(1);
-    let tokens = tokens_to_generate(req.max_completion_tokens.or(req.max_tokens), node.control());
-    let stream = req.stream.unwrap_or(false);
-    let include_usage = stream
-        && req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-    let encoder = OpenAiEncoder::new(Kind::Chat, &node, name.as_str(), include_usage);
-    Ok(generation_response(
-        &node,
-        &model,
-        received,
-        tokens,
-        prompt_tokens,
-        stream,
-        encoder,
-    )
-    .await)
+    injected_failure(&node, OPENAI)?;
+    let ask = Ask {
+        kind: Kind::Chat,
+        prompt_tokens: messages
+            .iter()
+            .filter_map(|m| m.content.as_ref())
+            .map(Content::words)
+            .sum::<u64>()
+            .max(1),
+        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        stream: req.stream,
+        stream_options: req.stream_options,
+    };
+    Ok(complete(&node, name.as_str(), &model, received, ask).await)
 }
 
 /// `POST /v1/completions`.
@@ -448,29 +403,56 @@ pub(super) async fn completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
-    let body = read_body(&node, Endpoint::OpenAiCompletions, request).await?;
-    let req: CompletionRequest<'_> = parse(&body)?;
-    let (name, model) = lookup(&node, req.model)?;
-    injected_failure(&node)?;
-    let prompt_tokens = req.prompt.as_ref().map_or(0, Input::words).max(1);
-    let tokens = tokens_to_generate(req.max_tokens, node.control());
-    let stream = req.stream.unwrap_or(false);
+    let body = read_body(&node, OPENAI, Endpoint::OpenAiCompletions, request).await?;
+    let req: CompletionRequest<'_> = parse(OPENAI, &body)?;
+    let (name, model) = lookup(&node, OPENAI, req.model)?;
+    injected_failure(&node, OPENAI)?;
+    let ask = Ask {
+        kind: Kind::Completion,
+        prompt_tokens: req.prompt.as_ref().map_or(0, Input::words).max(1),
+        max_tokens: req.max_tokens,
+        stream: req.stream,
+        stream_options: req.stream_options,
+    };
+    Ok(complete(&node, name.as_str(), &model, received, ask).await)
+}
+
+/// What a chat or text completion request asks for, its prompt counted.
+struct Ask {
+    kind: Kind,
+    prompt_tokens: u64,
+    max_tokens: Option<i64>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+/// Answers a chat or text completion: not streamed unless asked, with a
+/// usage chunk only when streamed and asked for.
+async fn complete(
+    node: &Arc<MockState>,
+    name: &str,
+    model: &Arc<ModelInfo>,
+    received: Instant,
+    ask: Ask,
+) -> Response {
+    let tokens = tokens_to_generate(ask.max_tokens, node.control());
+    let stream = ask.stream.unwrap_or(false);
     let include_usage = stream
-        && req
+        && ask
             .stream_options
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-    let encoder = OpenAiEncoder::new(Kind::Completion, &node, name.as_str(), include_usage);
-    Ok(generation_response(
-        &node,
-        &model,
+    let encoder = OpenAiEncoder::new(ask.kind, node, name, include_usage);
+    generation_response(
+        node,
+        model,
         received,
         tokens,
-        prompt_tokens,
+        ask.prompt_tokens,
         stream,
         encoder,
     )
-    .await)
+    .await
 }
 
 /// `POST /v1/embeddings`.
@@ -479,21 +461,18 @@ pub(super) async fn embeddings(
     request: Request,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
-    let body = read_body(&node, Endpoint::OpenAiEmbeddings, request).await?;
-    let req: EmbeddingsRequest<'_> = parse(&body)?;
-    let (name, model) = lookup(&node, req.model)?;
+    let body = read_body(&node, OPENAI, Endpoint::OpenAiEmbeddings, request).await?;
+    let req: EmbeddingsRequest<'_> = parse(OPENAI, &body)?;
+    let (name, model) = lookup(&node, OPENAI, req.model)?;
     let input = req
         .input
         .ok_or_else(|| ApiError::bad_request(OPENAI, "invalid input"))?;
-    injected_failure(&node)?;
+    injected_failure(&node, OPENAI)?;
     let prompt_tokens = input.words();
-    let mut generation = match node.admit(&model, received, 0, prompt_tokens).await {
-        Admission::Admitted(generation) => generation,
-        Admission::Stopped => return Ok(cut_response(Cut::Stopped)),
+    let _generation = match run_without_tokens(&node, &model, received, prompt_tokens).await {
+        Ok((generation, _)) => generation,
+        Err(cut) => return Ok(cut),
     };
-    if let Err(cut) = generation.run_to_end().await {
-        return Ok(cut_response(cut));
-    }
     let dim = node.embedding_dim();
     let data: Vec<_> = input
         .texts()
