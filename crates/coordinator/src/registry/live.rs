@@ -23,6 +23,11 @@ const EWMA_ALPHA: f64 = 0.3;
 /// A model routed to a node counts as resident for this long without confirmation.
 const RESIDENT_TTL: Duration = Duration::from_secs(300);
 
+/// A node failing again this soon after it came back has relapsed.
+const RELAPSE_WINDOW: Duration = Duration::from_secs(60);
+/// Relapses beyond this no longer raise the successes needed (2^5 × healthy_after).
+const MAX_RELAPSES: u32 = 5;
+
 /// Thresholds of the proxy's health state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthThresholds {
@@ -119,6 +124,13 @@ pub struct NodeLive {
     unhealthy: AtomicBool,
     consecutive_failures: AtomicU32,
     consecutive_successes: AtomicU32,
+    /// Times in a row the node failed again soon after it came back: each
+    /// doubles the successes it needs next time, so a node that fails under
+    /// traffic but answers probes does not flap in and out of rotation.
+    relapses: AtomicU32,
+    /// When (ms after `epoch`) the node last came back; 0 never.
+    recovered_at_ms: AtomicU64,
+    epoch: Instant,
     cpu_percent_bits: AtomicU32,
     memory_percent_bits: AtomicU32,
     /// Requests the node runs at once (its OLLAMA_NUM_PARALLEL), 0 when unknown.
@@ -136,6 +148,9 @@ impl Default for NodeLive {
             unhealthy: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             consecutive_successes: AtomicU32::new(0),
+            relapses: AtomicU32::new(0),
+            recovered_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             cpu_percent_bits: AtomicU32::new(0),
             memory_percent_bits: AtomicU32::new(0),
             parallel: AtomicU32::new(0),
@@ -177,6 +192,15 @@ impl NodeLive {
         if failures >= thresholds.unhealthy_after.max(1)
             && !self.unhealthy.swap(true, Ordering::Relaxed)
         {
+            let recovered = self.recovered_at_ms.load(Ordering::Relaxed);
+            let relapsed = recovered != 0
+                && self.millis_now().saturating_sub(recovered) < RELAPSE_WINDOW.as_millis() as u64;
+            let relapses = if relapsed {
+                (self.relapses.load(Ordering::Relaxed) + 1).min(MAX_RELAPSES)
+            } else {
+                0
+            };
+            self.relapses.store(relapses, Ordering::Relaxed);
             return Some(HealthChange::WentUnhealthy);
         }
         None
@@ -193,13 +217,20 @@ impl NodeLive {
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let successes = self.consecutive_successes.fetch_add(1, Ordering::Relaxed) + 1;
-        if successes >= thresholds.healthy_after.max(1)
-            && self.unhealthy.swap(false, Ordering::Relaxed)
-        {
+        let needed = thresholds.healthy_after.max(1) << self.relapses.load(Ordering::Relaxed);
+        if successes >= needed && self.unhealthy.swap(false, Ordering::Relaxed) {
             self.consecutive_successes.store(0, Ordering::Relaxed);
+            self.recovered_at_ms
+                .store(self.millis_now().max(1), Ordering::Relaxed);
             return Some(HealthChange::Recovered);
         }
         None
+    }
+
+    fn millis_now(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 
     // ---- load ----
@@ -409,6 +440,33 @@ mod tests {
         assert_eq!(live.record_success(t), None);
         assert_eq!(live.record_success(t), Some(HealthChange::Recovered));
         assert!(!live.is_unhealthy());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_relapses_soon_after_recovering_needs_twice_the_successes() {
+        let live = NodeLive::default();
+        let t = HealthThresholds {
+            unhealthy_after: 2,
+            healthy_after: 2,
+        };
+        let fail_twice = || {
+            live.record_failure(t);
+            live.record_failure(t)
+        };
+        assert_eq!(fail_twice(), Some(HealthChange::WentUnhealthy));
+        assert_eq!(live.record_success(t), None);
+        assert_eq!(live.record_success(t), Some(HealthChange::Recovered));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(fail_twice(), Some(HealthChange::WentUnhealthy));
+        for _ in 0..3 {
+            assert_eq!(live.record_success(t), None);
+        }
+        assert_eq!(live.record_success(t), Some(HealthChange::Recovered));
+        // Long healthy: the next failure starts from scratch.
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert_eq!(fail_twice(), Some(HealthChange::WentUnhealthy));
+        assert_eq!(live.record_success(t), None);
+        assert_eq!(live.record_success(t), Some(HealthChange::Recovered));
     }
 
     #[test]
