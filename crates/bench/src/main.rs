@@ -3,6 +3,7 @@
 //! Each subcommand starts what it measures on loopback, drives it, and
 //! prints latency quantiles and throughput.
 
+mod harness;
 mod history;
 mod proxy;
 mod registry;

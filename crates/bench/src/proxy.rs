@@ -18,12 +18,11 @@ use bytes::Bytes;
 use llm_router_coordinator::config::Config;
 use llm_router_mock_node::{Endpoint, MockConfig, MockNode, MockStats};
 
+use crate::harness::{contains, error_chain, snippet, spawn_server, start_coordinator};
 use crate::stats::{Latencies, ms};
 
 /// Model the node holds and the router is told about.
 const MODEL: &str = "llama3.2:latest";
-/// Worker threads of the node's runtime and of the router's runtime.
-const SERVER_THREADS: usize = 2;
 /// How long the router may take to route to the node it was just told about.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -252,7 +251,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let router = if args.direct_only {
         None
     } else {
-        let base = start_coordinator(data_dir.path())?;
+        let (base, _) = start_coordinator(
+            Config::with_data_dir(data_dir.path()),
+            std::future::pending(),
+        )?;
         let port = node_url
             .rsplit(':')
             .next()
@@ -430,62 +432,24 @@ async fn start_node(args: &ProxyArgs) -> anyhow::Result<(String, Arc<MockStats>)
         ..MockConfig::default()
     };
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(SERVER_THREADS)
-        .thread_name("mock-node")
-        .enable_all()
-        .build()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("mock-node".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match MockNode::start(config).await {
-                    Ok(node) => {
-                        let _ = tx.send(Ok((node.url(), Arc::clone(node.state().stats()))));
-                        std::future::pending::<()>().await;
-                        drop(node);
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                }
-            });
-        })?;
+    spawn_server("mock-node", move || async move {
+        match MockNode::start(config).await {
+            Ok(node) => {
+                let _ = tx.send(Ok((node.url(), Arc::clone(node.state().stats()))));
+                std::future::pending::<()>().await;
+                drop(node);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    })?;
     let (url, stats) = rx
         .await
         .context("the mock node thread died")?
         .context("could not start the mock node")?;
     Ok((url, stats))
-}
-
-/// Starts a coordinator on its own runtime (2 worker threads) and returns its URL.
-fn start_coordinator(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let config = Config::with_data_dir(data_dir);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(SERVER_THREADS)
-        .thread_name("router")
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("router".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let served = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        llm_router_coordinator::run(listener, config, std::future::pending()).await
-                    }
-                    Err(e) => Err(e.into()),
-                };
-                if let Err(e) = served {
-                    eprintln!("coordinator failed: {e:#}");
-                }
-            });
-        })?;
-    Ok(format!("http://{addr}"))
 }
 
 /// Registers the node with the router as its agent would, and keeps it
@@ -705,26 +669,6 @@ async fn run_load(
     all.wall = started.elapsed();
     all.node_saw = node.requests(endpoint) - node_before;
     all
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The start of a body, for error messages.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    text.trim().replace('\n', " ")
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 /// Two decimals, or three significant digits for small ratios.

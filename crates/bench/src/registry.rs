@@ -9,6 +9,7 @@ use anyhow::Context;
 use futures::future::join_all;
 use llm_router_coordinator::config::Config;
 
+use crate::harness::start_coordinator;
 use crate::stats::Latencies;
 
 #[derive(Debug, clap::Args)]
@@ -30,32 +31,6 @@ pub struct RegistryArgs {
     pub url: Option<String>,
 }
 
-/// Starts a coordinator on its own runtime (2 worker threads) and returns its URL.
-fn start_coordinator(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let config = Config::with_data_dir(data_dir);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    std::thread::spawn(move || {
-        runtime.block_on(async move {
-            let served = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    llm_router_coordinator::run(listener, config, std::future::pending()).await
-                }
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = served {
-                eprintln!("coordinator failed: {e:#}");
-            }
-        });
-    });
-    Ok(format!("http://{addr}"))
-}
-
 fn registration(i: usize, models: usize) -> serde_json::Value {
     serde_json::json!({
         "machine_name": format!("bench-node-{i:05}"),
@@ -71,7 +46,13 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let data_dir = tempfile::tempdir()?;
     let base = match &args.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => start_coordinator(data_dir.path())?,
+        None => {
+            start_coordinator(
+                Config::with_data_dir(data_dir.path()),
+                std::future::pending(),
+            )?
+            .0
+        }
     };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)

@@ -33,6 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+use crate::harness::{contains, error_chain, snippet, spawn_server, start_coordinator};
 use crate::stats::Latencies;
 
 /// The models of the fleet, A, B and C.
@@ -41,8 +42,6 @@ pub const MODELS: [&str; 3] = ["model-a", "model-b", "model-c"];
 pub const MIX: [f64; 3] = [0.5, 0.3, 0.2];
 /// Answer lengths (`options.num_predict`), drawn with equal chance.
 pub const LENGTHS: [u64; 3] = [16, 64, 256];
-/// Worker threads of the nodes' runtime and of the coordinator's.
-const SERVER_THREADS: usize = 2;
 /// How long the coordinator may take to route to the nodes just registered.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat period before scaling.
@@ -980,36 +979,27 @@ impl Fleet {
         for config in &configs {
             config.validate()?;
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(SERVER_THREADS)
-            .thread_name("mock-fleet")
-            .enable_all()
-            .build()?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("mock-fleet".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut nodes = Vec::new();
-                    for config in configs {
-                        match MockNode::start(config).await {
-                            Ok(node) => nodes.push(node),
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return;
-                            }
-                        }
+        let thread = spawn_server("mock-fleet", move || async move {
+            let mut nodes = Vec::new();
+            for config in configs {
+                match MockNode::start(config).await {
+                    Ok(node) => nodes.push(node),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
                     }
-                    let started = nodes
-                        .iter()
-                        .map(|n| (n.url(), n.addr().port(), Arc::clone(n.state())))
-                        .collect::<Vec<_>>();
-                    let _ = ready_tx.send(Ok(started));
-                    let _ = stop_rx.await;
-                    futures::future::join_all(nodes.into_iter().map(MockNode::stop)).await;
-                });
-            })?;
+                }
+            }
+            let started = nodes
+                .iter()
+                .map(|n| (n.url(), n.addr().port(), Arc::clone(n.state())))
+                .collect::<Vec<_>>();
+            let _ = ready_tx.send(Ok(started));
+            let _ = stop_rx.await;
+            futures::future::join_all(nodes.into_iter().map(MockNode::stop)).await;
+        })?;
         let started = ready_rx
             .recv()
             .context("the mock fleet thread died")?
@@ -1053,38 +1043,12 @@ impl Coordinator {
         let mut config = Config::with_data_dir(data_dir);
         config.proxy.balancer = mode;
         config.heartbeat_interval = heartbeat_every.max(Duration::from_secs(1));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(SERVER_THREADS)
-            .thread_name("router")
-            .enable_all()
-            .build()?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("router".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let shutdown = async move {
-                        let _ = stop_rx.await;
-                    };
-                    let served = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => {
-                            llm_router_coordinator::run(listener, config, shutdown).await
-                        }
-                        Err(e) => Err(e.into()),
-                    };
-                    if let Err(e) = served {
-                        eprintln!("coordinator failed: {e:#}");
-                    }
-                });
-            })?;
-        Ok(Self {
-            base: format!("http://{addr}"),
-            stop,
-            thread,
-        })
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        let (base, thread) = start_coordinator(config, shutdown)?;
+        Ok(Self { base, stop, thread })
     }
 
     fn stop(self) {
@@ -1104,26 +1068,6 @@ fn join_within(thread: std::thread::JoinHandle<()>, grace: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = thread.join();
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The start of a body, for error messages.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    text.trim().replace('\n', " ")
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 fn secs(d: Duration) -> String {
