@@ -3,7 +3,7 @@
 use llm_router_mock_node::{Endpoint, MockConfig};
 use serde_json::{Value, json};
 
-use super::{start, wait_until};
+use super::{get_json, post_json, send_json, start, wait_until};
 
 fn chat_body() -> Value {
     json!({"model": "llama3.2", "stream": false, "messages": [{"role": "user", "content": "hi"}]})
@@ -16,23 +16,18 @@ async fn fail_rate_one_answers_every_inference_request_with_an_injected_500() {
         ..MockConfig::default()
     };
     let (node, client) = start(config).await;
-    let ollama = client
-        .post(format!("{}/api/chat", node.url()))
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
+    let ollama = send_json(&client, format!("{}/api/chat", node.url()), &chat_body()).await;
     assert_eq!(ollama.status(), 500);
     assert_eq!(
         ollama.json::<Value>().await.unwrap(),
         json!({"error": "injected failure"})
     );
-    let openai = client
-        .post(format!("{}/v1/chat/completions", node.url()))
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
+    let openai = send_json(
+        &client,
+        format!("{}/v1/chat/completions", node.url()),
+        &chat_body(),
+    )
+    .await;
     assert_eq!(openai.status(), 500);
     let body: Value = openai.json().await.unwrap();
     assert_eq!(body["error"]["message"], "injected failure");
@@ -51,56 +46,23 @@ async fn mock_config_over_http_changes_knobs_while_running() {
     let (node, client) = start(MockConfig::default()).await;
     let config_url = format!("{}/mock/config", node.url());
     let chat_url = format!("{}/api/chat", node.url());
-    let shown: Value = client
-        .post(&config_url)
-        .json(&json!({"fail_rate": 1.0, "default_tokens": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = post_json(
+        &client,
+        &config_url,
+        &json!({"fail_rate": 1.0, "default_tokens": 2}),
+    )
+    .await;
     assert_eq!(shown["fail_rate"], 1.0);
     assert_eq!(shown["default_tokens"], 2);
     assert_eq!(node.control().fail_rate(), 1.0);
-    let failed = client
-        .post(&chat_url)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
+    let failed = send_json(&client, &chat_url, &chat_body()).await;
     assert_eq!(failed.status(), 500);
-    client
-        .post(&config_url)
-        .json(&json!({"fail_rate": 0.0}))
-        .send()
-        .await
-        .unwrap();
-    let ok: Value = client
-        .post(&chat_url)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    send_json(&client, &config_url, &json!({"fail_rate": 0.0})).await;
+    let ok: Value = post_json(&client, &chat_url, &chat_body()).await;
     assert_eq!(ok["eval_count"], 2);
-    let invalid = client
-        .post(&config_url)
-        .json(&json!({"fail_rate": 7}))
-        .send()
-        .await
-        .unwrap();
+    let invalid = send_json(&client, &config_url, &json!({"fail_rate": 7})).await;
     assert_eq!(invalid.status(), 400);
-    let stats: Value = client
-        .get(format!("{}/mock/stats", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(&client, format!("{}/mock/stats", node.url())).await;
     assert_eq!(stats["requests"]["/api/chat"], 2);
     assert_eq!(stats["injected_failures"], 1);
     assert_eq!(stats["completed"], 1);
@@ -111,25 +73,10 @@ async fn mock_config_over_http_changes_knobs_while_running() {
 async fn control_changes_apply_to_the_next_request() {
     let (node, client) = start(MockConfig::named("k")).await;
     node.control().set_default_tokens(2);
-    let body: Value = client
-        .post(format!("{}/api/chat", node.url()))
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post_json(&client, format!("{}/api/chat", node.url()), &chat_body()).await;
     assert_eq!(body["message"]["content"], "k token1");
     node.models().add("phi4");
-    let tags: Value = client
-        .get(format!("{}/api/tags", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = get_json(&client, format!("{}/api/tags", node.url())).await;
     assert_eq!(tags["models"][1]["name"], "phi4:latest");
 }
 

@@ -6,7 +6,7 @@ use llm_router_mock_node::{Endpoint, MockConfig, MockNode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{start, wait_until};
+use super::{get_json, send_json, start, wait_until};
 
 fn slow_stream_config() -> MockConfig {
     MockConfig {
@@ -27,12 +27,7 @@ async fn die_after_tokens_cuts_the_stream_with_an_error_after_n_tokens() {
         ..MockConfig::default()
     };
     let (node, client) = start(config).await;
-    let mut response = client
-        .post(format!("{}/api/chat", node.url()))
-        .json(&chat(true))
-        .send()
-        .await
-        .unwrap();
+    let mut response = send_json(&client, format!("{}/api/chat", node.url()), &chat(true)).await;
     assert_eq!(response.status(), 200);
     let mut received = Vec::new();
     let error = loop {
@@ -77,12 +72,12 @@ async fn die_after_tokens_breaks_a_whole_answer_too() {
 #[tokio::test]
 async fn client_disconnect_counts_a_cancellation_and_in_flight_returns_to_zero() {
     let (node, client) = start(slow_stream_config()).await;
-    let mut response = client
-        .post(format!("{}/api/generate", node.url()))
-        .json(&json!({"model": "llama3.2", "prompt": "tell me everything"}))
-        .send()
-        .await
-        .unwrap();
+    let mut response = send_json(
+        &client,
+        format!("{}/api/generate", node.url()),
+        &json!({"model": "llama3.2", "prompt": "tell me everything"}),
+    )
+    .await;
     let first = response.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
     assert_eq!(node.stats().in_flight(), 1);
@@ -134,12 +129,7 @@ async fn stop_closes_the_listener_so_connects_are_refused() {
 #[tokio::test]
 async fn stop_cuts_off_streams_in_flight() {
     let (node, client) = start(slow_stream_config()).await;
-    let mut response = client
-        .post(format!("{}/api/chat", node.url()))
-        .json(&chat(true))
-        .send()
-        .await
-        .unwrap();
+    let mut response = send_json(&client, format!("{}/api/chat", node.url()), &chat(true)).await;
     response.chunk().await.unwrap().unwrap();
     let state = node.state().clone();
     node.stop().await;
@@ -176,14 +166,7 @@ async fn recorded_requests_are_listed_over_http() {
         .send()
         .await
         .unwrap();
-    let listed: Value = client
-        .get(format!("{}/mock/requests", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&client, format!("{}/mock/requests", node.url())).await;
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["path"], "/api/generate");

@@ -19,6 +19,40 @@ pub async fn start(config: MockConfig) -> (MockNode, reqwest::Client) {
     (node, reqwest::Client::new())
 }
 
+/// GETs `url` and parses the answer as JSON, whatever its status.
+pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// POSTs `body` as JSON to `url` and parses the answer as JSON, whatever
+/// its status.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: &Value,
+) -> Value {
+    send_json(client, url, body).await.json().await.unwrap()
+}
+
+/// POSTs `body` as JSON to `url` and reads the answer as text, whatever
+/// its status.
+pub async fn post_text(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: &Value,
+) -> String {
+    send_json(client, url, body).await.text().await.unwrap()
+}
+
+/// POSTs `body` as JSON to `url`.
+pub async fn send_json(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: &Value,
+) -> reqwest::Response {
+    client.post(url).json(body).send().await.unwrap()
+}
+
 /// Polls `condition` until it holds, failing the test after 10 s.
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -3,7 +3,7 @@
 use llm_router_mock_node::{MockConfig, NODE_HEADER};
 use serde_json::{Value, json};
 
-use super::{ndjson, start};
+use super::{get_json, ndjson, post_json, post_text, send_json, start};
 
 const COUNTERS: [&str; 6] = [
     "total_duration",
@@ -28,14 +28,7 @@ async fn root_get_and_head_answer_ollama_is_running() {
     assert_eq!(get.text().await.unwrap(), "Ollama is running");
     let head = client.head(node.url()).send().await.unwrap();
     assert_eq!(head.status(), 200);
-    let health: Value = client
-        .get(format!("{}/health", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&client, format!("{}/health", node.url())).await;
     assert_eq!(health, json!({"status": "ok"}));
 }
 
@@ -46,28 +39,14 @@ async fn version_reports_the_configured_version() {
         ..MockConfig::default()
     };
     let (node, client) = start(config).await;
-    let body: Value = client
-        .get(format!("{}/api/version", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&client, format!("{}/api/version", node.url())).await;
     assert_eq!(body, json!({"version": "0.9.9"}));
 }
 
 #[tokio::test]
 async fn tags_list_held_models_with_latest_tag_and_details() {
     let (node, client) = start(MockConfig::default().with_models(["llama3.2", "qwen3:8b"])).await;
-    let body: Value = client
-        .get(format!("{}/api/tags", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&client, format!("{}/api/tags", node.url())).await;
     let models = body["models"].as_array().unwrap();
     let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["llama3.2:latest", "qwen3:8b"]);
@@ -95,23 +74,13 @@ async fn tags_list_held_models_with_latest_tag_and_details() {
 async fn show_returns_details_for_a_held_model_and_404_otherwise() {
     let (node, client) = start(MockConfig::default()).await;
     let url = format!("{}/api/show", node.url());
-    let found = client
-        .post(&url)
-        .json(&json!({"model": "llama3.2"}))
-        .send()
-        .await
-        .unwrap();
+    let found = send_json(&client, &url, &json!({"model": "llama3.2"})).await;
     assert_eq!(found.status(), 200);
     let body: Value = found.json().await.unwrap();
     assert_eq!(body["details"]["family"], "llama");
     assert!(body["model_info"].is_object());
     assert!(body["modelfile"].is_string());
-    let missing = client
-        .post(&url)
-        .json(&json!({"model": "nope"}))
-        .send()
-        .await
-        .unwrap();
+    let missing = send_json(&client, &url, &json!({"model": "nope"})).await;
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body, json!({"error": "model 'nope' not found"}));
@@ -120,12 +89,7 @@ async fn show_returns_details_for_a_held_model_and_404_otherwise() {
 #[tokio::test]
 async fn chat_streams_ndjson_by_default_ending_with_done_and_counters() {
     let (node, client) = start(MockConfig::named("node-a")).await;
-    let response = client
-        .post(format!("{}/api/chat", node.url()))
-        .json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "why is the sky blue?"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = send_json(&client, format!("{}/api/chat", node.url()), &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "why is the sky blue?"}]})).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let lines = ndjson(&response.text().await.unwrap());
@@ -155,15 +119,13 @@ async fn chat_streams_ndjson_by_default_ending_with_done_and_counters() {
 #[tokio::test]
 async fn chat_with_stream_false_returns_one_object_with_the_whole_text() {
     let (node, client) = start(MockConfig::named("node-b")).await;
-    let response = client
-        .post(format!("{}/api/chat", node.url()))
-        .json(
-            &json!({"model": "llama3.2:latest", "stream": false, "options": {"num_predict": 3},
+    let response = send_json(
+        &client,
+        format!("{}/api/chat", node.url()),
+        &json!({"model": "llama3.2:latest", "stream": false, "options": {"num_predict": 3},
                       "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert!(
         response.content_length().is_some(),
@@ -182,17 +144,12 @@ async fn chat_with_stream_false_returns_one_object_with_the_whole_text() {
 #[tokio::test]
 async fn generate_honours_num_predict_and_streams_response_fields() {
     let (node, client) = start(MockConfig::named("g")).await;
-    let body = client
-        .post(format!("{}/api/generate", node.url()))
-        .json(
-            &json!({"model": "llama3.2", "prompt": "one two three", "options": {"num_predict": 2}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = post_text(
+        &client,
+        format!("{}/api/generate", node.url()),
+        &json!({"model": "llama3.2", "prompt": "one two three", "options": {"num_predict": 2}}),
+    )
+    .await;
     let lines = ndjson(&body);
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["response"], "g");
@@ -205,12 +162,12 @@ async fn generate_honours_num_predict_and_streams_response_fields() {
 #[tokio::test]
 async fn unknown_model_is_404_with_ollamas_message() {
     let (node, client) = start(MockConfig::default()).await;
-    let response = client
-        .post(format!("{}/api/chat", node.url()))
-        .json(&json!({"model": "mistral", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = send_json(
+        &client,
+        format!("{}/api/chat", node.url()),
+        &json!({"model": "mistral", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -235,55 +192,39 @@ async fn missing_model_and_bad_json_are_400_with_an_error_field() {
 async fn embed_returns_deterministic_vectors_per_input() {
     let (node, client) = start(MockConfig::default()).await;
     let url = format!("{}/api/embed", node.url());
-    let body: Value = client
-        .post(&url)
-        .json(&json!({"model": "llama3.2", "input": ["a b", "c", "a b"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post_json(
+        &client,
+        &url,
+        &json!({"model": "llama3.2", "input": ["a b", "c", "a b"]}),
+    )
+    .await;
     assert_eq!(body["model"], "llama3.2");
     let embeddings = body["embeddings"].as_array().unwrap();
     assert_eq!(embeddings.len(), 3);
     assert_eq!(embeddings[0].as_array().unwrap().len(), 8);
     assert_eq!(embeddings[0], embeddings[2]);
     assert_ne!(embeddings[0], embeddings[1]);
-    let single: Value = client
-        .post(&url)
-        .json(&json!({"model": "llama3.2", "input": "a b"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let single: Value =
+        post_json(&client, &url, &json!({"model": "llama3.2", "input": "a b"})).await;
     assert_eq!(single["embeddings"][0], embeddings[0]);
-    let legacy: Value = client
-        .post(format!("{}/api/embeddings", node.url()))
-        .json(&json!({"model": "llama3.2", "prompt": "a b"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let legacy: Value = post_json(
+        &client,
+        format!("{}/api/embeddings", node.url()),
+        &json!({"model": "llama3.2", "prompt": "a b"}),
+    )
+    .await;
     assert_eq!(legacy["embedding"], embeddings[0]);
 }
 
 #[tokio::test]
 async fn pull_streams_progress_then_success_and_adds_the_model() {
     let (node, client) = start(MockConfig::default()).await;
-    let body = client
-        .post(format!("{}/api/pull", node.url()))
-        .json(&json!({"model": "qwen3"}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = post_text(
+        &client,
+        format!("{}/api/pull", node.url()),
+        &json!({"model": "qwen3"}),
+    )
+    .await;
     let lines = ndjson(&body);
     assert_eq!(lines.first().unwrap()["status"], "pulling manifest");
     assert_eq!(lines.last().unwrap(), &json!({"status": "success"}));
@@ -302,29 +243,15 @@ async fn pull_streams_progress_then_success_and_adds_the_model() {
 async fn ps_lists_the_model_loaded_by_a_request() {
     let (node, client) = start(MockConfig::default()).await;
     let ps_url = format!("{}/api/ps", node.url());
-    let before: Value = client
-        .get(&ps_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: Value = get_json(&client, &ps_url).await;
     assert_eq!(before, json!({"models": []}));
-    client
-        .post(format!("{}/api/generate", node.url()))
-        .json(&json!({"model": "llama3.2", "prompt": "hi", "stream": false}))
-        .send()
-        .await
-        .unwrap();
-    let after: Value = client
-        .get(&ps_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    send_json(
+        &client,
+        format!("{}/api/generate", node.url()),
+        &json!({"model": "llama3.2", "prompt": "hi", "stream": false}),
+    )
+    .await;
+    let after: Value = get_json(&client, &ps_url).await;
     let models = after["models"].as_array().unwrap();
     assert_eq!(models.len(), 1);
     assert_eq!(models[0]["name"], "llama3.2:latest");

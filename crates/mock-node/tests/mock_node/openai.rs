@@ -3,20 +3,13 @@
 use llm_router_mock_node::MockConfig;
 use serde_json::{Value, json};
 
-use super::{sse_data, start};
+use super::{get_json, post_json, post_text, send_json, sse_data, start};
 
 #[tokio::test]
 async fn models_list_and_single_model_use_openai_objects() {
     let (node, client) =
         start(MockConfig::default().with_models(["llama3.2", "acme/coder:7b"])).await;
-    let list: Value = client
-        .get(format!("{}/v1/models", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&client, format!("{}/v1/models", node.url())).await;
     assert_eq!(list["object"], "list");
     let data = list["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
@@ -24,14 +17,7 @@ async fn models_list_and_single_model_use_openai_objects() {
     assert_eq!(data[0]["object"], "model");
     assert_eq!(data[0]["owned_by"], "library");
     assert!(data[0]["created"].is_i64());
-    let one: Value = client
-        .get(format!("{}/v1/models/acme/coder:7b", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&client, format!("{}/v1/models/acme/coder:7b", node.url())).await;
     assert_eq!(one["id"], "acme/coder:7b");
     assert_eq!(one["owned_by"], "acme");
     let missing = client
@@ -48,13 +34,13 @@ async fn models_list_and_single_model_use_openai_objects() {
 #[tokio::test]
 async fn chat_completions_answer_whole_by_default_with_usage() {
     let (node, client) = start(MockConfig::named("oa")).await;
-    let response = client
-        .post(format!("{}/v1/chat/completions", node.url()))
-        .json(&json!({"model": "llama3.2", "max_tokens": 3,
-                      "messages": [{"role": "user", "content": "say three words"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = send_json(
+        &client,
+        format!("{}/v1/chat/completions", node.url()),
+        &json!({"model": "llama3.2", "max_tokens": 3,
+                      "messages": [{"role": "user", "content": "say three words"}]}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -78,15 +64,13 @@ async fn chat_completions_answer_whole_by_default_with_usage() {
 #[tokio::test]
 async fn chat_completions_stream_sse_chunks_ending_with_done() {
     let (node, client) = start(MockConfig::named("oa")).await;
-    let response = client
-        .post(format!("{}/v1/chat/completions", node.url()))
-        .json(
-            &json!({"model": "llama3.2", "stream": true, "max_tokens": 4,
+    let response = send_json(
+        &client,
+        format!("{}/v1/chat/completions", node.url()),
+        &json!({"model": "llama3.2", "stream": true, "max_tokens": 4,
                       "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let events = sse_data(&response.text().await.unwrap());
     assert_eq!(events.last().unwrap(), "[DONE]");
@@ -113,19 +97,14 @@ async fn chat_completions_stream_sse_chunks_ending_with_done() {
 #[tokio::test]
 async fn include_usage_adds_a_usage_chunk_before_done() {
     let (node, client) = start(MockConfig::default()).await;
-    let body = client
-        .post(format!("{}/v1/chat/completions", node.url()))
-        .json(
-            &json!({"model": "llama3.2", "stream": true, "max_tokens": 2,
+    let body = post_text(
+        &client,
+        format!("{}/v1/chat/completions", node.url()),
+        &json!({"model": "llama3.2", "stream": true, "max_tokens": 2,
                       "stream_options": {"include_usage": true},
                       "messages": [{"role": "user", "content": "a b c d"}]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    )
+    .await;
     let events = sse_data(&body);
     assert_eq!(events.last().unwrap(), "[DONE]");
     let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
@@ -142,27 +121,21 @@ async fn include_usage_adds_a_usage_chunk_before_done() {
 async fn completions_stream_text_chunks_and_honour_max_tokens() {
     let (node, client) = start(MockConfig::named("c")).await;
     let url = format!("{}/v1/completions", node.url());
-    let whole: Value = client
-        .post(&url)
-        .json(&json!({"model": "llama3.2", "prompt": "x", "max_tokens": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let whole: Value = post_json(
+        &client,
+        &url,
+        &json!({"model": "llama3.2", "prompt": "x", "max_tokens": 2}),
+    )
+    .await;
     assert_eq!(whole["object"], "text_completion");
     assert_eq!(whole["choices"][0]["text"], "c token1");
     assert_eq!(whole["usage"]["completion_tokens"], 2);
-    let body = client
-        .post(&url)
-        .json(&json!({"model": "llama3.2", "prompt": "x", "max_tokens": 2, "stream": true}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = post_text(
+        &client,
+        &url,
+        &json!({"model": "llama3.2", "prompt": "x", "max_tokens": 2, "stream": true}),
+    )
+    .await;
     let events = sse_data(&body);
     assert_eq!(events.len(), 2 + 1 + 1);
     assert_eq!(events[3], "[DONE]");
@@ -174,15 +147,12 @@ async fn completions_stream_text_chunks_and_honour_max_tokens() {
 #[tokio::test]
 async fn embeddings_return_a_list_of_embedding_objects() {
     let (node, client) = start(MockConfig::default()).await;
-    let body: Value = client
-        .post(format!("{}/v1/embeddings", node.url()))
-        .json(&json!({"model": "llama3.2", "input": ["one two", "three"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post_json(
+        &client,
+        format!("{}/v1/embeddings", node.url()),
+        &json!({"model": "llama3.2", "input": ["one two", "three"]}),
+    )
+    .await;
     assert_eq!(body["object"], "list");
     assert_eq!(body["model"], "llama3.2");
     let data = body["data"].as_array().unwrap();
