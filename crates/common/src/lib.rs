@@ -16,9 +16,9 @@ pub mod registration;
 pub use error::ErrorBody;
 pub use heartbeat::{GpuMetrics, HeartbeatRequest, NodeMetrics};
 pub use model::{LoadedModel, ModelInfo, canonical_model_name};
-pub use node::{Node, NodePatch, NodeStatus};
+pub use node::{ApiKind, Node, NodePatch, NodeStatus};
 pub use registration::{
-    GpuInfo, RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo,
+    AddNodeRequest, GpuInfo, RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo,
 };
 
 /// Identifier the coordinator gives a node; stable across re-registrations.

@@ -65,6 +65,34 @@ pub struct Node {
     /// What the proxy measured of the node's requests since the coordinator started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<NodeRequestStats>,
+    /// True for a node added by URL (`POST /api/nodes`): no agent reports for it,
+    /// the coordinator probes its inference server itself.
+    #[serde(default)]
+    pub agentless: bool,
+    /// Which API the node's inference server speaks (agents always run beside Ollama).
+    #[serde(default)]
+    pub api_kind: ApiKind,
+}
+
+/// The API an inference server speaks, which decides how an agentless node is probed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKind {
+    /// Ollama: models from `/api/tags`, loaded models from `/api/ps`, version from `/api/version`.
+    #[default]
+    Ollama,
+    /// An OpenAI-compatible server: models from `/v1/models`.
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl ApiKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKind::Ollama => "ollama",
+            ApiKind::OpenAi => "openai",
+        }
+    }
 }
 
 /// Request statistics of a node, or of one model on it, since the coordinator started.

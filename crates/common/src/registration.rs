@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LoadedModel, ModelInfo, NodeId};
+use crate::{ApiKind, LoadedModel, ModelInfo, NodeId};
 
 /// What an agent (or an operator adding a node by hand) sends to register a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,4 +92,19 @@ pub struct RegisterResponse {
     pub status: RegistrationStatus,
     /// Seconds between heartbeats the coordinator asks for.
     pub heartbeat_interval_secs: u64,
+}
+
+/// `POST /api/nodes`: an operator adds a node that no agent reports for; the
+/// coordinator then probes its inference server itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNodeRequest {
+    /// Base URL of the node's inference API, e.g. `http://10.0.0.5:11434`.
+    pub api_url: String,
+    /// Machine name to show; default: the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Which API the server speaks; default: Ollama.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ApiKind>,
 }

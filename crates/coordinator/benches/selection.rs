@@ -49,6 +49,7 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
                 id: NodeId::new_v4(),
                 machine_name: format!("node-{i}"),
                 api_url: format!("http://10.0.{}.{}:11434", i / 250, i % 250),
+                speaks_ollama: true,
                 models: HashSet::from(["m:latest".to_owned(), "other:latest".to_owned()]),
                 loaded_models: HashSet::new(),
                 live,

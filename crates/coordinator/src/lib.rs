@@ -5,6 +5,7 @@
 //! - [`registry`]: the nodes, their health, the routable snapshot, and
 //!   `agents.json` ([`registry::store`], written by [`registry::persist`]);
 //! - [`health`]: the monitor that takes silent nodes offline;
+//! - [`agentless`]: the poller that probes nodes added by URL, without an agent;
 //! - [`history`]: every proxied request in `history.db` (SQLite), written off the request path;
 //! - [`balancer`]: the load-balancing policies behind one trait;
 //! - [`proxy`]: forwards Ollama and OpenAI requests to a node holding the
@@ -18,6 +19,7 @@
 //! - [`error`]: the error type every endpoint answers with;
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
 
+pub mod agentless;
 pub mod api;
 pub mod balancer;
 pub mod config;

@@ -94,6 +94,12 @@ pub async fn run(
         config.proxy.health,
         stop.clone().cancelled_owned(),
     ));
+    let poller = tokio::spawn(crate::agentless::run_agentless_poller(
+        Arc::clone(&registry),
+        state.proxy.client().clone(),
+        config.heartbeat_interval,
+        stop.clone().cancelled_owned(),
+    ));
     // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -113,6 +119,7 @@ pub async fn run(
     stop.cancel();
     let _ = monitor.await;
     let _ = prober.await;
+    let _ = poller.await;
     history.shutdown().await;
     writer.await.context("registry writer failed")?;
     tracing::info!("coordinator stopped");

@@ -1,4 +1,5 @@
-//! `/api/agents`: registration, heartbeats and node management.
+//! `/api/agents`: registration, heartbeats and node management; `POST /api/nodes`:
+//! nodes added by URL, without an agent.
 
 use std::time::Duration;
 
@@ -10,12 +11,12 @@ use axum::{
     routing::{get, post},
 };
 use llm_router_common::{
-    HeartbeatRequest, Node, NodeId, NodePatch, RegisterRequest, RegistrationStatus,
+    AddNodeRequest, HeartbeatRequest, Node, NodeId, NodePatch, RegisterRequest, RegistrationStatus,
 };
 
 use super::{ApiJson, ApiPath, AppState};
 use crate::error::ApiError;
-use crate::registry::reasons;
+use crate::registry::{AgentlessTarget, reasons, validate};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -52,6 +53,56 @@ async fn register(
         RegistrationStatus::Updated => StatusCode::OK,
     };
     Ok((status, Json(answer)).into_response())
+}
+
+/// `POST /api/nodes`: adds a node that no agent reports for, probes it once so
+/// that the answer shows its models, and answers 201 with the node (200 with
+/// the known node when the URL is already registered).
+pub(super) async fn add_node(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<AddNodeRequest>,
+) -> Result<Response, ApiError> {
+    let node = validate::agentless(&req)?;
+    let ip_address = resolve(&node.host, node.port).await;
+    let (added, status, generation) = state.registry.add_agentless(node, ip_address)?;
+    if added.agentless {
+        let target = AgentlessTarget {
+            id: added.id,
+            machine_name: added.machine_name.clone(),
+            api_url: added.api_url.clone(),
+            kind: added.api_kind,
+            reachable: status == RegistrationStatus::Updated
+                && added.status != llm_router_common::NodeStatus::Offline,
+        };
+        let timeout = crate::agentless::probe_timeout(state.registry.settings().heartbeat_interval);
+        crate::agentless::probe_and_record(&state.registry, state.proxy.client(), &target, timeout)
+            .await;
+    }
+    durable(&state, generation).await?;
+    // Deleted meanwhile: answer what was added.
+    let mut node = state.registry.get(added.id).unwrap_or(added);
+    state.stats.annotate(&mut node);
+    let code = match status {
+        RegistrationStatus::Registered => StatusCode::CREATED,
+        RegistrationStatus::Updated => StatusCode::OK,
+    };
+    Ok((code, Json(node)).into_response())
+}
+
+/// Longest wait for a host name to resolve; the address is only shown.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The address of `host` for the node's `ip_address`; unspecified when it does not resolve.
+async fn resolve(host: &str, port: u16) -> std::net::IpAddr {
+    if let Ok(ip) = host.parse() {
+        return ip;
+    }
+    let lookup = tokio::net::lookup_host((host, port));
+    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(mut addrs)) => addrs.next().map(|a| a.ip()),
+        _ => None,
+    }
+    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 async fn list(State(state): State<AppState>) -> Json<Vec<Node>> {

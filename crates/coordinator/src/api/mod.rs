@@ -98,6 +98,7 @@ pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let management = Router::new()
         .nest("/api/agents", agents::routes())
+        .route("/api/nodes", axum::routing::post(agents::add_node))
         .nest("/api/history", history::routes())
         .route("/api/health", get(health))
         .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES));

@@ -91,6 +91,7 @@ pub(crate) mod testing {
             id: NodeId::new_v4(),
             machine_name: name.into(),
             api_url: format!("http://{name}"),
+            speaks_ollama: true,
             models: HashSet::from(["m:latest".to_owned()]),
             loaded_models: HashSet::new(),
             live: Arc::new(NodeLive::default()),

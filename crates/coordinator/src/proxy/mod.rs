@@ -228,10 +228,12 @@ impl Proxy {
             }));
         }
         let model = canonical_model_name(&request.facts.model);
+        // An OpenAI-compatible server added without an agent cannot answer Ollama's API.
+        let ollama_only = request.flavor == ApiFlavor::Ollama;
         let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = snapshot
             .nodes
             .iter()
-            .filter(|node| node.holds(&model))
+            .filter(|node| node.holds(&model) && (node.speaks_ollama || !ollama_only))
             .cloned()
             .partition(|node| !node.live.is_unhealthy());
         if pool.is_empty() && reserve.is_empty() {

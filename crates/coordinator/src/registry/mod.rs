@@ -20,8 +20,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use llm_router_common::{
-    HeartbeatRequest, LoadedModel, ModelInfo, Node, NodeId, NodeMetrics, NodePatch, NodeStatus,
-    RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo, canonical_model_name,
+    ApiKind, HeartbeatRequest, LoadedModel, ModelInfo, Node, NodeId, NodeMetrics, NodePatch,
+    NodeStatus, RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo,
+    canonical_model_name,
 };
 use parking_lot::RwLock;
 use tokio::time::Instant;
@@ -37,6 +38,21 @@ pub mod reasons {
     pub const SHUT_DOWN: &str = "agent shut down";
     pub const DISCONNECTED: &str = "disconnected by an operator";
     pub const OLLAMA_UNREACHABLE: &str = "the agent cannot reach its inference server";
+    /// An agentless node whose server did not answer the coordinator's last probe.
+    pub const PROBE_FAILED: &str = "the coordinator cannot reach the node's inference server";
+    /// An agentless node just added, before its first probe.
+    pub const NOT_PROBED: &str = "not probed yet";
+}
+
+/// An agentless node to probe, as [`NodeRegistry::agentless_targets`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentlessTarget {
+    pub id: NodeId,
+    pub machine_name: String,
+    pub api_url: String,
+    pub kind: ApiKind,
+    /// Whether its last probe succeeded (false before the first one).
+    pub reachable: bool,
 }
 
 /// Timing the registry enforces and tells agents about.
@@ -55,12 +71,14 @@ fn routable_entry(
     api_url: &str,
     models: &[ModelInfo],
     loaded_models: &[LoadedModel],
+    api_kind: ApiKind,
     live: &Arc<NodeLive>,
 ) -> Arc<RoutableNode> {
     Arc::new(RoutableNode {
         id,
         machine_name: machine_name.to_owned(),
         api_url: api_url.to_owned(),
+        speaks_ollama: api_kind == ApiKind::Ollama,
         models: models
             .iter()
             .map(|m| canonical_model_name(&m.name))
@@ -118,6 +136,9 @@ struct NodeRecord {
     metrics: Option<NodeMetrics>,
     models: Vec<ModelInfo>,
     loaded_models: Vec<LoadedModel>,
+    /// Added by URL: the coordinator probes it instead of an agent reporting.
+    agentless: bool,
+    api_kind: ApiKind,
     live: Arc<NodeLive>,
     /// This node's entry in the routable snapshot, rebuilt when routing facts change.
     routable: Arc<RoutableNode>,
@@ -136,7 +157,11 @@ impl NodeRecord {
 
     fn status_reason(&self) -> Option<&'static str> {
         match self.status() {
-            NodeStatus::Offline if self.alive_since.is_some() => Some(reasons::OLLAMA_UNREACHABLE),
+            NodeStatus::Offline if self.alive_since.is_some() => Some(if self.agentless {
+                reasons::PROBE_FAILED
+            } else {
+                reasons::OLLAMA_UNREACHABLE
+            }),
             NodeStatus::Offline => self.offline_reason,
             _ => None,
         }
@@ -149,6 +174,7 @@ impl NodeRecord {
             &self.api_url,
             &self.models,
             &self.loaded_models,
+            self.api_kind,
             &self.live,
         );
     }
@@ -178,6 +204,8 @@ impl NodeRecord {
             in_flight: self.live.in_flight(),
             agent_version: self.agent_version.clone(),
             stats: None,
+            agentless: self.agentless,
+            api_kind: self.api_kind,
         }
     }
 
@@ -201,6 +229,8 @@ impl NodeRecord {
             system_info: self.system_info.clone(),
             models: self.models.clone(),
             loaded_models: self.loaded_models.clone(),
+            agentless: self.agentless,
+            api_kind: self.api_kind,
         }
     }
 
@@ -209,6 +239,7 @@ impl NodeRecord {
             reasons::TIMED_OUT,
             reasons::SHUT_DOWN,
             reasons::DISCONNECTED,
+            reasons::NOT_PROBED,
         ]
         .into_iter()
         .find(|r| p.offline_reason.as_deref() == Some(*r));
@@ -220,6 +251,7 @@ impl NodeRecord {
                 &p.api_url,
                 &p.models,
                 &p.loaded_models,
+                p.api_kind,
                 &live,
             ),
             id: p.id,
@@ -249,6 +281,8 @@ impl NodeRecord {
             metrics: None,
             models: p.models,
             loaded_models: p.loaded_models,
+            agentless: p.agentless,
+            api_kind: p.api_kind,
             live,
         }
     }
@@ -338,10 +372,11 @@ impl NodeRegistry {
         let now = Instant::now();
         let wall = Utc::now();
         let mut nodes = self.nodes.write();
+        // The same machine again, or an agent now reporting for a node added by URL.
         let existing = req.node_id.filter(|id| nodes.contains_key(id)).or_else(|| {
             nodes
                 .values()
-                .find(|r| r.machine_name == machine_name && r.api_url == api_url)
+                .find(|r| r.api_url == api_url && (r.machine_name == machine_name || r.agentless))
                 .map(|r| r.id)
         });
         let status = match existing.and_then(|id| nodes.get_mut(&id)) {
@@ -356,6 +391,11 @@ impl NodeRegistry {
                 record.system_info = req.system_info;
                 record.models = req.models;
                 record.loaded_models = req.loaded_models;
+                if record.agentless {
+                    tracing::info!(node_id = %record.id, api_url = %record.api_url, "an agent now reports for this node; the coordinator stops probing it");
+                }
+                record.agentless = false;
+                record.api_kind = ApiKind::Ollama;
                 record.last_seen = wall;
                 record.last_heartbeat = now;
                 record.alive_since.get_or_insert(now);
@@ -375,6 +415,7 @@ impl NodeRegistry {
                         &api_url,
                         &req.models,
                         &req.loaded_models,
+                        ApiKind::Ollama,
                         &live,
                     ),
                     id,
@@ -398,6 +439,8 @@ impl NodeRegistry {
                     metrics: None,
                     models: req.models,
                     loaded_models: req.loaded_models,
+                    agentless: false,
+                    api_kind: ApiKind::Ollama,
                     live,
                 };
                 tracing::info!(
@@ -438,10 +481,29 @@ impl NodeRegistry {
 
     /// Records a heartbeat. The snapshot is rebuilt only when routing facts changed.
     pub fn heartbeat(&self, id: NodeId, hb: HeartbeatRequest) -> Result<(), ApiError> {
+        self.record_heartbeat(id, hb, false).map(|_| ())
+    }
+
+    /// Records what the coordinator's own probe of an agentless node found, as a
+    /// heartbeat. Returns false (and changes nothing) when the node is no longer
+    /// agentless: an agent took it over while the probe ran.
+    pub fn record_probe(&self, id: NodeId, hb: HeartbeatRequest) -> Result<bool, ApiError> {
+        self.record_heartbeat(id, hb, true)
+    }
+
+    fn record_heartbeat(
+        &self,
+        id: NodeId,
+        hb: HeartbeatRequest,
+        probe: bool,
+    ) -> Result<bool, ApiError> {
         validate::heartbeat(&hb)?;
         let now = Instant::now();
         let mut nodes = self.nodes.write();
         let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
+        if probe && !record.agentless {
+            return Ok(false);
+        }
         let before = record.status();
         if record.alive_since.is_some() {
             record
@@ -465,7 +527,8 @@ impl NodeRegistry {
             }),
             now,
         );
-        record.metrics = Some(hb.metrics);
+        // A probe measures no machine load: show none rather than zeros.
+        record.metrics = (!probe).then_some(hb.metrics);
         if hb.ollama_version.is_some() {
             record.ollama_version = hb.ollama_version;
         }
@@ -496,7 +559,111 @@ impl NodeRegistry {
         } else {
             Urgency::Soon
         });
-        Ok(())
+        Ok(true)
+    }
+
+    /// Adds a node that no agent reports for (`POST /api/nodes`), offline until its
+    /// first probe. A URL the registry already knows keeps its node: an agentless
+    /// one takes the name and kind given, if any; an agent's node is left as it is.
+    /// Returns the node, whether it was created, and the change's generation.
+    pub fn add_agentless(
+        &self,
+        node: validate::AgentlessNode,
+        ip_address: IpAddr,
+    ) -> Result<(Node, RegistrationStatus, u64), ApiError> {
+        let now = Instant::now();
+        let wall = Utc::now();
+        let mut nodes = self.nodes.write();
+        let existing = nodes
+            .values_mut()
+            .filter(|r| r.api_url == node.api_url)
+            // Prefer the agentless node if an agent's node shares the URL too.
+            .max_by_key(|r| r.agentless);
+        if let Some(record) = existing {
+            let mut changed = false;
+            if record.agentless {
+                if node.name_given && record.machine_name != node.name {
+                    record.machine_name = node.name;
+                    changed = true;
+                }
+                if node.kind_given && record.api_kind != node.kind {
+                    record.api_kind = node.kind;
+                    changed = true;
+                }
+            }
+            let view = record.view(now);
+            tracing::info!(node_id = %view.id, api_url = %view.api_url, agentless = view.agentless, "node added by URL is already known");
+            if changed {
+                record.rebuild_routable();
+                self.publish(&nodes);
+            }
+            drop(nodes);
+            return Ok((
+                view,
+                RegistrationStatus::Updated,
+                self.persist.changed(Urgency::Now),
+            ));
+        }
+        let id = NodeId::new_v4();
+        let live = Arc::new(NodeLive::default());
+        let record = NodeRecord {
+            routable: routable_entry(id, &node.name, &node.api_url, &[], &[], node.kind, &live),
+            id,
+            machine_name: node.name,
+            display_name: None,
+            ip_address,
+            api_url: node.api_url,
+            ollama_version: None,
+            agent_version: None,
+            registered_at: wall,
+            last_seen: wall,
+            last_heartbeat: now,
+            recent_gaps: HeartbeatGaps::default(),
+            alive_since: None,
+            offline_reason: Some(reasons::NOT_PROBED),
+            ollama_available: false,
+            draining: false,
+            tags: Vec::new(),
+            notes: String::new(),
+            system_info: SystemInfo::default(),
+            metrics: None,
+            models: Vec::new(),
+            loaded_models: Vec::new(),
+            agentless: true,
+            api_kind: node.kind,
+            live,
+        };
+        tracing::info!(
+            node_id = %id,
+            machine = %record.machine_name,
+            api_url = %record.api_url,
+            kind = record.api_kind.as_str(),
+            "node added without an agent"
+        );
+        let view = record.view(now);
+        nodes.insert(id, record);
+        drop(nodes);
+        Ok((
+            view,
+            RegistrationStatus::Registered,
+            self.persist.changed(Urgency::Now),
+        ))
+    }
+
+    /// The agentless nodes, for the coordinator to probe.
+    pub fn agentless_targets(&self) -> Vec<AgentlessTarget> {
+        self.nodes
+            .read()
+            .values()
+            .filter(|r| r.agentless)
+            .map(|r| AgentlessTarget {
+                id: r.id,
+                machine_name: r.machine_name.clone(),
+                api_url: r.api_url.clone(),
+                kind: r.api_kind,
+                reachable: r.alive_since.is_some() && r.ollama_available,
+            })
+            .collect()
     }
 
     /// Marks a node offline at once (agent shutdown or operator disconnect).

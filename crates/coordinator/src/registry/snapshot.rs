@@ -18,6 +18,9 @@ pub struct RoutableNode {
     pub machine_name: String,
     /// Base URL of the node's inference API, without a trailing slash.
     pub api_url: String,
+    /// Whether the node answers Ollama's own API (`/api/...`). Every node
+    /// answers the OpenAI-compatible one (`/v1/...`): Ollama does too.
+    pub speaks_ollama: bool,
     /// Canonical names (`name:tag`) of the models the node holds.
     pub models: HashSet<String>,
     /// Canonical names of the models loaded in memory.
@@ -63,6 +66,7 @@ mod tests {
                 id: NodeId::new_v4(),
                 machine_name: name.into(),
                 api_url: format!("http://{name}"),
+                speaks_ollama: true,
                 models: models.iter().map(|m| canonical_model_name(m)).collect(),
                 loaded_models: HashSet::new(),
                 live: Arc::default(),

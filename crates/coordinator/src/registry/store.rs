@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use llm_router_common::{LoadedModel, ModelInfo, NodeId, SystemInfo};
+use llm_router_common::{ApiKind, LoadedModel, ModelInfo, NodeId, SystemInfo};
 use serde::{Deserialize, Serialize};
 
 /// Version of the file layout, bumped on incompatible changes.
@@ -50,6 +50,11 @@ pub struct PersistedNode {
     pub models: Vec<ModelInfo>,
     #[serde(default)]
     pub loaded_models: Vec<LoadedModel>,
+    /// Added by URL (`POST /api/nodes`): the coordinator probes it; no agent reports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agentless: bool,
+    #[serde(default)]
+    pub api_kind: ApiKind,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -193,6 +198,8 @@ mod tests {
             system_info: SystemInfo::default(),
             models: vec![ModelInfo::named("llama3.2:latest")],
             loaded_models: vec![],
+            agentless: false,
+            api_kind: ApiKind::Ollama,
         }
     }
 
@@ -220,6 +227,35 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, [RegistryStore::FILE_NAME]);
+    }
+
+    #[test]
+    fn a_file_written_before_agentless_nodes_loads_with_agent_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RegistryStore::in_dir(dir.path());
+        let mut old = serde_json::to_value(RegistryFile {
+            version: FORMAT_VERSION,
+            saved_at: Utc::now(),
+            nodes: vec![node("a")],
+        })
+        .unwrap();
+        let fields = old["nodes"][0].as_object_mut().unwrap();
+        fields.remove("agentless");
+        fields.remove("api_kind");
+        fs::write(store.path(), serde_json::to_vec(&old).unwrap()).unwrap();
+        let Loaded::Nodes(nodes) = store.load().unwrap() else {
+            panic!("an older file did not load");
+        };
+        assert!(!nodes[0].agentless);
+        assert_eq!(nodes[0].api_kind, ApiKind::Ollama);
+
+        let mut added = node("b");
+        added.agentless = true;
+        added.api_kind = ApiKind::OpenAi;
+        store
+            .write_atomically(&RegistryStore::encode(vec![added.clone()]))
+            .unwrap();
+        assert!(matches!(store.load().unwrap(), Loaded::Nodes(n) if n == [added]));
     }
 
     #[test]

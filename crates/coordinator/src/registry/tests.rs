@@ -324,3 +324,90 @@ async fn punctual_node_still_times_out_after_exactly_the_agent_timeout() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(registry.expire_stale(Instant::now()), [a.node_id]);
 }
+
+fn agentless(url: &str) -> super::validate::AgentlessNode {
+    super::validate::agentless(&llm_router_common::AddNodeRequest {
+        api_url: url.into(),
+        name: None,
+        kind: None,
+    })
+    .unwrap()
+}
+
+fn probe_ok(models: &[&str]) -> HeartbeatRequest {
+    HeartbeatRequest {
+        models: Some(models.iter().map(|m| ModelInfo::named(*m)).collect()),
+        ollama_available: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn agentless_node_is_offline_until_probed_and_probes_keep_it_from_timing_out() {
+    let registry = registry();
+    let ip = "10.0.0.5".parse().unwrap();
+    let (node, status, _) = registry
+        .add_agentless(agentless("http://10.0.0.5:11434"), ip)
+        .unwrap();
+    assert_eq!(status, RegistrationStatus::Registered);
+    assert!(node.agentless);
+    assert_eq!(node.status, NodeStatus::Offline);
+    assert_eq!(node.status_reason.as_deref(), Some(reasons::NOT_PROBED));
+    assert!(registry.snapshot().is_empty());
+
+    for _ in 0..5 {
+        assert!(registry.record_probe(node.id, probe_ok(&["m"])).unwrap());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(registry.expire_stale(Instant::now()).is_empty());
+    }
+    let online = registry.get(node.id).unwrap();
+    assert_eq!(online.status, NodeStatus::Online);
+    assert!(online.metrics.is_none(), "a probe measures no load");
+    assert_eq!(registry.snapshot().candidates_for("m").count(), 1);
+
+    // A failed probe: offline with the coordinator's reason, but not timed out.
+    let failed = HeartbeatRequest {
+        ollama_available: false,
+        ..Default::default()
+    };
+    assert!(registry.record_probe(node.id, failed).unwrap());
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(registry.expire_stale(Instant::now()).is_empty());
+    let offline = registry.get(node.id).unwrap();
+    assert_eq!(offline.status, NodeStatus::Offline);
+    assert_eq!(
+        offline.status_reason.as_deref(),
+        Some(reasons::PROBE_FAILED)
+    );
+    assert_eq!(offline.models.len(), 1, "the last model list is kept");
+
+    // The same URL again keeps the node.
+    let (again, status, _) = registry
+        .add_agentless(agentless("http://10.0.0.5:11434/"), ip)
+        .unwrap();
+    assert_eq!(status, RegistrationStatus::Updated);
+    assert_eq!(again.id, node.id);
+    assert_eq!(registry.len(), 1);
+    assert_eq!(registry.agentless_targets().len(), 1);
+}
+
+#[test]
+fn an_agent_for_an_added_url_takes_the_node_over_and_probes_stop_counting() {
+    let registry = registry();
+    let (node, _, _) = registry
+        .add_agentless(
+            agentless("http://127.0.0.1:11434"),
+            "127.0.0.1".parse().unwrap(),
+        )
+        .unwrap();
+    let (answer, _) = registry
+        .register(request("gpu-1", 11434, &["llama3.2"]))
+        .unwrap();
+    assert_eq!(answer.status, RegistrationStatus::Updated);
+    assert_eq!(answer.node_id, node.id);
+    assert!(!registry.get(node.id).unwrap().agentless);
+    assert!(registry.agentless_targets().is_empty());
+    // A probe that was under way is not recorded.
+    assert!(!registry.record_probe(node.id, probe_ok(&[])).unwrap());
+    assert_eq!(registry.get(node.id).unwrap().models.len(), 1);
+}

@@ -2,8 +2,8 @@
 
 use axum::http::Uri;
 use llm_router_common::{
-    MAX_MODELS_PER_NODE, MAX_NAME_LEN, MAX_NOTES_LEN, MAX_TAGS, ModelInfo, NodePatch,
-    RegisterRequest,
+    AddNodeRequest, ApiKind, MAX_MODELS_PER_NODE, MAX_NAME_LEN, MAX_NOTES_LEN, MAX_TAGS, ModelInfo,
+    NodePatch, RegisterRequest,
 };
 
 use crate::error::ApiError;
@@ -126,6 +126,62 @@ pub fn registration(req: &RegisterRequest) -> Result<(String, String), ApiError>
     Ok((machine_name, url))
 }
 
+/// A node to add without an agent, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentlessNode {
+    /// The name the operator gave, or the URL's host.
+    pub name: String,
+    /// Whether the operator gave the name (a re-add then renames the node).
+    pub name_given: bool,
+    pub api_url: String,
+    /// The URL's host, without IPv6 brackets.
+    pub host: String,
+    /// The URL's port, or the scheme's default.
+    pub port: u16,
+    pub kind: ApiKind,
+    /// Whether the operator gave the kind (a re-add then changes it).
+    pub kind_given: bool,
+}
+
+/// Validates `POST /api/nodes`. For an OpenAI-compatible server a trailing
+/// `/v1` is dropped, since the proxy appends the `/v1/...` paths itself.
+pub fn agentless(req: &AddNodeRequest) -> Result<AgentlessNode, ApiError> {
+    let kind = req.kind.unwrap_or_default();
+    let mut url = api_url(&req.api_url)?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| invalid(format!("api_url {:?} is not a valid URL: {e}", req.api_url)))?;
+    if kind == ApiKind::OpenAi && uri.path().ends_with("/v1") {
+        url.truncate(url.len() - "/v1".len());
+    }
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let name = match &req.name {
+        Some(name) => name_field("name", name)?,
+        None => name_field("name", &host)?,
+    };
+    Ok(AgentlessNode {
+        name,
+        name_given: req.name.is_some(),
+        api_url: url,
+        host,
+        port,
+        kind,
+        kind_given: req.kind.is_some(),
+    })
+}
+
 pub fn heartbeat(req: &llm_router_common::HeartbeatRequest) -> Result<(), ApiError> {
     if let Some(list) = &req.models {
         models("models", list)?;
@@ -216,6 +272,40 @@ mod tests {
         ] {
             assert!(api_url(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn agentless_defaults_name_to_host_and_kind_to_ollama() {
+        let req = |url: &str, name: Option<&str>, kind: Option<ApiKind>| AddNodeRequest {
+            api_url: url.into(),
+            name: name.map(str::to_owned),
+            kind,
+        };
+        let node = agentless(&req("http://10.0.0.5:11434/", None, None)).unwrap();
+        assert_eq!(node.name, "10.0.0.5");
+        assert!(!node.name_given);
+        assert_eq!(node.api_url, "http://10.0.0.5:11434");
+        assert_eq!((node.host.as_str(), node.port), ("10.0.0.5", 11434));
+        assert_eq!(node.kind, ApiKind::Ollama);
+
+        let node = agentless(&req(
+            "https://gpu.example/v1",
+            Some(" gpu-box "),
+            Some(ApiKind::OpenAi),
+        ))
+        .unwrap();
+        assert_eq!(node.name, "gpu-box");
+        assert_eq!(node.api_url, "https://gpu.example");
+        assert_eq!(node.port, 443);
+
+        let node = agentless(&req("http://[::1]:8000", None, Some(ApiKind::OpenAi))).unwrap();
+        assert_eq!(node.host, "::1");
+        let node = agentless(&req("http://v1", None, Some(ApiKind::OpenAi))).unwrap();
+        assert_eq!(node.api_url, "http://v1");
+
+        assert!(agentless(&req("ftp://x", None, None)).is_err());
+        assert!(agentless(&req("http://x", Some("  "), None)).is_err());
+        assert!(agentless(&req("http://x", Some(&"n".repeat(MAX_NAME_LEN + 1)), None)).is_err());
     }
 
     #[test]
