@@ -155,7 +155,28 @@ async fn an_openai_node_gets_its_models_from_v1_models() {
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-mock-node"], "vllm");
-    // Ollama's own API is not routed to a server that speaks only OpenAI's.
+    // Ollama's own API is not routed to a server that speaks only OpenAI's,
+    // nor does its model list offer that server's models.
+    let tags: Value = fleet
+        .client
+        .get(fleet.url("/api/tags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["models"], json!([]), "{tags}");
+    let models: Value = fleet
+        .client
+        .get(fleet.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "mistral:7b", "{models}");
     let response = fleet.post("/api/chat", chat("mistral:7b")).await;
     assert_eq!(response.status(), 404);
     assert_eq!(node.stats().requests(Endpoint::Chat), 0);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use llm_router_common::{NodeStatus, canonical_model_name};
+use llm_router_common::{ApiKind, NodeStatus, canonical_model_name};
 use serde_json::{Value, json};
 
 use crate::registry::NodeRegistry;
@@ -22,11 +22,22 @@ pub struct FleetModel {
     pub nodes: Vec<String>,
 }
 
+/// Which API the caller serves: Ollama's lists leave out models only servers
+/// speaking OpenAI's API hold, since Ollama requests are never routed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedFor {
+    Ollama,
+    OpenAi,
+}
+
 /// Models held (or, with `loaded`, loaded in memory) by online nodes, sorted by name.
-pub fn fleet_models(registry: &NodeRegistry, loaded: bool) -> Vec<FleetModel> {
+pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ListedFor) -> Vec<FleetModel> {
     let mut union: BTreeMap<String, FleetModel> = BTreeMap::new();
     for node in registry.list() {
         if node.status != NodeStatus::Online {
+            continue;
+        }
+        if api == ListedFor::Ollama && node.api_kind == ApiKind::OpenAi {
             continue;
         }
         let entries: Vec<FleetModel> = if loaded {

@@ -41,7 +41,7 @@ async fn root(method: Method) -> Response {
 }
 
 async fn tags(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let models: Vec<_> = models::fleet_models(&state.registry, false)
+    let models: Vec<_> = models::fleet_models(&state.registry, false, models::ListedFor::Ollama)
         .iter()
         .map(models::ollama_tag)
         .collect();
@@ -49,7 +49,7 @@ async fn tags(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn ps(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let models: Vec<_> = models::fleet_models(&state.registry, true)
+    let models: Vec<_> = models::fleet_models(&state.registry, true, models::ListedFor::Ollama)
         .iter()
         .map(models::ollama_running)
         .collect();

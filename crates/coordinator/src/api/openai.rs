@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let data: Vec<_> = models::fleet_models(&state.registry, false)
+    let data: Vec<_> = models::fleet_models(&state.registry, false, models::ListedFor::OpenAi)
         .iter()
         .map(models::openai_model)
         .collect();
@@ -31,7 +31,7 @@ async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 async fn show(State(state): State<AppState>, Path(model): Path<String>) -> Response {
     let wanted = canonical_model_name(&model);
-    match models::fleet_models(&state.registry, false)
+    match models::fleet_models(&state.registry, false, models::ListedFor::OpenAi)
         .iter()
         .find(|m| m.name == wanted)
     {
