@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use llm_router_mock_node::{Endpoint, MockConfig, MockNode};
 use serde_json::{Value, json};
+use support::chat;
 use support::fleet::Fleet;
 use support::process::eventually;
 
@@ -23,9 +24,13 @@ async fn fleet() -> Fleet {
 }
 
 async fn add(fleet: &Fleet, body: Value) -> (u16, Value) {
-    let response = fleet.post("/api/nodes", body).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    fleet.post_json("/api/nodes", body).await
+}
+
+/// Adds a node; returns its id.
+async fn add_id(fleet: &Fleet, body: Value) -> String {
+    let (_, added) = add(fleet, body).await;
+    added["id"].as_str().unwrap().to_owned()
 }
 
 /// The node with this id as `GET /api/agents` shows it.
@@ -49,10 +54,6 @@ fn names(list: &Value) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn chat(model: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": false})
 }
 
 #[tokio::test]
@@ -82,7 +83,7 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
     assert_eq!(online["agentless"], true);
     assert!(online.get("metrics").is_none(), "a probe measures no load");
 
-    let response = fleet.post("/api/chat", chat("llama3.2")).await;
+    let response = fleet.post("/api/chat", chat("llama3.2", false)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(Fleet::served_by(&response), "gpu-box");
     assert_eq!(response.headers()["x-mock-node"], "mock-a");
@@ -108,14 +109,14 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
         offline["status_reason"],
         "the coordinator cannot reach the node's inference server"
     );
-    let response = fleet.post("/api/chat", chat("llama3.2")).await;
+    let response = fleet.post("/api/chat", chat("llama3.2", false)).await;
     assert_eq!(response.status(), 503);
 
     // The server answers again on the same address: the node comes back.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let node = MockNode::start_on(listener, MockConfig::named("mock-a")).unwrap();
     wait_for_status(&fleet, &id, "online").await;
-    let response = fleet.post("/api/chat", chat("llama3.2")).await;
+    let response = fleet.post("/api/chat", chat("llama3.2", false)).await;
     assert_eq!(response.status(), 200);
     node.stop().await;
     fleet.stop().await;
@@ -157,27 +158,11 @@ async fn an_openai_node_gets_its_models_from_v1_models() {
     assert_eq!(response.headers()["x-mock-node"], "vllm");
     // Ollama's own API is not routed to a server that speaks only OpenAI's,
     // nor does its model list offer that server's models.
-    let tags: Value = fleet
-        .client
-        .get(fleet.url("/api/tags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = fleet.get_json("/api/tags").await;
     assert_eq!(tags["models"], json!([]), "{tags}");
-    let models: Value = fleet
-        .client
-        .get(fleet.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = fleet.get_json("/v1/models").await;
     assert_eq!(models["data"][0]["id"], "mistral:7b", "{models}");
-    let response = fleet.post("/api/chat", chat("mistral:7b")).await;
+    let response = fleet.post("/api/chat", chat("mistral:7b", false)).await;
     assert_eq!(response.status(), 404);
     assert_eq!(node.stats().requests(Endpoint::Chat), 0);
     assert_eq!(
@@ -231,9 +216,8 @@ async fn bad_inputs_are_rejected_with_json_errors() {
             422,
         ),
     ] {
-        let response = fleet.post("/api/nodes", body.clone()).await;
-        assert_eq!(response.status().as_u16(), status, "{body}");
-        let error: Value = response.json().await.unwrap();
+        let (answered, error) = add(&fleet, body.clone()).await;
+        assert_eq!(answered, status, "{body}");
         assert!(
             error["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{body}: {error}"
@@ -260,8 +244,7 @@ async fn an_agentless_node_is_managed_like_any_other_and_survives_a_restart() {
     let node = MockNode::start(MockConfig::named("m").with_models(["llama3.2"]))
         .await
         .unwrap();
-    let (_, added) = add(&fleet, json!({"api_url": node.url(), "name": "box"})).await;
-    let id = added["id"].as_str().unwrap().to_owned();
+    let id = add_id(&fleet, json!({"api_url": node.url(), "name": "box"})).await;
     wait_for_status(&fleet, &id, "online").await;
     let node_url = fleet.url(&format!("/api/agents/{id}"));
 
@@ -315,8 +298,7 @@ async fn an_agentless_node_is_managed_like_any_other_and_survives_a_restart() {
     let probes_before = node.stats().requests(Endpoint::Tags);
     // Probe rounds go on (another node comes online through them), without the deleted node.
     let other = MockNode::start(MockConfig::named("other")).await.unwrap();
-    let (_, added) = add(&fleet, json!({"api_url": other.url()})).await;
-    let other_id = added["id"].as_str().unwrap().to_owned();
+    let other_id = add_id(&fleet, json!({"api_url": other.url()})).await;
     let other_probes = other.stats().requests(Endpoint::Tags);
     eventually("two more probe rounds", DEADLINE, || async {
         (other.stats().requests(Endpoint::Tags) >= other_probes + 2).then_some(())
@@ -344,8 +326,7 @@ async fn an_agent_registering_for_an_added_url_takes_the_node_over() {
     let node = MockNode::start(MockConfig::named("m").with_models(["llama3.2"]))
         .await
         .unwrap();
-    let (_, added) = add(&fleet, json!({"api_url": node.url()})).await;
-    let id = added["id"].as_str().unwrap().to_owned();
+    let id = add_id(&fleet, json!({"api_url": node.url()})).await;
     let response = fleet
         .post(
             "/api/agents/register",

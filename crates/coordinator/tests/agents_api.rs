@@ -10,13 +10,7 @@ use support::{TestCoordinator, registration};
 async fn register_then_list_shows_the_node_online_with_its_details() {
     let dir = tempfile::tempdir().unwrap();
     let c = TestCoordinator::start(dir.path());
-    let (status, body) = c
-        .call(
-            Method::POST,
-            "/api/agents/register",
-            Some(&registration("gpu-1", 11434)),
-        )
-        .await;
+    let (status, body) = c.register("gpu-1", 11434).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["status"], "registered");
     assert_eq!(body["heartbeat_interval_secs"], 10);
@@ -35,13 +29,7 @@ async fn register_then_list_shows_the_node_online_with_its_details() {
     assert_eq!(node["system_info"]["cpu_cores"], 8);
     assert_eq!(node["in_flight"], 0);
 
-    let (status, again) = c
-        .call(
-            Method::POST,
-            "/api/agents/register",
-            Some(&registration("gpu-1", 11434)),
-        )
-        .await;
+    let (status, again) = c.register("gpu-1", 11434).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again["status"], "updated");
     assert_eq!(again["node_id"], id);
@@ -52,14 +40,7 @@ async fn register_then_list_shows_the_node_online_with_its_details() {
 async fn management_actions_change_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let c = TestCoordinator::start(dir.path());
-    let (_, body) = c
-        .call(
-            Method::POST,
-            "/api/agents/register",
-            Some(&registration("gpu-1", 11434)),
-        )
-        .await;
-    let id = body["node_id"].as_str().unwrap().to_owned();
+    let id = c.register_id("gpu-1", 11434).await;
     let node_uri = format!("/api/agents/{id}");
 
     let (status, node) = c
@@ -116,20 +97,17 @@ async fn management_actions_change_the_node() {
     c.stop().await;
 }
 
+/// The registry file in `dir`, parsed.
+fn agents_file(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("agents.json")).unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn acknowledged_changes_are_on_disk_when_the_answer_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let c = TestCoordinator::start(dir.path());
-    let (_, body) = c
-        .call(
-            Method::POST,
-            "/api/agents/register",
-            Some(&registration("gpu-1", 11434)),
-        )
-        .await;
-    let id = body["node_id"].as_str().unwrap().to_owned();
-    let on_disk: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("agents.json")).unwrap()).unwrap();
+    let id = c.register_id("gpu-1", 11434).await;
+    let on_disk = agents_file(dir.path());
     assert_eq!(on_disk["nodes"][0]["id"], id);
 
     c.call(
@@ -138,8 +116,7 @@ async fn acknowledged_changes_are_on_disk_when_the_answer_arrives() {
         Some(r#"{"notes":"kept"}"#),
     )
     .await;
-    let on_disk: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("agents.json")).unwrap()).unwrap();
+    let on_disk = agents_file(dir.path());
     assert_eq!(on_disk["nodes"][0]["notes"], "kept");
     c.stop().await;
 }
@@ -148,14 +125,7 @@ async fn acknowledged_changes_are_on_disk_when_the_answer_arrives() {
 async fn registry_survives_a_restart_with_ids_and_operator_fields() {
     let dir = tempfile::tempdir().unwrap();
     let c = TestCoordinator::start(dir.path());
-    let (_, body) = c
-        .call(
-            Method::POST,
-            "/api/agents/register",
-            Some(&registration("gpu-1", 11434)),
-        )
-        .await;
-    let id = body["node_id"].as_str().unwrap().to_owned();
+    let id = c.register_id("gpu-1", 11434).await;
     c.call(
         Method::PATCH,
         &format!("/api/agents/{id}"),
@@ -206,14 +176,7 @@ async fn corrupt_registry_file_is_moved_aside_and_the_coordinator_starts_empty()
 async fn bad_inputs_get_4xx_json_errors() {
     let dir = tempfile::tempdir().unwrap();
     let c = TestCoordinator::start(dir.path());
-    let (_, body) = c
-        .call(
-            Method::POST,
-            "/api/agents/register",
-            Some(&registration("gpu-1", 11434)),
-        )
-        .await;
-    let id = body["node_id"].as_str().unwrap().to_owned();
+    let id = c.register_id("gpu-1", 11434).await;
     let unknown = uuid::Uuid::new_v4();
     let huge_name = "x".repeat(300);
     let too_many_models = json!({
@@ -227,91 +190,75 @@ async fn bad_inputs_get_4xx_json_errors() {
     );
 
     let hb = |target: &str| format!("/api/agents/{target}/heartbeat");
+    let register = |body: &str, expected, message| {
+        (
+            Method::POST,
+            "/api/agents/register".to_owned(),
+            Some(body.to_owned()),
+            expected,
+            message,
+        )
+    };
     let node = format!("/api/agents/{id}");
+    let patch = |body: &str, expected, message| {
+        (
+            Method::PATCH,
+            node.clone(),
+            Some(body.to_owned()),
+            expected,
+            message,
+        )
+    };
     let cases: Vec<(Method, String, Option<String>, StatusCode, &str)> = vec![
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some("{not json".into()),
-            StatusCode::BAD_REQUEST,
-            "malformed JSON",
-        ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(r#"{"ip_address":"127.0.0.1"}"#.into()),
+        register("{not json", StatusCode::BAD_REQUEST, "malformed JSON"),
+        register(
+            r#"{"ip_address":"127.0.0.1"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "machine_name",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(r#"{"machine_name":"m","ip_address":"not-an-ip"}"#.into()),
+        register(
+            r#"{"machine_name":"m","ip_address":"not-an-ip"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "ip_address",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(r#"{"machine_name":"m","ip_address":"127.0.0.1","ollama_port":"x"}"#.into()),
+        register(
+            r#"{"machine_name":"m","ip_address":"127.0.0.1","ollama_port":"x"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "ollama_port",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(r#"{"machine_name":"m","ip_address":"127.0.0.1","ollama_port":70000}"#.into()),
+        register(
+            r#"{"machine_name":"m","ip_address":"127.0.0.1","ollama_port":70000}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "ollama_port",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(r#"{"machine_name":"   ","ip_address":"127.0.0.1"}"#.into()),
+        register(
+            r#"{"machine_name":"   ","ip_address":"127.0.0.1"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "machine_name must not be empty",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(format!(
-                r#"{{"machine_name":"{huge_name}","ip_address":"127.0.0.1"}}"#
-            )),
+        register(
+            &format!(r#"{{"machine_name":"{huge_name}","ip_address":"127.0.0.1"}}"#),
             StatusCode::UNPROCESSABLE_ENTITY,
             "limit",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(r#"{"machine_name":"m","ip_address":"0.0.0.0"}"#.into()),
+        register(
+            r#"{"machine_name":"m","ip_address":"0.0.0.0"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "ip_address",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(r#"{"machine_name":"m","ip_address":"127.0.0.1","api_url":"ftp://x"}"#.into()),
+        register(
+            r#"{"machine_name":"m","ip_address":"127.0.0.1","api_url":"ftp://x"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "api_url",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(too_many_models),
+        register(
+            &too_many_models,
             StatusCode::UNPROCESSABLE_ENTITY,
             "limit is 4096",
         ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some(oversized),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "larger than",
-        ),
-        (
-            Method::POST,
-            "/api/agents/register".into(),
-            Some("[]".into()),
+        register(&oversized, StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+        register(
+            "[]",
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid request body",
         ),
@@ -364,38 +311,24 @@ async fn bad_inputs_get_4xx_json_errors() {
             StatusCode::BAD_REQUEST,
             "invalid path parameter",
         ),
-        (
-            Method::PATCH,
-            node.clone(),
-            Some("{}".into()),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "nothing to change",
-        ),
-        (
-            Method::PATCH,
-            node.clone(),
-            Some(r#"{"colour":"red"}"#.into()),
+        patch("{}", StatusCode::UNPROCESSABLE_ENTITY, "nothing to change"),
+        patch(
+            r#"{"colour":"red"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown field",
         ),
-        (
-            Method::PATCH,
-            node.clone(),
-            Some(r#"{"tags":"gpu"}"#.into()),
+        patch(
+            r#"{"tags":"gpu"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "tags",
         ),
-        (
-            Method::PATCH,
-            node.clone(),
-            Some(format!(r#"{{"display_name":"{huge_name}"}}"#)),
+        patch(
+            &format!(r#"{{"display_name":"{huge_name}"}}"#),
             StatusCode::UNPROCESSABLE_ENTITY,
             "display_name",
         ),
-        (
-            Method::PATCH,
-            node.clone(),
-            Some(r#"{"draining":"yes"}"#.into()),
+        patch(
+            r#"{"draining":"yes"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "draining",
         ),

@@ -12,26 +12,25 @@ use llm_router_coordinator::history::entry::HistoryEntry;
 use llm_router_coordinator::history::store::{FILE_NAME, HistoryStore};
 use llm_router_mock_node::MockConfig;
 use serde_json::{Value, json};
+use support::chat;
 use support::fleet::Fleet;
 use support::process::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn chat(model: &str, stream: bool) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
-}
-
-async fn get_json(fleet: &Fleet, path: &str) -> (u16, Value) {
-    let response = fleet.client.get(fleet.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{path} answered non-JSON ({e}): {text}"));
-    (status, json)
+/// Sends one chat for llama3.2 and checks that it is answered.
+async fn chat_ok(fleet: &Fleet, stream: bool) {
+    assert_eq!(
+        fleet
+            .post("/api/chat", chat("llama3.2", stream))
+            .await
+            .status(),
+        200
+    );
 }
 
 async fn history(fleet: &Fleet, query: &str) -> Value {
-    let (status, body) = get_json(fleet, &format!("/api/history{query}")).await;
+    let (status, body) = fleet.get_status_json(&format!("/api/history{query}")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -140,7 +139,9 @@ async fn requests_are_recorded_with_their_bodies_and_assembled_text() {
         let time: DateTime<Utc> = item["time"].as_str().unwrap().parse().unwrap();
         assert!((Utc::now() - time).num_seconds() < 60);
 
-        let (status, detail) = get_json(&fleet, &format!("/api/history/{}", item["id"])).await;
+        let (status, detail) = fleet
+            .get_status_json(&format!("/api/history/{}", item["id"]))
+            .await;
         assert_eq!(status, 200, "{detail}");
         assert_eq!(detail["request_id"], request_id.as_str());
         assert_eq!(detail["request_body"], body.as_str());
@@ -162,13 +163,7 @@ async fn rejected_requests_are_recorded_and_filters_and_pages_select() {
     .await;
     let before = Utc::now();
     for _ in 0..6 {
-        assert_eq!(
-            fleet
-                .post("/api/chat", chat("llama3.2", false))
-                .await
-                .status(),
-            200
-        );
+        chat_ok(&fleet, false).await;
     }
     for _ in 0..3 {
         let response = fleet
@@ -254,19 +249,21 @@ async fn rejected_requests_are_recorded_and_filters_and_pages_select() {
         "?outcome=exploded",
         "?q=ab",
     ] {
-        let (status, body) = get_json(&fleet, &format!("/api/history{bad}")).await;
+        let (status, body) = fleet.get_status_json(&format!("/api/history{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["error"].as_str().unwrap().len() > 5, "{bad}: {body}");
     }
-    let (status, body) = get_json(&fleet, "/api/history/123456").await;
+    let (status, body) = fleet.get_status_json("/api/history/123456").await;
     assert_eq!(status, 404);
     assert!(body["error"].is_string());
-    let (status, body) = get_json(&fleet, "/api/history/abc").await;
+    let (status, body) = fleet.get_status_json("/api/history/abc").await;
     assert_eq!(status, 400);
     assert!(body["error"].is_string());
 
     // The chart's last minute holds them all (unless the minute turned meanwhile).
-    let (status, series) = get_json(&fleet, "/api/history/timeseries?minutes=5").await;
+    let (status, series) = fleet
+        .get_status_json("/api/history/timeseries?minutes=5")
+        .await;
     assert_eq!(status, 200);
     let buckets = series.as_array().unwrap();
     assert_eq!(buckets.len(), 5);
@@ -286,7 +283,9 @@ async fn rejected_requests_are_recorded_and_filters_and_pages_select() {
             .iter()
             .any(|b| b["tokens_per_second"].as_f64().unwrap() > 0.0)
     );
-    let (status, _) = get_json(&fleet, "/api/history/timeseries?minutes=0").await;
+    let (status, _) = fleet
+        .get_status_json("/api/history/timeseries?minutes=0")
+        .await;
     assert_eq!(status, 400);
     fleet.stop().await;
 }
@@ -329,15 +328,7 @@ async fn exports_stream_every_matching_request_as_csv_and_json() {
     // More than one export page (500 rows).
     let n = 620;
     futures::stream::iter(0..n)
-        .for_each_concurrent(16, |_| async {
-            assert_eq!(
-                fleet
-                    .post("/api/chat", chat("llama3.2", false))
-                    .await
-                    .status(),
-                200
-            );
-        })
+        .for_each_concurrent(16, |_| chat_ok(&fleet, false))
         .await;
     for _ in 0..3 {
         fleet
@@ -346,12 +337,7 @@ async fn exports_stream_every_matching_request_as_csv_and_json() {
     }
     wait_for_total(&fleet, "", n + 3).await;
 
-    let response = fleet
-        .client
-        .get(fleet.url("/api/history/export?format=csv"))
-        .send()
-        .await
-        .unwrap();
+    let response = fleet.get("/api/history/export?format=csv").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-disposition"],
@@ -385,11 +371,8 @@ async fn exports_stream_every_matching_request_as_csv_and_json() {
     assert_eq!(unique.len(), ids.len());
 
     let response = fleet
-        .client
-        .get(fleet.url("/api/history/export?format=json&status=404"))
-        .send()
-        .await
-        .unwrap();
+        .get("/api/history/export?format=json&status=404")
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-disposition"],
@@ -399,26 +382,17 @@ async fn exports_stream_every_matching_request_as_csv_and_json() {
     assert_eq!(items.len(), 3);
     assert!(items.iter().all(|i| i["status"] == 404 && i["id"].is_i64()));
 
-    let response = fleet
-        .client
-        .get(fleet.url("/api/history/export?format=json"))
-        .send()
-        .await
-        .unwrap();
+    let response = fleet.get("/api/history/export?format=json").await;
     let items: Vec<Value> = response.json().await.unwrap();
     assert_eq!(items.len() as u64, n + 3);
 
     let empty: Vec<Value> = fleet
-        .client
-        .get(fleet.url("/api/history/export?format=json&model=none"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/history/export?format=json&model=none")
+        .await;
     assert!(empty.is_empty());
-    let (status, body) = get_json(&fleet, "/api/history/export?format=xml").await;
+    let (status, body) = fleet
+        .get_status_json("/api/history/export?format=xml")
+        .await;
     assert_eq!(status, 400, "{body}");
     fleet.stop().await;
 }
@@ -427,20 +401,14 @@ async fn exports_stream_every_matching_request_as_csv_and_json() {
 async fn history_survives_a_restart() {
     let fleet = Fleet::start(vec![MockConfig::named("a").with_models(["llama3.2"])]).await;
     for _ in 0..3 {
-        assert_eq!(
-            fleet
-                .post("/api/chat", chat("llama3.2", true))
-                .await
-                .status(),
-            200
-        );
+        chat_ok(&fleet, true).await;
     }
     let before = wait_for_total(&fleet, "", 3).await;
     let fleet = fleet.restart_with(|_| {}).await;
     let after = history(&fleet, "").await;
     assert_eq!(after["items"], before["items"]);
     let id = &after["items"][0]["id"];
-    let (status, detail) = get_json(&fleet, &format!("/api/history/{id}")).await;
+    let (status, detail) = fleet.get_status_json(&format!("/api/history/{id}")).await;
     assert_eq!(status, 200);
     assert!(!detail["response_text"].as_str().unwrap().is_empty());
     // New requests get new ids after the old ones.
@@ -505,17 +473,22 @@ async fn requests_older_than_the_retention_are_pruned_at_start_and_while_running
     fleet
         .add_node(MockConfig::named("a").with_models(["llama3.2"]))
         .await;
-    assert_eq!(
-        fleet
-            .post("/api/chat", chat("llama3.2", false))
-            .await
-            .status(),
-        200
-    );
+    chat_ok(&fleet, false).await;
     wait_for_total(&fleet, "?model=llama3.2", 1).await;
     // Then, a second later, it goes too (and the 6-day-old request with it).
     wait_for_total(&fleet, "", 0).await;
     fleet.stop().await;
+}
+
+/// A coordinator on `data_dir` with node "a", after one request it recorded.
+async fn one_request_in(data_dir: tempfile::TempDir) -> Fleet {
+    let mut fleet = Fleet::empty_in(data_dir, |_| {}).await;
+    fleet
+        .add_node(MockConfig::named("a").with_models(["llama3.2"]))
+        .await;
+    chat_ok(&fleet, false).await;
+    wait_for_total(&fleet, "", 1).await;
+    fleet
 }
 
 #[tokio::test]
@@ -526,18 +499,7 @@ async fn a_corrupt_history_file_is_moved_aside_and_a_new_history_started() {
         b"this is not an SQLite database, just some text that happens to be here",
     )
     .unwrap();
-    let mut fleet = Fleet::empty_in(data_dir, |_| {}).await;
-    fleet
-        .add_node(MockConfig::named("a").with_models(["llama3.2"]))
-        .await;
-    assert_eq!(
-        fleet
-            .post("/api/chat", chat("llama3.2", false))
-            .await
-            .status(),
-        200
-    );
-    wait_for_total(&fleet, "", 1).await;
+    let fleet = one_request_in(data_dir).await;
     let moved: Vec<String> = std::fs::read_dir(fleet.data_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -554,18 +516,7 @@ async fn an_unopenable_history_file_is_moved_aside_too() {
     let data_dir = tempfile::tempdir().unwrap();
     // A folder where the file should be: SQLite cannot open it at all.
     std::fs::create_dir(data_dir.path().join(FILE_NAME)).unwrap();
-    let mut fleet = Fleet::empty_in(data_dir, |_| {}).await;
-    fleet
-        .add_node(MockConfig::named("a").with_models(["llama3.2"]))
-        .await;
-    assert_eq!(
-        fleet
-            .post("/api/chat", chat("llama3.2", false))
-            .await
-            .status(),
-        200
-    );
-    wait_for_total(&fleet, "", 1).await;
+    let fleet = one_request_in(data_dir).await;
     assert!(fleet.data_dir().join(FILE_NAME).is_file());
     fleet.stop().await;
 }

@@ -10,11 +10,14 @@ use futures::StreamExt;
 use llm_router_coordinator::config::BalancerMode;
 use llm_router_mock_node::MockConfig;
 use serde_json::{Value, json};
+use support::chat;
 use support::fleet::Fleet;
 use support::process::eventually;
 
-fn chat(model: &str, stream: bool) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+/// `body` with options asking the node for `n` tokens.
+fn predicting(mut body: Value, n: u64) -> Value {
+    body["options"] = json!({ "num_predict": n });
+    body
 }
 
 #[tokio::test]
@@ -109,9 +112,8 @@ async fn first_chunk_arrives_long_before_the_last_is_produced() {
             .with_tokens_per_sec(5.0),
     ])
     .await;
-    let mut body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
-    body["options"] = json!({"num_predict": 10});
-    let response = fleet.post("/api/chat", body).await;
+    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
+    let response = fleet.post("/api/chat", predicting(body, 10)).await;
     assert_eq!(response.status(), 200);
     let mut stream = response.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
@@ -175,19 +177,19 @@ async fn each_request_lands_only_on_nodes_holding_its_model() {
 #[tokio::test]
 async fn unknown_model_is_404_in_each_apis_format() {
     let fleet = Fleet::start(vec![MockConfig::named("a").with_models(["llama3.2"])]).await;
-    let response = fleet.post("/api/chat", chat("no-such-model", false)).await;
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = fleet
+        .post_json("/api/chat", chat("no-such-model", false))
+        .await;
+    assert_eq!(status, 404);
     assert!(
         body["error"].as_str().unwrap().contains("no-such-model"),
         "{body}"
     );
 
-    let response = fleet
-        .post("/v1/chat/completions", chat("no-such-model", false))
+    let (status, body) = fleet
+        .post_json("/v1/chat/completions", chat("no-such-model", false))
         .await;
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 404);
     assert!(
         body["error"]["message"]
             .as_str()
@@ -198,12 +200,7 @@ async fn unknown_model_is_404_in_each_apis_format() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["code"], "model_not_found");
 
-    let response = fleet
-        .client
-        .get(fleet.url("/v1/models/no-such-model"))
-        .send()
-        .await
-        .unwrap();
+    let response = fleet.get("/v1/models/no-such-model").await;
     assert_eq!(response.status(), 404);
     fleet.stop().await;
 }
@@ -211,9 +208,8 @@ async fn unknown_model_is_404_in_each_apis_format() {
 #[tokio::test]
 async fn no_node_online_is_503_saying_so() {
     let fleet = Fleet::empty_with(|_| {}).await;
-    let response = fleet.post("/api/chat", chat("llama3.2", false)).await;
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = fleet.post_json("/api/chat", chat("llama3.2", false)).await;
+    assert_eq!(status, 503);
     assert!(
         body["error"]
             .as_str()
@@ -221,11 +217,10 @@ async fn no_node_online_is_503_saying_so() {
             .contains("no node is available"),
         "{body}"
     );
-    let response = fleet
-        .post("/v1/embeddings", json!({"model": "m", "input": "x"}))
+    let (status, body) = fleet
+        .post_json("/v1/embeddings", json!({"model": "m", "input": "x"}))
         .await;
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "no_available_node");
     fleet.stop().await;
 }
@@ -275,11 +270,10 @@ async fn oversized_request_is_413() {
     })
     .await;
     let big = "x".repeat(4096);
-    let response = fleet
-        .post("/api/generate", json!({"model": "llama3.2", "prompt": big}))
+    let (status, json) = fleet
+        .post_json("/api/generate", json!({"model": "llama3.2", "prompt": big}))
         .await;
-    assert_eq!(response.status(), 413);
-    let json: Value = response.json().await.unwrap();
+    assert_eq!(status, 413);
     assert!(json["error"].as_str().unwrap().contains("1024"), "{json}");
     fleet.stop().await;
 }
@@ -319,9 +313,8 @@ async fn a_node_answering_5xx_before_any_byte_is_failed_over() {
         assert_eq!(Fleet::served_by(&response), "b");
     }
     fleet.node("b").control().set_fail_rate(1.0);
-    let response = fleet.post("/api/chat", chat("llama3.2", false)).await;
-    assert_eq!(response.status(), 502);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = fleet.post_json("/api/chat", chat("llama3.2", false)).await;
+    assert_eq!(status, 502);
     assert!(
         body["error"].as_str().unwrap().contains("injected failure"),
         "{body}"
@@ -373,9 +366,9 @@ async fn a_client_that_disconnects_cancels_the_node_request() {
             .with_tokens_per_sec(20.0),
     ])
     .await;
-    let mut body = chat("llama3.2", true);
-    body["options"] = json!({"num_predict": 1000});
-    let response = fleet.post("/api/chat", body).await;
+    let response = fleet
+        .post("/api/chat", predicting(chat("llama3.2", true), 1000))
+        .await;
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
     let agents = fleet.agents().await;
@@ -447,11 +440,10 @@ async fn node_that_answers_nothing_in_time_is_failed_over_then_504() {
         .node("quick")
         .control()
         .set_ttft(Duration::from_secs(30));
-    let response = fleet
-        .post("/v1/chat/completions", chat("llama3.2", false))
+    let (status, body) = fleet
+        .post_json("/v1/chat/completions", chat("llama3.2", false))
         .await;
-    assert_eq!(response.status(), 504);
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 504);
     assert_eq!(body["error"]["code"], "upstream_timeout");
     fleet.stop().await;
 }
@@ -489,15 +481,7 @@ async fn model_lists_are_the_union_over_online_nodes() {
         MockConfig::named("b").with_models(["llama3.2:latest", "mistral"]),
     ])
     .await;
-    let tags: Value = fleet
-        .client
-        .get(fleet.url("/api/tags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = fleet.get_json("/api/tags").await;
     let names: Vec<&str> = tags["models"]
         .as_array()
         .unwrap()
@@ -507,40 +491,15 @@ async fn model_lists_are_the_union_over_online_nodes() {
     assert_eq!(names, ["llama3.2:latest", "mistral:latest", "qwen2.5:7b"]);
     assert!(tags["models"][0]["details"].is_object());
 
-    let models: Value = fleet
-        .client
-        .get(fleet.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = fleet.get_json("/v1/models").await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"].as_array().unwrap().len(), 3);
-    let one: Value = fleet
-        .client
-        .get(fleet.url("/v1/models/qwen2.5:7b"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = fleet.get_json("/v1/models/qwen2.5:7b").await;
     assert_eq!(one["id"], "qwen2.5:7b");
 
-    let version: Value = fleet
-        .client
-        .get(fleet.url("/api/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let version: Value = fleet.get_json("/api/version").await;
     assert_eq!(version["version"], "0.12.0");
-    let root = fleet.client.get(fleet.url("/")).send().await.unwrap();
-    assert_eq!(root.text().await.unwrap(), "Ollama is running");
+    assert_eq!(fleet.get_text("/").await, "Ollama is running");
     let head = fleet.client.head(fleet.url("/")).send().await.unwrap();
     assert_eq!(head.status(), 200);
     fleet.stop().await;

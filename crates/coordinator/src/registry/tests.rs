@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llm_router_common::{
-    HeartbeatRequest, ModelInfo, NodePatch, NodeStatus, RegisterRequest, RegistrationStatus,
+    HeartbeatRequest, ModelInfo, NodeId, NodePatch, NodeStatus, RegisterRequest, RegistrationStatus,
 };
 use tokio::time::Instant;
 
@@ -36,6 +36,19 @@ fn request(name: &str, port: u16, models: &[&str]) -> RegisterRequest {
         agent_version: None,
         max_parallel: None,
     }
+}
+
+/// A heartbeat for node `id` that reports nothing but whether its server answers.
+fn beat(registry: &NodeRegistry, id: NodeId, ollama_available: bool) {
+    registry
+        .heartbeat(
+            id,
+            HeartbeatRequest {
+                ollama_available,
+                ..Default::default()
+            },
+        )
+        .unwrap();
 }
 
 #[test]
@@ -110,15 +123,7 @@ fn snapshot_holds_only_online_non_draining_available_nodes() {
     assert_eq!(b_view.status, NodeStatus::Offline);
     assert_eq!(b_view.status_reason.as_deref(), Some(reasons::SHUT_DOWN));
 
-    registry
-        .heartbeat(
-            b.node_id,
-            HeartbeatRequest {
-                ollama_available: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    beat(&registry, b.node_id, true);
     assert_eq!(registry.snapshot().nodes.len(), 1);
     assert_eq!(registry.snapshot().nodes[0].id, b.node_id);
 }
@@ -146,15 +151,7 @@ fn heartbeat_model_list_updates_the_snapshot() {
 fn heartbeat_without_model_lists_keeps_the_known_models() {
     let registry = registry();
     let (a, _) = registry.register(request("a", 1, &["llama3.2"])).unwrap();
-    registry
-        .heartbeat(
-            a.node_id,
-            HeartbeatRequest {
-                ollama_available: false,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    beat(&registry, a.node_id, false);
     let node = registry.get(a.node_id).unwrap();
     assert_eq!(node.models.len(), 1);
     assert_eq!(node.status, NodeStatus::Offline);
@@ -191,15 +188,7 @@ async fn silent_node_goes_offline_after_the_timeout_and_heartbeat_brings_it_back
     assert_eq!(node.status_reason.as_deref(), Some(reasons::TIMED_OUT));
     assert!(registry.snapshot().is_empty());
 
-    registry
-        .heartbeat(
-            a.node_id,
-            HeartbeatRequest {
-                ollama_available: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    beat(&registry, a.node_id, true);
     assert_eq!(registry.get(a.node_id).unwrap().status, NodeStatus::Online);
     assert_eq!(registry.snapshot().nodes.len(), 1);
 }
@@ -210,15 +199,7 @@ async fn regular_heartbeats_keep_a_node_online() {
     let (a, _) = registry.register(request("a", 1, &[])).unwrap();
     for _ in 0..20 {
         tokio::time::advance(Duration::from_secs(10)).await;
-        registry
-            .heartbeat(
-                a.node_id,
-                HeartbeatRequest {
-                    ollama_available: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        beat(&registry, a.node_id, true);
         assert!(registry.expire_stale(Instant::now()).is_empty());
     }
     assert_eq!(registry.get(a.node_id).unwrap().status, NodeStatus::Online);
@@ -281,15 +262,7 @@ async fn heartbeats_jittering_around_the_timeout_do_not_flap_the_node() {
                 online = false;
             }
         }
-        registry
-            .heartbeat(
-                a.node_id,
-                HeartbeatRequest {
-                    ollama_available: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        beat(&registry, a.node_id, true);
         if !online {
             changes += 1;
             online = true;
@@ -309,15 +282,7 @@ async fn punctual_node_still_times_out_after_exactly_the_agent_timeout() {
     let (a, _) = registry.register(request("punctual", 1, &["m"])).unwrap();
     for _ in 0..5 {
         tokio::time::advance(Duration::from_secs(10)).await;
-        registry
-            .heartbeat(
-                a.node_id,
-                HeartbeatRequest {
-                    ollama_available: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        beat(&registry, a.node_id, true);
     }
     tokio::time::advance(Duration::from_secs(30)).await;
     assert!(registry.expire_stale(Instant::now()).is_empty());

@@ -20,25 +20,7 @@ pub struct Fleet {
 impl Fleet {
     /// A coordinator with `adjust` applied to the test configuration, and no nodes.
     pub async fn empty_with(adjust: impl FnOnce(&mut Config)) -> Fleet {
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut config = super::config(data_dir.path());
-        adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(llm_router_coordinator::run(
-            listener,
-            config,
-            stop.clone().cancelled_owned(),
-        ));
-        Fleet {
-            addr,
-            client: reqwest::Client::new(),
-            nodes: Vec::new(),
-            stop,
-            server,
-            _data_dir: data_dir,
-        }
+        Self::empty_in(tempfile::tempdir().unwrap(), adjust).await
     }
 
     /// A coordinator with one registered mock node per config.
@@ -137,14 +119,38 @@ impl Fleet {
 
     /// The coordinator's view of every node.
     pub async fn agents(&self) -> Vec<serde_json::Value> {
-        self.client
-            .get(self.url("/api/agents"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json("/api/agents").await
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// The body of `GET path`, parsed as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path).await.json().await.unwrap()
+    }
+
+    /// The body of `GET path` as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
+    /// The status of `GET path` and its body, which must be JSON.
+    pub async fn get_status_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path} answered non-JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// Posts `body` as JSON; returns the status and the answer parsed as JSON.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.post(path, body).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
     }
 
     pub async fn stop(self) {

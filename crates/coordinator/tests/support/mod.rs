@@ -81,6 +81,22 @@ impl TestCoordinator {
         (status, json)
     }
 
+    /// Registers a node through the API (see [`registration`]); returns the status and answer.
+    pub async fn register(&self, name: &str, port: u16) -> (StatusCode, serde_json::Value) {
+        self.call(
+            Method::POST,
+            "/api/agents/register",
+            Some(&registration(name, port)),
+        )
+        .await
+    }
+
+    /// Registers a node through the API; returns its id.
+    pub async fn register_id(&self, name: &str, port: u16) -> String {
+        let (_, body) = self.register(name, port).await;
+        body["node_id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         self.writer.await.unwrap();
@@ -97,6 +113,11 @@ pub fn registration(name: &str, port: u16) -> String {
         "models": [{"name": "llama3.2:latest", "size": 2019393189u64}]
     })
     .to_string()
+}
+
+/// A one-message chat request for `model`.
+pub fn chat(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
 }
 
 pub mod fleet;
