@@ -169,15 +169,7 @@ async fn a_dead_node_leaves_rotation_and_rejoins_when_probes_find_it_back() {
 
     let served = spread(&fleet, 20).await;
     assert_eq!(served, HashMap::from([("b".to_owned(), 20)]));
-    let metrics = fleet
-        .client
-        .get(fleet.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fleet.get_text("/metrics").await;
     let failures = metrics
         .lines()
         .find(|l| {

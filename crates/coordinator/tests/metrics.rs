@@ -71,12 +71,7 @@ impl Metrics {
 }
 
 async fn scrape(fleet: &Fleet) -> Metrics {
-    let response = fleet
-        .client
-        .get(fleet.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = fleet.get("/metrics").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],

@@ -99,25 +99,15 @@ fn node(name: &str, models: &[&str]) -> MockConfig {
     }
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Registers `node` the way its agent would: the models of its `/api/tags`
 /// and the loaded ones of its `/api/ps`.
 async fn register(client: &reqwest::Client, coordinator: SocketAddr, node: &MockNode) -> String {
-    let tags: Value = client
-        .get(format!("{}/api/tags", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ps: Value = client
-        .get(format!("{}/api/ps", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = get_json(client, &format!("{}/api/tags", node.url())).await;
+    let ps: Value = get_json(client, &format!("{}/api/ps", node.url())).await;
     let models: Vec<Value> = tags["models"]
         .as_array()
         .unwrap()
