@@ -554,3 +554,34 @@ async fn request_id_is_echoed_and_forwarded_to_the_node() {
     assert_eq!(recorded.headers["x-request-id"], "trace-me-7");
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn a_model_every_listing_node_turns_out_not_to_have_is_404_not_502() {
+    let mut fleet = Fleet::empty_with(|_| {}).await;
+    fleet
+        .add_node(MockConfig::named("a").with_models(["llama3.2"]))
+        .await;
+    // A stale model list: the node is registered as holding a model it no longer has.
+    let node = fleet.node("a");
+    let (status, _) = fleet
+        .post_json(
+            "/api/agents/register",
+            json!({
+                "machine_name": "a",
+                "ip_address": "127.0.0.1",
+                "ollama_port": node.addr().port(),
+                "models": [{"name": "llama3.2"}, {"name": "deleted-model"}],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = fleet
+        .post_json("/api/chat", chat("deleted-model", false))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("deleted-model"),
+        "{body}"
+    );
+    fleet.stop().await;
+}

@@ -139,6 +139,8 @@ struct AttemptFailure {
     /// Whether the failure says something is wrong with the node (not with the request).
     counts_against_node: bool,
     timed_out: bool,
+    /// The node answered 404: it does not have the model (its list was stale).
+    lacks_model: bool,
 }
 
 /// Logs a node leaving or rejoining rotation; called only on a change.
@@ -243,6 +245,7 @@ impl Proxy {
         let max_attempts = self.settings.max_attempts.max(1) as usize;
         let mut failures: Vec<String> = Vec::new();
         let mut all_timed_out = true;
+        let mut all_lacked_model = true;
         while failures.len() < max_attempts {
             if pool.is_empty() {
                 // Nodes that failed recently are the last resort, not excluded.
@@ -267,6 +270,7 @@ impl Proxy {
                     }
                     tracing::warn!(node = %node.machine_name, model = %request.facts.model, error = %failure.message, "attempt failed; trying another node");
                     all_timed_out &= failure.timed_out;
+                    all_lacked_model &= failure.lacks_model;
                     failures.push(failure.message);
                 }
             }
@@ -277,7 +281,11 @@ impl Proxy {
             request.facts.model,
             failures.join("; ")
         );
-        Err(if all_timed_out {
+        Err(if all_lacked_model {
+            // The nodes' model lists were stale: none of them has it after all.
+            tracing::warn!(model = %request.facts.model, %summary, "nodes listed the model but do not have it");
+            ProxyError::ModelNotFound(request.facts.model.clone())
+        } else if all_timed_out {
             ProxyError::Timeout(summary)
         } else {
             ProxyError::NodesFailed(summary)
@@ -315,6 +323,7 @@ impl Proxy {
                     ),
                     counts_against_node: true,
                     timed_out: true,
+                    lacks_model: false,
                 });
             }
             Ok(Err(e)) => {
@@ -322,6 +331,7 @@ impl Proxy {
                     message: format!("{}: {}", node.machine_name, error_chain(&e)),
                     counts_against_node: true,
                     timed_out: e.is_timeout(),
+                    lacks_model: false,
                 });
             }
             Ok(Ok(response)) => response,
@@ -341,6 +351,7 @@ impl Proxy {
                 ),
                 counts_against_node: status.is_server_error(),
                 timed_out: false,
+                lacks_model: status == StatusCode::NOT_FOUND,
             });
         }
         tracing::debug!(node = %node.machine_name, model = %request.facts.model, %status, "proxying");
@@ -425,6 +436,7 @@ impl Proxy {
                 message: format!("{}: unusable response head: {e}", node.machine_name),
                 counts_against_node: false,
                 timed_out: false,
+                lacks_model: false,
             })
     }
 }
