@@ -366,13 +366,13 @@ impl Cli {
                 return Err(ConfigError::Zero { name });
             }
         }
-        if let Some(n) = self.demo {
-            if !(1..=MAX_DEMO_NODES).contains(&n) {
-                return Err(ConfigError::DemoSize {
-                    given: n,
-                    max: MAX_DEMO_NODES,
-                });
-            }
+        if let Some(n) = self.demo
+            && !(1..=MAX_DEMO_NODES).contains(&n)
+        {
+            return Err(ConfigError::DemoSize {
+                given: n,
+                max: MAX_DEMO_NODES,
+            });
         }
         let data_dir = match &self.data_dir {
             Some(dir) => dir.clone(),

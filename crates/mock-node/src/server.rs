@@ -135,10 +135,10 @@ impl MockNode {
     /// Returns once the server has wound down.
     pub async fn stop(mut self) {
         self.state.stop();
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
-                task.abort();
-            }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(STOP_GRACE, &mut task).await.is_err()
+        {
+            task.abort();
         }
     }
 }

@@ -121,11 +121,11 @@ pub fn digest_response(body: &[u8]) -> ResponseDigest {
         return ResponseDigest::default();
     }
     // One document (a non-streamed answer, possibly pretty-printed).
-    if !trimmed.starts_with("data:") {
-        if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
-            digest.add(&value);
-            return digest.finish();
-        }
+    if !trimmed.starts_with("data:")
+        && let Ok(value) = serde_json::from_str::<Value>(trimmed)
+    {
+        digest.add(&value);
+        return digest.finish();
     }
     for line in trimmed.lines() {
         let line = line.trim();

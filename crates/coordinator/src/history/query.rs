@@ -100,28 +100,28 @@ impl Filter {
             .map(|s| StatusFilter::parse(&s))
             .transpose()?;
         let outcome = text("outcome").map(|o| o.to_ascii_lowercase());
-        if let Some(outcome) = &outcome {
-            if !OUTCOMES.contains(&outcome.as_str()) {
-                return Err(format!(
-                    "outcome must be one of {}, not {outcome:?}",
-                    OUTCOMES.join(", ")
-                ));
-            }
+        if let Some(outcome) = &outcome
+            && !OUTCOMES.contains(&outcome.as_str())
+        {
+            return Err(format!(
+                "outcome must be one of {}, not {outcome:?}",
+                OUTCOMES.join(", ")
+            ));
         }
         let q = params.get("q").filter(|q| !q.trim().is_empty()).cloned();
-        if let Some(q) = &q {
-            if q.chars().count() < MIN_SEARCH_CHARS {
-                return Err(format!(
-                    "q must have at least {MIN_SEARCH_CHARS} characters, not {q:?}"
-                ));
-            }
+        if let Some(q) = &q
+            && q.chars().count() < MIN_SEARCH_CHARS
+        {
+            return Err(format!(
+                "q must have at least {MIN_SEARCH_CHARS} characters, not {q:?}"
+            ));
         }
         let since = time("since")?;
         let until = time("until")?;
-        if let (Some(since), Some(until)) = (since, until) {
-            if since > until {
-                return Err("since must not be after until".to_owned());
-            }
+        if let (Some(since), Some(until)) = (since, until)
+            && since > until
+        {
+            return Err("since must not be after until".to_owned());
         }
         Ok(Filter {
             model: text("model"),

@@ -200,18 +200,18 @@ impl Proxy {
     pub async fn forward(&self, request: InferenceRequest) -> Result<Response, ProxyError> {
         let mut tried = Vec::new();
         let result = self.forward_inner(&request, &mut tried).await;
-        if let Err(error) = &result {
-            if !self.sinks.is_empty() {
-                let path = request.path_and_query.split('?').next().unwrap_or_default();
-                self.sinks.record(&request.meta.rejected(
-                    request.flavor,
-                    path,
-                    Some(&request.facts),
-                    request.body.clone(),
-                    error,
-                    tried,
-                ));
-            }
+        if let Err(error) = &result
+            && !self.sinks.is_empty()
+        {
+            let path = request.path_and_query.split('?').next().unwrap_or_default();
+            self.sinks.record(&request.meta.rejected(
+                request.flavor,
+                path,
+                Some(&request.facts),
+                request.body.clone(),
+                error,
+                tried,
+            ));
         }
         result
     }

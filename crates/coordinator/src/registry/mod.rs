@@ -533,17 +533,17 @@ impl NodeRegistry {
             record.ollama_version = hb.ollama_version;
         }
         let mut models_changed = false;
-        if let Some(models) = hb.models {
-            if models != record.models {
-                record.models = models;
-                models_changed = true;
-            }
+        if let Some(models) = hb.models
+            && models != record.models
+        {
+            record.models = models;
+            models_changed = true;
         }
-        if let Some(loaded) = hb.loaded_models {
-            if loaded != record.loaded_models {
-                record.loaded_models = loaded;
-                models_changed = true;
-            }
+        if let Some(loaded) = hb.loaded_models
+            && loaded != record.loaded_models
+        {
+            record.loaded_models = loaded;
+            models_changed = true;
         }
         if models_changed {
             record.rebuild_routable();

@@ -110,12 +110,12 @@ pub fn registration(req: &RegisterRequest) -> Result<(String, String), ApiError>
         ("ollama_version", &req.ollama_version),
         ("agent_version", &req.agent_version),
     ] {
-        if let Some(value) = value {
-            if value.len() > MAX_NAME_LEN {
-                return Err(invalid(format!(
-                    "{field} is longer than {MAX_NAME_LEN} bytes"
-                )));
-            }
+        if let Some(value) = value
+            && value.len() > MAX_NAME_LEN
+        {
+            return Err(invalid(format!(
+                "{field} is longer than {MAX_NAME_LEN} bytes"
+            )));
         }
     }
     models("models", &req.models)?;
@@ -228,13 +228,13 @@ pub fn patch(mut patch: NodePatch) -> Result<NodePatch, ApiError> {
         }
         patch.tags = Some(clean);
     }
-    if let Some(notes) = &patch.notes {
-        if notes.len() > MAX_NOTES_LEN {
-            return Err(invalid(format!(
-                "notes are {} bytes long; the limit is {MAX_NOTES_LEN}",
-                notes.len()
-            )));
-        }
+    if let Some(notes) = &patch.notes
+        && notes.len() > MAX_NOTES_LEN
+    {
+        return Err(invalid(format!(
+            "notes are {} bytes long; the limit is {MAX_NOTES_LEN}",
+            notes.len()
+        )));
     }
     if patch == NodePatch::default() {
         return Err(invalid(
