@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 /// A fleet with varied load, speed and resident models.
 fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
-    let now = Instant::now();
     (0..size)
         .map(|i| {
             let live = Arc::new(NodeLive::default());
@@ -31,7 +30,6 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
                 (i % 53) as f32,
                 Some(1 + (i % 4) as u32),
                 Some(vec![resident.to_owned()]),
-                now,
             );
             live.record_speed(
                 "m:latest",

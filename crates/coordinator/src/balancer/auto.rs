@@ -30,11 +30,11 @@
 //! traffic calls for.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use super::latency::DEFAULT_COMPLETION_TOKENS;
-use super::{Placement, Policy};
+use super::{Placement, Policy, lowest_score};
 use crate::registry::RoutableNode;
 
 /// Time to first token assumed for a node not measured yet.
@@ -142,10 +142,7 @@ impl Policy for Auto {
             .zip(&estimates)
             .map(|(node, own)| cost(node, placement, *own, neutral))
             .collect();
-        let best = costs.iter().copied().fold(f64::INFINITY, f64::min);
-        let limit = best * (1.0 + TIE_TOLERANCE);
-        let near: Vec<usize> = (0..costs.len()).filter(|&i| costs[i] <= limit).collect();
-        near[self.turn.fetch_add(1, Ordering::Relaxed) % near.len()]
+        lowest_score(&costs, &self.turn, TIE_TOLERANCE)
     }
 }
 
@@ -156,8 +153,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::balancer::testing::{names, node};
-    use crate::proxy::peek::RequestFacts;
+    use crate::balancer::testing::{names, node, place_model};
     use crate::registry::live::SpeedSample;
 
     fn speed(node: &RoutableNode, model: &str, ttft_ms: u64, tps: f64) {
@@ -178,21 +174,11 @@ mod tests {
             10.0,
             None,
             Some(models.iter().map(|m| (*m).to_owned()).collect()),
-            Instant::now(),
         );
     }
 
     fn pick(nodes: &[Arc<RoutableNode>], model: &str) -> String {
-        let facts = RequestFacts {
-            model: model.into(),
-            stream: true,
-        };
-        let placement = Placement {
-            request: &facts,
-            model,
-            now: Instant::now(),
-        };
-        names(nodes, [Auto::default().select(nodes, &placement)]).remove(0)
+        names(nodes, [place_model(&Auto::default(), nodes, model)]).remove(0)
     }
 
     #[test]

@@ -67,8 +67,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::balancer::testing::{names, node};
-    use crate::proxy::peek::RequestFacts;
+    use crate::balancer::testing::{names, node, place};
     use crate::registry::live::SpeedSample;
 
     fn measured(node: &RoutableNode, ttft_ms: u64, tps: f64) {
@@ -88,18 +87,7 @@ mod tests {
         let nodes = vec![node("slow"), node("fast")];
         measured(&nodes[0], 900, 10.0);
         measured(&nodes[1], 100, 100.0);
-        let facts = RequestFacts {
-            model: "m".into(),
-            stream: true,
-        };
-        let placement = Placement {
-            request: &facts,
-            model: "m:latest",
-            now: tokio::time::Instant::now(),
-        };
-        let picks: Vec<_> = (0..20)
-            .map(|_| Latency.select(&nodes, &placement))
-            .collect();
+        let picks: Vec<_> = (0..20).map(|_| place(&Latency, &nodes)).collect();
         assert_eq!(names(&nodes, picks), vec!["fast"; 20]);
     }
 
@@ -109,34 +97,13 @@ mod tests {
         measured(&nodes[0], 100, 100.0); // 1.1 s alone
         measured(&nodes[1], 100, 50.0); // 2.1 s alone
         let _running: Vec<_> = (0..3).map(|_| nodes[0].live.start_request()).collect();
-        let facts = RequestFacts {
-            model: "m".into(),
-            stream: true,
-        };
-        let placement = Placement {
-            request: &facts,
-            model: "m:latest",
-            now: tokio::time::Instant::now(),
-        };
-        assert_eq!(
-            names(&nodes, [Latency.select(&nodes, &placement)]),
-            ["medium"]
-        );
+        assert_eq!(names(&nodes, [place(&Latency, &nodes)]), ["medium"]);
     }
 
     #[test]
     fn unmeasured_nodes_get_tried() {
         let nodes = vec![node("known"), node("new")];
         measured(&nodes[0], 100, 100.0);
-        let facts = RequestFacts {
-            model: "m".into(),
-            stream: true,
-        };
-        let placement = Placement {
-            request: &facts,
-            model: "m:latest",
-            now: tokio::time::Instant::now(),
-        };
-        assert_eq!(names(&nodes, [Latency.select(&nodes, &placement)]), ["new"]);
+        assert_eq!(names(&nodes, [place(&Latency, &nodes)]), ["new"]);
     }
 }

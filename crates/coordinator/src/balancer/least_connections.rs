@@ -24,27 +24,17 @@ impl Policy for LeastConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::testing::{names, node};
-    use crate::proxy::peek::RequestFacts;
+    use crate::balancer::testing::{names, node, place};
 
     #[test]
     fn picks_the_least_busy_and_rotates_ties() {
         let nodes = vec![node("a"), node("b"), node("c")];
         let _a1 = nodes[0].live.start_request();
         let _a2 = nodes[0].live.start_request();
-        let facts = RequestFacts {
-            model: "m".into(),
-            stream: false,
-        };
-        let placement = Placement {
-            request: &facts,
-            model: "m:latest",
-            now: tokio::time::Instant::now(),
-        };
         let policy = LeastConnections::default();
-        let picks = (0..4).map(|_| policy.select(&nodes, &placement));
+        let picks = (0..4).map(|_| place(&policy, &nodes));
         assert_eq!(names(&nodes, picks), ["b", "c", "b", "c"]);
         let _b = nodes[1].live.start_request();
-        assert_eq!(names(&nodes, [policy.select(&nodes, &placement)]), ["c"]);
+        assert_eq!(names(&nodes, [place(&policy, &nodes)]), ["c"]);
     }
 }

@@ -43,13 +43,10 @@ impl Policy for MetricsScore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::testing::{names, node};
-    use crate::proxy::peek::RequestFacts;
-    use tokio::time::Instant;
+    use crate::balancer::testing::{names, node, place};
 
     fn load(node: &RoutableNode, cpu: f32, memory: f32) {
-        node.live
-            .record_heartbeat(cpu, memory, None, None, Instant::now());
+        node.live.record_heartbeat(cpu, memory, None, None);
     }
 
     #[test]
@@ -57,17 +54,8 @@ mod tests {
         let nodes = vec![node("hot"), node("cool")];
         load(&nodes[0], 90.0, 40.0);
         load(&nodes[1], 10.0, 40.0);
-        let facts = RequestFacts {
-            model: "m".into(),
-            stream: false,
-        };
-        let placement = Placement {
-            request: &facts,
-            model: "m:latest",
-            now: Instant::now(),
-        };
         let policy = MetricsScore::default();
-        let picks: Vec<_> = (0..5).map(|_| policy.select(&nodes, &placement)).collect();
+        let picks: Vec<_> = (0..5).map(|_| place(&policy, &nodes)).collect();
         assert_eq!(names(&nodes, picks), ["cool"; 5]);
     }
 
@@ -78,17 +66,8 @@ mod tests {
         load(&nodes[1], 25.0, 10.0);
         let _busy = nodes[0].live.start_request();
         let _busy2 = nodes[0].live.start_request();
-        let facts = RequestFacts {
-            model: "m".into(),
-            stream: false,
-        };
-        let placement = Placement {
-            request: &facts,
-            model: "m:latest",
-            now: Instant::now(),
-        };
         assert_eq!(
-            names(&nodes, [MetricsScore::default().select(&nodes, &placement)]),
+            names(&nodes, [place(&MetricsScore::default(), &nodes)]),
             ["b"]
         );
     }
@@ -99,17 +78,8 @@ mod tests {
         for (n, cpu) in nodes.iter().zip([95.0, 85.0, 99.0]) {
             load(n, cpu, 50.0);
         }
-        let facts = RequestFacts {
-            model: "m".into(),
-            stream: false,
-        };
-        let placement = Placement {
-            request: &facts,
-            model: "m:latest",
-            now: Instant::now(),
-        };
         let policy = MetricsScore::default();
-        let picks: Vec<_> = (0..6).map(|_| policy.select(&nodes, &placement)).collect();
+        let picks: Vec<_> = (0..6).map(|_| place(&policy, &nodes)).collect();
         assert_eq!(names(&nodes, picks), ["a", "b", "c", "a", "b", "c"]);
     }
 }

@@ -63,14 +63,20 @@ pub(crate) fn lowest(
     mut score: impl FnMut(&RoutableNode) -> f64,
 ) -> usize {
     let scores: Vec<f64> = candidates.iter().map(|n| score(n)).collect();
+    lowest_score(&scores, turn, 1e-9)
+}
+
+/// Index of the lowest of `scores`; scores within `relative_tolerance` of it
+/// count as tied and take turns through `turn`.
+pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, relative_tolerance: f64) -> usize {
     let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let tolerance = best.abs() * 1e-9;
-    let ties = scores.iter().filter(|s| **s <= best + tolerance).count();
+    let limit = best + best.abs() * relative_tolerance;
+    let ties = scores.iter().filter(|s| **s <= limit).count();
     let nth = turn.fetch_add(1, Ordering::Relaxed) % ties.max(1);
     scores
         .iter()
         .enumerate()
-        .filter(|(_, s)| **s <= best + tolerance)
+        .filter(|(_, s)| **s <= limit)
         .nth(nth)
         .map_or(0, |(i, _)| i)
 }
@@ -84,6 +90,8 @@ pub(crate) mod testing {
 
     use llm_router_common::NodeId;
 
+    use super::{Placement, Policy};
+    use crate::proxy::peek::RequestFacts;
     use crate::registry::{NodeLive, RoutableNode};
 
     pub fn node(name: &str) -> Arc<RoutableNode> {
@@ -96,6 +104,25 @@ pub(crate) mod testing {
             loaded_models: HashSet::new(),
             live: Arc::new(NodeLive::default()),
         })
+    }
+
+    /// Where `policy` places a request for model `m:latest`.
+    pub fn place(policy: &dyn Policy, nodes: &[Arc<RoutableNode>]) -> usize {
+        place_model(policy, nodes, "m:latest")
+    }
+
+    /// Where `policy` places a request for `model` (a canonical name).
+    pub fn place_model(policy: &dyn Policy, nodes: &[Arc<RoutableNode>], model: &str) -> usize {
+        let facts = RequestFacts {
+            model: model.into(),
+            stream: true,
+        };
+        let placement = Placement {
+            request: &facts,
+            model,
+            now: tokio::time::Instant::now(),
+        };
+        policy.select(nodes, &placement)
     }
 
     pub fn names(

@@ -110,7 +110,6 @@ pub struct SpeedSample {
 struct Resident {
     /// From the latest heartbeat: canonical names loaded in memory.
     reported: Vec<String>,
-    reported_at: Option<Instant>,
     /// Models routed here since, most recent last, with when.
     routed: Vec<(String, Instant)>,
     /// Most models ever seen loaded at once (at least 1): how many fit.
@@ -256,30 +255,24 @@ impl NodeLive {
         memory_percent: f32,
         parallel: Option<u32>,
         loaded: Option<Vec<String>>,
-        now: Instant,
     ) {
         self.cpu_percent_bits
             .store(cpu_percent.to_bits(), Ordering::Relaxed);
         self.memory_percent_bits
             .store(memory_percent.to_bits(), Ordering::Relaxed);
+        self.record_registration(parallel, loaded);
+    }
+
+    /// Stores what a registration (or heartbeat) said about slots and, when it
+    /// listed them, the models resident in memory.
+    pub fn record_registration(&self, parallel: Option<u32>, loaded: Option<Vec<String>>) {
         self.parallel
             .store(parallel.unwrap_or(0), Ordering::Relaxed);
         if let Some(loaded) = loaded {
             let mut resident = self.resident.lock();
             resident.capacity = resident.capacity.max(loaded.len()).max(1);
             resident.reported = loaded;
-            resident.reported_at = Some(now);
         }
-    }
-
-    /// Stores what a registration said about slots and resident models.
-    pub fn record_registration(&self, parallel: Option<u32>, loaded: Vec<String>, now: Instant) {
-        self.parallel
-            .store(parallel.unwrap_or(0), Ordering::Relaxed);
-        let mut resident = self.resident.lock();
-        resident.capacity = resident.capacity.max(loaded.len()).max(1);
-        resident.reported = loaded;
-        resident.reported_at = Some(now);
     }
 
     // ---- speed ----
@@ -485,7 +478,7 @@ mod tests {
     fn routing_a_model_to_a_full_node_evicts_the_reported_one() {
         let live = NodeLive::default();
         let now = Instant::now();
-        live.record_heartbeat(0.0, 0.0, None, Some(vec!["a:latest".into()]), now);
+        live.record_heartbeat(0.0, 0.0, None, Some(vec!["a:latest".into()]));
         assert!(live.is_resident("a:latest", now));
         assert!(!live.route_model("b:latest", now));
         assert!(live.is_resident("b:latest", now));
@@ -505,7 +498,6 @@ mod tests {
             0.0,
             None,
             Some(vec!["a:latest".into(), "b:latest".into()]),
-            now,
         );
         live.route_model("c:latest", now);
         assert!(live.is_resident("c:latest", now));

@@ -458,12 +458,13 @@ impl NodeRegistry {
         if let Some(record) = nodes.get(&status.0) {
             record.live.record_registration(
                 req_parallel,
-                record
-                    .loaded_models
-                    .iter()
-                    .map(|m| canonical_model_name(&m.name))
-                    .collect(),
-                now,
+                Some(
+                    record
+                        .loaded_models
+                        .iter()
+                        .map(|m| canonical_model_name(&m.name))
+                        .collect(),
+                ),
             );
         }
         self.publish(&nodes);
@@ -525,7 +526,6 @@ impl NodeRegistry {
                     .map(|m| canonical_model_name(&m.name))
                     .collect()
             }),
-            now,
         );
         // A probe measures no machine load: show none rather than zeros.
         record.metrics = (!probe).then_some(hb.metrics);
