@@ -71,3 +71,17 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Parses a subcommand's arguments alone, for tests of their defaults and checks.
+#[cfg(test)]
+pub fn parse_args<A: clap::Args>(name: &str, args: &[&str]) -> Result<A, clap::Error> {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+
+    Cli::<A>::try_parse_from(std::iter::once(name).chain(args.iter().copied())).map(|c| c.args)
+}

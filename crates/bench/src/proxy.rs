@@ -765,16 +765,9 @@ fn overhead_table(cells: &mut [Cell]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ProxyArgs,
-    }
 
     fn parse(args: &[&str]) -> Result<ProxyArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("proxy").chain(args.iter().copied())).map(|c| c.args)
+        crate::harness::parse_args("proxy", args)
     }
 
     #[test]

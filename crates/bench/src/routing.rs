@@ -1198,16 +1198,9 @@ pub fn ratio_lines(rr_mean: f64, rr_p99: f64, auto_mean: f64, auto_p99: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: RoutingArgs,
-    }
 
     fn parse(args: &[&str]) -> Result<RoutingArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("routing").chain(args.iter().copied())).map(|c| c.args)
+        crate::harness::parse_args("routing", args)
     }
 
     #[test]
