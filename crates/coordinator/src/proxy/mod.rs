@@ -99,14 +99,13 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
-    /// A record of a request that got no node's answer.
-    pub fn rejected(
+    /// A record of this request, with nothing known yet of how it ends.
+    pub fn record(
         &self,
         flavor: ApiFlavor,
         endpoint: &str,
         facts: Option<&RequestFacts>,
         body: Bytes,
-        error: &ProxyError,
         nodes_tried: Vec<String>,
     ) -> RequestRecord {
         RequestRecord {
@@ -120,16 +119,42 @@ impl RequestMeta {
             node_id: None,
             node_name: nodes_tried.last().cloned(),
             nodes_tried,
-            status: error.status().as_u16(),
-            outcome: Outcome::Rejected,
-            duration: self.started.elapsed(),
+            status: 0,
+            outcome: Outcome::Completed,
+            duration: Default::default(),
             time_to_first_byte: None,
             usage: Usage::default(),
             request_body: body,
             response_body: Bytes::new(),
             response_bytes_dropped: 0,
-            error: Some(error.to_string()),
+            error: None,
         }
+    }
+
+    /// A record of a request that got no node's answer.
+    pub fn rejected(
+        &self,
+        flavor: ApiFlavor,
+        endpoint: &str,
+        facts: Option<&RequestFacts>,
+        body: Bytes,
+        error: &ProxyError,
+        nodes_tried: Vec<String>,
+    ) -> RequestRecord {
+        RequestRecord {
+            status: error.status().as_u16(),
+            outcome: Outcome::Rejected,
+            duration: self.started.elapsed(),
+            error: Some(error.to_string()),
+            ..self.record(flavor, endpoint, facts, body, nodes_tried)
+        }
+    }
+}
+
+impl InferenceRequest {
+    /// The path called, without the query.
+    pub fn endpoint(&self) -> &str {
+        self.path_and_query.split('?').next().unwrap_or_default()
     }
 }
 
@@ -203,10 +228,9 @@ impl Proxy {
         if let Err(error) = &result
             && !self.sinks.is_empty()
         {
-            let path = request.path_and_query.split('?').next().unwrap_or_default();
             self.sinks.record(&request.meta.rejected(
                 request.flavor,
-                path,
+                request.endpoint(),
                 Some(&request.facts),
                 request.body.clone(),
                 error,
@@ -383,30 +407,15 @@ impl Proxy {
             let meta = &request.meta;
             Tap::new(
                 RequestRecord {
-                    request_id: meta.request_id.clone(),
-                    started_at: meta.started_at,
-                    client_ip: meta.client_ip,
-                    flavor: request.flavor,
-                    endpoint: request
-                        .path_and_query
-                        .split('?')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    model: request.facts.model.clone(),
-                    stream: request.facts.stream,
                     node_id: Some(node.id),
-                    node_name: Some(node.machine_name.clone()),
-                    nodes_tried: tried.to_vec(),
                     status: status.as_u16(),
-                    outcome: Outcome::Completed,
-                    duration: Default::default(),
-                    time_to_first_byte: None,
-                    usage: Usage::default(),
-                    request_body: request.body.clone(),
-                    response_body: Bytes::new(),
-                    response_bytes_dropped: 0,
-                    error: None,
+                    ..meta.record(
+                        request.flavor,
+                        request.endpoint(),
+                        Some(&request.facts),
+                        request.body.clone(),
+                        tried.to_vec(),
+                    )
                 },
                 self.sinks.clone(),
                 meta.started,
