@@ -145,6 +145,46 @@ struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// A node just added: offline, unavailable, nothing known but its name and address.
+    fn fresh(
+        id: NodeId,
+        machine_name: String,
+        ip_address: IpAddr,
+        api_url: String,
+        api_kind: ApiKind,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> Self {
+        let live = Arc::new(NodeLive::default());
+        NodeRecord {
+            routable: routable_entry(id, &machine_name, &api_url, &[], &[], api_kind, &live),
+            id,
+            machine_name,
+            display_name: None,
+            ip_address,
+            api_url,
+            ollama_version: None,
+            agent_version: None,
+            registered_at: wall,
+            last_seen: wall,
+            last_heartbeat: now,
+            recent_gaps: HeartbeatGaps::default(),
+            alive_since: None,
+            offline_reason: None,
+            ollama_available: false,
+            draining: false,
+            tags: Vec::new(),
+            notes: String::new(),
+            system_info: SystemInfo::default(),
+            metrics: None,
+            models: Vec::new(),
+            loaded_models: Vec::new(),
+            agentless: false,
+            api_kind,
+            live,
+        }
+    }
+
     fn status(&self) -> NodeStatus {
         if self.alive_since.is_none() || !self.ollama_available {
             NodeStatus::Offline
@@ -407,42 +447,25 @@ impl NodeRegistry {
             }
             None => {
                 let id = req.node_id.unwrap_or_else(NodeId::new_v4);
-                let live = Arc::new(NodeLive::default());
-                let record = NodeRecord {
-                    routable: routable_entry(
-                        id,
-                        &machine_name,
-                        &api_url,
-                        &req.models,
-                        &req.loaded_models,
-                        ApiKind::Ollama,
-                        &live,
-                    ),
-                    id,
-                    machine_name,
-                    display_name: None,
-                    ip_address: req.ip_address,
-                    api_url,
+                let mut record = NodeRecord {
                     ollama_version: req.ollama_version,
                     agent_version: req.agent_version,
-                    registered_at: wall,
-                    last_seen: wall,
-                    last_heartbeat: now,
-                    recent_gaps: HeartbeatGaps::default(),
                     alive_since: Some(now),
-                    offline_reason: None,
                     ollama_available: req.ollama_available,
-                    draining: false,
-                    tags: Vec::new(),
-                    notes: String::new(),
                     system_info: req.system_info,
-                    metrics: None,
                     models: req.models,
                     loaded_models: req.loaded_models,
-                    agentless: false,
-                    api_kind: ApiKind::Ollama,
-                    live,
+                    ..NodeRecord::fresh(
+                        id,
+                        machine_name,
+                        req.ip_address,
+                        api_url,
+                        ApiKind::Ollama,
+                        now,
+                        wall,
+                    )
                 };
+                record.rebuild_routable();
                 tracing::info!(
                     node_id = %id,
                     machine = %record.machine_name,
@@ -605,33 +628,18 @@ impl NodeRegistry {
             ));
         }
         let id = NodeId::new_v4();
-        let live = Arc::new(NodeLive::default());
         let record = NodeRecord {
-            routable: routable_entry(id, &node.name, &node.api_url, &[], &[], node.kind, &live),
-            id,
-            machine_name: node.name,
-            display_name: None,
-            ip_address,
-            api_url: node.api_url,
-            ollama_version: None,
-            agent_version: None,
-            registered_at: wall,
-            last_seen: wall,
-            last_heartbeat: now,
-            recent_gaps: HeartbeatGaps::default(),
-            alive_since: None,
             offline_reason: Some(reasons::NOT_PROBED),
-            ollama_available: false,
-            draining: false,
-            tags: Vec::new(),
-            notes: String::new(),
-            system_info: SystemInfo::default(),
-            metrics: None,
-            models: Vec::new(),
-            loaded_models: Vec::new(),
             agentless: true,
-            api_kind: node.kind,
-            live,
+            ..NodeRecord::fresh(
+                id,
+                node.name,
+                ip_address,
+                node.api_url,
+                node.kind,
+                now,
+                wall,
+            )
         };
         tracing::info!(
             node_id = %id,
