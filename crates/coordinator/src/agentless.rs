@@ -16,7 +16,6 @@ use llm_router_common::{
     ApiKind, HeartbeatRequest, LoadedModel, MAX_MODELS_PER_NODE, MAX_NAME_LEN, ModelInfo,
 };
 use serde_json::Value;
-use tokio::time::MissedTickBehavior;
 
 use crate::registry::{AgentlessTarget, NodeRegistry, validate};
 
@@ -34,25 +33,17 @@ pub async fn run_agentless_poller(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let timeout = probe_timeout(interval);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = ticker.tick() => {
-                let targets = registry.agentless_targets();
-                let probes = targets
-                    .iter()
-                    .map(|target| probe_and_record(&registry, &client, target, timeout));
-                // Shutdown does not wait for a round: probes are bounded by `timeout`.
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    _ = futures::future::join_all(probes) => {}
-                }
-            }
+    crate::health::every(interval, shutdown, || {
+        let targets = registry.agentless_targets();
+        let (registry, client) = (&registry, &client);
+        async move {
+            let probes = targets
+                .iter()
+                .map(|target| probe_and_record(registry, client, target, timeout));
+            futures::future::join_all(probes).await;
         }
-    }
+    })
+    .await;
 }
 
 /// Probes one node and records the result; logs when it stops or starts answering.

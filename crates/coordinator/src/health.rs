@@ -11,7 +11,8 @@ use crate::registry::live::HealthThresholds;
 use crate::registry::{NodeRegistry, RoutableNode};
 
 /// Runs `tick` every `interval` (the first at once; a slow tick delays the
-/// next rather than bunching them) until `shutdown` completes.
+/// next rather than bunching them) until `shutdown` completes, which also
+/// abandons a tick in progress.
 pub async fn every<F, Fut>(
     interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
@@ -26,7 +27,12 @@ pub async fn every<F, Fut>(
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = ticker.tick() => tick().await,
+            _ = ticker.tick() => {}
+        }
+        // Shutdown does not wait for a slow round either.
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tick() => {}
         }
     }
 }
