@@ -33,6 +33,9 @@ use store::{HistoryStore, Opened};
 /// Most rows inserted in one transaction.
 const BATCH: usize = 1_000;
 
+/// How long a batch stays open for more rows after its first one.
+const LINGER: Duration = Duration::from_millis(100);
+
 /// Shortest time between two warnings about dropped rows.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -285,17 +288,31 @@ fn run_writer(
     let mut stop = false;
     while !stop {
         let timeout = next_prune.saturating_duration_since(Instant::now());
+        // Takes one message; true when the batch must be written now.
         let mut take = |message, batch: &mut Vec<HistoryEntry>| match message {
-            Message::Entry(entry) => batch.push(*entry),
-            Message::Flush(done) => flushes.push(done),
-            Message::Stop => stop = true,
+            Message::Entry(entry) => {
+                batch.push(*entry);
+                batch.len() >= BATCH
+            }
+            Message::Flush(done) => {
+                flushes.push(done);
+                true
+            }
+            Message::Stop => {
+                stop = true;
+                true
+            }
         };
         match receiver.recv_timeout(timeout) {
             Ok(message) => {
-                take(message, &mut batch);
-                while batch.len() < BATCH {
-                    match receiver.try_recv() {
-                        Ok(message) => take(message, &mut batch),
+                // Rows arriving close together share a transaction: fewer,
+                // larger commits and search-index segments to merge later.
+                let close_at = Instant::now() + LINGER;
+                let mut full = take(message, &mut batch);
+                while !full {
+                    let left = close_at.saturating_duration_since(Instant::now());
+                    match receiver.recv_timeout(left) {
+                        Ok(message) => full = take(message, &mut batch),
                         Err(_) => break,
                     }
                 }

@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS bodies (
     counters TEXT
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(
-    text, content='', contentless_delete=1, tokenize='trigram'
+    text, content='', contentless_delete=1, tokenize='trigram', detail=none
 );
 CREATE INDEX IF NOT EXISTS requests_time ON requests(time_ms);
 CREATE INDEX IF NOT EXISTS requests_model ON requests(model_key, time_ms);
@@ -556,9 +556,13 @@ pub struct Listed {
 /// How a text search is run, chosen per query.
 enum Search {
     None,
-    /// Through the trigram index: the term has 3 characters or more and
-    /// matches at most [`SEARCH_COUNT_CAP`] requests, so the set of matches is small.
-    Index(String),
+    /// Through the trigram index: the term has 3 characters or more and the
+    /// index finds at most [`SEARCH_COUNT_CAP`] candidates (requests holding
+    /// all of its trigrams), which are then checked like a scan would.
+    Index {
+        trigrams: String,
+        pattern: String,
+    },
     /// By reading the columns (LIKE): the term is too short for trigrams, or
     /// so common that a newest-first scan finds a page of matches at once.
     /// `hits`: the matches the index found, counted up to the cap + 1.
@@ -587,24 +591,24 @@ impl Search {
                 hits: None,
             });
         }
-        // A phrase of the whole term: its trigrams, adjacent, i.e. the substring.
-        let phrase = format!("\"{}\"", q.replace('"', "\"\""));
+        let trigrams = trigram_query(q);
         let hits: i64 = conn
             .prepare_cached(
                 "SELECT count(*) FROM (SELECT rowid FROM search WHERE search MATCH ?1 LIMIT ?2)",
             )?
             .query_row(
-                params![phrase, saturating_i64(SEARCH_COUNT_CAP + 1)],
+                params![trigrams, saturating_i64(SEARCH_COUNT_CAP + 1)],
                 |row| row.get(0),
             )?;
         let hits = hits.max(0) as u64;
+        let pattern = format!("%{}%", escape_like(q));
         Ok(if hits > SEARCH_COUNT_CAP {
             Search::Scan {
-                pattern: format!("%{}%", escape_like(q)),
+                pattern,
                 hits: Some(hits),
             }
         } else {
-            Search::Index(phrase)
+            Search::Index { trigrams, pattern }
         })
     }
 
@@ -719,24 +723,52 @@ fn conditions(
     }
     match search {
         Search::None => {}
-        Search::Index(phrase) => {
+        Search::Index { trigrams, pattern } => {
             conditions.push("r.id IN (SELECT rowid FROM search WHERE search MATCH ?)".to_owned());
-            values.push(Value::Text(phrase.clone()));
+            values.push(Value::Text(trigrams.clone()));
+            // The index knows which trigrams a request holds, not where:
+            // the candidates are checked for the term itself.
+            contains_condition(pattern, &mut conditions, values);
         }
-        Search::Scan { pattern, .. } => {
-            // The small columns first: the bodies are read only for rows they do not match.
-            conditions.push(
-                "(r.model LIKE ? ESCAPE '\\' OR r.node LIKE ? ESCAPE '\\' OR r.error LIKE ? ESCAPE '\\' \
-                 OR EXISTS (SELECT 1 FROM bodies b WHERE b.id = r.id \
-                 AND (b.response_text LIKE ? ESCAPE '\\' OR b.request_body LIKE ? ESCAPE '\\')))"
-                    .to_owned(),
-            );
-            for _ in 0..5 {
-                values.push(Value::Text(pattern.clone()));
-            }
-        }
+        Search::Scan { pattern, .. } => contains_condition(pattern, &mut conditions, values),
     }
     conditions
+}
+
+/// The condition that a request's searched columns contain the LIKE `pattern`.
+fn contains_condition(pattern: &str, conditions: &mut Vec<String>, values: &mut Vec<Value>) {
+    // The small columns first: the bodies are read only for rows they do not match.
+    conditions.push(
+        "(r.model LIKE ? ESCAPE '\\' OR r.node LIKE ? ESCAPE '\\' OR r.error LIKE ? ESCAPE '\\' \
+         OR EXISTS (SELECT 1 FROM bodies b WHERE b.id = r.id \
+         AND (b.response_text LIKE ? ESCAPE '\\' OR b.request_body LIKE ? ESCAPE '\\')))"
+            .to_owned(),
+    );
+    for _ in 0..5 {
+        values.push(Value::Text(pattern.to_owned()));
+    }
+}
+
+/// An FTS5 query for the requests holding every trigram of `term` (3
+/// characters or more), each once: the index keeps no positions, so a
+/// phrase query is not possible.
+fn trigram_query(term: &str) -> String {
+    let chars: Vec<char> = term.chars().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut query = String::new();
+    for window in chars.windows(3) {
+        let trigram: String = window.iter().collect();
+        if !seen.insert(trigram.to_lowercase()) {
+            continue;
+        }
+        if !query.is_empty() {
+            query.push_str(" AND ");
+        }
+        query.push('"');
+        query.push_str(&trigram.replace('"', "\"\""));
+        query.push('"');
+    }
+    query
 }
 
 fn where_clause(conditions: &[String]) -> String {
@@ -853,6 +885,32 @@ mod tests {
         assert_eq!(count("SURE"), 1);
         assert_eq!(count("goodbye"), 0);
         assert_eq!(count("llo"), 2);
+    }
+
+    #[test]
+    fn search_matches_the_term_not_just_its_trigrams() {
+        let (_dir, store) = store();
+        let now = Utc::now();
+        // The first prompt holds "abc", "bca" and "cab" but not "abcab".
+        store
+            .insert(&[
+                entry(now, "m", "xabcx cabx bcax"),
+                entry(now, "m", "say ABCAB twice"),
+            ])
+            .unwrap();
+        let count = |q: &str| {
+            store
+                .count(&Filter {
+                    q: Some(q.into()),
+                    ..Filter::default()
+                })
+                .unwrap()
+        };
+        assert_eq!(count("abcab"), 1);
+        assert_eq!(count("cab"), 2);
+        assert_eq!(count("x cabx b"), 1);
+        assert_eq!(count("\"quoted\""), 0);
+        assert_eq!(trigram_query("aaaa\"b"), r#""aaa" AND "aa""" AND "a""b""#);
     }
 
     #[test]
