@@ -57,6 +57,11 @@ pub struct ProxyArgs {
     /// Tokens the node generates per answer (all at once: no pacing).
     #[arg(long, default_value_t = 8)]
     pub tokens: u64,
+    /// Milliseconds the node takes before its first token, standing in for
+    /// inference. 0 (the default) answers at once: the router's cost at its
+    /// most visible, since the node then costs almost nothing.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_millis)]
+    pub node_ms: f64,
     /// Generation slots of the node; keep it at or above the concurrency so
     /// nothing queues at the node.
     #[arg(long, default_value_t = 256)]
@@ -121,6 +126,13 @@ fn parse_level(s: &str) -> Result<usize, String> {
         Ok(0) => Err("a concurrency level must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(format!("{s:?} is not a concurrency level: {e}")),
+    }
+}
+
+fn parse_millis(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && (0.0..=60_000.0).contains(&ms) => Ok(ms),
+        _ => Err(format!("expected milliseconds from 0 to 60000, got {s:?}")),
     }
 }
 
@@ -351,8 +363,13 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
 
     let mut setup = format!(
-        "proxy benchmark: 1 mock node ({} tokens per answer, no pacing, {} slots), {} rounds per path ({}), {} warm-up requests per run, {} CPUs",
+        "proxy benchmark: 1 mock node ({} tokens per answer, {}, {} slots), {} rounds per path ({}), {} warm-up requests per run, {} CPUs",
         args.tokens,
+        if args.node_ms > 0.0 {
+            format!("first token after {} ms", args.node_ms)
+        } else {
+            "answered at once".to_owned()
+        },
         args.slots,
         rounds,
         if router.is_some() {
@@ -426,7 +443,7 @@ async fn start_node(args: &ProxyArgs) -> anyhow::Result<(String, Arc<MockStats>)
         loaded_models: vec![MODEL.to_owned()],
         parallel: args.slots,
         default_tokens: args.tokens,
-        ttft: Duration::ZERO,
+        ttft: Duration::from_secs_f64(args.node_ms / 1000.0),
         tokens_per_sec: 0.0,
         record_capacity: 0,
         ..MockConfig::default()
@@ -811,6 +828,10 @@ mod tests {
             Some(2.5)
         );
         assert!(parse(&["--rounds", "0"]).is_err());
+        assert_eq!(parse(&[]).unwrap().node_ms, 0.0);
+        assert_eq!(parse(&["--node-ms", "2.5"]).unwrap().node_ms, 2.5);
+        assert!(parse(&["--node-ms", "-1"]).is_err());
+        assert!(parse(&["--node-ms", "NaN"]).is_err());
     }
 
     #[test]
