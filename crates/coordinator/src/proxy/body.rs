@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ApiFlavor, stream_error_chunk};
@@ -118,8 +119,6 @@ impl Tap {
     }
 }
 
-type UpstreamStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
 /// How a failure after the first byte is reported.
 #[derive(Debug, Clone, Copy)]
 pub enum FailureReport {
@@ -130,9 +129,9 @@ pub enum FailureReport {
     Abort,
 }
 
-/// Stream of body chunks from a node to the client.
+/// The body of a node's answer on its way to the client.
 pub struct ProxiedBody {
-    upstream: UpstreamStream,
+    upstream: Incoming,
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
     failure: FailureReport,
@@ -163,7 +162,7 @@ impl Drop for ProxiedBody {
 
 impl ProxiedBody {
     pub fn new(
-        upstream: UpstreamStream,
+        upstream: Incoming,
         idle_timeout: Duration,
         failure: FailureReport,
         node: String,
@@ -171,7 +170,7 @@ impl ProxiedBody {
         tap: Tap,
         content_length: Option<u64>,
     ) -> Self {
-        Self {
+        let mut body = Self {
             remaining: content_length,
             upstream,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -182,7 +181,12 @@ impl ProxiedBody {
             finished: false,
             guard: Some(guard),
             tap: Some(tap),
+        };
+        if content_length == Some(0) {
+            // Nothing to send: the server will not ask for a frame.
+            body.complete();
         }
+        body
     }
 
     /// The whole answer went through: release the slot and report it.
@@ -194,7 +198,7 @@ impl ProxiedBody {
         }
     }
 
-    fn fail(&mut self, message: String) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.finished = true;
         self.guard = None;
         tracing::warn!(node = %self.node, error = %message, "response from node broke off");
@@ -212,38 +216,44 @@ impl ProxiedBody {
                     joined.extend_from_slice(&chunk);
                     Bytes::from(joined)
                 };
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             FailureReport::Abort => Poll::Ready(Some(Err(std::io::Error::other(message)))),
         }
     }
 }
 
-impl Stream for ProxiedBody {
-    type Item = Result<Bytes, std::io::Error>;
+impl Body for ProxiedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
         if this.finished {
             return Poll::Ready(None);
         }
-        match this.upstream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(&last) = chunk.last() {
-                    this.at_line_start = last == b'\n';
-                }
+        match Pin::new(&mut this.upstream).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
                 let deadline = Instant::now() + this.idle_timeout;
                 this.idle.as_mut().reset(deadline);
-                if let Some(tap) = &mut this.tap {
-                    tap.observe(&chunk);
-                }
-                if let Some(remaining) = &mut this.remaining {
-                    *remaining = remaining.saturating_sub(chunk.len() as u64);
-                    if *remaining == 0 {
-                        this.complete();
+                if let Some(chunk) = frame.data_ref() {
+                    if let Some(&last) = chunk.last() {
+                        this.at_line_start = last == b'\n';
+                    }
+                    if let Some(tap) = &mut this.tap {
+                        tap.observe(chunk);
+                    }
+                    if let Some(remaining) = &mut this.remaining {
+                        *remaining = remaining.saturating_sub(chunk.len() as u64);
+                        if *remaining == 0 {
+                            this.complete();
+                        }
                     }
                 }
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 let message = format!(
@@ -270,9 +280,22 @@ impl Stream for ProxiedBody {
             },
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // An error chunk may follow a streamed answer, so only a complete
+        // single document has a known length.
+        match (self.failure, self.remaining) {
+            (FailureReport::Abort, Some(n)) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
 }
 
-/// `e` and its sources, joined: reqwest's top-level messages alone are vague.
+/// `e` and its sources, joined: HTTP clients' top-level messages alone are vague.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

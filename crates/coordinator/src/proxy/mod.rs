@@ -24,9 +24,13 @@ pub mod usage;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llm_router_common::canonical_model_name;
 use tokio::time::Instant;
 
@@ -64,11 +68,23 @@ const SKIPPED_RESPONSE_HEADERS: [HeaderName; 5] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+/// Most bytes of a node's error answer read to report it.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// How long an idle connection to a node is kept for reuse.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// The pooled HTTP/1.1 client that carries inference requests: hyper's own,
+/// the least work per request; the body is the client's, already in memory.
+type InferenceClient = Client<HttpConnector, Full<Bytes>>;
+
 /// Sends inference requests to nodes. One per coordinator; cheap to share.
 #[derive(Debug)]
 pub struct Proxy {
     registry: Arc<NodeRegistry>,
-    /// One pooled client for all upstream traffic (HTTP/1.1 keep-alive).
+    /// One pooled client for inference requests (HTTP/1.1 keep-alive).
+    inference: InferenceClient,
+    /// A pooled client for everything else sent to nodes (probes, model lists).
     client: reqwest::Client,
     settings: ProxySettings,
     policy: Box<dyn Policy>,
@@ -188,12 +204,20 @@ impl Proxy {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // Nodes are on the local network: never send their traffic through a system proxy.
             .no_proxy()
             .build()?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        let inference = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Ok(Self {
             registry,
+            inference,
             client,
             policy: balancer::build(settings.balancer),
             settings,
@@ -211,7 +235,7 @@ impl Proxy {
         &self.sinks
     }
 
-    /// The pooled client used for all upstream traffic.
+    /// The pooled client for requests to nodes other than inference.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
@@ -326,17 +350,17 @@ impl Proxy {
     ) -> Result<Response, AttemptFailure> {
         let guard = node.live.start_request();
         let cold = !node.live.route_model(model, Instant::now());
-        let url = format!("{}{}", node.api_url, request.path_and_query);
-        let mut upstream = self
-            .client
-            .request(request.method.clone(), url)
-            .body(request.body.clone());
-        for (name, value) in &request.headers {
-            if !SKIPPED_REQUEST_HEADERS.contains(name) {
-                upstream = upstream.header(name, value);
-            }
-        }
-        let sent = tokio::time::timeout(self.settings.first_byte_timeout, upstream.send()).await;
+        let upstream = upstream_request(node, request).map_err(|message| AttemptFailure {
+            message,
+            counts_against_node: true,
+            timed_out: false,
+            lacks_model: false,
+        })?;
+        let sent = tokio::time::timeout(
+            self.settings.first_byte_timeout,
+            self.inference.request(upstream),
+        )
+        .await;
         let response = match sent {
             Err(_) => {
                 return Err(AttemptFailure {
@@ -354,7 +378,7 @@ impl Proxy {
                 return Err(AttemptFailure {
                     message: format!("{}: {}", node.machine_name, error_chain(&e)),
                     counts_against_node: true,
-                    timed_out: e.is_timeout(),
+                    timed_out: is_timeout(&e),
                     lacks_model: false,
                 });
             }
@@ -365,7 +389,11 @@ impl Proxy {
             log_health_change(node, node.live.record_success(self.settings.health));
         }
         if status.is_server_error() || status == StatusCode::NOT_FOUND {
-            let text = response.text().await.unwrap_or_default();
+            let read = Limited::new(response.into_body(), ERROR_BODY_LIMIT).collect();
+            let text = match tokio::time::timeout(self.settings.first_byte_timeout, read).await {
+                Ok(Ok(body)) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                _ => String::new(),
+            };
             return Err(AttemptFailure {
                 message: format!(
                     "{} answered {}: {}",
@@ -429,9 +457,13 @@ impl Proxy {
                 cold,
             )
         };
-        let content_length = response.content_length();
+        let content_length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let body = ProxiedBody::new(
-            Box::pin(response.bytes_stream()),
+            response.into_body(),
             self.settings.stream_idle_timeout,
             failure,
             node.machine_name.clone(),
@@ -439,15 +471,57 @@ impl Proxy {
             tap,
             content_length,
         );
-        builder
-            .body(Body::from_stream(body))
-            .map_err(|e| AttemptFailure {
-                message: format!("{}: unusable response head: {e}", node.machine_name),
-                counts_against_node: false,
-                timed_out: false,
-                lacks_model: false,
-            })
+        builder.body(Body::new(body)).map_err(|e| AttemptFailure {
+            message: format!("{}: unusable response head: {e}", node.machine_name),
+            counts_against_node: false,
+            timed_out: false,
+            lacks_model: false,
+        })
     }
+}
+
+/// The request for `node`: the client's method, path, headers (less the
+/// connection-level ones) and body, unchanged.
+fn upstream_request(
+    node: &RoutableNode,
+    request: &InferenceRequest,
+) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let uri: Uri = format!("{}{}", node.api_url, request.path_and_query)
+        .parse()
+        .map_err(|e| {
+            format!(
+                "{}: unusable URL {:?}: {e}",
+                node.machine_name, node.api_url
+            )
+        })?;
+    let mut upstream = hyper::Request::builder()
+        .method(request.method.clone())
+        .uri(uri);
+    if let Some(headers) = upstream.headers_mut() {
+        headers.reserve(request.headers.len());
+        for (name, value) in &request.headers {
+            if !SKIPPED_REQUEST_HEADERS.contains(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    upstream
+        .body(Full::new(request.body.clone()))
+        .map_err(|e| format!("{}: unusable request: {e}", node.machine_name))
+}
+
+/// Whether an upstream error is a timeout (e.g. connecting took too long).
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The `error` text of a node's JSON error body (either API's format), else the body itself, shortened.
@@ -472,5 +546,49 @@ fn node_error_message(body: &str) -> String {
         "(empty body)".into()
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connect failed")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_timed_out_cause_anywhere_in_the_chain_is_a_timeout() {
+        let timed_out = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timeout",
+        ));
+        assert!(is_timeout(&timed_out));
+        let refused = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!is_timeout(&refused));
+        assert_eq!(error_chain(&timed_out), "connect failed: connect timeout");
+    }
+
+    #[test]
+    fn node_error_messages_are_read_from_either_format_and_shortened() {
+        assert_eq!(node_error_message(r#"{"error":"boom"}"#), "boom");
+        assert_eq!(
+            node_error_message(r#"{"error":{"message":"bang","type":"x"}}"#),
+            "bang"
+        );
+        assert_eq!(node_error_message("  "), "(empty body)");
+        let long = "x".repeat(400);
+        assert_eq!(node_error_message(&long).chars().count(), 301);
     }
 }
