@@ -3,34 +3,60 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Deserialize;
 
 use super::record::Usage;
 
-/// Usage in one JSON document (a whole answer, an NDJSON line or an SSE event's data).
-fn from_json(value: &Value) -> Option<Usage> {
-    if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
-        return Some(Usage {
-            prompt_tokens: usage["prompt_tokens"].as_u64(),
-            completion_tokens: usage["completion_tokens"].as_u64(),
-            generation_time: None,
-        });
+/// The counters a JSON document may carry; everything else in it is skipped
+/// unread (no tree of values is built).
+#[derive(Deserialize)]
+struct Counters {
+    /// OpenAI's.
+    usage: Option<OpenAiUsage>,
+    /// Ollama's.
+    prompt_eval_count: Option<u64>,
+    eval_count: Option<u64>,
+    eval_duration: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl Counters {
+    /// The usage these counters give, if they are there.
+    fn usage(self) -> Option<Usage> {
+        if let Some(usage) = self.usage {
+            return Some(Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                generation_time: None,
+            });
+        }
+        if self.eval_count.is_some() || self.prompt_eval_count.is_some() {
+            return Some(Usage {
+                prompt_tokens: self.prompt_eval_count,
+                completion_tokens: self.eval_count,
+                generation_time: self.eval_duration.map(Duration::from_nanos),
+            });
+        }
+        None
     }
-    if value.get("eval_count").is_some() || value.get("prompt_eval_count").is_some() {
-        return Some(Usage {
-            prompt_tokens: value["prompt_eval_count"].as_u64(),
-            completion_tokens: value["eval_count"].as_u64(),
-            generation_time: value["eval_duration"].as_u64().map(Duration::from_nanos),
-        });
-    }
-    None
+}
+
+/// Usage in one JSON document (a whole answer, an NDJSON line or an SSE
+/// event's data); `Err` if it is not one JSON object.
+fn from_json(document: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    serde_json::from_slice::<Counters>(document).map(Counters::usage)
 }
 
 /// Finds the usage in the end of a response body: the whole body if it is one
 /// JSON document, else the last NDJSON line or SSE event that carries it.
 pub fn parse_tail(tail: &[u8]) -> Usage {
-    if let Ok(value) = serde_json::from_slice::<Value>(tail) {
-        return from_json(&value).unwrap_or_default();
+    if let Ok(usage) = from_json(tail) {
+        return usage.unwrap_or_default();
     }
     for line in tail.rsplit(|b| *b == b'\n') {
         let line = line.trim_ascii();
@@ -38,11 +64,7 @@ pub fn parse_tail(tail: &[u8]) -> Usage {
         if line.is_empty() || line == b"[DONE]" || line.first() != Some(&b'{') {
             continue;
         }
-        if let Some(usage) = serde_json::from_slice::<Value>(line)
-            .ok()
-            .as_ref()
-            .and_then(from_json)
-        {
+        if let Ok(Some(usage)) = from_json(line) {
             return usage;
         }
     }
