@@ -34,7 +34,7 @@ use store::{HistoryStore, Opened};
 const BATCH: usize = 1_000;
 
 /// How long a batch stays open for more rows after its first one.
-const LINGER: Duration = Duration::from_millis(100);
+const LINGER: Duration = Duration::from_millis(50);
 
 /// Shortest time between two warnings about dropped rows.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -305,14 +305,20 @@ fn run_writer(
         };
         match receiver.recv_timeout(timeout) {
             Ok(message) => {
-                // Rows arriving close together share a transaction: fewer,
-                // larger commits and search-index segments to merge later.
-                let close_at = Instant::now() + LINGER;
                 let mut full = take(message, &mut batch);
+                let mut slept = false;
                 while !full {
-                    let left = close_at.saturating_duration_since(Instant::now());
-                    match receiver.recv_timeout(left) {
+                    match receiver.try_recv() {
                         Ok(message) => full = take(message, &mut batch),
+                        // The queue is empty: rows come in slowly. Let them
+                        // gather a moment, so that close ones share a
+                        // transaction (fewer, larger commits and index
+                        // segments to merge), and the proxy is spared a
+                        // wake-up call per row.
+                        Err(_) if !slept => {
+                            std::thread::sleep(LINGER);
+                            slept = true;
+                        }
                         Err(_) => break,
                     }
                 }
