@@ -361,6 +361,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     if let Some(task) = heartbeats {
         task.abort();
     }
+    let history = match &router {
+        Some(router) => Some(history_settled(router).await?),
+        None => None,
+    };
 
     let mut setup = format!(
         "proxy benchmark: 1 mock node ({} tokens per answer, {}, {} slots), {} rounds per path ({}), {} warm-up requests per run, {} CPUs",
@@ -394,6 +398,15 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .map(|c| c.direct.errors + c.router.as_ref().map_or(0, |r| r.errors))
         .sum();
     let mut problems = Vec::new();
+    if let Some((recorded, dropped)) = history {
+        println!("request history: {recorded} requests recorded, {dropped} dropped\n");
+        if dropped > 0 {
+            // Unrecorded requests cost the router less: its figures would flatter it.
+            problems.push(format!(
+                "the router's request history dropped {dropped} records (its write queue was full)"
+            ));
+        }
+    }
     for cell in &cells {
         for (path, m) in std::iter::once(("direct", &cell.direct))
             .chain(cell.router.as_ref().map(|r| ("router", r)))
@@ -467,6 +480,33 @@ async fn start_node(args: &ProxyArgs) -> anyhow::Result<(String, Arc<MockStats>)
         .context("the mock node thread died")?
         .context("could not start the mock node")?;
     Ok((url, stats))
+}
+
+/// The router's request history once its writer has caught up: requests
+/// recorded and dropped.
+async fn history_settled(router: &Target) -> anyhow::Result<(u64, u64)> {
+    let url = format!("{}/api/history?limit=1", router.base);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    loop {
+        let page: serde_json::Value = router
+            .client
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .context("could not read the router's request history")?
+            .json()
+            .await?;
+        let field = |name: &str| page[name].as_u64().unwrap_or(0);
+        let now = (field("total"), field("dropped"));
+        // Settled: nothing new for a moment, or no more patience.
+        if last == Some(now) || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Registers the node with the router as its agent would, and keeps it
@@ -904,6 +944,47 @@ mod tests {
         .await;
         assert_eq!((m.ok, m.errors, m.node_saw), (0, 6, 6));
         assert!(m.first_error.unwrap().contains("500"));
+    }
+
+    #[tokio::test]
+    async fn every_request_through_the_router_is_found_in_its_history() {
+        let node = MockNode::start(MockConfig::default().with_models([MODEL]))
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (base, _) =
+            start_coordinator(Config::with_data_dir(data.path()), std::future::pending()).unwrap();
+        let heartbeats = register_node(&base, node.addr().port()).await.unwrap();
+        let router = Target::new("router", base, 4).unwrap();
+        preflight(&router, Scenario::OllamaChat, READY_TIMEOUT)
+            .await
+            .unwrap();
+        // Polls until the history holds at least `n` requests.
+        let at_least = |n: u64| {
+            let router = &router;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let seen = history_settled(router).await.unwrap();
+                    if seen.0 + seen.1 >= n || Instant::now() >= deadline {
+                        return seen;
+                    }
+                }
+            }
+        };
+        // The preflight's requests (it may have tried before the node was routable).
+        let (before, _) = at_least(1).await;
+        let m = run_load(
+            &router,
+            Scenario::OllamaChat,
+            4,
+            Stop::After(30),
+            node.stats(),
+        )
+        .await;
+        assert_eq!((m.ok, m.errors), (30, 0));
+        assert_eq!(at_least(before + 30).await, (before + 30, 0));
+        heartbeats.abort();
     }
 
     #[tokio::test]
