@@ -33,9 +33,6 @@ use store::{HistoryStore, Opened};
 /// Most rows inserted in one transaction.
 const BATCH: usize = 1_000;
 
-/// How long a batch stays open for more rows after its first one.
-const LINGER: Duration = Duration::from_millis(50);
-
 /// Shortest time between two warnings about dropped rows.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -288,37 +285,17 @@ fn run_writer(
     let mut stop = false;
     while !stop {
         let timeout = next_prune.saturating_duration_since(Instant::now());
-        // Takes one message; true when the batch must be written now.
         let mut take = |message, batch: &mut Vec<HistoryEntry>| match message {
-            Message::Entry(entry) => {
-                batch.push(*entry);
-                batch.len() >= BATCH
-            }
-            Message::Flush(done) => {
-                flushes.push(done);
-                true
-            }
-            Message::Stop => {
-                stop = true;
-                true
-            }
+            Message::Entry(entry) => batch.push(*entry),
+            Message::Flush(done) => flushes.push(done),
+            Message::Stop => stop = true,
         };
         match receiver.recv_timeout(timeout) {
             Ok(message) => {
-                let mut full = take(message, &mut batch);
-                let mut slept = false;
-                while !full {
+                take(message, &mut batch);
+                while batch.len() < BATCH {
                     match receiver.try_recv() {
-                        Ok(message) => full = take(message, &mut batch),
-                        // The queue is empty: rows come in slowly. Let them
-                        // gather a moment, so that close ones share a
-                        // transaction (fewer, larger commits and index
-                        // segments to merge), and the proxy is spared a
-                        // wake-up call per row.
-                        Err(_) if !slept => {
-                            std::thread::sleep(LINGER);
-                            slept = true;
-                        }
+                        Ok(message) => take(message, &mut batch),
                         Err(_) => break,
                     }
                 }
