@@ -864,6 +864,16 @@ mod tests {
         assert_eq!(store.count(&filter).unwrap(), 1);
     }
 
+    /// How many stored requests the text search `q` matches.
+    fn search_count(store: &HistoryStore, q: &str) -> u64 {
+        store
+            .count(&Filter {
+                q: Some(q.into()),
+                ..Filter::default()
+            })
+            .unwrap()
+    }
+
     #[test]
     fn search_takes_wildcards_literally() {
         let (_dir, store) = store();
@@ -871,14 +881,7 @@ mod tests {
         store
             .insert(&[entry(now, "m", "100% sure"), entry(now, "m", "1000 a_b")])
             .unwrap();
-        let count = |q: &str| {
-            store
-                .count(&Filter {
-                    q: Some(q.into()),
-                    ..Filter::default()
-                })
-                .unwrap()
-        };
+        let count = |q: &str| search_count(&store, q);
         assert_eq!(count("100%"), 1);
         assert_eq!(count("a_b"), 1);
         assert_eq!(count("_"), 1);
@@ -898,14 +901,7 @@ mod tests {
                 entry(now, "m", "say ABCAB twice"),
             ])
             .unwrap();
-        let count = |q: &str| {
-            store
-                .count(&Filter {
-                    q: Some(q.into()),
-                    ..Filter::default()
-                })
-                .unwrap()
-        };
+        let count = |q: &str| search_count(&store, q);
         assert_eq!(count("abcab"), 1);
         assert_eq!(count("cab"), 2);
         assert_eq!(count("x cabx b"), 1);
