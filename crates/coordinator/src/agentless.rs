@@ -17,6 +17,7 @@ use llm_router_common::{
 };
 use serde_json::Value;
 
+use crate::proxy::UpstreamClient;
 use crate::registry::{AgentlessTarget, NodeRegistry, validate};
 
 /// How long one probe may take: the heartbeat interval, within 1 to 5 seconds.
@@ -28,7 +29,7 @@ pub fn probe_timeout(heartbeat_interval: Duration) -> Duration {
 /// of agents), all at once, until `shutdown`.
 pub async fn run_agentless_poller(
     registry: Arc<NodeRegistry>,
-    client: reqwest::Client,
+    client: UpstreamClient,
     interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -49,7 +50,7 @@ pub async fn run_agentless_poller(
 /// Probes one node and records the result; logs when it stops or starts answering.
 pub async fn probe_and_record(
     registry: &NodeRegistry,
-    client: &reqwest::Client,
+    client: &UpstreamClient,
     target: &AgentlessTarget,
     timeout: Duration,
 ) {
@@ -81,7 +82,7 @@ pub async fn probe_and_record(
 /// Asks the server at `api_url` what an agent would report, as a heartbeat.
 /// `Err` says why the server cannot serve requests.
 pub async fn probe(
-    client: &reqwest::Client,
+    client: &UpstreamClient,
     api_url: &str,
     kind: ApiKind,
     timeout: Duration,
@@ -154,33 +155,18 @@ fn model_entries<'a>(body: &'a Value, key: &str) -> Result<&'a [Value], String> 
 }
 
 async fn get_json(
-    client: &reqwest::Client,
+    client: &UpstreamClient,
     api_url: &str,
     path: &str,
     timeout: Duration,
 ) -> Result<Value, String> {
     let url = format!("{api_url}{path}");
-    let response = client
-        .get(&url)
-        .timeout(timeout)
-        .send()
+    let (status, bytes) = crate::proxy::get(client, &url, timeout)
         .await
-        .map_err(|e| {
-            format!(
-                "GET {url}: {}",
-                llm_router_agent::http::describe_transport_error(&e)
-            )
-        })?;
-    let status = response.status();
+        .map_err(|e| format!("GET {url}: {e}"))?;
     if !status.is_success() {
         return Err(format!("GET {url} answered {status}"));
     }
-    let bytes = response.bytes().await.map_err(|e| {
-        format!(
-            "GET {url}: {}",
-            llm_router_agent::http::describe_transport_error(&e)
-        )
-    })?;
     serde_json::from_slice(&bytes).map_err(|e| format!("GET {url} did not answer JSON: {e}"))
 }
 

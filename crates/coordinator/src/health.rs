@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::proxy::log_health_change;
+use crate::proxy::{UpstreamClient, log_health_change};
 use crate::registry::live::HealthThresholds;
 use crate::registry::{NodeRegistry, RoutableNode};
 
@@ -62,7 +62,7 @@ pub async fn run_health_monitor(
 /// machine as proxied requests.
 pub async fn run_node_prober(
     registry: Arc<NodeRegistry>,
-    client: reqwest::Client,
+    client: UpstreamClient,
     interval: Duration,
     thresholds: HealthThresholds,
     shutdown: impl std::future::Future<Output = ()>,
@@ -83,18 +83,15 @@ pub async fn run_node_prober(
 }
 
 async fn probe(
-    client: &reqwest::Client,
+    client: &UpstreamClient,
     node: &Arc<RoutableNode>,
     timeout: Duration,
     thresholds: HealthThresholds,
 ) {
     let url = format!("{}/api/version", node.api_url);
-    let answered = client
-        .get(url)
-        .timeout(timeout)
-        .send()
+    let answered = crate::proxy::get(client, &url, timeout)
         .await
-        .is_ok_and(|r| !r.status().is_server_error());
+        .is_ok_and(|(status, _)| !status.is_server_error());
     let change = if answered {
         node.live.record_success(thresholds)
     } else {

@@ -74,18 +74,19 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How long an idle connection to a node is kept for reuse.
 const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
-/// The pooled HTTP/1.1 client that carries inference requests: hyper's own,
-/// the least work per request; the body is the client's, already in memory.
-type InferenceClient = Client<HttpConnector, Full<Bytes>>;
+/// Most bytes of a node's answer to [`get`] read.
+const GET_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// The pooled HTTP/1.1 client for all traffic to nodes: hyper's own, the
+/// least work per request; request bodies are already in memory.
+pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Sends inference requests to nodes. One per coordinator; cheap to share.
 #[derive(Debug)]
 pub struct Proxy {
     registry: Arc<NodeRegistry>,
-    /// One pooled client for inference requests (HTTP/1.1 keep-alive).
-    inference: InferenceClient,
-    /// A pooled client for everything else sent to nodes (probes, model lists).
-    client: reqwest::Client,
+    /// One pooled client for all upstream traffic (HTTP/1.1 keep-alive).
+    client: UpstreamClient,
     settings: ProxySettings,
     policy: Box<dyn Policy>,
     sinks: RequestSinks,
@@ -201,24 +202,9 @@ pub fn log_health_change(node: &RoutableNode, change: Option<HealthChange>) {
 
 impl Proxy {
     pub fn new(registry: Arc<NodeRegistry>, settings: ProxySettings) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            // Nodes are on the local network: never send their traffic through a system proxy.
-            .no_proxy()
-            .build()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        let inference = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Ok(Self {
             registry,
-            inference,
-            client,
+            client: upstream_client(settings.connect_timeout),
             policy: balancer::build(settings.balancer),
             settings,
             sinks: RequestSinks::default(),
@@ -235,8 +221,8 @@ impl Proxy {
         &self.sinks
     }
 
-    /// The pooled client for requests to nodes other than inference.
-    pub fn client(&self) -> &reqwest::Client {
+    /// The pooled client for all traffic to nodes.
+    pub fn client(&self) -> &UpstreamClient {
         &self.client
     }
 
@@ -358,7 +344,7 @@ impl Proxy {
         })?;
         let sent = tokio::time::timeout(
             self.settings.first_byte_timeout,
-            self.inference.request(upstream),
+            self.client.request(upstream),
         )
         .await;
         let response = match sent {
@@ -510,6 +496,48 @@ fn upstream_request(
         .map_err(|e| format!("{}: unusable request: {e}", node.machine_name))
 }
 
+/// The pooled client for nodes. They are on the local network and are
+/// called directly, never through a system proxy.
+fn upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// `GET url` on a node with the pooled client: the status and the body (at
+/// most 8 MiB), all within `timeout`. The error says what went wrong,
+/// without the URL.
+pub async fn get(
+    client: &UpstreamClient,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<(StatusCode, Bytes), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("unusable URL: {e}"))?;
+    let request = hyper::Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("unusable request: {e}"))?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), GET_BODY_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("the answer broke off: {}", error_chain(&*e)))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("timed out after {:.1} s", timeout.as_secs_f64()))?
+}
+
 /// Whether an upstream error is a timeout (e.g. connecting took too long).
 fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
@@ -552,6 +580,7 @@ fn node_error_message(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[derive(Debug)]
     struct Wrapper(std::io::Error);
@@ -578,6 +607,39 @@ mod tests {
         let refused = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(!is_timeout(&refused));
         assert_eq!(error_chain(&timed_out), "connect failed: connect timeout");
+    }
+
+    fn client() -> UpstreamClient {
+        upstream_client(Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn get_says_why_a_node_did_not_answer() {
+        // Nothing listens on a port just released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/api/version");
+        let err = get(&client(), &url, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("request failed"), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+
+        // A listener that never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/version", silent.local_addr().unwrap());
+        let err = get(&client(), &url, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(err, "timed out after 0.2 s");
+
+        let err = get(&client(), "not a url", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("unusable URL"), "{err}");
     }
 
     #[test]
