@@ -76,6 +76,16 @@ pub struct Cli {
     )]
     pub connect_timeout_ms: u64,
 
+    /// PEM file of extra certificate authorities to trust for nodes reached
+    /// over https, besides the system's (e.g. a private CA on the LAN).
+    #[arg(
+        long = "node-ca-file",
+        env = "LLM_ROUTER_NODE_CA_FILE",
+        value_name = "PATH",
+        help_heading = "Proxy"
+    )]
+    pub node_ca_file: Option<PathBuf>,
+
     /// Seconds to wait for a node's first response byte (covers model loading) before trying another.
     #[arg(
         long = "first-byte-timeout",
@@ -223,6 +233,8 @@ pub enum BalancerMode {
 pub struct ProxySettings {
     pub balancer: BalancerMode,
     pub connect_timeout: Duration,
+    /// Extra certificate authorities (PEM) trusted for https nodes.
+    pub node_ca_file: Option<PathBuf>,
     pub first_byte_timeout: Duration,
     pub stream_idle_timeout: Duration,
     pub max_attempts: u32,
@@ -240,6 +252,7 @@ impl Default for ProxySettings {
         Self {
             balancer: BalancerMode::default(),
             connect_timeout: Duration::from_millis(2000),
+            node_ca_file: None,
             first_byte_timeout: Duration::from_secs(300),
             stream_idle_timeout: Duration::from_secs(300),
             max_attempts: 3,
@@ -389,6 +402,7 @@ impl Cli {
             proxy: ProxySettings {
                 balancer: self.load_balancer,
                 connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+                node_ca_file: self.node_ca_file.clone(),
                 first_byte_timeout: Duration::from_secs(self.first_byte_timeout),
                 stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout),
                 max_attempts: self.max_attempts,

@@ -23,11 +23,13 @@ pub mod usage;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -77,9 +79,10 @@ const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90
 /// Most bytes of a node's answer to [`get`] read.
 const GET_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
-/// The pooled HTTP/1.1 client for all traffic to nodes: hyper's own, the
-/// least work per request; request bodies are already in memory.
-pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+/// The pooled HTTP/1.1 client for all traffic to nodes (http, or https with
+/// rustls): hyper's own, the least work per request; request bodies are
+/// already in memory.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Sends inference requests to nodes. One per coordinator; cheap to share.
 #[derive(Debug)]
@@ -204,7 +207,7 @@ impl Proxy {
     pub fn new(registry: Arc<NodeRegistry>, settings: ProxySettings) -> anyhow::Result<Self> {
         Ok(Self {
             registry,
-            client: upstream_client(settings.connect_timeout),
+            client: upstream_client(&settings)?,
             policy: balancer::build(settings.balancer),
             settings,
             sinks: RequestSinks::default(),
@@ -497,15 +500,69 @@ fn upstream_request(
 }
 
 /// The pooled client for nodes. They are on the local network and are
-/// called directly, never through a system proxy.
-fn upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
+/// called directly, never through a system proxy. https nodes must present
+/// a certificate from the system's authorities or `settings.node_ca_file`.
+pub fn upstream_client(settings: &ProxySettings) -> anyhow::Result<UpstreamClient> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.enforce_http(false);
+    let tls = tls_config(settings.node_ca_file.as_deref())?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
-        .build(connector)
+        .build(connector))
+}
+
+/// The system's certificate authorities, read once per process.
+fn system_roots() -> &'static [rustls_pki_types::CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<rustls_pki_types::CertificateDer<'static>>> =
+        std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "could not read some of the system's certificate authorities");
+        }
+        found.certs
+    })
+}
+
+/// TLS for https nodes: the system's authorities plus those in `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(system_roots().iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("could not read the node CA file {}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "the node CA file {} holds no PEM certificate",
+            path.display()
+        );
+        for cert in certs {
+            roots.add(cert).with_context(|| {
+                format!(
+                    "the node CA file {} holds an unusable certificate",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up failed")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// `GET url` on a node with the pooled client: the status and the body (at
@@ -610,7 +667,7 @@ mod tests {
     }
 
     fn client() -> UpstreamClient {
-        upstream_client(Duration::from_secs(5))
+        upstream_client(&ProxySettings::default()).unwrap()
     }
 
     #[tokio::test]
