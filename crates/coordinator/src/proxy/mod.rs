@@ -446,11 +446,8 @@ impl Proxy {
                 cold,
             )
         };
-        let content_length = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        // hyper knows the length when the node announced one.
+        let content_length = http_body::Body::size_hint(response.body()).exact();
         let body = ProxiedBody::new(
             response.into_body(),
             self.settings.stream_idle_timeout,
