@@ -33,18 +33,6 @@ async fn add_id(fleet: &Fleet, body: Value) -> String {
     added["id"].as_str().unwrap().to_owned()
 }
 
-/// The node with this id as `GET /api/agents` shows it.
-async fn agent(fleet: &Fleet, id: &str) -> Option<Value> {
-    fleet.agents().await.into_iter().find(|n| n["id"] == id)
-}
-
-async fn wait_for_status(fleet: &Fleet, id: &str, status: &str) -> Value {
-    eventually(&format!("node {id} {status}"), DEADLINE, || async {
-        agent(fleet, id).await.filter(|n| n["status"] == status)
-    })
-    .await
-}
-
 fn names(list: &Value) -> Vec<String> {
     let mut names: Vec<String> = list
         .as_array()
@@ -76,7 +64,7 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
     assert_eq!(added["ip_address"], "127.0.0.1");
     let id = added["id"].as_str().unwrap().to_owned();
 
-    let online = wait_for_status(&fleet, &id, "online").await;
+    let online = fleet.wait_for_status(&id, "online").await;
     assert_eq!(names(&online["models"]), ["llama3.2:latest", "qwen3:4b"]);
     assert_eq!(names(&online["loaded_models"]), ["qwen3:4b"]);
     assert_eq!(online["ollama_version"], "0.12.0");
@@ -91,7 +79,7 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
     // Probes act as heartbeats: the node outlives several agent timeouts.
     let until = tokio::time::Instant::now() + Duration::from_millis(2500);
     while tokio::time::Instant::now() < until {
-        let node = agent(&fleet, &id).await.unwrap();
+        let node = fleet.agent(&id).await.unwrap();
         assert_eq!(node["status"], "online", "{node}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -104,7 +92,7 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
     assert_eq!(fleet.agents().await.len(), 1);
 
     node.stop().await;
-    let offline = wait_for_status(&fleet, &id, "offline").await;
+    let offline = fleet.wait_for_status(&id, "offline").await;
     assert_eq!(
         offline["status_reason"],
         "the coordinator cannot reach the node's inference server"
@@ -115,7 +103,7 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
     // The server answers again on the same address: the node comes back.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let node = MockNode::start_on(listener, MockConfig::named("mock-a")).unwrap();
-    wait_for_status(&fleet, &id, "online").await;
+    fleet.wait_for_status(&id, "online").await;
     let response = fleet.post("/api/chat", chat("llama3.2", false)).await;
     assert_eq!(response.status(), 200);
     node.stop().await;
@@ -143,7 +131,7 @@ async fn an_openai_node_gets_its_models_from_v1_models() {
     );
     let id = added["id"].as_str().unwrap().to_owned();
 
-    let online = wait_for_status(&fleet, &id, "online").await;
+    let online = fleet.wait_for_status(&id, "online").await;
     assert_eq!(names(&online["models"]), ["mistral:7b"]);
     assert_eq!(online["loaded_models"], json!([]));
     assert!(online.get("ollama_version").is_none());
@@ -245,7 +233,7 @@ async fn an_agentless_node_is_managed_like_any_other_and_survives_a_restart() {
         .await
         .unwrap();
     let id = add_id(&fleet, json!({"api_url": node.url(), "name": "box"})).await;
-    wait_for_status(&fleet, &id, "online").await;
+    fleet.wait_for_status(&id, "online").await;
     let node_url = fleet.url(&format!("/api/agents/{id}"));
 
     let patched: Value = fleet
@@ -279,7 +267,7 @@ async fn an_agentless_node_is_managed_like_any_other_and_survives_a_restart() {
         .unwrap();
     assert_eq!(disconnected["status"], "offline");
     assert_eq!(disconnected["status_reason"], "disconnected by an operator");
-    wait_for_status(&fleet, &id, "online").await;
+    fleet.wait_for_status(&id, "online").await;
 
     // The kind and the agentless flag survive a restart; probing resumes.
     let fleet = fleet
@@ -287,7 +275,7 @@ async fn an_agentless_node_is_managed_like_any_other_and_survives_a_restart() {
             c.heartbeat_interval = Duration::from_millis(200);
         })
         .await;
-    let restored = wait_for_status(&fleet, &id, "online").await;
+    let restored = fleet.wait_for_status(&id, "online").await;
     assert_eq!(restored["agentless"], true);
     assert_eq!(restored["api_kind"], "ollama");
     assert_eq!(restored["display_name"], "Box");
@@ -341,7 +329,7 @@ async fn an_agent_registering_for_an_added_url_takes_the_node_over() {
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["node_id"], id);
-    let taken = agent(&fleet, &id).await.unwrap();
+    let taken = fleet.agent(&id).await.unwrap();
     assert_eq!(taken["agentless"], false);
     assert_eq!(taken["machine_name"], "real-name");
     assert_eq!(fleet.agents().await.len(), 1);

@@ -15,7 +15,6 @@ use rustls_pki_types::PrivateKeyDer;
 use serde_json::json;
 use support::chat;
 use support::fleet::Fleet;
-use support::process::eventually;
 use tokio::net::{TcpListener, TcpStream};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -129,14 +128,7 @@ async fn requests_are_proxied_to_an_https_node_added_by_url() {
         .await;
     assert_eq!(status, 201, "{added}");
     let id = added["id"].as_str().unwrap().to_owned();
-    eventually("the https node online", DEADLINE, || async {
-        fleet
-            .agents()
-            .await
-            .into_iter()
-            .find(|n| n["id"] == id && n["status"] == "online")
-    })
-    .await;
+    fleet.wait_for_status(&id, "online").await;
 
     for stream in [false, true] {
         let response = fleet.post("/api/chat", chat("llama3.2", stream)).await;

@@ -122,6 +122,22 @@ impl Fleet {
         self.get_json("/api/agents").await
     }
 
+    /// Node `id` as `GET /api/agents` shows it, if it is there.
+    pub async fn agent(&self, id: &str) -> Option<serde_json::Value> {
+        self.agents().await.into_iter().find(|n| n["id"] == id)
+    }
+
+    /// Node `id` once `GET /api/agents` shows it with `status` (panics
+    /// after 10 s).
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> serde_json::Value {
+        super::process::eventually(
+            &format!("node {id} {status}"),
+            Duration::from_secs(10),
+            || async { self.agent(id).await.filter(|n| n["status"] == status) },
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }
