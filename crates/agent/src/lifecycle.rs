@@ -173,6 +173,8 @@ impl Agent {
             node_id: previous_id,
             agent_version: Some(AGENT_VERSION.to_owned()),
             max_parallel: ollama_num_parallel(),
+            node_credential: None,
+            node_api_key: None,
         };
         self.registration_in_flight.store(true, Ordering::Release);
         let answer = self.coordinator.register(&request).await;

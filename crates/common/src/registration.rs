@@ -38,6 +38,14 @@ pub struct RegisterRequest {
     /// Requests the inference server runs at once (Ollama's `OLLAMA_NUM_PARALLEL`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
+    /// The credential this node was issued at an earlier registration: required to
+    /// register again over a node the coordinator knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_credential: Option<String>,
+    /// Key the coordinator must send (`Authorization: Bearer`) to this node's inference
+    /// server, for a server that requires one. Never shown by the coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_api_key: Option<String>,
 }
 
 fn default_ollama_port() -> u16 {
@@ -92,6 +100,12 @@ pub struct RegisterResponse {
     pub status: RegistrationStatus,
     /// Seconds between heartbeats the coordinator asks for.
     pub heartbeat_interval_secs: u64,
+    /// A credential issued by this registration (a new node, or one that had none): the
+    /// agent sends it as `Authorization: Bearer` with its heartbeats and goodbye, and in
+    /// [`RegisterRequest::node_credential`] when it registers again. Absent when the
+    /// credential the agent presented stays valid. The coordinator keeps only its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_credential: Option<String>,
 }
 
 /// `POST /api/nodes`: an operator adds a node that no agent reports for; the
@@ -107,4 +121,7 @@ pub struct AddNodeRequest {
     /// Which API the server speaks; default: Ollama.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ApiKind>,
+    /// Key the coordinator sends (`Authorization: Bearer`) to this server, if it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
 }

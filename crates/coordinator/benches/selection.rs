@@ -50,6 +50,7 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
                 speaks_ollama: true,
                 models: HashSet::from(["m:latest".to_owned(), "other:latest".to_owned()]),
                 loaded_models: HashSet::new(),
+                authorization: None,
                 live,
             })
         })

@@ -54,7 +54,7 @@ pub async fn probe_and_record(
     target: &AgentlessTarget,
     timeout: Duration,
 ) {
-    let heartbeat = match probe(client, &target.api_url, target.kind, timeout).await {
+    let heartbeat = match probe(client, target, timeout).await {
         Ok(heartbeat) => {
             if !target.reachable {
                 tracing::info!(node_id = %target.id, machine = %target.machine_name, api_url = %target.api_url, "agentless node answers its probe");
@@ -83,12 +83,11 @@ pub async fn probe_and_record(
 /// `Err` says why the server cannot serve requests.
 pub async fn probe(
     client: &UpstreamClient,
-    api_url: &str,
-    kind: ApiKind,
+    target: &AgentlessTarget,
     timeout: Duration,
 ) -> Result<HeartbeatRequest, String> {
-    let get = |path: &'static str| get_json(client, api_url, path, timeout);
-    match kind {
+    let get = |path: &'static str| get_json(client, target, path, timeout);
+    match target.kind {
         ApiKind::Ollama => {
             let (version, tags, ps) =
                 tokio::join!(get("/api/version"), get("/api/tags"), get("/api/ps"));
@@ -156,12 +155,12 @@ fn model_entries<'a>(body: &'a Value, key: &str) -> Result<&'a [Value], String> 
 
 async fn get_json(
     client: &UpstreamClient,
-    api_url: &str,
+    target: &AgentlessTarget,
     path: &str,
     timeout: Duration,
 ) -> Result<Value, String> {
-    let url = format!("{api_url}{path}");
-    let (status, bytes) = crate::proxy::get(client, &url, timeout)
+    let url = format!("{}{path}", target.api_url);
+    let (status, bytes) = crate::proxy::get(client, &url, target.authorization.as_ref(), timeout)
         .await
         .map_err(|e| format!("GET {url}: {e}"))?;
     if !status.is_success() {

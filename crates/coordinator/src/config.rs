@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::{AccessSettings, AdminMode};
 use crate::demo::MAX_DEMO_NODES;
 use crate::registry::live::HealthThresholds;
 
@@ -20,27 +21,134 @@ use crate::registry::live::HealthThresholds;
                   register, watches their heartbeats, and serves the management API.\n\n\
                   Run `llm-router-agent` beside Ollama on each machine to add it to the fleet."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// Address to listen on.
-    #[arg(
-        long = "host",
-        env = "COORDINATOR_HOST",
-        default_value = "0.0.0.0",
-        help_heading = "Server"
-    )]
-    pub host: IpAddr,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address to listen on [default: 0.0.0.0, or 127.0.0.1 with --demo]. On anything but
+    /// loopback, agents need the node token and operators must log in (see Security).
+    #[arg(long = "host", env = "COORDINATOR_HOST", help_heading = "Server")]
+    pub host: Option<IpAddr>,
 
     /// Port to listen on (0 picks a free one).
     #[arg(long = "port", env = "COORDINATOR_PORT", default_value_t = llm_router_common::DEFAULT_COORDINATOR_PORT, help_heading = "Server")]
     pub port: u16,
 
-    /// Folder for the registry file (agents.json); created if missing. Default: ~/.llm-router
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(
+        long = "tls-cert",
+        env = "LLM_ROUTER_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key",
+        help_heading = "Server"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long = "tls-key",
+        env = "LLM_ROUTER_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert",
+        help_heading = "Server"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Folder for the registry (agents.json), history, keys and tokens; created if missing.
+    /// Default: ~/.llm-router
     #[arg(
         long = "data-dir",
         env = "LLM_ROUTER_DATA_DIR",
+        global = true,
         help_heading = "Storage"
     )]
     pub data_dir: Option<PathBuf>,
+
+    /// Token(s) agents must present to register, comma-separated (several allow a rotation).
+    /// Default: none on loopback; otherwise one is generated into <data dir>/node-token.
+    #[arg(
+        long = "node-token",
+        env = "LLM_ROUTER_NODE_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "Security"
+    )]
+    pub node_token: Vec<String>,
+
+    /// Require a client API key (Authorization: Bearer) for inference and model listing.
+    #[arg(
+        long = "require-api-key",
+        env = "LLM_ROUTER_REQUIRE_API_KEY",
+        help_heading = "Security"
+    )]
+    pub require_api_key: bool,
+
+    /// Whether the dashboard, management API, history and events need an operator login
+    /// [default: auth, or open when bound to loopback only].
+    #[arg(
+        long = "admin",
+        env = "LLM_ROUTER_ADMIN",
+        value_enum,
+        help_heading = "Security"
+    )]
+    pub admin: Option<AdminMode>,
+
+    /// Admin token(s) for scripts (Authorization: Bearer), comma-separated.
+    #[arg(
+        long = "admin-token",
+        env = "LLM_ROUTER_ADMIN_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "Security"
+    )]
+    pub admin_token: Vec<String>,
+
+    /// The operator password (prefer the variable, or `llm-router admin set-password`,
+    /// which stores only its argon2 hash).
+    #[arg(
+        long = "admin-password",
+        env = "LLM_ROUTER_ADMIN_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        help_heading = "Security"
+    )]
+    pub admin_password: Option<String>,
+
+    /// Host names the dashboard and management API answer to, comma-separated, besides IP
+    /// addresses, localhost and this machine's name (`*.example.com` for a domain, `*` any).
+    #[arg(
+        long = "allowed-hosts",
+        env = "LLM_ROUTER_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOSTS",
+        help_heading = "Security"
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Browser origins allowed to call the inference API (CORS), comma-separated, besides
+    /// Ollama's defaults (localhost, 127.0.0.1 on any port; app://, file://, tauri://,
+    /// vscode-webview://). `*` allows every origin.
+    #[arg(
+        long = "origins",
+        env = "LLM_ROUTER_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS",
+        help_heading = "Security"
+    )]
+    pub origins: Vec<String>,
+
+    /// Token Prometheus must present (Authorization: Bearer) for /metrics; default: open.
+    #[arg(
+        long = "metrics-token",
+        env = "LLM_ROUTER_METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "Security"
+    )]
+    pub metrics_token: Option<String>,
 
     /// Seconds between checks for nodes whose heartbeats stopped.
     #[arg(
@@ -196,6 +304,60 @@ pub struct Cli {
     pub demo: Option<usize>,
 }
 
+/// What `llm-router` does besides running the coordinator.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Create, list and revoke client API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// Act on a running coordinator through its API instead of the data folder.
+        #[arg(long, value_name = "URL", global = true)]
+        url: Option<String>,
+        /// Admin token for --url.
+        #[arg(
+            long,
+            env = "LLM_ROUTER_ADMIN_TOKEN",
+            hide_env_values = true,
+            global = true,
+            value_name = "TOKEN"
+        )]
+        admin_token: Option<String>,
+    },
+    /// Operator settings.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// `llm-router keys …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysAction {
+    /// Create a key; it is printed once and stored only as a digest.
+    Create {
+        /// Name shown in the history and the dashboard (letters, digits, '.', '_', '-').
+        name: String,
+        /// Requests per minute allowed to this key (bursts up to as many).
+        #[arg(long, value_name = "N")]
+        rpm: Option<u32>,
+        /// Requests this key may have in flight at once.
+        #[arg(long, value_name = "N")]
+        max_concurrent: Option<u32>,
+    },
+    /// List the keys (names, prefixes, limits; never the keys).
+    List,
+    /// Revoke a key; it stops working at once.
+    Revoke { name: String },
+}
+
+/// `llm-router admin …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminAction {
+    /// Set the dashboard password (asked on the terminal, or read from stdin).
+    SetPassword,
+}
+
 /// Load-balancing policy (`LOAD_BALANCER_MODE`).
 #[derive(
     Debug,
@@ -299,6 +461,17 @@ pub struct Config {
     pub persist_delay: Duration,
     pub proxy: ProxySettings,
     pub history: HistorySettings,
+    /// Who may join, send inference and manage.
+    pub access: AccessSettings,
+    /// HTTPS certificate and key, when the coordinator serves TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -312,6 +485,8 @@ impl Config {
             persist_delay: Duration::from_secs(1),
             proxy: ProxySettings::default(),
             history: HistorySettings::default(),
+            access: AccessSettings::default(),
+            tls: None,
         }
     }
 }
@@ -334,6 +509,15 @@ pub enum ConfigError {
 }
 
 impl Cli {
+    /// The address to listen on: `--host`, else loopback for the demo, else every interface.
+    pub fn host(&self) -> IpAddr {
+        self.host.unwrap_or(if self.demo.is_some() {
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        })
+    }
+
     /// Turns the command line into a checked [`Config`].
     pub fn config(&self) -> Result<Config, ConfigError> {
         for (name, value) in [
@@ -422,7 +606,37 @@ impl Cli {
                 queue: self.history_queue,
                 ..HistorySettings::default()
             },
+            access: self.access_settings(),
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
         })
+    }
+}
+
+impl Cli {
+    /// Access defaults follow the bind address: loopback-only is open to its own
+    /// machine; anything else requires a node token and an operator login.
+    fn access_settings(&self) -> AccessSettings {
+        let loopback = self.host().is_loopback();
+        AccessSettings {
+            node_tokens: self.node_token.clone(),
+            generate_node_token: !loopback,
+            require_api_key: self.require_api_key,
+            admin: Some(self.admin.unwrap_or(if loopback {
+                AdminMode::Open
+            } else {
+                AdminMode::Auth
+            })),
+            admin_tokens: self.admin_token.clone(),
+            admin_password: self.admin_password.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            origins: self.origins.clone(),
+            metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
+            secure_cookies: self.tls_cert.is_some(),
+        }
     }
 }
 
@@ -461,9 +675,33 @@ mod tests {
 
     #[test]
     fn cli_defaults_equal_the_library_defaults() {
-        let from_cli = cli(&["--data-dir", "/tmp/x"]).config().unwrap();
+        let mut from_cli = cli(&["--data-dir", "/tmp/x"]).config().unwrap();
+        // The library's default is open; the command line's depends on the bind address.
+        from_cli.access = AccessSettings::default();
         let defaults = Config::with_data_dir("/tmp/x");
         assert_eq!(format!("{from_cli:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn access_defaults_follow_the_bind_address() {
+        let everywhere = cli(&["--data-dir", "/x"]).config().unwrap().access;
+        assert_eq!(everywhere.admin, Some(AdminMode::Auth));
+        assert!(everywhere.generate_node_token);
+        let loopback = cli(&["--data-dir", "/x", "--host", "127.0.0.1"])
+            .config()
+            .unwrap()
+            .access;
+        assert_eq!(loopback.admin, Some(AdminMode::Open));
+        assert!(!loopback.generate_node_token);
+        let demo = cli(&["--demo"]);
+        assert!(demo.host().is_loopback());
+        let explicit = cli(&["--host", "0.0.0.0", "--admin", "open", "--data-dir", "/x"])
+            .config()
+            .unwrap()
+            .access;
+        assert_eq!(explicit.admin, Some(AdminMode::Open));
+        let tokens = cli(&["--data-dir", "/x", "--node-token", "a,b"]).node_token;
+        assert_eq!(tokens, ["a", "b"]);
     }
 
     #[test]

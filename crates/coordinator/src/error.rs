@@ -6,7 +6,7 @@
 use axum::{
     Json,
     extract::rejection::{JsonRejection, PathRejection},
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use llm_router_common::{ErrorBody, NodeId};
@@ -28,6 +28,21 @@ pub enum ApiError {
     UnknownNode(NodeId),
     #[error("no route for {0}")]
     NotFound(String),
+    /// No credential, or not one that allows this.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A credential was presented but does not allow this, or the request is of a
+    /// kind refused outright (a foreign origin, an unknown host).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request contradicts what the registry holds (another node's URL).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// The change was applied in memory but could not be made durable.
     #[error("the registry could not be saved: {0}")]
     Unavailable(String),
@@ -41,6 +56,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownNode(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -54,8 +73,28 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, %status, "request rejected");
         }
-        (status, Json(ErrorBody::new(self.to_string()))).into_response()
+        let mut response = (status, Json(ErrorBody::new(self.to_string()))).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::TooManyRequests { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, retry_after_value(retry_after));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"llm-router\""),
+                );
+            }
+            _ => {}
+        }
+        response
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up (a client retrying early is refused again).
+pub fn retry_after_value(wait: std::time::Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
 }
 
 impl From<JsonRejection> for ApiError {

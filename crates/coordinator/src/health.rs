@@ -89,7 +89,7 @@ async fn probe(
     thresholds: HealthThresholds,
 ) {
     let url = format!("{}/api/version", node.api_url);
-    let answered = crate::proxy::get(client, &url, timeout)
+    let answered = crate::proxy::get(client, &url, node.authorization.as_ref(), timeout)
         .await
         .is_ok_and(|(status, _)| !status.is_server_error());
     let change = if answered {

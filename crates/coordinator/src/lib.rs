@@ -2,6 +2,8 @@
 //!
 //! Layout:
 //! - [`config`]: command line and environment, checked into a [`config::Config`];
+//! - [`auth`]: who may do what: the node token, node credentials, client API keys,
+//!   operator logins, and the host and origin rules;
 //! - [`registry`]: the nodes, their health, the routable snapshot, and
 //!   `agents.json` ([`registry::store`], written by [`registry::persist`]);
 //! - [`health`]: the monitor that takes silent nodes offline;
@@ -17,11 +19,14 @@
 //! - [`stats`]: per-node request statistics (`/api/agents`) and Prometheus metrics (`/metrics`),
 //!   kept by a sink of the proxy's finished requests;
 //! - [`error`]: the error type every endpoint answers with;
+//! - [`commands`]: the `keys` and `admin` subcommands;
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
 
 pub mod agentless;
 pub mod api;
+pub mod auth;
 pub mod balancer;
+pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod demo;

@@ -32,10 +32,19 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let Some(command) = cli.command.take() {
+        let data_dir = match &cli.data_dir {
+            Some(dir) => dir.clone(),
+            None => llm_router_coordinator::config::default_data_dir()
+                .context("no home folder found; set LLM_ROUTER_DATA_DIR or --data-dir")?,
+        };
+        return llm_router_coordinator::commands::run(command, &data_dir).await;
+    }
     let config = cli.config()?;
-    let listener = tokio::net::TcpListener::bind((cli.host, cli.port))
+    let host = cli.host();
+    let listener = tokio::net::TcpListener::bind((host, cli.port))
         .await
-        .with_context(|| format!("could not listen on {}:{}", cli.host, cli.port))?;
+        .with_context(|| format!("could not listen on {host}:{}", cli.port))?;
 
     let Some(nodes) = cli.demo else {
         return llm_router_coordinator::run(listener, config, shutdown_signal()).await;

@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, app};
+use crate::auth::node_token::TokenSource;
+use crate::auth::{Access, StartNotices, machine_host_name};
 use crate::config::Config;
 use crate::health::{run_health_monitor, run_node_prober};
 use crate::registry::persist::{PersistQueue, run_writer};
@@ -75,7 +77,26 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
     let addr = listener.local_addr()?;
+    let (access, notices) = Access::start(&config.access, &config.data_dir)?;
+    let access = Arc::new(access);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    announce(&access, &notices, scheme, addr);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
+    let keys_reloader = tokio::spawn(crate::health::every(
+        KEYS_RELOAD_INTERVAL,
+        stop.clone().cancelled_owned(),
+        {
+            let keys = Arc::clone(&access.keys);
+            move || {
+                keys.reload_if_changed();
+                std::future::ready(())
+            }
+        },
+    ));
 
     // Request history: a writer thread fed by a sink of the proxy.
     let history = Arc::new(crate::history::History::start(
@@ -84,7 +105,8 @@ pub async fn run(
     ));
     let mut sinks = crate::proxy::record::RequestSinks::default();
     sinks.add(history.sink());
-    let mut state = AppState::with_sinks(Arc::clone(&registry), config.proxy.clone(), sinks)?;
+    let mut state = AppState::with_sinks(Arc::clone(&registry), config.proxy.clone(), sinks)?
+        .with_access(access);
     state.history = Arc::clone(&history);
     let shutting_down = state.shutdown.clone();
     let prober = tokio::spawn(run_node_prober(
@@ -100,23 +122,31 @@ pub async fn run(
         config.heartbeat_interval,
         stop.clone().cancelled_owned(),
     ));
-    // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let shutdown = async move {
         shutdown.await;
         shutting_down.cancel();
-    })
-    .await;
+    };
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = match &config.tls {
+        Some(_files) => {
+            // TLS-WIRING-PENDING
+            anyhow::bail!("TLS is not wired yet")
+        }
+        None => {
+            // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
 
     stop.cancel();
+    let _ = keys_reloader.await;
     let _ = monitor.await;
     let _ = prober.await;
     let _ = poller.await;
@@ -124,4 +154,61 @@ pub async fn run(
     writer.await.context("registry writer failed")?;
     tracing::info!("coordinator stopped");
     served.context("server error")
+}
+
+/// How often `keys.json` is checked for changes made by `llm-router keys …`.
+const KEYS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Tells whoever started the coordinator what its security needs from them: the
+/// agent command line with the node token it made, and the one-time setup link.
+/// Printed on stdout, not logged, so that no token ends up in a log collector.
+fn announce(access: &Access, notices: &StartNotices, scheme: &str, addr: std::net::SocketAddr) {
+    let host = if addr.ip().is_unspecified() {
+        machine_host_name().unwrap_or_else(|| "<this machine's address>".to_owned())
+    } else {
+        addr.ip().to_string()
+    };
+    let base = format!("{scheme}://{}", format_authority(&host, addr.port()));
+    match &notices.node_token_source {
+        Some(TokenSource::Generated(path) | TokenSource::Stored(path)) => {
+            tracing::info!(path = %path.display(), "agents must present the node token stored in the data folder");
+            if let Some(token) = &notices.stored_node_token {
+                println!(
+                    "\nAgents join this coordinator with its node token (kept in {}):\n\n    \
+                     LLM_ROUTER_NODE_TOKEN={token} llm-router-agent --coordinator-url {base}\n",
+                    path.display()
+                );
+            }
+        }
+        Some(TokenSource::Configured) => {
+            tracing::info!("agents must present the configured node token")
+        }
+        Some(TokenSource::Open) | None => tracing::info!(
+            "no node token: any agent that can reach this coordinator may register (loopback only)"
+        ),
+    }
+    match &access.admin {
+        None => {
+            tracing::info!("the dashboard and management API are open to whoever can reach them")
+        }
+        Some(_) => tracing::info!("the dashboard and management API require an operator login"),
+    }
+    if let Some(token) = &notices.setup_token {
+        println!(
+            "\nNo admin password is set. Open this link once to choose one \
+             (or run `llm-router admin set-password`):\n\n    {base}/setup?token={token}\n"
+        );
+    }
+    if access.require_api_key {
+        tracing::info!(keys = access.keys.len(), "inference requires an API key");
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn format_authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }

@@ -132,6 +132,7 @@ async fn registry_survives_a_restart_with_ids_and_operator_fields() {
         Some(r#"{"tags":["a"]}"#),
     )
     .await;
+    let credential = c.credential(&id).unwrap();
     c.stop().await;
 
     let c = TestCoordinator::start(dir.path());
@@ -140,14 +141,14 @@ async fn registry_survives_a_restart_with_ids_and_operator_fields() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(node["tags"], json!(["a"]));
+    // The agent's credential is still its own after the restart.
+    let heartbeat = format!("/api/agents/{id}/heartbeat");
     let (status, _) = c
-        .call(
-            Method::POST,
-            &format!("/api/agents/{id}/heartbeat"),
-            Some("{}"),
-        )
+        .call_as(Method::POST, &heartbeat, Some("{}"), Some(&credential))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = c.call_as(Method::POST, &heartbeat, Some("{}"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     c.stop().await;
 }
 

@@ -504,6 +504,7 @@ async fn node_gauges_come_from_the_last_heartbeat() {
     let answer = fleet
         .client
         .post(fleet.url(&format!("/api/agents/{id}/heartbeat")))
+        .bearer_auth(&fleet.credentials[&id])
         .json(&heartbeat)
         .send()
         .await

@@ -558,7 +558,7 @@ async fn request_id_is_echoed_and_forwarded_to_the_node() {
 #[tokio::test]
 async fn a_model_every_listing_node_turns_out_not_to_have_is_404_not_502() {
     let mut fleet = Fleet::empty_with(|_| {}).await;
-    fleet
+    let id = fleet
         .add_node(MockConfig::named("a").with_models(["llama3.2"]))
         .await;
     // A stale model list: the node is registered as holding a model it no longer has.
@@ -571,6 +571,7 @@ async fn a_model_every_listing_node_turns_out_not_to_have_is_404_not_502() {
                 "ip_address": "127.0.0.1",
                 "ollama_port": node.addr().port(),
                 "models": [{"name": "llama3.2"}, {"name": "deleted-model"}],
+                "node_credential": fleet.credentials[&id],
             }),
         )
         .await;

@@ -72,7 +72,9 @@ async fn an_https_node_is_trusted_only_with_its_authority() {
     let version = format!("{url}/api/version");
 
     let untrusting = upstream_client(&ProxySettings::default()).unwrap();
-    let err = get(&untrusting, &version, DEADLINE).await.unwrap_err();
+    let err = get(&untrusting, &version, None, DEADLINE)
+        .await
+        .unwrap_err();
     assert!(err.contains("certificate"), "{err}");
 
     let trusting = upstream_client(&ProxySettings {
@@ -80,7 +82,7 @@ async fn an_https_node_is_trusted_only_with_its_authority() {
         ..ProxySettings::default()
     })
     .unwrap();
-    let (status, body) = get(&trusting, &version, DEADLINE).await.unwrap();
+    let (status, body) = get(&trusting, &version, None, DEADLINE).await.unwrap();
     assert_eq!(status, 200);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(body["version"].is_string(), "{body}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::{
     Json, Router,
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -18,14 +18,28 @@ use super::{ApiJson, ApiPath, AppState};
 use crate::error::ApiError;
 use crate::registry::{AgentlessTarget, reasons, validate};
 
-pub fn routes() -> Router<AppState> {
+/// What only an agent calls, each with its own token: register (the fleet's node
+/// token), heartbeat and goodbye (the node's credential).
+pub fn agent_routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(list))
         .route("/register", post(register))
-        .route("/{id}", get(show).patch(patch).delete(remove))
         .route("/{id}/heartbeat", post(heartbeat))
         .route("/{id}/shutdown", post(shutdown))
+}
+
+/// What operators use to see and manage nodes.
+pub fn operator_routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(list))
+        .route("/{id}", get(show).patch(patch).delete(remove))
         .route("/{id}/disconnect", post(disconnect))
+}
+
+/// The bearer token of a request.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(crate::auth::secret::bearer)
 }
 
 /// Longest a request waits for its change to reach the disk.
@@ -44,8 +58,21 @@ async fn durable(state: &AppState, generation: u64) -> Result<(), ApiError> {
 
 async fn register(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
+    let token = bearer_token(&headers);
+    if !state.access.node_tokens.accepts(token) {
+        tracing::warn!(machine = %req.machine_name, token_sent = token.is_some(), "registration refused: wrong or missing node token");
+        return Err(ApiError::Unauthorized(
+            if token.is_some() {
+                "the node token is not valid for this coordinator"
+            } else {
+                "this coordinator requires a node token: start the agent with --node-token (or LLM_ROUTER_NODE_TOKEN)"
+            }
+            .into(),
+        ));
+    }
     let (answer, generation) = state.registry.register(req)?;
     durable(&state, generation).await?;
     let status = match answer.status {
@@ -65,14 +92,16 @@ pub(super) async fn add_node(
     let node = validate::agentless(&req)?;
     let ip_address = resolve(&node.host, node.port).await;
     let (added, status, generation) = state.registry.add_agentless(node, ip_address)?;
-    if added.agentless {
+    // Deleted meanwhile: nothing to probe.
+    if let Some(known) = added
+        .agentless
+        .then(|| state.registry.agentless_target(added.id))
+        .flatten()
+    {
         let target = AgentlessTarget {
-            id: added.id,
-            machine_name: added.machine_name.clone(),
-            api_url: added.api_url.clone(),
-            kind: added.api_kind,
             reachable: status == RegistrationStatus::Updated
                 && added.status != llm_router_common::NodeStatus::Offline,
+            ..known
         };
         let timeout = crate::agentless::probe_timeout(state.registry.settings().heartbeat_interval);
         crate::agentless::probe_and_record(&state.registry, state.proxy.client(), &target, timeout)
@@ -123,16 +152,21 @@ async fn show(
 async fn heartbeat(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<NodeId>,
+    headers: HeaderMap,
     ApiJson(hb): ApiJson<HeartbeatRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.heartbeat(id, hb)?;
+    state.registry.heartbeat(id, hb, bearer_token(&headers))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn shutdown(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<NodeId>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    state
+        .registry
+        .check_credential(id, bearer_token(&headers))?;
     state.registry.mark_offline(id, reasons::SHUT_DOWN)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -36,6 +36,10 @@ pub async fn proxy(
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip()),
+        api_key: parts
+            .extensions
+            .get::<super::access::ClientKeyName>()
+            .map(|k| std::sync::Arc::clone(&k.0)),
         started: Instant::now(),
         started_at: chrono::Utc::now(),
     };

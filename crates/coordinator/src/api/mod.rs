@@ -3,9 +3,11 @@
 //! Tests drive this router directly with `tower::ServiceExt::oneshot`; the
 //! server in [`crate::server`] only adds the socket.
 
+pub mod access;
 mod agents;
 mod history;
 mod inference;
+mod keys;
 mod metrics;
 pub mod models;
 mod ollama;
@@ -17,7 +19,8 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State},
     http::{HeaderName, Request, Uri},
-    routing::get,
+    middleware::from_fn_with_state,
+    routing::{get, post},
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +29,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::proxy::Proxy;
 use crate::proxy::record::RequestSinks;
@@ -49,6 +53,8 @@ pub struct AppState {
     /// Cancelled when the server begins a graceful shutdown, so that endless responses
     /// (the dashboard's event stream) end instead of holding the shutdown forever.
     pub shutdown: CancellationToken,
+    /// Who may join, send inference and manage; everything open unless the server sets it.
+    pub access: Arc<Access>,
 }
 
 impl AppState {
@@ -79,7 +85,14 @@ impl AppState {
             )),
             stats,
             shutdown: CancellationToken::new(),
+            access: Arc::new(Access::open()),
         })
+    }
+
+    /// This state with `access` in force.
+    pub fn with_access(mut self, access: Arc<Access>) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -93,23 +106,40 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// The whole HTTP application.
+/// The whole HTTP application. Each part has its own guard ([`access`]):
+/// operators' routes need a login (unless open) and a same-site request; the
+/// inference API takes API keys and allows browser origins (CORS); agents'
+/// own calls carry their tokens.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    let management = Router::new()
-        .nest("/api/agents", agents::routes())
-        .route("/api/nodes", axum::routing::post(agents::add_node))
+    let operator = Router::new()
+        .nest("/api/agents", agents::operator_routes())
+        .route("/api/nodes", post(agents::add_node))
         .nest("/api/history", history::routes())
+        .nest("/api/keys", keys::routes())
+        .merge(crate::dashboard::operator_routes())
+        .route_layer(from_fn_with_state(state.clone(), access::operator_gate));
+    let same_site = operator
+        .merge(access::routes())
+        .merge(crate::dashboard::login_routes())
+        .route_layer(from_fn_with_state(state.clone(), access::same_site_gate));
+    let management = Router::new()
+        .nest("/api/agents", agents::agent_routes())
         .route("/api/health", get(health))
+        .merge(same_site)
         .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES));
     // Inference handlers read the body themselves, with the proxy's own limit.
     let inference = ollama::routes()
         .merge(openai::routes())
-        .layer(DefaultBodyLimit::disable());
+        .route_layer(from_fn_with_state(state.clone(), access::client_gate))
+        .layer(DefaultBodyLimit::disable())
+        .layer(access::inference_cors(&state.access));
+    let metrics =
+        metrics::routes().route_layer(from_fn_with_state(state.clone(), access::metrics_gate));
     management
         .merge(inference)
-        .merge(crate::dashboard::routes())
-        .merge(metrics::routes())
+        .merge(crate::dashboard::asset_routes())
+        .merge(metrics)
         .fallback(not_found)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

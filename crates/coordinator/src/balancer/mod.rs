@@ -102,6 +102,7 @@ pub(crate) mod testing {
             speaks_ollama: true,
             models: HashSet::from(["m:latest".to_owned()]),
             loaded_models: HashSet::new(),
+            authorization: None,
             live: Arc::new(NodeLive::default()),
         })
     }

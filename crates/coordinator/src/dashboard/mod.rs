@@ -16,17 +16,33 @@ use axum::{
 
 use crate::api::AppState;
 
-/// The dashboard's routes: the page, its two assets, and the event stream.
-pub fn routes() -> Router<AppState> {
+/// What only operators may see: the page and its event stream.
+pub fn operator_routes() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(|headers| serve(&INDEX, headers)))
         .route(
             "/dashboard/",
             get(|| async { Redirect::permanent("/dashboard") }),
         )
+        .route("/api/events", get(events::stream))
+}
+
+/// The login page (and the setup page, the same one with a token in its link).
+pub fn login_routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(|headers| serve(&LOGIN, headers)))
+        .route("/setup", get(|headers| serve(&LOGIN, headers)))
+}
+
+/// Script and style: the same for everyone, nothing in them is secret.
+pub fn asset_routes() -> Router<AppState> {
+    Router::new()
         .route("/dashboard/app.js", get(|headers| serve(&SCRIPT, headers)))
         .route("/dashboard/app.css", get(|headers| serve(&STYLE, headers)))
-        .route("/api/events", get(events::stream))
+        .route(
+            "/dashboard/login.js",
+            get(|headers| serve(&LOGIN_SCRIPT, headers)),
+        )
 }
 
 /// One embedded file and its validator.
@@ -41,6 +57,14 @@ static INDEX: Asset = Asset {
 };
 static SCRIPT: Asset = Asset {
     body: include_str!("assets/app.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+static LOGIN: Asset = Asset {
+    body: include_str!("assets/login.html"),
+    content_type: "text/html; charset=utf-8",
+};
+static LOGIN_SCRIPT: Asset = Asset {
+    body: include_str!("assets/login.js"),
     content_type: "text/javascript; charset=utf-8",
 };
 static STYLE: Asset = Asset {

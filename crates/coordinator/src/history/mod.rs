@@ -343,6 +343,7 @@ mod tests {
 
     fn record(body: &'static [u8]) -> RequestRecord {
         RequestRecord {
+            api_key: None,
             request_id: "r-1".into(),
             started_at: chrono::Utc::now(),
             client_ip: None,

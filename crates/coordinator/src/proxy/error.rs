@@ -35,6 +35,13 @@ pub enum ProxyError {
     Timeout(String),
     #[error("{0} is not supported through llm-router; call the node directly")]
     Unsupported(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("too many requests for this API key ({limit}); retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        limit: &'static str,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl ProxyError {
@@ -47,6 +54,8 @@ impl ProxyError {
             ProxyError::NodesFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -62,6 +71,8 @@ impl ProxyError {
             ProxyError::NodesFailed(_) => ("server_error", Some("upstream_error")),
             ProxyError::Timeout(_) => ("server_error", Some("upstream_timeout")),
             ProxyError::Unsupported(_) => ("invalid_request_error", Some("unsupported_endpoint")),
+            ProxyError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
+            ProxyError::RateLimited { .. } => ("requests", Some("rate_limit_exceeded")),
         }
     }
 
@@ -94,7 +105,23 @@ impl IntoResponse for FlavoredError {
                 json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
             }
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        match self.error {
+            ProxyError::RateLimited { retry_after, .. } => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    crate::error::retry_after_value(retry_after),
+                );
+            }
+            ProxyError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"llm-router\""),
+                );
+            }
+            _ => {}
+        }
+        response
     }
 }
 

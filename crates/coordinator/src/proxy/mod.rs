@@ -48,8 +48,12 @@ use record::{Outcome, RequestRecord, RequestSinks, Usage};
 /// Response header naming the node that served a request.
 pub const NODE_HEADER: &str = "x-llm-router-node";
 
-/// Request headers not forwarded to nodes: connection-level, or set anew by the client library.
-const SKIPPED_REQUEST_HEADERS: [HeaderName; 9] = [
+/// Request headers not forwarded to nodes: connection-level, set anew by the client
+/// library, or the client's own credentials (its API key is the router's business;
+/// a node that needs a key gets its own, from the node's configuration).
+const SKIPPED_REQUEST_HEADERS: [HeaderName; 11] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
     header::CONNECTION,
     header::HOST,
     header::CONTENT_LENGTH,
@@ -114,6 +118,8 @@ pub struct InferenceRequest {
 pub struct RequestMeta {
     pub request_id: String,
     pub client_ip: Option<std::net::IpAddr>,
+    /// Name of the API key the request came with.
+    pub api_key: Option<Arc<str>>,
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
@@ -132,6 +138,7 @@ impl RequestMeta {
             request_id: self.request_id.clone(),
             started_at: self.started_at,
             client_ip: self.client_ip,
+            api_key: self.api_key.clone(),
             flavor,
             endpoint: endpoint.to_owned(),
             model: facts.map(|f| f.model.clone()).unwrap_or_default(),
@@ -490,6 +497,9 @@ fn upstream_request(
                 headers.append(name.clone(), value.clone());
             }
         }
+        if let Some(authorization) = &node.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
     }
     upstream
         .body(Full::new(request.body.clone()))
@@ -568,10 +578,15 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::Clien
 pub async fn get(
     client: &UpstreamClient,
     url: &str,
+    authorization: Option<&HeaderValue>,
     timeout: std::time::Duration,
 ) -> Result<(StatusCode, Bytes), String> {
     let uri: Uri = url.parse().map_err(|e| format!("unusable URL: {e}"))?;
-    let request = hyper::Request::get(uri)
+    let mut request = hyper::Request::get(uri);
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, value.clone());
+    }
+    let request = request
         .body(Full::new(Bytes::new()))
         .map_err(|e| format!("unusable request: {e}"))?;
     let exchange = async {
@@ -676,7 +691,7 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}/api/version");
-        let err = get(&client(), &url, Duration::from_secs(5))
+        let err = get(&client(), &url, None, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(err.starts_with("request failed"), "{err}");
@@ -685,12 +700,12 @@ mod tests {
         // A listener that never answers.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/api/version", silent.local_addr().unwrap());
-        let err = get(&client(), &url, Duration::from_millis(200))
+        let err = get(&client(), &url, None, Duration::from_millis(200))
             .await
             .unwrap_err();
         assert_eq!(err, "timed out after 0.2 s");
 
-        let err = get(&client(), "not a url", Duration::from_secs(1))
+        let err = get(&client(), "not a url", None, Duration::from_secs(1))
             .await
             .unwrap_err();
         assert!(err.starts_with("unusable URL"), "{err}");

@@ -63,6 +63,8 @@ pub struct RequestRecord {
     pub request_id: String,
     pub started_at: DateTime<Utc>,
     pub client_ip: Option<IpAddr>,
+    /// Name of the client's API key, when it sent a valid one.
+    pub api_key: Option<std::sync::Arc<str>>,
     pub flavor: ApiFlavor,
     /// Path called, e.g. `/api/chat`.
     pub endpoint: String,

@@ -27,6 +27,7 @@ use llm_router_common::{
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
+use crate::auth::secret::{Digest, generate_token};
 use crate::error::ApiError;
 use persist::{PersistQueue, Urgency};
 pub use snapshot::{InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
@@ -53,6 +54,18 @@ pub struct AgentlessTarget {
     pub kind: ApiKind,
     /// Whether its last probe succeeded (false before the first one).
     pub reachable: bool,
+    /// What the probes send as `Authorization` (the node's own API key).
+    pub authorization: Option<axum::http::HeaderValue>,
+}
+
+/// Prefix of the credentials issued to nodes.
+const NODE_CREDENTIAL_PREFIX: &str = "llmr_nc_";
+
+/// `Bearer <key>` for a node's own API key, marked sensitive so it is never logged.
+fn node_authorization(api_key: Option<&str>) -> Option<axum::http::HeaderValue> {
+    let mut value = axum::http::HeaderValue::from_str(&format!("Bearer {}", api_key?)).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// Timing the registry enforces and tells agents about.
@@ -62,33 +75,6 @@ pub struct RegistrySettings {
     pub heartbeat_interval: Duration,
     /// A node without a heartbeat for this long is offline.
     pub agent_timeout: Duration,
-}
-
-/// Builds a node's entry for the routable snapshot.
-fn routable_entry(
-    id: NodeId,
-    machine_name: &str,
-    api_url: &str,
-    models: &[ModelInfo],
-    loaded_models: &[LoadedModel],
-    api_kind: ApiKind,
-    live: &Arc<NodeLive>,
-) -> Arc<RoutableNode> {
-    Arc::new(RoutableNode {
-        id,
-        machine_name: machine_name.to_owned(),
-        api_url: api_url.to_owned(),
-        speaks_ollama: api_kind == ApiKind::Ollama,
-        models: models
-            .iter()
-            .map(|m| canonical_model_name(&m.name))
-            .collect(),
-        loaded_models: loaded_models
-            .iter()
-            .map(|m| canonical_model_name(&m.name))
-            .collect(),
-        live: Arc::clone(live),
-    })
 }
 
 /// The last few gaps between a node's heartbeats.
@@ -139,6 +125,11 @@ struct NodeRecord {
     /// Added by URL: the coordinator probes it instead of an agent reporting.
     agentless: bool,
     api_kind: ApiKind,
+    /// Digest of the credential its agent was issued; `None` for agentless nodes and
+    /// nodes from before credentials, which the next registration claims.
+    credential: Option<Digest>,
+    /// Key the proxy sends to the node's own server, if it needs one.
+    node_api_key: Option<String>,
     live: Arc<NodeLive>,
     /// This node's entry in the routable snapshot, rebuilt when routing facts change.
     routable: Arc<RoutableNode>,
@@ -156,8 +147,9 @@ impl NodeRecord {
         wall: DateTime<Utc>,
     ) -> Self {
         let live = Arc::new(NodeLive::default());
-        NodeRecord {
-            routable: routable_entry(id, &machine_name, &api_url, &[], &[], api_kind, &live),
+        let mut record = NodeRecord {
+            // Built by `rebuild_routable` once the record holds its facts.
+            routable: Arc::default(),
             id,
             machine_name,
             display_name: None,
@@ -181,8 +173,12 @@ impl NodeRecord {
             loaded_models: Vec::new(),
             agentless: false,
             api_kind,
+            credential: None,
+            node_api_key: None,
             live,
-        }
+        };
+        record.rebuild_routable();
+        record
     }
 
     fn status(&self) -> NodeStatus {
@@ -207,16 +203,26 @@ impl NodeRecord {
         }
     }
 
+    /// Rebuilds this node's entry for the routable snapshot from its current facts.
     fn rebuild_routable(&mut self) {
-        self.routable = routable_entry(
-            self.id,
-            &self.machine_name,
-            &self.api_url,
-            &self.models,
-            &self.loaded_models,
-            self.api_kind,
-            &self.live,
-        );
+        self.routable = Arc::new(RoutableNode {
+            id: self.id,
+            machine_name: self.machine_name.clone(),
+            api_url: self.api_url.clone(),
+            speaks_ollama: self.api_kind == ApiKind::Ollama,
+            models: self
+                .models
+                .iter()
+                .map(|m| canonical_model_name(&m.name))
+                .collect(),
+            loaded_models: self
+                .loaded_models
+                .iter()
+                .map(|m| canonical_model_name(&m.name))
+                .collect(),
+            authorization: node_authorization(self.node_api_key.as_deref()),
+            live: Arc::clone(&self.live),
+        });
     }
 
     fn view(&self, now: Instant) -> Node {
@@ -271,6 +277,8 @@ impl NodeRecord {
             loaded_models: self.loaded_models.clone(),
             agentless: self.agentless,
             api_kind: self.api_kind,
+            credential_sha256: self.credential.map(Digest::to_hex),
+            node_api_key: self.node_api_key.clone(),
         }
     }
 
@@ -284,16 +292,8 @@ impl NodeRecord {
         .into_iter()
         .find(|r| p.offline_reason.as_deref() == Some(*r));
         let live = Arc::new(NodeLive::default());
-        NodeRecord {
-            routable: routable_entry(
-                p.id,
-                &p.machine_name,
-                &p.api_url,
-                &p.models,
-                &p.loaded_models,
-                p.api_kind,
-                &live,
-            ),
+        let mut record = NodeRecord {
+            routable: Arc::default(),
             id: p.id,
             machine_name: p.machine_name,
             display_name: p.display_name,
@@ -323,7 +323,32 @@ impl NodeRecord {
             loaded_models: p.loaded_models,
             agentless: p.agentless,
             api_kind: p.api_kind,
+            credential: p.credential_sha256.as_deref().and_then(Digest::from_hex),
+            node_api_key: p.node_api_key,
             live,
+        };
+        record.rebuild_routable();
+        record
+    }
+
+    fn agentless_target(&self) -> AgentlessTarget {
+        AgentlessTarget {
+            id: self.id,
+            machine_name: self.machine_name.clone(),
+            api_url: self.api_url.clone(),
+            kind: self.api_kind,
+            reachable: self.alive_since.is_some() && self.ollama_available,
+            authorization: self.routable.authorization.clone(),
+        }
+    }
+
+    /// Whether `presented` is this node's credential. A node without one (agentless,
+    /// or registered before credentials) accepts any caller, as it always did.
+    fn accepts_credential(&self, presented: Option<&str>) -> bool {
+        match (&self.credential, presented) {
+            (None, _) => true,
+            (Some(digest), Some(presented)) => digest.matches(presented),
+            (Some(_), None) => false,
         }
     }
 
@@ -406,6 +431,11 @@ impl NodeRegistry {
 
     /// Registers a node, or refreshes it when the same machine registers again.
     /// Returns the answer and the change's generation, to wait for durability.
+    ///
+    /// A node the registry knows (by id, or by URL and machine name) is taken only
+    /// with its credential: whoever holds just the fleet's node token cannot move a
+    /// node's traffic elsewhere or speak for it. A new node, or one that had no
+    /// credential yet, is issued one in the answer.
     pub fn register(&self, req: RegisterRequest) -> Result<(RegisterResponse, u64), ApiError> {
         let (machine_name, api_url) = validate::registration(&req)?;
         let req_parallel = req.max_parallel;
@@ -419,8 +449,40 @@ impl NodeRegistry {
                 .find(|r| r.api_url == api_url && (r.machine_name == machine_name || r.agentless))
                 .map(|r| r.id)
         });
+        let mut issued = None;
         let status = match existing.and_then(|id| nodes.get_mut(&id)) {
             Some(record) => {
+                if record.credential.is_some()
+                    && !record.accepts_credential(req.node_credential.as_deref())
+                {
+                    let shown = record
+                        .display_name
+                        .as_deref()
+                        .unwrap_or(&record.machine_name);
+                    let message = if req.node_credential.is_some() {
+                        format!(
+                            "node {} ({shown}) is registered with another credential",
+                            record.id
+                        )
+                    } else {
+                        format!(
+                            "{} is already registered as node {} ({shown}); register with that node's credential \
+                             (its agent keeps it in agent-node.json), or delete the node first",
+                            record.api_url, record.id
+                        )
+                    };
+                    tracing::warn!(node_id = %record.id, machine = %machine_name, "registration over a known node refused: wrong or missing node credential");
+                    return Err(if req.node_credential.is_some() {
+                        ApiError::Forbidden(message)
+                    } else {
+                        ApiError::Conflict(message)
+                    });
+                }
+                if record.credential.is_none() {
+                    let credential = generate_token(NODE_CREDENTIAL_PREFIX);
+                    record.credential = Some(Digest::of(&credential));
+                    issued = Some(credential);
+                }
                 let before = record.status();
                 record.machine_name = machine_name;
                 record.api_url = api_url;
@@ -436,6 +498,7 @@ impl NodeRegistry {
                 }
                 record.agentless = false;
                 record.api_kind = ApiKind::Ollama;
+                record.node_api_key = req.node_api_key;
                 record.last_seen = wall;
                 record.last_heartbeat = now;
                 record.alive_since.get_or_insert(now);
@@ -447,7 +510,12 @@ impl NodeRegistry {
             }
             None => {
                 let id = req.node_id.unwrap_or_else(NodeId::new_v4);
+                let credential = generate_token(NODE_CREDENTIAL_PREFIX);
+                let digest = Digest::of(&credential);
+                issued = Some(credential);
                 let mut record = NodeRecord {
+                    credential: Some(digest),
+                    node_api_key: req.node_api_key,
                     ollama_version: req.ollama_version,
                     agent_version: req.agent_version,
                     alive_since: Some(now),
@@ -498,36 +566,60 @@ impl NodeRegistry {
                 node_id: status.0,
                 status: status.1,
                 heartbeat_interval_secs: self.settings.heartbeat_interval.as_secs().max(1),
+                node_credential: issued,
             },
             generation,
         ))
     }
 
-    /// Records a heartbeat. The snapshot is rebuilt only when routing facts changed.
-    pub fn heartbeat(&self, id: NodeId, hb: HeartbeatRequest) -> Result<(), ApiError> {
-        self.record_heartbeat(id, hb, false).map(|_| ())
+    /// Records a heartbeat from the agent holding `credential`. The snapshot is
+    /// rebuilt only when routing facts changed.
+    pub fn heartbeat(
+        &self,
+        id: NodeId,
+        hb: HeartbeatRequest,
+        credential: Option<&str>,
+    ) -> Result<(), ApiError> {
+        self.record_heartbeat(id, hb, Reporter::Agent(credential))
+            .map(|_| ())
+    }
+
+    /// Checks that `credential` is node `id`'s, for the calls only its agent may make.
+    pub fn check_credential(&self, id: NodeId, credential: Option<&str>) -> Result<(), ApiError> {
+        let nodes = self.nodes.read();
+        let record = nodes.get(&id).ok_or(ApiError::UnknownNode(id))?;
+        if record.accepts_credential(credential) {
+            Ok(())
+        } else {
+            Err(credential_refused(id, credential))
+        }
     }
 
     /// Records what the coordinator's own probe of an agentless node found, as a
     /// heartbeat. Returns false (and changes nothing) when the node is no longer
     /// agentless: an agent took it over while the probe ran.
     pub fn record_probe(&self, id: NodeId, hb: HeartbeatRequest) -> Result<bool, ApiError> {
-        self.record_heartbeat(id, hb, true)
+        self.record_heartbeat(id, hb, Reporter::Probe)
     }
 
     fn record_heartbeat(
         &self,
         id: NodeId,
         hb: HeartbeatRequest,
-        probe: bool,
+        reporter: Reporter<'_>,
     ) -> Result<bool, ApiError> {
         validate::heartbeat(&hb)?;
         let now = Instant::now();
         let mut nodes = self.nodes.write();
         let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
-        if probe && !record.agentless {
-            return Ok(false);
-        }
+        let probe = match reporter {
+            Reporter::Probe if !record.agentless => return Ok(false),
+            Reporter::Probe => true,
+            Reporter::Agent(credential) if !record.accepts_credential(credential) => {
+                return Err(credential_refused(id, credential));
+            }
+            Reporter::Agent(_) => false,
+        };
         let before = record.status();
         if record.alive_since.is_some() {
             record
@@ -613,6 +705,10 @@ impl NodeRegistry {
                     record.api_kind = node.kind;
                     changed = true;
                 }
+                if node.api_key.is_some() && record.node_api_key != node.api_key {
+                    record.node_api_key = node.api_key;
+                    changed = true;
+                }
             }
             let view = record.view(now);
             tracing::info!(node_id = %view.id, api_url = %view.api_url, agentless = view.agentless, "node added by URL is already known");
@@ -628,9 +724,10 @@ impl NodeRegistry {
             ));
         }
         let id = NodeId::new_v4();
-        let record = NodeRecord {
+        let mut record = NodeRecord {
             offline_reason: Some(reasons::NOT_PROBED),
             agentless: true,
+            node_api_key: node.api_key,
             ..NodeRecord::fresh(
                 id,
                 node.name,
@@ -648,6 +745,7 @@ impl NodeRegistry {
             kind = record.api_kind.as_str(),
             "node added without an agent"
         );
+        record.rebuild_routable();
         let view = record.view(now);
         nodes.insert(id, record);
         drop(nodes);
@@ -664,14 +762,17 @@ impl NodeRegistry {
             .read()
             .values()
             .filter(|r| r.agentless)
-            .map(|r| AgentlessTarget {
-                id: r.id,
-                machine_name: r.machine_name.clone(),
-                api_url: r.api_url.clone(),
-                kind: r.api_kind,
-                reachable: r.alive_since.is_some() && r.ollama_available,
-            })
+            .map(NodeRecord::agentless_target)
             .collect()
+    }
+
+    /// Agentless node `id`, to probe it; `None` when it is not (or no longer) agentless.
+    pub fn agentless_target(&self, id: NodeId) -> Option<AgentlessTarget> {
+        self.nodes
+            .read()
+            .get(&id)
+            .filter(|r| r.agentless)
+            .map(NodeRecord::agentless_target)
     }
 
     /// Marks a node offline at once (agent shutdown or operator disconnect).
@@ -800,6 +901,23 @@ impl NodeRegistry {
         nodes.sort_by_key(|n| n.registered_at);
         nodes
     }
+}
+
+/// Who reports a node's state: its agent (with the credential it presented) or
+/// the coordinator's own probe of an agentless node.
+#[derive(Debug, Clone, Copy)]
+enum Reporter<'a> {
+    Agent(Option<&'a str>),
+    Probe,
+}
+
+fn credential_refused(id: NodeId, presented: Option<&str>) -> ApiError {
+    ApiError::Unauthorized(match presented {
+        Some(_) => format!("the credential presented is not node {id}'s"),
+        None => {
+            format!("node {id} requires its credential (Authorization: Bearer <node credential>)")
+        }
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use llm_router_common::{NodeId, canonical_model_name};
 pub use super::live::{InFlightGuard, NodeLive};
 
 /// What routing needs to know about one online node.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RoutableNode {
     pub id: NodeId,
     pub machine_name: String,
@@ -25,6 +25,8 @@ pub struct RoutableNode {
     pub models: HashSet<String>,
     /// Canonical names of the models loaded in memory.
     pub loaded_models: HashSet<String>,
+    /// `Authorization` the proxy sends to this node (its own API key), never the client's.
+    pub authorization: Option<axum::http::HeaderValue>,
     pub live: Arc<NodeLive>,
 }
 
@@ -69,6 +71,7 @@ mod tests {
                 speaks_ollama: true,
                 models: models.iter().map(|m| canonical_model_name(m)).collect(),
                 loaded_models: HashSet::new(),
+                authorization: None,
                 live: Arc::default(),
             })
         };

@@ -55,6 +55,13 @@ pub struct PersistedNode {
     pub agentless: bool,
     #[serde(default)]
     pub api_kind: ApiKind,
+    /// SHA-256 (hex) of the credential issued to the node's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_sha256: Option<String>,
+    /// The node's own API key, which the proxy sends to it: a secret, hence the
+    /// file's owner-only mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_api_key: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,7 +164,12 @@ impl RegistryStore {
         fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".{}.tmp-{}", Self::FILE_NAME, std::process::id()));
         let result = (|| {
-            let mut file = File::create(&tmp)?;
+            // Owner-only: the file holds nodes' API keys and credential digests.
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&tmp)?;
             file.write_all(contents)?;
             file.sync_all()?;
             drop(file);
@@ -200,6 +212,8 @@ mod tests {
             loaded_models: vec![],
             agentless: false,
             api_kind: ApiKind::Ollama,
+            credential_sha256: None,
+            node_api_key: None,
         }
     }
 

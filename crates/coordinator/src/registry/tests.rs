@@ -4,19 +4,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llm_router_common::{
-    HeartbeatRequest, ModelInfo, NodeId, NodePatch, NodeStatus, RegisterRequest, RegistrationStatus,
+    HeartbeatRequest, ModelInfo, NodePatch, NodeStatus, RegisterRequest, RegisterResponse,
+    RegistrationStatus,
 };
 use tokio::time::Instant;
 
 use super::persist::PersistQueue;
 use super::{NodeRegistry, RegistrySettings, reasons};
 
+fn settings() -> RegistrySettings {
+    RegistrySettings {
+        heartbeat_interval: Duration::from_secs(10),
+        agent_timeout: Duration::from_secs(30),
+    }
+}
+
 fn registry() -> NodeRegistry {
     NodeRegistry::new(
-        RegistrySettings {
-            heartbeat_interval: Duration::from_secs(10),
-            agent_timeout: Duration::from_secs(30),
-        },
+        settings(),
         Arc::new(PersistQueue::new(Duration::from_secs(1))),
     )
 }
@@ -35,20 +40,29 @@ fn request(name: &str, port: u16, models: &[&str]) -> RegisterRequest {
         node_id: None,
         agent_version: None,
         max_parallel: None,
+        node_credential: None,
+        node_api_key: None,
     }
 }
 
-/// A heartbeat for node `id` that reports nothing but whether its server answers.
-fn beat(registry: &NodeRegistry, id: NodeId, ollama_available: bool) {
+/// A heartbeat from the agent of `node` that reports nothing but whether its server answers.
+fn beat(registry: &NodeRegistry, node: &RegisterResponse, ollama_available: bool) {
     registry
         .heartbeat(
-            id,
+            node.node_id,
             HeartbeatRequest {
                 ollama_available,
                 ..Default::default()
             },
+            node.node_credential.as_deref(),
         )
         .unwrap();
+}
+
+/// `request` as the agent of `node` sends it, with the credential it was issued.
+fn again(mut request: RegisterRequest, node: &RegisterResponse) -> RegisterRequest {
+    request.node_credential = node.node_credential.clone();
+    request
 }
 
 #[test]
@@ -58,7 +72,7 @@ fn same_machine_registering_again_keeps_its_id() {
         .register(request("gpu-1", 11434, &["llama3.2"]))
         .unwrap();
     let (second, _) = registry
-        .register(request("gpu-1", 11434, &["llama3.2"]))
+        .register(again(request("gpu-1", 11434, &["llama3.2"]), &first))
         .unwrap();
     assert_eq!(first.status, RegistrationStatus::Registered);
     assert_eq!(second.status, RegistrationStatus::Updated);
@@ -123,7 +137,7 @@ fn snapshot_holds_only_online_non_draining_available_nodes() {
     assert_eq!(b_view.status, NodeStatus::Offline);
     assert_eq!(b_view.status_reason.as_deref(), Some(reasons::SHUT_DOWN));
 
-    beat(&registry, b.node_id, true);
+    beat(&registry, &b, true);
     assert_eq!(registry.snapshot().nodes.len(), 1);
     assert_eq!(registry.snapshot().nodes[0].id, b.node_id);
 }
@@ -141,6 +155,7 @@ fn heartbeat_model_list_updates_the_snapshot() {
                 models: Some(vec![ModelInfo::named("qwen2.5:7b")]),
                 ..Default::default()
             },
+            a.node_credential.as_deref(),
         )
         .unwrap();
     assert_eq!(registry.snapshot().candidates_for("qwen2.5:7b").count(), 1);
@@ -151,7 +166,7 @@ fn heartbeat_model_list_updates_the_snapshot() {
 fn heartbeat_without_model_lists_keeps_the_known_models() {
     let registry = registry();
     let (a, _) = registry.register(request("a", 1, &["llama3.2"])).unwrap();
-    beat(&registry, a.node_id, false);
+    beat(&registry, &a, false);
     let node = registry.get(a.node_id).unwrap();
     assert_eq!(node.models.len(), 1);
     assert_eq!(node.status, NodeStatus::Offline);
@@ -167,6 +182,7 @@ fn unknown_node_heartbeat_is_an_error() {
         .heartbeat(
             llm_router_common::NodeId::new_v4(),
             HeartbeatRequest::default(),
+            None,
         )
         .unwrap_err();
     assert_eq!(err.status(), axum::http::StatusCode::NOT_FOUND);
@@ -188,7 +204,7 @@ async fn silent_node_goes_offline_after_the_timeout_and_heartbeat_brings_it_back
     assert_eq!(node.status_reason.as_deref(), Some(reasons::TIMED_OUT));
     assert!(registry.snapshot().is_empty());
 
-    beat(&registry, a.node_id, true);
+    beat(&registry, &a, true);
     assert_eq!(registry.get(a.node_id).unwrap().status, NodeStatus::Online);
     assert_eq!(registry.snapshot().nodes.len(), 1);
 }
@@ -199,7 +215,7 @@ async fn regular_heartbeats_keep_a_node_online() {
     let (a, _) = registry.register(request("a", 1, &[])).unwrap();
     for _ in 0..20 {
         tokio::time::advance(Duration::from_secs(10)).await;
-        beat(&registry, a.node_id, true);
+        beat(&registry, &a, true);
         assert!(registry.expire_stale(Instant::now()).is_empty());
     }
     assert_eq!(registry.get(a.node_id).unwrap().status, NodeStatus::Online);
@@ -262,7 +278,7 @@ async fn heartbeats_jittering_around_the_timeout_do_not_flap_the_node() {
                 online = false;
             }
         }
-        beat(&registry, a.node_id, true);
+        beat(&registry, &a, true);
         if !online {
             changes += 1;
             online = true;
@@ -282,7 +298,7 @@ async fn punctual_node_still_times_out_after_exactly_the_agent_timeout() {
     let (a, _) = registry.register(request("punctual", 1, &["m"])).unwrap();
     for _ in 0..5 {
         tokio::time::advance(Duration::from_secs(10)).await;
-        beat(&registry, a.node_id, true);
+        beat(&registry, &a, true);
     }
     tokio::time::advance(Duration::from_secs(30)).await;
     assert!(registry.expire_stale(Instant::now()).is_empty());
@@ -295,6 +311,7 @@ fn agentless(url: &str) -> super::validate::AgentlessNode {
         api_url: url.into(),
         name: None,
         kind: None,
+        api_key: None,
     })
     .unwrap()
 }
@@ -375,4 +392,88 @@ fn an_agent_for_an_added_url_takes_the_node_over_and_probes_stop_counting() {
     // A probe that was under way is not recorded.
     assert!(!registry.record_probe(node.id, probe_ok(&[])).unwrap());
     assert_eq!(registry.get(node.id).unwrap().models.len(), 1);
+}
+
+#[test]
+fn a_known_node_is_taken_only_with_its_credential() {
+    let registry = registry();
+    let (first, _) = registry.register(request("gpu-1", 11434, &["m"])).unwrap();
+    let credential = first
+        .node_credential
+        .clone()
+        .expect("a new node gets a credential");
+
+    let by_url = registry
+        .register(request("gpu-1", 11434, &["m"]))
+        .unwrap_err();
+    assert_eq!(by_url.status(), axum::http::StatusCode::CONFLICT);
+    let mut by_id = request("elsewhere", 9, &["m"]);
+    by_id.node_id = Some(first.node_id);
+    by_id.node_credential = Some("llmr_nc_wrong".into());
+    let wrong = registry.register(by_id).unwrap_err();
+    assert_eq!(wrong.status(), axum::http::StatusCode::FORBIDDEN);
+    assert_eq!(
+        registry.get(first.node_id).unwrap().api_url,
+        "http://127.0.0.1:11434"
+    );
+
+    let hb = HeartbeatRequest::default;
+    for presented in [None, Some("llmr_nc_wrong")] {
+        let error = registry
+            .heartbeat(first.node_id, hb(), presented)
+            .unwrap_err();
+        assert_eq!(error.status(), axum::http::StatusCode::UNAUTHORIZED);
+        assert!(registry.check_credential(first.node_id, presented).is_err());
+    }
+    registry
+        .heartbeat(first.node_id, hb(), Some(&credential))
+        .unwrap();
+    let (second, _) = registry
+        .register(again(request("gpu-1", 11434, &["m"]), &first))
+        .unwrap();
+    assert_eq!(
+        second.node_credential, None,
+        "a valid credential stays in force"
+    );
+}
+
+#[test]
+fn credentials_survive_a_restart_as_digests_and_older_nodes_are_claimed_once() {
+    let registry = registry();
+    let (first, _) = registry.register(request("gpu-1", 11434, &["m"])).unwrap();
+    let credential = first.node_credential.clone().unwrap();
+    let persisted = registry.persisted_nodes();
+    assert!(persisted[0].credential_sha256.is_some());
+    assert!(!format!("{persisted:?}").contains(&credential));
+
+    let restored = NodeRegistry::restore(
+        settings(),
+        Arc::new(PersistQueue::new(Duration::from_secs(1))),
+        persisted.clone(),
+    );
+    restored
+        .heartbeat(
+            first.node_id,
+            HeartbeatRequest::default(),
+            Some(&credential),
+        )
+        .unwrap();
+    assert!(
+        restored
+            .heartbeat(first.node_id, HeartbeatRequest::default(), None)
+            .is_err()
+    );
+
+    // A node from before credentials: the next registration claims it and gets one.
+    let mut older = persisted;
+    older[0].credential_sha256 = None;
+    let restored = NodeRegistry::restore(
+        settings(),
+        Arc::new(PersistQueue::new(Duration::from_secs(1))),
+        older,
+    );
+    let (claimed, _) = restored.register(request("gpu-1", 11434, &["m"])).unwrap();
+    assert_eq!(claimed.node_id, first.node_id);
+    assert!(claimed.node_credential.is_some());
+    assert!(restored.register(request("gpu-1", 11434, &["m"])).is_err());
 }

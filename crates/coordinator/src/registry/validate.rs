@@ -106,6 +106,7 @@ pub fn registration(req: &RegisterRequest) -> Result<(String, String), ApiError>
             )
         }
     };
+    api_key_field(req.node_api_key.as_deref())?;
     for (field, value) in [
         ("ollama_version", &req.ollama_version),
         ("agent_version", &req.agent_version),
@@ -141,6 +142,8 @@ pub struct AgentlessNode {
     pub kind: ApiKind,
     /// Whether the operator gave the kind (a re-add then changes it).
     pub kind_given: bool,
+    /// The server's own API key, sent by the proxy and the probes.
+    pub api_key: Option<String>,
 }
 
 /// Validates `POST /api/nodes`. For an OpenAI-compatible server a trailing
@@ -179,7 +182,21 @@ pub fn agentless(req: &AddNodeRequest) -> Result<AgentlessNode, ApiError> {
         port,
         kind,
         kind_given: req.kind.is_some(),
+        api_key: api_key_field(req.api_key.as_deref())?,
     })
+}
+
+/// A node's own API key: printable ASCII without spaces, so that it fits a header.
+pub fn api_key_field(key: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    if key.len() > 4096 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "api_key must be up to 4096 printable ASCII characters without spaces".to_owned(),
+        ));
+    }
+    Ok(Some(key.to_owned()))
 }
 
 pub fn heartbeat(req: &llm_router_common::HeartbeatRequest) -> Result<(), ApiError> {
@@ -277,6 +294,7 @@ mod tests {
     #[test]
     fn agentless_defaults_name_to_host_and_kind_to_ollama() {
         let req = |url: &str, name: Option<&str>, kind: Option<ApiKind>| AddNodeRequest {
+            api_key: None,
             api_url: url.into(),
             name: name.map(str::to_owned),
             kind,

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Fleet {
     pub addr: SocketAddr,
+    /// The credential issued to each node registered through [`Fleet::add_node`], by id.
+    pub credentials: std::collections::HashMap<String, String>,
     pub client: reqwest::Client,
     pub nodes: Vec<MockNode>,
     stop: CancellationToken,
@@ -70,7 +72,11 @@ impl Fleet {
             .await
             .unwrap();
         self.nodes.push(node);
-        answer["node_id"].as_str().unwrap().to_owned()
+        let id = answer["node_id"].as_str().unwrap().to_owned();
+        if let Some(credential) = answer["node_credential"].as_str() {
+            self.credentials.insert(id.clone(), credential.to_owned());
+        }
+        id
     }
 
     /// Sends a heartbeat for node `id` with this CPU load and these loaded models.
@@ -82,6 +88,7 @@ impl Fleet {
         let response = self
             .client
             .post(self.url(&format!("/api/agents/{id}/heartbeat")))
+            .bearer_auth(self.credentials.get(id).map_or("", String::as_str))
             .json(&serde_json::json!({
                 "metrics": {"cpu_percent": cpu_percent, "memory_percent": 30.0},
                 "loaded_models": loaded,
@@ -189,6 +196,7 @@ impl Fleet {
         ));
         Fleet {
             addr,
+            credentials: Default::default(),
             client: reqwest::Client::new(),
             nodes: Vec::new(),
             stop,
@@ -208,6 +216,7 @@ impl Fleet {
         ended.unwrap().unwrap();
         let mut fleet = Self::empty_in(self._data_dir, adjust).await;
         fleet.nodes = self.nodes;
+        fleet.credentials = self.credentials;
         fleet
     }
 

@@ -1,8 +1,9 @@
 //! Helpers shared by the coordinator's integration tests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,6 +29,9 @@ pub struct TestCoordinator {
     pub registry: Arc<NodeRegistry>,
     pub stop: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
+    /// Credentials the coordinator issued, by node id and by machine name, presented
+    /// again as an agent would (see [`TestCoordinator::call`]).
+    credentials: Mutex<HashMap<String, String>>,
 }
 
 impl TestCoordinator {
@@ -43,6 +47,7 @@ impl TestCoordinator {
             registry,
             stop,
             writer,
+            credentials: Mutex::default(),
         }
     }
 
@@ -58,9 +63,52 @@ impl TestCoordinator {
         uri: &str,
         body: Option<&str>,
     ) -> (StatusCode, serde_json::Value) {
+        let credential = agent_call_node(uri).and_then(|id| self.credential(id));
+        let body = body.map(|b| self.with_known_credential(uri, b));
+        self.call_as(method, uri, body.as_deref(), credential.as_deref())
+            .await
+    }
+
+    /// The credential issued to node `id_or_name` (an id or a machine name).
+    pub fn credential(&self, id_or_name: &str) -> Option<String> {
+        self.credentials.lock().unwrap().get(id_or_name).cloned()
+    }
+
+    /// A registration presents the credential of the machine it names, as its agent would.
+    fn with_known_credential(&self, uri: &str, body: &str) -> String {
+        let Ok(mut json) = serde_json::from_str::<serde_json::Value>(body) else {
+            return body.to_owned();
+        };
+        if uri != "/api/agents/register" || json.get("node_credential").is_some() {
+            return body.to_owned();
+        }
+        let known = ["node_id", "machine_name"]
+            .iter()
+            .filter_map(|field| json[*field].as_str())
+            .find_map(|key| self.credential(key));
+        if let Some(credential) = known {
+            json["node_credential"] = serde_json::json!(credential);
+        }
+        json.to_string()
+    }
+
+    /// Sends one request with `bearer` (if any) as its `Authorization`, and nothing else added.
+    pub async fn call_as(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+        bearer: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
         let mut builder = Request::builder().method(method).uri(uri);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
+        } else {
+            // What the dashboard sends with body-less changes (disconnect, delete).
+            builder = builder.header("x-requested-with", "test");
+        }
+        if let Some(bearer) = bearer {
+            builder = builder.header("authorization", format!("Bearer {bearer}"));
         }
         let request = builder
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
@@ -78,6 +126,18 @@ impl TestCoordinator {
                 )
             })
         };
+        if let (Some(id), Some(credential)) =
+            (json["node_id"].as_str(), json["node_credential"].as_str())
+        {
+            let mut known = self.credentials.lock().unwrap();
+            known.insert(id.to_owned(), credential.to_owned());
+            if let Some(name) = body
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                .and_then(|b| b["machine_name"].as_str().map(str::to_owned))
+            {
+                known.insert(name, credential.to_owned());
+            }
+        }
         (status, json)
     }
 
@@ -101,6 +161,13 @@ impl TestCoordinator {
         self.stop.cancel();
         self.writer.await.unwrap();
     }
+}
+
+/// The node id of an agent's own call (`/api/agents/{id}/heartbeat` or `/shutdown`).
+fn agent_call_node(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix("/api/agents/")?;
+    let (id, action) = rest.split_once('/')?;
+    matches!(action, "heartbeat" | "shutdown").then_some(id)
 }
 
 pub fn registration(name: &str, port: u16) -> String {

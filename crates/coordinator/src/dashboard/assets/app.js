@@ -180,12 +180,17 @@
 
   // ---------- API ----------
   async function api(method, path, body) {
-    const init = { method, headers: { accept: 'application/json' } };
+    // The custom header marks the request as the dashboard's own: a form on another site cannot send it.
+    const init = { method, headers: { accept: 'application/json', 'x-requested-with': 'llm-router-dashboard' } };
     if (body !== undefined) {
       init.headers['content-type'] = 'application/json';
       init.body = JSON.stringify(body);
     }
     const res = await fetch(path, init);
+    if (res.status === 401) {
+      // The session ended (logout elsewhere, coordinator restarted): log in again.
+      window.location.assign('/login');
+    }
     if (!res.ok) {
       let message = `${res.status} ${res.statusText}`;
       try {
