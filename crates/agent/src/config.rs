@@ -101,6 +101,48 @@ pub struct Cli {
     )]
     pub api_url: Option<String>,
 
+    /// The fleet's node token, printed by the coordinator at its first start (or in its
+    /// data folder's `node-token`); needed when the coordinator is reachable from the network.
+    #[arg(
+        long,
+        env = "LLM_ROUTER_NODE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "Coordinator"
+    )]
+    pub node_token: Option<String>,
+
+    /// PEM file of certificate authorities to trust for an https coordinator, besides the
+    /// system's (e.g. a private CA).
+    #[arg(
+        long,
+        env = "LLM_ROUTER_COORDINATOR_CA_FILE",
+        value_name = "PATH",
+        help_heading = "Coordinator"
+    )]
+    pub coordinator_ca_file: Option<PathBuf>,
+
+    /// Where this node's id and credential are kept between runs
+    /// [default: $LLM_ROUTER_DATA_DIR/agent-node.json, else ~/.llm-router/agent-node.json].
+    #[arg(
+        long,
+        env = "LLM_ROUTER_AGENT_IDENTITY_FILE",
+        value_name = "PATH",
+        help_heading = "Coordinator"
+    )]
+    pub identity_file: Option<PathBuf>,
+
+    /// Key the coordinator must send to this machine's inference server, for a server
+    /// that requires one (the agent sends it too).
+    #[arg(
+        long,
+        env = "LLM_ROUTER_NODE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        help_heading = "Ollama"
+    )]
+    pub node_api_key: Option<String>,
+
     /// Settings file [default: $LLM_ROUTER_DATA_DIR/agent-settings.json, else
     /// ~/.llm-router/agent-settings.json]. A missing file is fine; a broken one is an error.
     #[arg(long, value_name = "PATH")]
@@ -204,6 +246,22 @@ impl Cli {
             .or_else(|| file.ollama_api_base.clone())
             .unwrap_or_else(|| format!("http://127.0.0.1:{ollama_port}"));
         let api_url = self.api_url.clone().or_else(|| file.api_url.clone());
+        let secret = |value: Option<&String>| {
+            value
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| Secret(v.to_owned()))
+        };
+        let node_token = secret(self.node_token.as_ref().or(file.node_token.as_ref()));
+        let node_api_key = secret(self.node_api_key.as_ref().or(file.node_api_key.as_ref()));
+        let coordinator_ca_file = self
+            .coordinator_ca_file
+            .clone()
+            .or_else(|| file.coordinator_ca_file.clone());
+        let identity_file = self.identity_file.clone().or_else(|| {
+            crate::settings_file::data_dir(&env)
+                .map(|dir| dir.join(crate::node_file::NODE_FILE_NAME))
+        });
 
         let machine_name = resolve_machine_name(
             self.machine_name.as_deref(),
@@ -224,6 +282,10 @@ impl Cli {
             api_url: api_url
                 .map(|url| parse_url(Setting::ApiUrl, &url))
                 .transpose()?,
+            node_token,
+            node_api_key,
+            coordinator_ca_file,
+            identity_file,
         };
         config.validate()?;
         Ok(config)
@@ -249,6 +311,30 @@ pub struct AgentConfig {
     pub advertise_ip: Option<IpAddr>,
     /// Full URL to advertise instead of the IP and Ollama port.
     pub api_url: Option<Url>,
+    /// The fleet's node token, sent when registering.
+    pub node_token: Option<Secret>,
+    /// Key for this machine's inference server, passed on to the coordinator.
+    pub node_api_key: Option<Secret>,
+    /// Extra certificate authorities (PEM) for an https coordinator.
+    pub coordinator_ca_file: Option<PathBuf>,
+    /// Where the node's id and credential are kept; `None` keeps them in memory only.
+    pub identity_file: Option<PathBuf>,
+}
+
+/// A secret setting: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 impl AgentConfig {
@@ -267,6 +353,10 @@ impl AgentConfig {
             machine_name: machine_name.into(),
             advertise_ip: None,
             api_url: None,
+            node_token: None,
+            node_api_key: None,
+            coordinator_ca_file: None,
+            identity_file: None,
         }
     }
 
@@ -323,10 +413,28 @@ impl fmt::Display for AgentConfig {
             "advertise_ip = {}",
             or_auto(self.advertise_ip.map(|ip| ip.to_string()))
         )?;
-        write!(
+        writeln!(
             f,
             "api_url = {}",
             or_auto(self.api_url.as_ref().map(Url::to_string))
+        )?;
+        let set = |secret: &Option<Secret>| if secret.is_some() { "(set)" } else { "(none)" };
+        writeln!(f, "node_token = {}", set(&self.node_token))?;
+        writeln!(f, "node_api_key = {}", set(&self.node_api_key))?;
+        writeln!(
+            f,
+            "coordinator_ca_file = {}",
+            self.coordinator_ca_file.as_ref().map_or_else(
+                || "(system CAs only)".to_owned(),
+                |p| p.display().to_string()
+            )
+        )?;
+        write!(
+            f,
+            "identity_file = {}",
+            self.identity_file
+                .as_ref()
+                .map_or_else(|| "(memory only)".to_owned(), |p| p.display().to_string())
         )
     }
 }

@@ -57,6 +57,32 @@ impl CoordinatorError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, CoordinatorError::Rejected { status, .. } if *status == StatusCode::NOT_FOUND)
     }
+
+    /// A 401 or 403: the token or credential presented is not accepted.
+    pub fn is_refused_credential(&self) -> bool {
+        matches!(
+            self,
+            CoordinatorError::Rejected { status, .. }
+                if matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        )
+    }
+}
+
+/// Why the client for the coordinator could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read the coordinator CA file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the coordinator CA file {path} holds no usable PEM certificate: {source}")]
+    CaPem {
+        path: std::path::PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// One reused HTTP client for the coordinator.
@@ -67,14 +93,30 @@ pub struct CoordinatorClient {
 }
 
 impl CoordinatorClient {
-    pub fn new(base: &Url) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// A client for the coordinator at `base`; an https coordinator must present a
+    /// certificate from the system's authorities or from `ca_file` (PEM).
+    pub fn new(base: &Url, ca_file: Option<&std::path::Path>) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("llm-router-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("llm-router-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
+                path: path.to_owned(),
+                source,
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                ClientError::CaPem {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
         Ok(Self {
-            http,
+            http: builder.build()?,
             base: directory_url(base),
         })
     }
@@ -83,14 +125,18 @@ impl CoordinatorClient {
         &self.base
     }
 
-    /// `POST /api/agents/register`.
+    /// `POST /api/agents/register`, presenting the fleet's `node_token` if there is one.
     pub async fn register(
         &self,
         request: &RegisterRequest,
+        node_token: Option<&str>,
     ) -> Result<RegisterResponse, CoordinatorError> {
         let url = self.endpoint("api/agents/register");
         let response = self
-            .send(self.http.post(url.clone()).json(request), &url)
+            .send(
+                with_bearer(self.http.post(url.clone()).json(request), node_token),
+                &url,
+            )
             .await?;
         let bytes = response
             .bytes()
@@ -105,23 +151,33 @@ impl CoordinatorClient {
         })
     }
 
-    /// `POST /api/agents/{id}/heartbeat`.
+    /// `POST /api/agents/{id}/heartbeat`, with the node's credential.
     pub async fn heartbeat(
         &self,
         node_id: NodeId,
         request: &HeartbeatRequest,
+        credential: Option<&str>,
     ) -> Result<(), CoordinatorError> {
         let url = self.endpoint(&format!("api/agents/{node_id}/heartbeat"));
-        self.send(self.http.post(url.clone()).json(request), &url)
-            .await
-            .map(drop)
+        self.send(
+            with_bearer(self.http.post(url.clone()).json(request), credential),
+            &url,
+        )
+        .await
+        .map(drop)
     }
 
     /// `POST /api/agents/{id}/shutdown`: this node is going away on purpose.
-    pub async fn shutdown(&self, node_id: NodeId) -> Result<(), CoordinatorError> {
+    pub async fn shutdown(
+        &self,
+        node_id: NodeId,
+        credential: Option<&str>,
+    ) -> Result<(), CoordinatorError> {
         let url = self.endpoint(&format!("api/agents/{node_id}/shutdown"));
         let request = self.http.post(url.clone()).timeout(SHUTDOWN_NOTICE_TIMEOUT);
-        self.send(request, &url).await.map(drop)
+        self.send(with_bearer(request, credential), &url)
+            .await
+            .map(drop)
     }
 
     fn endpoint(&self, path: &str) -> Url {
@@ -151,6 +207,14 @@ impl CoordinatorClient {
             status,
             message: error_message(status, &body),
         })
+    }
+}
+
+/// `request` with `Authorization: Bearer <token>` when there is a token.
+fn with_bearer(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
     }
 }
 

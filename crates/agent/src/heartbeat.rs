@@ -20,8 +20,9 @@ pub fn effective_heartbeat_interval(coordinator_secs: u64, setting: Duration) ->
 }
 
 /// Calls `beat` every `interval` (the first one interval from now: the registration just
-/// carried fresh data) and returns only when a beat answers 404, i.e. the coordinator no
-/// longer knows the node and it must register again. Any other failure is logged once
+/// carried fresh data) and returns only when a beat answers 404 (the coordinator no
+/// longer knows the node) or 401/403 (it no longer accepts the node's credential): the
+/// node must register again. Any other failure is logged once
 /// when the link breaks, and beats go on; a beat that succeeds after that logs the recovery.
 pub async fn heartbeat_until_forgotten<F, Fut>(interval: Duration, mut beat: F)
 where
@@ -46,6 +47,10 @@ where
             }
             Err(error) if error.is_not_found() => {
                 tracing::warn!(%error, "the coordinator no longer knows this node; registering again");
+                return;
+            }
+            Err(error) if error.is_refused_credential() => {
+                tracing::warn!(%error, "the coordinator no longer accepts this node's credential; registering again");
                 return;
             }
             Err(error) if failing_since.is_none() => {

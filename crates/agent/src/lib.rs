@@ -5,6 +5,7 @@
 //! - [`config`]: command line, environment and settings file, merged into a validated [`AgentConfig`];
 //! - [`settings_file`]: the optional `agent-settings.json` in the data directory;
 //! - [`identity`]: the machine name and the IP address the node advertises;
+//! - [`node_file`]: `agent-node.json`, the node's id and credential kept between runs;
 //! - [`ollama`]: client for the local Ollama (version, models, loaded models);
 //! - [`metrics`]: static machine facts, CPU/memory load and GPU readings (NVIDIA, AMD, Apple);
 //! - [`coordinator`]: client for the coordinator's agent API and its error classification;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
+pub mod node_file;
 pub mod ollama;
 pub mod registration;
 pub mod settings_file;

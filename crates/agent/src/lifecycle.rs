@@ -11,11 +11,12 @@ use llm_router_common::{
     HeartbeatRequest, NodeId, RegisterRequest, RegisterResponse, RegistrationStatus,
 };
 
-use crate::config::{AgentConfig, ConfigError};
+use crate::config::{AgentConfig, ConfigError, Secret};
 use crate::coordinator::{CoordinatorClient, CoordinatorError, SHUTDOWN_NOTICE_TIMEOUT};
 use crate::heartbeat::{effective_heartbeat_interval, heartbeat_until_forgotten};
 use crate::identity::route_local_ip;
 use crate::metrics::MetricsCollector;
+use crate::node_file::{self, NodeIdentity};
 use crate::ollama::{OllamaClient, OllamaSnapshot};
 use crate::registration::{RegisterError, RegistrationFailure, register_with_retry};
 
@@ -29,6 +30,8 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    CoordinatorClient(#[from] crate::coordinator::ClientError),
     #[error(transparent)]
     Registration(#[from] RegistrationFailure),
 }
@@ -48,7 +51,7 @@ pub async fn run(
         agent = Agent::start(config) => agent?,
         () = &mut shutdown => return Ok(()),
     };
-    let mut node_id: Option<NodeId> = None;
+    let mut node_id: Option<NodeId> = agent.credential().map(|(id, _)| id);
     loop {
         let max_attempts = match node_id {
             None => agent.config.register_max_retries,
@@ -103,12 +106,27 @@ struct Agent {
     ollama_was_up: Mutex<Option<bool>>,
     /// True while a registration request is on the wire.
     registration_in_flight: AtomicBool,
+    /// The node's id and the credential the coordinator issued it, once known.
+    identity: Mutex<Option<NodeIdentity>>,
 }
 
 impl Agent {
     async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let coordinator = CoordinatorClient::new(&config.coordinator_url)?;
-        let ollama = OllamaClient::new(&config.ollama_api_base)?;
+        let coordinator = CoordinatorClient::new(
+            &config.coordinator_url,
+            config.coordinator_ca_file.as_deref(),
+        )?;
+        let identity = config
+            .identity_file
+            .as_deref()
+            .and_then(|path| node_file::load(path, coordinator.base_url(), &config.machine_name));
+        if let Some(known) = &identity {
+            tracing::info!(node_id = %known.node_id, "registering as the node this agent was before");
+        }
+        let ollama = OllamaClient::new(
+            &config.ollama_api_base,
+            config.node_api_key.as_ref().map(Secret::expose),
+        )?;
         tracing::info!(
             machine_name = %config.machine_name,
             coordinator = %coordinator.base_url(),
@@ -123,7 +141,43 @@ impl Agent {
             metrics: MetricsCollector::start().await,
             ollama_was_up: Mutex::new(None),
             registration_in_flight: AtomicBool::new(false),
+            identity: Mutex::new(identity),
         })
+    }
+
+    /// The node's id and credential, when it has been issued one.
+    fn credential(&self) -> Option<(NodeId, String)> {
+        self.identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|known| (known.node_id, known.node_credential.clone()))
+    }
+
+    /// The credential for `node_id`, if it is the node this agent holds one for.
+    fn credential_for(&self, node_id: NodeId) -> Option<String> {
+        self.credential()
+            .filter(|(id, _)| *id == node_id)
+            .map(|(_, credential)| credential)
+    }
+
+    /// Keeps a credential the coordinator just issued, in memory and in the identity file.
+    fn remember(&self, node_id: NodeId, credential: String) {
+        let identity = NodeIdentity {
+            coordinator_url: self.coordinator.base_url().to_string(),
+            machine_name: self.config.machine_name.clone(),
+            node_id,
+            node_credential: credential,
+        };
+        if let Some(path) = &self.config.identity_file {
+            match node_file::save(path, &identity) {
+                Ok(()) => tracing::debug!(path = %path.display(), "node identity saved"),
+                Err(error) => {
+                    tracing::warn!(%error, "the node credential is kept in memory only; after a restart the coordinator will refuse to let this agent speak for the node")
+                }
+            }
+        }
+        *self.identity.lock().unwrap_or_else(PoisonError::into_inner) = Some(identity);
     }
 
     async fn register(
@@ -173,13 +227,22 @@ impl Agent {
             node_id: previous_id,
             agent_version: Some(AGENT_VERSION.to_owned()),
             max_parallel: ollama_num_parallel(),
-            node_credential: None,
-            node_api_key: None,
+            node_credential: previous_id.and_then(|id| self.credential_for(id)),
+            node_api_key: self
+                .config
+                .node_api_key
+                .as_ref()
+                .map(|k| k.expose().to_owned()),
         };
         self.registration_in_flight.store(true, Ordering::Release);
-        let answer = self.coordinator.register(&request).await;
+        let node_token = self.config.node_token.as_ref().map(Secret::expose);
+        let answer = self.coordinator.register(&request, node_token).await;
         self.registration_in_flight.store(false, Ordering::Release);
-        Ok(answer?)
+        let answer = answer?;
+        if let Some(credential) = &answer.node_credential {
+            self.remember(answer.node_id, credential.clone());
+        }
+        Ok(answer)
     }
 
     async fn advertised_ip(&self) -> Result<IpAddr, RegisterError> {
@@ -200,7 +263,10 @@ impl Agent {
             ollama_version: ollama.version,
             max_parallel: ollama_num_parallel(),
         };
-        self.coordinator.heartbeat(node_id, &request).await
+        let credential = self.credential_for(node_id);
+        self.coordinator
+            .heartbeat(node_id, &request, credential.as_deref())
+            .await
     }
 
     /// Asks Ollama what it has, logging when it goes away or comes back.
@@ -228,8 +294,11 @@ impl Agent {
     }
 
     async fn say_goodbye(&self, node_id: NodeId) {
-        let notice =
-            tokio::time::timeout(SHUTDOWN_NOTICE_TIMEOUT, self.coordinator.shutdown(node_id));
+        let credential = self.credential_for(node_id);
+        let notice = tokio::time::timeout(
+            SHUTDOWN_NOTICE_TIMEOUT,
+            self.coordinator.shutdown(node_id, credential.as_deref()),
+        );
         match notice.await {
             Ok(Ok(())) => {
                 tracing::info!(%node_id, "told the coordinator this node is going offline")

@@ -47,10 +47,20 @@ pub struct OllamaClient {
 }
 
 impl OllamaClient {
-    pub fn new(base: &Url) -> Result<Self, reqwest::Error> {
+    /// A client for the server at `base`, sending `api_key` (for servers that need one).
+    pub fn new(base: &Url, api_key: Option<&str>) -> Result<Self, reqwest::Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = api_key
+            .and_then(|key| reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+        {
+            let mut value = value;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(OLLAMA_TIMEOUT)
             .timeout(OLLAMA_TIMEOUT)
+            .default_headers(headers)
             // Ollama is local: a system proxy would only get in the way.
             .no_proxy()
             .build()?;

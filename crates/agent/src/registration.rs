@@ -31,12 +31,32 @@ impl RegisterError {
 /// How the retry loop ended without a registration.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationFailure {
-    #[error("the coordinator refused the registration and retrying cannot help: {0}")]
+    #[error("the coordinator refused the registration and retrying cannot help: {0}{hint}", hint = refusal_hint(.0))]
     Refused(RegisterError),
     #[error(
         "gave up after {attempts} registration attempts (COORDINATOR_REGISTER_MAX_RETRIES); last error: {last}"
     )]
     GaveUp { attempts: u32, last: RegisterError },
+}
+
+/// What the operator can do about a refusal, for the statuses that have a known cause.
+fn refusal_hint(error: &RegisterError) -> &'static str {
+    let RegisterError::Coordinator(CoordinatorError::Rejected { status, .. }) = error else {
+        return "";
+    };
+    match status.as_u16() {
+        401 => {
+            ". Set --node-token (or LLM_ROUTER_NODE_TOKEN, or node_token in agent-settings.json) \
+             to the token the coordinator printed at start; it is also in the coordinator's data \
+             folder, in the file node-token"
+        }
+        403 | 409 => {
+            ". This machine's node is registered with a credential this agent does not hold: \
+             restore its agent-node.json, or delete the node on the dashboard so that it \
+             registers anew"
+        }
+        _ => "",
+    }
 }
 
 /// Calls `attempt` (with the 1-based attempt number) until it succeeds, fails for good,

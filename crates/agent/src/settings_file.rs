@@ -30,6 +30,13 @@ pub struct SettingsFile {
     pub advertise_ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
+    /// The fleet's node token: a secret, so keep the file readable by its owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator_ca_file: Option<PathBuf>,
 }
 
 /// Why the settings file could not be used.
@@ -48,7 +55,10 @@ pub enum SettingsFileError {
 }
 
 impl SettingsFile {
-    const KNOWN_KEYS: [&str; 9] = [
+    const KNOWN_KEYS: [&str; 12] = [
+        "node_token",
+        "node_api_key",
+        "coordinator_ca_file",
         "coordinator_url",
         "ollama_port",
         "ollama_api_base",

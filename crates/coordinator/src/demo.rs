@@ -143,6 +143,15 @@ impl DemoFleet {
     /// the real agent code path. Returns once the nodes listen; registration happens in the
     /// background (the agents retry every second until the coordinator answers).
     pub async fn start(coordinator_url: &str, n: usize) -> anyhow::Result<DemoFleet> {
+        Self::start_with_token(coordinator_url, n, None).await
+    }
+
+    /// [`DemoFleet::start`] for a coordinator that requires `node_token`.
+    pub async fn start_with_token(
+        coordinator_url: &str,
+        n: usize,
+        node_token: Option<String>,
+    ) -> anyhow::Result<DemoFleet> {
         anyhow::ensure!(
             (1..=MAX_DEMO_NODES).contains(&n),
             "the demo fleet has 1 to {MAX_DEMO_NODES} nodes; {n} were asked for"
@@ -172,6 +181,7 @@ impl DemoFleet {
             agent.heartbeat_interval = DEMO_HEARTBEAT_INTERVAL;
             agent.register_retry = DEMO_REGISTER_RETRY;
             agent.advertise_ip = Some(mock.addr().ip());
+            agent.node_token = node_token.clone().map(llm_router_agent::config::Secret);
             agent
                 .validate()
                 .with_context(|| format!("demo agent for {}", config.name))?;

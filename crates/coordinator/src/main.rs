@@ -40,8 +40,17 @@ async fn main() -> anyhow::Result<()> {
         };
         return llm_router_coordinator::commands::run(command, &data_dir).await;
     }
-    let config = cli.config()?;
+    let mut config = cli.config()?;
     let host = cli.host();
+    // The demo's own agents need the node token of a coordinator reachable from the
+    // network: one for this run, unless the operator gave one.
+    let demo_token = cli.demo.map(|_| {
+        if config.access.node_tokens.is_empty() && config.access.generate_node_token {
+            let token = llm_router_coordinator::auth::secret::generate_token("llmr_nt_");
+            config.access.node_tokens.push(token);
+        }
+        config.access.node_tokens.first().cloned()
+    });
     let listener = tokio::net::TcpListener::bind((host, cli.port))
         .await
         .with_context(|| format!("could not listen on {host}:{}", cli.port))?;
@@ -57,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         stop_server.clone().cancelled_owned(),
     ));
-    let fleet = DemoFleet::start(&url, nodes).await?;
+    let fleet = DemoFleet::start_with_token(&url, nodes, demo_token.flatten()).await?;
     println!("{}", banner(&url, &fleet));
     tokio::select! {
         () = shutdown_signal() => {}

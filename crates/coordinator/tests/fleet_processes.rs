@@ -44,6 +44,16 @@ fn agent(coordinator_url: &str, ollama: SocketAddr, machine_name: &str) -> Proc 
         .env(
             "LLM_ROUTER_DATA_DIR",
             std::env::temp_dir().join("llm-router-agent-tests-unused"),
+        )
+        // One identity file per machine and coordinator: tests run side by side, and an
+        // agent restarted in a test must find its own node's credential.
+        .env(
+            "LLM_ROUTER_AGENT_IDENTITY_FILE",
+            std::env::temp_dir().join(format!(
+                "llm-router-agent-tests-{}-{machine_name}-{}.json",
+                std::process::id(),
+                coordinator_url.rsplit(':').next().unwrap_or("")
+            )),
         );
     Proc::spawn(&format!("agent {machine_name}"), command)
 }
@@ -434,4 +444,118 @@ async fn demo_mode_brings_up_a_working_fleet_and_stops_cleanly() {
         "agents did not say goodbye:\n{}",
         demo.output()
     );
+}
+
+/// The coordinator bound to every interface, with an admin token for the test's own reads.
+fn coordinator_on_all_interfaces(data_dir: &Path) -> Proc {
+    let mut command = Command::new(binary("llm-router"));
+    command
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("LLM_ROUTER_ADMIN_TOKEN", "test-admin-token")
+        .env("HEALTH_CHECK_INTERVAL", "1");
+    Proc::spawn("coordinator on 0.0.0.0", command)
+}
+
+/// The node token and port from the agent command line the coordinator prints.
+fn printed_agent_command(coordinator: &Proc) -> (String, u16) {
+    coordinator.wait_for_line("the agent command line", Duration::from_secs(30), |line| {
+        let token = line
+            .split("LLM_ROUTER_NODE_TOKEN=")
+            .nth(1)?
+            .split(' ')
+            .next()?;
+        let url = line.split("--coordinator-url ").nth(1)?.trim();
+        let port = url.rsplit(':').next()?.parse().ok()?;
+        Some((token.to_owned(), port))
+    })
+}
+
+async fn nodes_as_admin(port: u16) -> Option<Vec<Value>> {
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/agents"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .ok()?;
+    response.json::<Vec<Value>>().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_on_all_interfaces_requires_the_node_token_it_made_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = coordinator_on_all_interfaces(dir.path());
+    let (token, port) = printed_agent_command(&first);
+    let stored = std::fs::read_to_string(dir.path().join("node-token")).unwrap();
+    assert_eq!(stored.trim(), token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("node-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let front = Front::start().await;
+    front.route_to(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+    let (_ollama, ollama_addr) = mock_node("llama3.2");
+
+    // Without the token: refused, nothing added, and the agent stops saying why.
+    let mut refused = agent(&front.url(), ollama_addr, "tokenless");
+    assert_eq!(refused.wait_exit(Duration::from_secs(20)), Some(1));
+    assert!(
+        refused.output().contains("LLM_ROUTER_NODE_TOKEN"),
+        "{}",
+        refused.output()
+    );
+    assert_eq!(nodes_as_admin(port).await.unwrap(), Vec::<Value>::new());
+    let anonymous = reqwest::get(format!("http://127.0.0.1:{port}/api/agents"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "the node list needs a login");
+
+    // With it, the node joins.
+    let mut command = Command::new(binary("llm-router-agent"));
+    command
+        .env("COORDINATOR_URL", front.url())
+        .env("OLLAMA_API_BASE", format!("http://{ollama_addr}"))
+        .env("OLLAMA_AGENT_MACHINE_NAME", "trusted")
+        .env("AGENT_HEARTBEAT_INTERVAL_SECS", "1")
+        .env("COORDINATOR_REGISTER_RETRY_SECS", "1")
+        .env("LLM_ROUTER_NODE_TOKEN", &token)
+        .env("LLM_ROUTER_DATA_DIR", dir.path().join("agent"));
+    let _trusted = Proc::spawn("agent trusted", command);
+    let joined = eventually("the node online", Duration::from_secs(20), || async {
+        nodes_as_admin(port)
+            .await?
+            .into_iter()
+            .find(|n| n["machine_name"] == "trusted" && n["status"] == "online")
+    })
+    .await;
+
+    // A restarted coordinator keeps the token and the node's credential: heartbeats go on.
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(Duration::from_secs(20)), Some(0));
+    let second = coordinator_on_all_interfaces(dir.path());
+    let (again, port) = printed_agent_command(&second);
+    assert_eq!(again, token);
+    front.route_to(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+    let seen_before = joined["last_seen"].as_str().unwrap().to_owned();
+    eventually(
+        "a heartbeat to the restarted coordinator",
+        Duration::from_secs(20),
+        || async {
+            nodes_as_admin(port).await?.into_iter().find(|n| {
+                n["id"] == joined["id"]
+                    && n["status"] == "online"
+                    && n["last_seen"]
+                        .as_str()
+                        .is_some_and(|t| t > seen_before.as_str())
+            })
+        },
+    )
+    .await;
+    assert_eq!(nodes_as_admin(port).await.unwrap().len(), 1);
 }

@@ -39,6 +39,17 @@ pub struct Seen {
     /// Each heartbeat with the status it was answered with.
     pub heartbeats: Vec<(NodeId, HeartbeatRequest, StatusCode)>,
     pub shutdowns: Vec<NodeId>,
+    /// The `Authorization` header of every call: ("register" | "heartbeat" | "shutdown", value).
+    pub authorizations: Vec<(&'static str, Option<String>)>,
+}
+
+/// The credential the fake coordinator issues to a new node.
+pub const ISSUED_CREDENTIAL: &str = "llmr_nc_issued-by-the-fake";
+
+fn authorization(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
 }
 
 impl Seen {
@@ -135,12 +146,15 @@ impl FakeCoordinator {
 
 async fn register(
     State(state): State<Arc<CoordinatorState>>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<RegisterRequest>,
 ) -> Response {
     let known = request.node_id == Some(state.node_id);
-    state
-        .seen
-        .send_modify(|seen| seen.registrations.push(request));
+    state.seen.send_modify(|seen| {
+        seen.registrations.push(request);
+        seen.authorizations
+            .push(("register", authorization(&headers)));
+    });
     let _ = state
         .hold_registrations
         .subscribe()
@@ -159,6 +173,7 @@ async fn register(
         },
         // 0: no preference, so the agent's own (test-sized) interval applies.
         heartbeat_interval_secs: 0,
+        node_credential: (!known).then(|| ISSUED_CREDENTIAL.to_owned()),
     };
     (StatusCode::OK, Json(response)).into_response()
 }
@@ -166,8 +181,13 @@ async fn register(
 async fn heartbeat(
     State(state): State<Arc<CoordinatorState>>,
     Path(id): Path<NodeId>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<HeartbeatRequest>,
 ) -> Response {
+    state.seen.send_modify(|seen| {
+        seen.authorizations
+            .push(("heartbeat", authorization(&headers)))
+    });
     let status = state
         .heartbeat_answers
         .lock()
@@ -187,8 +207,13 @@ async fn heartbeat(
 async fn shutdown(
     State(state): State<Arc<CoordinatorState>>,
     Path(id): Path<NodeId>,
+    headers: axum::http::HeaderMap,
 ) -> StatusCode {
-    state.seen.send_modify(|seen| seen.shutdowns.push(id));
+    state.seen.send_modify(|seen| {
+        seen.shutdowns.push(id);
+        seen.authorizations
+            .push(("shutdown", authorization(&headers)));
+    });
     StatusCode::NO_CONTENT
 }
 
