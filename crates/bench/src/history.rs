@@ -165,6 +165,7 @@ fn synthetic(rng: &mut Rng, i: u64, rows: u64, now: chrono::DateTime<Utc>) -> Hi
         request_id: format!("bench-{i:08x}"),
         time,
         client_ip: Some(format!("10.0.{}.{}", rng.below(4), rng.below(250))),
+        api_key: None,
         endpoint: "/api/chat".into(),
         model: model.into(),
         stream: true,

@@ -1,6 +1,7 @@
 //! Request history against a real coordinator and mock nodes: what is
-//! recorded, the list filters and pages, one record in full, exports,
-//! restarts, retention, a broken database file, and a burst of requests.
+//! recorded, the list filters and pages, one record in full, the client's
+//! API key, exports, restarts, retention, a broken database file, and a burst
+//! of requests.
 
 mod support;
 
@@ -397,6 +398,104 @@ async fn exports_stream_every_matching_request_as_csv_and_json() {
     fleet.stop().await;
 }
 
+/// Sends a chat for `model` with `bearer`; returns its request id once answered.
+async fn chat_with_bearer(fleet: &Fleet, model: &str, bearer: &str, status: u16) -> String {
+    let response = fleet
+        .client
+        .post(fleet.url("/api/chat"))
+        .bearer_auth(bearer)
+        .json(&chat(model, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), status);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    response.bytes().await.unwrap();
+    request_id
+}
+
+#[tokio::test]
+async fn requests_are_recorded_with_the_clients_key_name_and_filtered_by_it() {
+    let fleet = Fleet::start(vec![MockConfig::named("a").with_models(["llama3.2"])]).await;
+    let (status, created) = fleet.post_json("/api/keys", json!({"name": "alice"})).await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let served = chat_with_bearer(&fleet, "llama3.2", &key, 200).await;
+    let rejected = chat_with_bearer(&fleet, "missing-model", &key, 404).await;
+    chat_ok(&fleet, false).await;
+    // Keys are optional here: a placeholder is served, and recorded without a key.
+    chat_with_bearer(&fleet, "llama3.2", "sk-placeholder", 200).await;
+    let all = wait_for_total(&fleet, "", 4).await;
+
+    let alice = history(&fleet, "?key=alice").await;
+    assert_eq!(alice["total"], 2, "{alice}");
+    let ids: Vec<&str> = alice["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [rejected.as_str(), served.as_str()]);
+    assert!(
+        alice["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["api_key"] == "alice")
+    );
+    let anonymous: Vec<&Value> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["api_key"] != "alice")
+        .collect();
+    assert_eq!(anonymous.len(), 2);
+    for item in anonymous {
+        assert!(
+            item.as_object().unwrap()["api_key"].is_null(),
+            "listed as null: {item}"
+        );
+    }
+    let id = &alice["items"][1]["id"];
+    let (status, detail) = fleet.get_status_json(&format!("/api/history/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["api_key"], "alice");
+    assert_eq!(detail["request_id"], served.as_str());
+
+    assert_eq!(history(&fleet, "?key=alice&status=404").await["total"], 1);
+    assert_eq!(
+        history(&fleet, "?key=alice&model=llama3.2").await["total"],
+        1
+    );
+    assert_eq!(history(&fleet, "?key=bob").await["total"], 0);
+    assert_eq!(history(&fleet, "?key=ALICE").await["total"], 0);
+    assert_eq!(history(&fleet, "?key=").await["total"], 4);
+
+    let csv = fleet.get_text("/api/history/export?format=csv").await;
+    let rows = parse_csv(&csv);
+    let column = rows[0].iter().position(|h| h == "api_key").unwrap();
+    let keys: Vec<&str> = rows[1..].iter().map(|r| r[column].as_str()).collect();
+    assert_eq!(keys.iter().filter(|k| **k == "alice").count(), 2, "{csv}");
+    assert_eq!(keys.iter().filter(|k| k.is_empty()).count(), 2, "{csv}");
+    let rows = parse_csv(
+        &fleet
+            .get_text("/api/history/export?format=csv&key=alice")
+            .await,
+    );
+    assert_eq!(rows.len(), 3);
+    assert!(rows[1..].iter().all(|r| r[column] == "alice"));
+    let items: Vec<Value> = fleet
+        .get_json("/api/history/export?format=json&key=alice&status=2xx")
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["api_key"], "alice");
+    assert_eq!(items[0]["request_id"], served.as_str());
+    fleet.stop().await;
+}
+
 #[tokio::test]
 async fn history_survives_a_restart() {
     let fleet = Fleet::start(vec![MockConfig::named("a").with_models(["llama3.2"])]).await;
@@ -423,6 +522,7 @@ fn entry(time: DateTime<Utc>, model: &str) -> HistoryEntry {
         request_id: format!("test-{}", time.timestamp_millis()),
         time,
         client_ip: None,
+        api_key: None,
         endpoint: "/api/chat".into(),
         model: model.into(),
         stream: false,

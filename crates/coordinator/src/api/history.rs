@@ -1,8 +1,9 @@
 //! `/api/history`: the request history for the dashboard and operators.
 //!
-//! - `GET /api/history?model=&node=&status=&endpoint=&outcome=&since=&until=&q=&limit=&offset=`
+//! - `GET /api/history?model=&node=&key=&status=&endpoint=&outcome=&since=&until=&q=&limit=&offset=`
 //!   → `{"total", "total_capped", "items", "dropped", "body_limit_bytes"}`, newest first
-//!   (`q` needs 3 characters or more; `total_capped`: a text search matched
+//!   (`key`: the name of the client API key the requests came with, exactly;
+//!   `q` needs 3 characters or more; `total_capped`: a text search matched
 //!   more requests than it counts, see
 //!   [`SEARCH_COUNT_CAP`](crate::history::store::SEARCH_COUNT_CAP));
 //! - `GET /api/history/{id}` → one request with its bodies and assembled text;
@@ -36,11 +37,12 @@ const EXPORT_PAGE: u32 = 500;
 const MAX_MINUTES: u32 = 24 * 60;
 
 /// CSV columns of an export, the fields of a list item.
-const CSV_COLUMNS: [&str; 16] = [
+const CSV_COLUMNS: [&str; 17] = [
     "id",
     "request_id",
     "time",
     "client_ip",
+    "api_key",
     "endpoint",
     "model",
     "node",
@@ -283,12 +285,14 @@ fn write_export(
 /// One CSV line (RFC 4180: fields quoted when needed, CRLF at the end).
 fn csv_row(item: &HistoryItem, out: &mut Vec<u8>) {
     let optional = |value: Option<String>| value.unwrap_or_default();
-    let fields = [
+    // Typed by the header, so a column added to one and not the other does not compile.
+    let fields: [String; CSV_COLUMNS.len()] = [
         item.id.to_string(),
         item.request_id.clone(),
         item.time
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         optional(item.client_ip.clone()),
+        optional(item.api_key.clone()),
         item.endpoint.clone(),
         item.model.clone(),
         optional(item.node.clone()),

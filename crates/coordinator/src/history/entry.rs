@@ -1,6 +1,7 @@
 //! One history row as it travels from the proxy to the writer, and what the
 //! writer derives from the captured response (assembled text, final counters).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,8 @@ pub struct HistoryEntry {
     pub request_id: String,
     pub time: DateTime<Utc>,
     pub client_ip: Option<String>,
+    /// Name of the client's API key; none when it sent no valid key.
+    pub api_key: Option<Arc<str>>,
     pub endpoint: String,
     pub model: String,
     pub stream: bool,
@@ -60,6 +63,7 @@ impl HistoryEntry {
             request_id: record.request_id.clone(),
             time: record.started_at,
             client_ip: record.client_ip.map(|ip| ip.to_string()),
+            api_key: record.api_key.clone(),
             endpoint: record.endpoint.clone(),
             model: record.model.clone(),
             stream: record.stream,

@@ -11,6 +11,8 @@ pub struct Filter {
     pub model: Option<String>,
     /// Name of the node that answered (or last failed).
     pub node: Option<String>,
+    /// Name of the client API key the requests came with (exactly).
+    pub key: Option<String>,
     pub status: Option<StatusFilter>,
     /// Path called, e.g. `/api/chat`.
     pub endpoint: Option<String>,
@@ -126,6 +128,7 @@ impl Filter {
         Ok(Filter {
             model: text("model"),
             node: text("node"),
+            key: text("key"),
             status,
             endpoint: text("endpoint"),
             outcome,
@@ -143,6 +146,7 @@ impl Filter {
         self.q.is_some()
             && self.model.is_none()
             && self.node.is_none()
+            && self.key.is_none()
             && self.status.is_none()
             && self.endpoint.is_none()
             && self.outcome.is_none()
@@ -212,10 +216,13 @@ mod tests {
             ("outcome", "Failed"),
             ("q", " hello "),
             ("node", ""),
+            ("key", " alice "),
         ]))
         .unwrap();
         assert_eq!(filter.model.as_deref(), Some("llama3.2"));
         assert_eq!(filter.node, None);
+        assert_eq!(filter.key.as_deref(), Some("alice"));
+        assert!(!filter.is_text_search_only());
         assert_eq!(filter.status, Some(StatusFilter::Class(4)));
         assert_eq!(filter.outcome.as_deref(), Some("failed"));
         assert_eq!(filter.q.as_deref(), Some(" hello "));

@@ -1,9 +1,9 @@
 //! `history.db`: the SQLite file that keeps every proxied request.
 //!
 //! Two tables: `requests` holds the small columns that lists, filters and
-//! charts read (indexed by time, model, node and status), `bodies` the
-//! captured request and response bodies, so that scanning requests never
-//! pages through large bodies, and `search`, a trigram full-text index
+//! charts read (indexed by time, model, node, client API key and status),
+//! `bodies` the captured request and response bodies, so that scanning
+//! requests never pages through large bodies, and `search`, a trigram full-text index
 //! (FTS5, contentless) of what the text search looks in, so that a search
 //! for a rare word does not read every body. The file is in WAL mode: the
 //! writer thread commits while API handlers read.
@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rusqlite::types::Value;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
+};
 use serde::{Deserialize, Serialize};
 
 use super::entry::{HistoryEntry, digest_response};
@@ -33,8 +35,13 @@ pub const SEARCH_COUNT_CAP: u64 = 10_000;
 /// Rows deleted per transaction when pruning, so readers and the writer are never held up long.
 const PRUNE_CHUNK: usize = 5_000;
 
+/// Version of the schema this build writes (`PRAGMA user_version`).
+/// 1: the first; 2: `requests.api_key`, the client's API key name.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The tables of a new file, at [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS requests (
+CREATE TABLE requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
@@ -52,9 +59,10 @@ CREATE TABLE IF NOT EXISTS requests (
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     generation_ms REAL,
-    error TEXT
+    error TEXT,
+    api_key TEXT
 );
-CREATE TABLE IF NOT EXISTS bodies (
+CREATE TABLE bodies (
     id INTEGER PRIMARY KEY,
     request_body BLOB NOT NULL,
     request_bytes INTEGER NOT NULL,
@@ -63,21 +71,28 @@ CREATE TABLE IF NOT EXISTS bodies (
     response_text TEXT,
     counters TEXT
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(
+CREATE VIRTUAL TABLE search USING fts5(
     text, content='', contentless_delete=1, tokenize='trigram', detail=none
 );
-CREATE INDEX IF NOT EXISTS requests_time ON requests(time_ms);
-CREATE INDEX IF NOT EXISTS requests_model ON requests(model_key, time_ms);
-CREATE INDEX IF NOT EXISTS requests_node ON requests(node, time_ms);
-CREATE INDEX IF NOT EXISTS requests_status ON requests(status, time_ms);
-PRAGMA user_version = 1;
+CREATE INDEX requests_time ON requests(time_ms);
+CREATE INDEX requests_model ON requests(model_key, time_ms);
+CREATE INDEX requests_node ON requests(node, time_ms);
+CREATE INDEX requests_key ON requests(api_key, time_ms);
+CREATE INDEX requests_status ON requests(status, time_ms);
+";
+
+/// From version 1 to 2. Adding a nullable column only rewrites the schema
+/// (rows are untouched and read it as NULL); the index reads every row once.
+const MIGRATE_FROM_1: &str = "
+ALTER TABLE requests ADD COLUMN api_key TEXT;
+CREATE INDEX requests_key ON requests(api_key, time_ms);
 ";
 
 /// The columns of a list item, in [`HistoryItem::from_row`]'s order.
 const ITEM_COLUMNS: &str = "r.id, r.request_id, r.time_ms, r.client_ip, r.endpoint, r.model, \
      r.node, r.nodes_tried, r.status, r.outcome, r.stream, r.duration_ms, r.ttft_ms, \
-     r.prompt_tokens, r.completion_tokens, r.error";
-const ITEM_COLUMN_COUNT: usize = 16;
+     r.prompt_tokens, r.completion_tokens, r.error, r.api_key";
+const ITEM_COLUMN_COUNT: usize = 17;
 
 /// One request in a list (no bodies).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +102,8 @@ pub struct HistoryItem {
     /// When the request arrived.
     pub time: DateTime<Utc>,
     pub client_ip: Option<String>,
+    /// Name of the client API key the request came with; none without a valid key.
+    pub api_key: Option<String>,
     pub endpoint: String,
     pub model: String,
     /// The node that answered (or last failed); none when no node was tried.
@@ -178,10 +195,12 @@ pub struct HistoryStore {
 }
 
 impl HistoryStore {
-    /// Opens (or creates) the database at `path` and its tables.
+    /// Opens (or creates) the database at `path` and its tables, bringing
+    /// a file of an older schema up to [`SCHEMA_VERSION`] in place. A file of
+    /// a newer schema is refused, not changed.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let conn = connect(path)?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = connect(path)?;
+        prepare_schema(&mut conn)?;
         Ok(Self {
             path: path.to_owned(),
             pool: Mutex::new(vec![conn]),
@@ -261,8 +280,8 @@ impl HistoryStore {
                 let mut request = tx.prepare_cached(
                     "INSERT INTO requests (request_id, time_ms, client_ip, endpoint, model, model_key, \
                      node, nodes_tried, status, outcome, stream, duration_ms, ttft_ms, prompt_tokens, \
-                     completion_tokens, generation_ms, error) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                     completion_tokens, generation_ms, error, api_key) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )?;
                 let mut search =
                     tx.prepare_cached("INSERT INTO search (rowid, text) VALUES (?1, ?2)")?;
@@ -292,6 +311,7 @@ impl HistoryStore {
                         entry.completion_tokens.map(saturating_i64),
                         entry.generation_time.map(millis),
                         entry.error,
+                        entry.api_key.as_deref(),
                     ])?;
                     let id = tx.last_insert_rowid();
                     let digest = digest_response(&entry.response_body);
@@ -515,6 +535,7 @@ impl HistoryItem {
             request_id: row.get(1)?,
             time: DateTime::from_timestamp_millis(time_ms).unwrap_or_default(),
             client_ip: row.get(3)?,
+            api_key: row.get(16)?,
             endpoint: row.get(4)?,
             model: row.get(5)?,
             node: row.get(6)?,
@@ -529,6 +550,39 @@ impl HistoryItem {
             error: row.get(15)?,
         })
     }
+}
+
+/// Creates the tables of a new file, or migrates an older one, in one
+/// transaction: a failed migration leaves the file as it was.
+fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Immediate: a second coordinator opening the same file waits here
+    // instead of migrating it at the same time.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    match version {
+        SCHEMA_VERSION => return Ok(()),
+        0 => tx.execute_batch(SCHEMA)?,
+        1 => tx.execute_batch(MIGRATE_FROM_1)?,
+        newer => {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(format!(
+                    "the request history has schema version {newer}, newer than this \
+                     coordinator's {SCHEMA_VERSION}; it was written by a newer release"
+                )),
+            ));
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    if version != 0 {
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "request history schema upgraded"
+        );
+    }
+    Ok(())
 }
 
 /// Opens a connection with the settings every one uses.
@@ -692,6 +746,9 @@ fn conditions(
     if let Some(node) = &filter.node {
         equal("r.node", Value::Text(node.clone()));
     }
+    if let Some(key) = &filter.key {
+        equal("r.api_key", Value::Text(key.clone()));
+    }
     if let Some(endpoint) = &filter.endpoint {
         equal("r.endpoint", Value::Text(endpoint.clone()));
     }
@@ -813,6 +870,7 @@ mod tests {
             request_id: format!("r-{}", time.timestamp_millis()),
             time,
             client_ip: Some("10.0.0.1".into()),
+            api_key: Some("alice".into()),
             endpoint: "/api/generate".into(),
             model: model.into(),
             stream: true,
@@ -849,6 +907,7 @@ mod tests {
         let detail = store.get(1).unwrap().unwrap();
         assert_eq!(detail.item.time, time);
         assert_eq!(detail.item.nodes_tried, ["b", "a"]);
+        assert_eq!(detail.item.api_key.as_deref(), Some("alice"));
         assert_eq!(detail.item.duration_ms, 12.0);
         assert_eq!(detail.item.ttft_ms, Some(2.0));
         assert_eq!(detail.item.completion_tokens, Some(4));
@@ -960,6 +1019,154 @@ mod tests {
                 .windows(2)
                 .all(|w| w[1].minute - w[0].minute == chrono::Duration::minutes(1))
         );
+    }
+
+    /// The schema as version 1 wrote it, before requests had an API key.
+    const SCHEMA_V1: &str = "
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    client_ip TEXT,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_key TEXT NOT NULL,
+    node TEXT,
+    nodes_tried TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    stream INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    ttft_ms REAL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    generation_ms REAL,
+    error TEXT
+);
+CREATE TABLE bodies (
+    id INTEGER PRIMARY KEY,
+    request_body BLOB NOT NULL,
+    request_bytes INTEGER NOT NULL,
+    response_body BLOB NOT NULL,
+    response_bytes_dropped INTEGER NOT NULL,
+    response_text TEXT,
+    counters TEXT
+);
+CREATE VIRTUAL TABLE search USING fts5(
+    text, content='', contentless_delete=1, tokenize='trigram', detail=none
+);
+CREATE INDEX requests_time ON requests(time_ms);
+CREATE INDEX requests_model ON requests(model_key, time_ms);
+CREATE INDEX requests_node ON requests(node, time_ms);
+CREATE INDEX requests_status ON requests(status, time_ms);
+PRAGMA user_version = 1;
+";
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_in_place_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            for (i, model) in ["old-a", "old-b"].iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO requests (request_id, time_ms, client_ip, endpoint, model, \
+                     model_key, node, nodes_tried, status, outcome, stream, duration_ms) \
+                     VALUES (?1, ?2, NULL, '/api/chat', ?3, ?3, 'a', '[\"a\"]', 200, \
+                     'completed', 0, 5.0)",
+                    params![format!("old-{i}"), 1_700_000_000_000i64 + i as i64, model],
+                )
+                .unwrap();
+                let id = conn.last_insert_rowid();
+                conn.execute(
+                    "INSERT INTO bodies (id, request_body, request_bytes, response_body, \
+                     response_bytes_dropped) VALUES (?1, X'7B7D', 2, X'', 0)",
+                    [id],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO search (rowid, text) VALUES (?1, ?2)",
+                    params![id, model],
+                )
+                .unwrap();
+            }
+        }
+
+        let store = HistoryStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        let old = store.page_after(&Filter::default(), None, 10).unwrap();
+        assert_eq!(old.len(), 2);
+        assert!(old.iter().all(|item| item.api_key.is_none()), "{old:?}");
+        assert_eq!(store.get(old[0].id).unwrap().unwrap().request_body, "{}");
+        assert_eq!(search_count(&store, "old-b"), 1);
+
+        store.insert(&[entry(Utc::now(), "new", "x")]).unwrap();
+        let alice = Filter {
+            key: Some("alice".into()),
+            ..Filter::default()
+        };
+        let keyed = store.page_after(&alice, None, 10).unwrap();
+        assert_eq!(keyed.len(), 1);
+        assert_eq!(keyed[0].model, "new");
+        assert_eq!(keyed[0].api_key.as_deref(), Some("alice"));
+        assert_eq!(store.count(&Filter::default()).unwrap(), 3);
+        drop(store);
+        // Opening it again changes nothing.
+        let store = HistoryStore::open(&path).unwrap();
+        assert_eq!(store.count(&Filter::default()).unwrap(), 3);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_new_file_starts_at_the_current_version_and_a_newer_one_is_refused() {
+        let (dir, store) = store();
+        let path = dir.path().join(FILE_NAME);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let error = HistoryStore::open(&path).unwrap_err();
+        assert!(error.to_string().contains("newer"), "{error}");
+        // Refused, not moved aside: a newer release can still read it.
+        assert!(matches!(
+            HistoryStore::open_in_dir(dir.path()),
+            Err(e) if format!("{e:#}").contains("newer")
+        ));
+        assert!(path.is_file());
+    }
+
+    #[test]
+    fn the_key_filter_matches_the_name_exactly() {
+        let (_dir, store) = store();
+        let now = Utc::now();
+        let mut anonymous = entry(now, "m", "x");
+        anonymous.api_key = None;
+        let mut bob = entry(now, "m", "x");
+        bob.api_key = Some("bob".into());
+        store
+            .insert(&[entry(now, "m", "x"), anonymous, bob])
+            .unwrap();
+        let count = |key: &str| {
+            store
+                .count(&Filter {
+                    key: Some(key.into()),
+                    ..Filter::default()
+                })
+                .unwrap()
+        };
+        assert_eq!((count("alice"), count("bob")), (1, 1));
+        assert_eq!((count("ALICE"), count("ali")), (0, 0));
+        assert_eq!(store.count(&Filter::default()).unwrap(), 3);
     }
 
     #[test]
