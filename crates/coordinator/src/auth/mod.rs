@@ -249,8 +249,13 @@ pub struct AllowedOrigins {
 }
 
 const DEFAULT_ORIGIN_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "0.0.0.0"];
-const DEFAULT_ORIGIN_SCHEMES: [&str; 4] =
-    ["app://*", "file://*", "tauri://*", "vscode-webview://*"];
+const DEFAULT_ORIGIN_SCHEMES: [&str; 5] = [
+    "app://*",
+    "file://*",
+    "tauri://*",
+    "vscode-webview://*",
+    "vscode-file://*",
+];
 
 impl AllowedOrigins {
     pub fn new(extra: &[String]) -> Self {
