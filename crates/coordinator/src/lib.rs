@@ -18,6 +18,7 @@
 //!   event stream `/api/events`;
 //! - [`stats`]: per-node request statistics (`/api/agents`) and Prometheus metrics (`/metrics`),
 //!   kept by a sink of the proxy's finished requests;
+//! - [`tls`]: HTTPS for the coordinator's own listener (`--tls-cert`/`--tls-key`, rustls);
 //! - [`error`]: the error type every endpoint answers with;
 //! - [`commands`]: the `keys` and `admin` subcommands;
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
@@ -37,6 +38,7 @@ pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod stats;
+pub mod tls;
 
 pub use config::{Cli, Config};
 pub use server::run;

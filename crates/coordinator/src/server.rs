@@ -64,6 +64,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // A bad certificate or key stops the start before anything else runs.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| crate::tls::server_config(&files.cert, &files.key))
+        .transpose()?;
     let (registry, store) = load_registry(&config)?;
     let stop = CancellationToken::new();
     let writer = tokio::spawn(run_writer(
@@ -127,10 +133,12 @@ pub async fn run(
         shutting_down.cancel();
     };
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = match &config.tls {
-        Some(_files) => {
-            // TLS-WIRING-PENDING
-            anyhow::bail!("TLS is not wired yet")
+    let served = match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            axum::serve(listener.with_connect_info(), service)
+                .with_graceful_shutdown(shutdown)
+                .await
         }
         None => {
             // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
