@@ -50,6 +50,40 @@ pub fn start_coordinator(
     Ok((format!("http://{addr}"), thread))
 }
 
+/// A node as registration answered for it: its id, and the credential its
+/// agent must present on every later call (heartbeats, goodbyes, registering
+/// again).
+#[derive(Debug, Clone)]
+pub struct RegisteredNode {
+    pub id: String,
+    pub credential: String,
+}
+
+impl RegisteredNode {
+    /// Reads `node_id` and `node_credential` from a registration answer.
+    pub fn from_answer(answer: &serde_json::Value) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let field = |name: &str| {
+            answer[name]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("registration answer has no {name}"))
+        };
+        Ok(Self {
+            id: field("node_id")?,
+            credential: field("node_credential")?,
+        })
+    }
+
+    /// `POST /api/agents/{id}/heartbeat` on the coordinator at `base`, with the
+    /// node's credential; the caller adds the body.
+    pub fn heartbeat(&self, client: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {
+        client
+            .post(format!("{base}/api/agents/{}/heartbeat", self.id))
+            .bearer_auth(&self.credential)
+    }
+}
+
 /// Whether `haystack` holds `needle` (an empty needle is everywhere).
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
@@ -84,4 +118,48 @@ pub fn parse_args<A: clap::Args>(name: &str, args: &[&str]) -> Result<A, clap::E
     }
 
     Cli::<A>::try_parse_from(std::iter::once(name).chain(args.iter().copied())).map(|c| c.args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn heartbeats_are_accepted_with_the_credential_from_registration_only() {
+        let data = tempfile::tempdir().unwrap();
+        let (base, _) =
+            start_coordinator(Config::with_data_dir(data.path()), std::future::pending()).unwrap();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let answer: serde_json::Value = client
+            .post(format!("{base}/api/agents/register"))
+            .json(&serde_json::json!({
+                "machine_name": "bench-node",
+                "ip_address": "127.0.0.1",
+                "ollama_port": 9,
+            }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let node = RegisteredNode::from_answer(&answer).unwrap();
+        assert!(node.credential.starts_with("llmr_nc_"), "{node:?}");
+        let heartbeat = serde_json::json!({"ollama_available": true});
+        let accepted = node
+            .heartbeat(&client, &base)
+            .json(&heartbeat)
+            .send()
+            .await
+            .unwrap();
+        assert!(accepted.status().is_success(), "{}", accepted.status());
+        let refused = client
+            .post(format!("{base}/api/agents/{}/heartbeat", node.id))
+            .json(&heartbeat)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    }
 }

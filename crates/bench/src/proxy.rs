@@ -18,7 +18,9 @@ use bytes::Bytes;
 use llm_router_coordinator::config::Config;
 use llm_router_mock_node::{Endpoint, MockConfig, MockNode, MockStats};
 
-use crate::harness::{contains, error_chain, snippet, spawn_server, start_coordinator};
+use crate::harness::{
+    RegisteredNode, contains, error_chain, snippet, spawn_server, start_coordinator,
+};
 use crate::stats::{Latencies, ms};
 
 /// Model the node holds and the router is told about.
@@ -69,6 +71,11 @@ pub struct ProxyArgs {
     /// Measure the direct path only, without starting a router.
     #[arg(long)]
     pub direct_only: bool,
+    /// Run the router with client API keys required: a key is created before
+    /// the load and every request through the router carries it. The direct
+    /// path is unchanged.
+    #[arg(long, conflicts_with = "direct_only")]
+    pub require_api_key: bool,
 }
 
 /// One kind of request.
@@ -187,11 +194,26 @@ struct Target {
 }
 
 impl Target {
-    fn new(name: &'static str, base: String, pool: usize) -> anyhow::Result<Self> {
+    /// A target whose client sends `api_key` (as `Authorization: Bearer`) on
+    /// every request, when given.
+    fn new(
+        name: &'static str,
+        base: String,
+        pool: usize,
+        api_key: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {key}"))
+                .context("the API key is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(pool)
+            .default_headers(headers)
             .build()?;
         Ok(Self { name, base, client })
     }
@@ -257,23 +279,27 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
 
     let (node_url, node_stats) = start_node(&args).await?;
-    let direct = Target::new("direct", node_url.clone(), max_level)?;
+    let direct = Target::new("direct", node_url.clone(), max_level, None)?;
     let data_dir = tempfile::tempdir()?;
     let mut heartbeats = None;
     let router = if args.direct_only {
         None
     } else {
-        let (base, _) = start_coordinator(
-            Config::with_data_dir(data_dir.path()),
-            std::future::pending(),
-        )?;
+        let mut config = Config::with_data_dir(data_dir.path());
+        config.access.require_api_key = args.require_api_key;
+        let (base, _) = start_coordinator(config, std::future::pending())?;
         let port = node_url
             .rsplit(':')
             .next()
             .and_then(|p| p.parse::<u16>().ok())
             .context("node URL without a port")?;
         heartbeats = Some(register_node(&base, port).await?);
-        Some(Target::new("router", base, max_level)?)
+        let key = if args.require_api_key {
+            Some(create_api_key(&base).await?)
+        } else {
+            None
+        };
+        Some(Target::new("router", base, max_level, key.as_deref())?)
     };
 
     for &scenario in &args.scenarios {
@@ -386,6 +412,13 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     );
     if let Some(secs) = args.duration_secs {
         let _ = write!(setup, ", {secs}s per path and cell");
+    }
+    if router.is_some() {
+        setup.push_str(if args.require_api_key {
+            "\nclient API keys required by the router: every router request carries one (direct requests carry none)"
+        } else {
+            "\nclient API keys not required by the router: requests carry none"
+        });
     }
     println!("\n{setup}\n");
     println!("{}", results_table(&mut cells));
@@ -534,24 +567,21 @@ async fn register_node(base: &str, port: u16) -> anyhow::Result<tokio::task::Joi
     );
     let answer: serde_json::Value =
         serde_json::from_str(&text).context("registration answer is not JSON")?;
-    let id = answer["node_id"]
-        .as_str()
-        .context("registration answer has no node_id")?
-        .to_owned();
+    let registered = RegisteredNode::from_answer(&answer)?;
+    let base = base.to_owned();
     let every = Duration::from_secs(
         answer["heartbeat_interval_secs"]
             .as_u64()
             .unwrap_or(10)
             .max(1),
     );
-    let url = format!("{base}/api/agents/{id}/heartbeat");
     Ok(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            let sent = client
-                .post(&url)
+            let sent = registered
+                .heartbeat(&client, &base)
                 .json(&serde_json::json!({"ollama_available": true}))
                 .send()
                 .await;
@@ -562,6 +592,31 @@ async fn register_node(base: &str, port: u16) -> anyhow::Result<tokio::task::Joi
             }
         }
     }))
+}
+
+/// Creates a client API key through the coordinator's management API (open
+/// in the benchmark's coordinator); returns the key.
+async fn create_api_key(base: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let response = client
+        .post(format!("{base}/api/keys"))
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await
+        .context("could not reach the coordinator to create an API key")?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "creating an API key answered {status}: {}",
+        snippet(text.as_bytes())
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(&text).context("the key's answer is not JSON")?;
+    Ok(answer["key"]
+        .as_str()
+        .context("the key's answer has no key")?
+        .to_owned())
 }
 
 /// One request of `scenario` must succeed; the router gets `patience` to
@@ -842,6 +897,9 @@ mod tests {
         assert_eq!(args.requests, None);
         assert_eq!(default_requests(1), 3000);
         assert_eq!(default_requests(64), 20_000);
+        assert!(!args.require_api_key);
+        assert!(parse(&["--require-api-key"]).unwrap().require_api_key);
+        assert!(parse(&["--require-api-key", "--direct-only"]).is_err());
     }
 
     #[test]
@@ -922,7 +980,7 @@ mod tests {
         let node = MockNode::start(MockConfig::default().with_parallel(8))
             .await
             .unwrap();
-        let target = Target::new("direct", node.url(), 4).unwrap();
+        let target = Target::new("direct", node.url(), 4, None).unwrap();
         for scenario in [
             Scenario::OllamaChat,
             Scenario::OpenaiChat,
@@ -955,7 +1013,7 @@ mod tests {
         let (base, _) =
             start_coordinator(Config::with_data_dir(data.path()), std::future::pending()).unwrap();
         let heartbeats = register_node(&base, node.addr().port()).await.unwrap();
-        let router = Target::new("router", base, 4).unwrap();
+        let router = Target::new("router", base, 4, None).unwrap();
         preflight(&router, Scenario::OllamaChat, READY_TIMEOUT)
             .await
             .unwrap();
@@ -988,10 +1046,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_keys_required_the_load_succeeds_only_with_the_key() {
+        let node = MockNode::start(MockConfig::default().with_models([MODEL]))
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(data.path());
+        config.access.require_api_key = true;
+        let (base, _) = start_coordinator(config, std::future::pending()).unwrap();
+        let heartbeats = register_node(&base, node.addr().port()).await.unwrap();
+        let key = create_api_key(&base).await.unwrap();
+        let keyless = Target::new("router", base.clone(), 1, None).unwrap();
+        let router = Target::new("router", base, 4, Some(&key)).unwrap();
+        preflight(&router, Scenario::OllamaChat, READY_TIMEOUT)
+            .await
+            .unwrap();
+        for scenario in [
+            Scenario::OllamaChat,
+            Scenario::OpenaiChat,
+            Scenario::OllamaStream,
+        ] {
+            let m = run_load(&router, scenario, 4, Stop::After(20), node.stats()).await;
+            assert_eq!((m.ok, m.errors, m.node_saw), (20, 0, 20), "{scenario:?}");
+            let m = run_load(&keyless, scenario, 1, Stop::After(2), node.stats()).await;
+            assert_eq!((m.ok, m.errors, m.node_saw), (0, 2, 0), "{scenario:?}");
+            assert!(m.first_error.unwrap().contains("401"), "{scenario:?}");
+        }
+        heartbeats.abort();
+    }
+
+    #[tokio::test]
     async fn a_router_without_the_route_fails_with_a_clear_message() {
         let node = MockNode::start(MockConfig::default()).await.unwrap();
         // The mock answers 404 to unknown paths, like a coordinator without a proxy.
-        let router = Target::new("router", format!("{}/nowhere", node.url()), 1).unwrap();
+        let router = Target::new("router", format!("{}/nowhere", node.url()), 1, None).unwrap();
         let err = preflight(&router, Scenario::OllamaChat, Duration::ZERO)
             .await
             .unwrap_err()

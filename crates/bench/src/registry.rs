@@ -9,7 +9,7 @@ use anyhow::Context;
 use futures::future::join_all;
 use llm_router_coordinator::config::Config;
 
-use crate::harness::start_coordinator;
+use crate::harness::{RegisteredNode, start_coordinator};
 use crate::stats::Latencies;
 
 #[derive(Debug, clap::Args)]
@@ -66,11 +66,11 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         let (agents, models) = (args.agents, args.models);
         async move {
             let mut latencies = Latencies::default();
-            let mut ids = Vec::new();
+            let mut nodes = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= agents {
-                    return anyhow::Ok((latencies, ids));
+                    return anyhow::Ok((latencies, nodes));
                 }
                 let body = registration(i, models);
                 let sent = Instant::now();
@@ -87,26 +87,26 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
                 );
                 let answer: serde_json::Value = response.json().await?;
                 latencies.record(sent.elapsed());
-                ids.push(answer["node_id"].as_str().context("no node_id")?.to_owned());
+                nodes.push(RegisteredNode::from_answer(&answer)?);
             }
         }
     });
     let mut registration_latency = Latencies::default();
-    let mut ids = Vec::new();
+    let mut nodes = Vec::new();
     for result in join_all(workers).await {
-        let (latencies, worker_ids) = result?;
+        let (latencies, registered) = result?;
         registration_latency.extend(latencies);
-        ids.extend(worker_ids);
+        nodes.extend(registered);
     }
     let registration_wall = started.elapsed();
 
     // Phase 2: heartbeats from every agent, round after round, for a fixed time.
-    let ids = Arc::new(ids);
+    let nodes = Arc::new(nodes);
     let deadline = Instant::now() + Duration::from_secs(args.heartbeat_secs);
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let workers = (0..args.concurrency).map(|_| {
-        let (client, ids, counter, base) = (client.clone(), Arc::clone(&ids), Arc::clone(&counter), base.clone());
+        let (client, nodes, counter, base) = (client.clone(), Arc::clone(&nodes), Arc::clone(&counter), base.clone());
         async move {
             let mut latencies = Latencies::default();
             let body = serde_json::to_vec(&serde_json::json!({
@@ -115,10 +115,10 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             }))?;
             while Instant::now() < deadline {
                 let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let id = &ids[i % ids.len()];
+                let node = &nodes[i % nodes.len()];
                 let sent = Instant::now();
-                let response = client
-                    .post(format!("{base}/api/agents/{id}/heartbeat"))
+                let response = node
+                    .heartbeat(&client, &base)
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()

@@ -33,7 +33,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::harness::{contains, error_chain, snippet, spawn_server, start_coordinator};
+use crate::harness::{
+    RegisteredNode, contains, error_chain, snippet, spawn_server, start_coordinator,
+};
 use crate::stats::Latencies;
 
 /// The models of the fleet, A, B and C.
@@ -565,11 +567,11 @@ async fn run_policy(
     let mut heartbeats = Vec::new();
     let result = async {
         for node in &fleet.nodes {
-            let id = register(&client, &coordinator.base, node).await?;
+            let registered = register(&client, &coordinator.base, node).await?;
             heartbeats.push(spawn_heartbeats(
                 client.clone(),
                 &coordinator.base,
-                &id,
+                registered,
                 node,
                 heartbeat_every,
             ));
@@ -805,12 +807,12 @@ async fn one_request(
     }
 }
 
-/// Registers a node with its models, as its agent would; returns its id.
+/// Registers a node with its models, as its agent would.
 async fn register(
     client: &reqwest::Client,
     base: &str,
     node: &FleetNode,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<RegisteredNode> {
     let body = serde_json::json!({
         "machine_name": node.spec.name,
         "ip_address": "127.0.0.1",
@@ -835,21 +837,18 @@ async fn register(
     );
     let answer: serde_json::Value =
         serde_json::from_str(&text).context("registration answer is not JSON")?;
-    Ok(answer["node_id"]
-        .as_str()
-        .context("registration answer has no node_id")?
-        .to_owned())
+    RegisteredNode::from_answer(&answer)
 }
 
 /// Every `every`: the node's `/api/ps` and busy slots, posted as a heartbeat.
 fn spawn_heartbeats(
     client: reqwest::Client,
     base: &str,
-    id: &str,
+    registered: RegisteredNode,
     node: &FleetNode,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let url = format!("{base}/api/agents/{id}/heartbeat");
+    let base = base.to_owned();
     let ps = format!("{}/api/ps", node.url);
     let state = Arc::clone(&node.state);
     let slots = node.spec.slots;
@@ -876,7 +875,11 @@ fn spawn_heartbeats(
                 stats.active()
             };
             let body = heartbeat_body(&held, loaded.as_deref(), busy, slots, 1);
-            let sent = client.post(&url).json(&body).send().await;
+            let sent = registered
+                .heartbeat(&client, &base)
+                .json(&body)
+                .send()
+                .await;
             let problem = match sent {
                 Ok(r) if r.status().is_success() => None,
                 Ok(r) => Some(format!("answered {}", r.status())),
