@@ -18,6 +18,14 @@ packages are missing (install them with
 --mock additionally checks the exact text of llm-router's mock node
 ("<node name> token1 token2 ...", as many tokens as asked) and its counters,
 so that a stream that lost, repeated or reordered a chunk is caught.
+
+--api-key KEY is for a router that requires client API keys: every client
+sends KEY (`ollama.Client(headers={"Authorization": "Bearer KEY"})`,
+`openai.OpenAI(api_key=KEY)`), and the same clients without it, or with a
+wrong one, must be refused with 401. --key-name NAME (KEY's name) adds the
+checks that need the management API open to this script: the request history
+names the key, and once it is revoked (`DELETE /api/keys/NAME`, the last
+check) the very next request with it is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ import json
 import math
 import re
 import sys
+import time
 import traceback
+import urllib.parse
 from typing import Any, Callable
 
 REQUIREMENTS_HINT = (
@@ -50,6 +60,8 @@ PROMPT = "Why is the sky blue?"
 EMBED_TEXTS = ["The sky is blue because of Rayleigh scattering.", "Grass is green."]
 UNKNOWN_MODEL = "no-such-model-llm-router-test"
 TIMEOUT_S = 60.0
+# The history is written behind the answers, a batch at a time.
+HISTORY_WAIT_S = 10.0
 
 
 class CheckFailed(AssertionError):
@@ -83,16 +95,25 @@ class Suite:
         self.tokens: int = args.tokens
         self.mock: bool = args.mock
         self.embedding_dim: int | None = args.embedding_dim
-        self.ollama = ollama.Client(host=self.base, timeout=TIMEOUT_S)
-        self.openai = openai.OpenAI(
+        self.api_key: str | None = args.api_key
+        self.key_name: str | None = args.key_name
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self.ollama = ollama.Client(host=self.base, timeout=TIMEOUT_S, headers=auth)
+        # Without a key the OpenAI client still sends one: a placeholder.
+        self.openai = self.openai_client(self.api_key or "unused")
+        self.http = httpx.Client(base_url=self.base, timeout=TIMEOUT_S, headers=auth)
+        # The management API takes operator credentials, never a client's key.
+        self.management = httpx.Client(base_url=self.base, timeout=TIMEOUT_S)
+        self.passed: list[str] = []
+        self.failed: list[str] = []
+
+    def openai_client(self, api_key: str) -> openai.OpenAI:
+        return openai.OpenAI(
             base_url=self.base + "/v1",
-            api_key="unused",
+            api_key=api_key,
             timeout=TIMEOUT_S,
             max_retries=0,
         )
-        self.http = httpx.Client(base_url=self.base, timeout=TIMEOUT_S)
-        self.passed: list[str] = []
-        self.failed: list[str] = []
 
     # ----- running -------------------------------------------------------
 
@@ -526,6 +547,138 @@ class Suite:
         for event in data[:-1]:
             json.loads(event)
 
+    # ----- API keys (--api-key, --key-name) ------------------------------
+
+    def chat_once(self, client: ollama.Client) -> Any:
+        return client.chat(
+            model=self.model,
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=False,
+            options={"num_predict": 2},
+        )
+
+    def openai_chat_once(self, client: openai.OpenAI) -> Any:
+        return client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": PROMPT}], max_tokens=2
+        )
+
+    @staticmethod
+    def expect_ollama_refusal(what: str, call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except ollama.ResponseError as e:
+            check(e.status_code == 401, f"{what}: HTTP {e.status_code}, expected 401: {e.error!r}")
+            check(
+                isinstance(e.error, str) and e.error and not e.error.lstrip().startswith("{"),
+                f"{what}: error is not Ollama's {{\"error\": \"...\"}}: {short(e.error)}",
+            )
+        else:
+            raise CheckFailed(f"{what} succeeded")
+
+    @staticmethod
+    def expect_openai_refusal(what: str, call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except openai.AuthenticationError as e:
+            check(
+                isinstance(e.body, dict) and e.body.get("code") == "invalid_api_key",
+                f"{what}: error is not OpenAI's invalid_api_key: {short(e.body)}",
+            )
+            challenge = e.response.headers.get("www-authenticate", "")
+            check(
+                challenge.lower().startswith("bearer"),
+                f"{what}: WWW-Authenticate is {challenge!r}, expected Bearer",
+            )
+        except openai.APIStatusError as e:
+            raise CheckFailed(f"{what}: HTTP {e.status_code}, expected 401: {short(e.body)}") from e
+        else:
+            raise CheckFailed(f"{what} succeeded")
+
+    def probes_need_no_key(self) -> None:
+        for path in ("/", "/api/version"):
+            response = self.management.get(path)
+            check(
+                response.status_code == 200,
+                f"GET {path} without a key answered HTTP {response.status_code}",
+            )
+
+    def ollama_without_a_key_is_refused(self) -> None:
+        anonymous = ollama.Client(host=self.base, timeout=TIMEOUT_S)
+        messages = [{"role": "user", "content": PROMPT}]
+        self.expect_ollama_refusal("chat", lambda: self.chat_once(anonymous))
+        self.expect_ollama_refusal(
+            "chat stream",
+            lambda: list(anonymous.chat(model=self.model, messages=messages, stream=True)),
+        )
+        self.expect_ollama_refusal(
+            "generate", lambda: anonymous.generate(model=self.model, prompt=PROMPT)
+        )
+        self.expect_ollama_refusal("list", anonymous.list)
+
+    def openai_with_a_wrong_key_is_refused(self) -> None:
+        wrong = self.openai_client("wrong")
+        self.expect_openai_refusal("chat.completions", lambda: self.openai_chat_once(wrong))
+        self.expect_openai_refusal(
+            "chat.completions stream",
+            lambda: list(
+                wrong.chat.completions.create(
+                    model=self.model,
+                    messages=[{"role": "user", "content": PROMPT}],
+                    stream=True,
+                )
+            ),
+        )
+        self.expect_openai_refusal("models.list", lambda: list(wrong.models.list()))
+
+    def history_names_the_key(self) -> None:
+        # Requests the checks above made with the key, as (endpoint, stream).
+        wanted = {
+            ("/api/chat", False),
+            ("/api/chat", True),
+            ("/api/generate", False),
+            ("/api/generate", True),
+            ("/v1/chat/completions", False),
+            ("/v1/chat/completions", True),
+        }
+        deadline = time.monotonic() + HISTORY_WAIT_S
+        while True:
+            response = self.management.get(
+                "/api/history", params={"key": self.key_name, "limit": 500}
+            )
+            check(
+                response.status_code == 200,
+                f"GET /api/history answered HTTP {response.status_code}: {short(response.text)}",
+            )
+            items = response.json()["items"]
+            seen = {(i["endpoint"], i["stream"]) for i in items}
+            if wanted <= seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        check(
+            wanted <= seen,
+            f"after {HISTORY_WAIT_S} s the history of key {self.key_name!r} lacks "
+            f"{sorted(wanted - seen)}; it has {sorted(seen)}",
+        )
+        for i in items:
+            check(
+                i.get("api_key") == self.key_name,
+                f"history item {i['id']} ({i['endpoint']}) names the key {i.get('api_key')!r}",
+            )
+
+    def a_revoked_key_is_refused_at_once(self) -> None:
+        name = urllib.parse.quote(self.key_name or "", safe="")
+        response = self.management.delete(f"/api/keys/{name}")
+        check(
+            response.status_code == 204,
+            f"DELETE /api/keys/{name} answered HTTP {response.status_code}: "
+            f"{short(response.text)}",
+        )
+        self.expect_ollama_refusal("chat with the revoked key", lambda: self.chat_once(self.ollama))
+        self.expect_ollama_refusal("list with the revoked key", self.ollama.list)
+        self.expect_openai_refusal(
+            "chat.completions with the revoked key", lambda: self.openai_chat_once(self.openai)
+        )
+
     # ----- all -----------------------------------------------------------
 
     def run_all(self) -> int:
@@ -553,6 +706,18 @@ class Suite:
             ("wire ollama ndjson", self.wire_ndjson),
             ("wire openai sse", self.wire_sse),
         ]
+        if self.api_key:
+            checks += [
+                ("probes need no key", self.probes_need_no_key),
+                ("ollama without a key is refused", self.ollama_without_a_key_is_refused),
+                ("openai with a wrong key is refused", self.openai_with_a_wrong_key_is_refused),
+            ]
+        if self.key_name:
+            checks += [
+                ("history names the key", self.history_names_the_key),
+                # Last: the key no longer works afterwards.
+                ("a revoked key is refused at once", self.a_revoked_key_is_refused_at_once),
+            ]
         for name, body in checks:
             self.run(name, body)
         total = len(checks)
@@ -590,11 +755,25 @@ def main() -> int:
         action="store_true",
         help="the endpoint serves llm-router mock nodes: check their exact text",
     )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="the endpoint requires client API keys: send KEY, and check that "
+        "requests without it or with a wrong one are refused",
+    )
+    parser.add_argument(
+        "--key-name",
+        metavar="NAME",
+        help="the name of KEY: check that the history names it, then "
+        "revoke it and check that it is refused at once (needs the management API)",
+    )
     args = parser.parse_args()
     if not re.match(r"^https?://", args.base_url):
         parser.error(f"BASE_URL must start with http:// or https://, got {args.base_url!r}")
     if args.tokens < 2:
         parser.error("--tokens must be at least 2 (a stream needs more than one chunk)")
+    if args.key_name and not args.api_key:
+        parser.error("--key-name needs --api-key")
     print(
         f"clients_test: ollama {ollama_version()}, openai {openai.__version__}, "
         f"model {args.model}, embed model {args.embed_model or args.model}",

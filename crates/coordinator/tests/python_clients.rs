@@ -1,7 +1,10 @@
 //! Acceptance test with the official Python clients: `ollama` and `openai`
 //! (pinned in `tests/python/requirements.txt`) drive the coordinator in front
 //! of three mock nodes through `tests/python/clients_test.py`, streamed and
-//! not, and must get intact, well-formed answers.
+//! not, and must get intact, well-formed answers: once on an open coordinator,
+//! once on one that requires client API keys (a key made through
+//! `POST /api/keys`, refused without it, named in the history, refused at once
+//! when revoked, and never passed on to the nodes).
 //!
 //! The packages must be installed beforehand (`.ci/run` does it):
 //! `python3 -m pip install -r tests/python/requirements.txt`. The interpreter
@@ -16,9 +19,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use llm_router_coordinator::config::Config;
 use llm_router_mock_node::{Endpoint, MockConfig, MockNode};
 use serde_json::{Value, json};
 use tokio::process::Command;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long the whole script may take (it needs about two seconds).
@@ -28,6 +33,7 @@ const INSTALL_HINT: &str = "run `python3 -m pip install -r tests/python/requirem
      from the workspace root (or point LLM_ROUTER_TEST_PYTHON at a python that has them)";
 const CHAT_MODEL: &str = "llama3.2";
 const EMBED_MODEL: &str = "nomic-embed-text";
+const KEY_NAME: &str = "alice";
 
 fn workspace_root() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -54,6 +60,9 @@ fn python_command(python: &OsString) -> Command {
         // Everything is on loopback: never through a proxy from the environment.
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
+        // The clients fall back on these; a client meant to send no key must not.
+        .env_remove("OLLAMA_API_KEY")
+        .env_remove("OPENAI_API_KEY")
         .kill_on_drop(true);
     command
 }
@@ -87,7 +96,8 @@ async fn require_client_packages(python: &OsString) {
 }
 
 /// A mock node that keeps both models in memory, with short vectors and
-/// paced tokens so that streams arrive in several pieces.
+/// paced tokens so that streams arrive in several pieces. It remembers every
+/// request the script leads to (about forty in all), headers included.
 fn node(name: &str, models: &[&str]) -> MockConfig {
     let held = MockConfig::named(name).with_models(models.iter().copied());
     MockConfig {
@@ -95,6 +105,7 @@ fn node(name: &str, models: &[&str]) -> MockConfig {
         max_loaded_models: 2,
         embedding_dim: 64,
         tokens_per_sec: 500.0,
+        record_capacity: 1024,
         ..held
     }
 }
@@ -167,113 +178,268 @@ fn requests(node: &MockNode, endpoints: &[Endpoint]) -> u64 {
     endpoints.iter().map(|e| node.stats().requests(*e)).sum()
 }
 
+/// The coordinator in front of three mock nodes: node-a holds both models,
+/// node-b only the chat model, node-c only the embedding model, so each
+/// request must reach a node that has its model.
+struct ThreeNodeFleet {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    nodes: Vec<MockNode>,
+    stop: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl ThreeNodeFleet {
+    async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut nodes = Vec::new();
+        for (name, models) in [
+            ("node-a", &[CHAT_MODEL, EMBED_MODEL][..]),
+            ("node-b", &[CHAT_MODEL][..]),
+            ("node-c", &[EMBED_MODEL][..]),
+        ] {
+            nodes.push(MockNode::start(node(name, models)).await.unwrap());
+        }
+
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = support::config(data_dir.path());
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(llm_router_coordinator::run(
+            listener,
+            config,
+            stop.clone().cancelled_owned(),
+        ));
+
+        let client = reqwest::Client::new();
+        for node in &nodes {
+            register(&client, addr, node).await;
+        }
+        Self {
+            addr,
+            client,
+            nodes,
+            stop,
+            server,
+            _data_dir: data_dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Runs the script against the coordinator with `extra` arguments; fails
+    /// the test unless every check passed.
+    async fn run_script(&self, python: &OsString, extra: &[&str]) {
+        let run = python_command(python)
+            .arg(SCRIPT)
+            .arg(format!("http://{}", self.addr))
+            .arg(CHAT_MODEL)
+            .args(["--embed-model", EMBED_MODEL, "--mock"])
+            .args(extra)
+            .output();
+        let output = tokio::time::timeout(SCRIPT_DEADLINE, run)
+            .await
+            .unwrap_or_else(|_| panic!("{SCRIPT} did not finish within {SCRIPT_DEADLINE:?}"))
+            .unwrap_or_else(|e| {
+                panic!("could not run {:?} {SCRIPT}: {e}", python.to_string_lossy())
+            });
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() == Some(3) {
+            panic!("{SCRIPT} is missing Python packages: {INSTALL_HINT}\n{stderr}");
+        }
+        assert!(
+            output.status.success(),
+            "{SCRIPT} against the router failed ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
+            output.status
+        );
+        println!("{stdout}");
+    }
+
+    /// The answers came through the router from nodes that have the model.
+    fn assert_each_model_reached_only_its_nodes(&self) {
+        let generation = [
+            Endpoint::Chat,
+            Endpoint::Generate,
+            Endpoint::OpenAiChat,
+            Endpoint::OpenAiCompletions,
+        ];
+        let embedding = [
+            Endpoint::Embed,
+            Endpoint::Embeddings,
+            Endpoint::OpenAiEmbeddings,
+        ];
+        let (a, b, c) = (&self.nodes[0], &self.nodes[1], &self.nodes[2]);
+        assert!(
+            requests(a, &generation) + requests(b, &generation) > 0,
+            "no generation reached node-a or node-b"
+        );
+        assert!(
+            requests(a, &embedding) + requests(c, &embedding) > 0,
+            "no embedding request reached node-a or node-c"
+        );
+        assert_eq!(
+            requests(b, &embedding),
+            0,
+            "node-b, without {EMBED_MODEL}, got embedding requests"
+        );
+        assert_eq!(
+            requests(c, &generation),
+            0,
+            "node-c, without {CHAT_MODEL}, got generation requests"
+        );
+    }
+
+    /// Waits until nothing is left running upstream, then stops everything.
+    async fn stop(self) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.nodes.iter().any(|n| n.stats().in_flight() > 0) {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "requests still in flight on the nodes: {:?}",
+                self.nodes
+                    .iter()
+                    .map(|n| (n.name().to_owned(), n.stats().in_flight()))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("the coordinator did not stop within 10 s")
+            .unwrap()
+            .unwrap();
+        for node in self.nodes {
+            node.stop().await;
+        }
+    }
+}
+
+/// Creates the client API key `name` through the management API; returns the key.
+async fn create_key(fleet: &ThreeNodeFleet, name: &str) -> String {
+    let response = fleet
+        .client
+        .post(fleet.url("/api/keys"))
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        status.as_u16(),
+        201,
+        "POST /api/keys answered {status}: {body}"
+    );
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["name"], name, "{body}");
+    body["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key in {body}"))
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_clients_work_through_the_router() {
     let python = python();
     require_client_packages(&python).await;
 
-    // node-a holds both models, node-b only the chat model, node-c only the
-    // embedding model: each request must reach a node that has its model.
-    let mut nodes = Vec::new();
-    for (name, models) in [
-        ("node-a", &[CHAT_MODEL, EMBED_MODEL][..]),
-        ("node-b", &[CHAT_MODEL][..]),
-        ("node-c", &[EMBED_MODEL][..]),
-    ] {
-        nodes.push(MockNode::start(node(name, models)).await.unwrap());
-    }
+    let fleet = ThreeNodeFleet::start(|_| {}).await;
+    fleet.run_script(&python, &[]).await;
+    fleet.assert_each_model_reached_only_its_nodes();
+    fleet.stop().await;
+}
 
-    let data_dir = tempfile::tempdir().unwrap();
-    let config = support::config(data_dir.path());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(llm_router_coordinator::run(
-        listener,
-        config,
-        stop.clone().cancelled_owned(),
-    ));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_required_keys_the_python_clients_work_with_a_key_only_and_nodes_never_see_it() {
+    let python = python();
+    require_client_packages(&python).await;
 
-    let client = reqwest::Client::new();
-    for node in &nodes {
-        register(&client, addr, node).await;
-    }
+    let fleet = ThreeNodeFleet::start(|config| config.access.require_api_key = true).await;
+    let key = create_key(&fleet, KEY_NAME).await;
+    // Every check of the script with the key, the refusals without it, the
+    // history, and last the revocation.
+    fleet
+        .run_script(&python, &["--api-key", &key, "--key-name", KEY_NAME])
+        .await;
+    fleet.assert_each_model_reached_only_its_nodes();
 
-    let run = python_command(&python)
-        .arg(SCRIPT)
-        .arg(format!("http://{addr}"))
-        .arg(CHAT_MODEL)
-        .args(["--embed-model", EMBED_MODEL, "--mock"])
-        .output();
-    let output = tokio::time::timeout(SCRIPT_DEADLINE, run)
-        .await
-        .unwrap_or_else(|_| panic!("{SCRIPT} did not finish within {SCRIPT_DEADLINE:?}"))
-        .unwrap_or_else(|e| panic!("could not run {:?} {SCRIPT}: {e}", python.to_string_lossy()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(3) {
-        panic!("{SCRIPT} is missing Python packages: {INSTALL_HINT}\n{stderr}");
-    }
-    assert!(
-        output.status.success(),
-        "{SCRIPT} against the router failed ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
-        output.status
-    );
-    println!("{stdout}");
-
-    // The answers came through the router from nodes that have the model.
-    let generation = [
-        Endpoint::Chat,
-        Endpoint::Generate,
-        Endpoint::OpenAiChat,
-        Endpoint::OpenAiCompletions,
-    ];
-    let embedding = [
-        Endpoint::Embed,
-        Endpoint::Embeddings,
-        Endpoint::OpenAiEmbeddings,
-    ];
-    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    assert!(
-        requests(a, &generation) + requests(b, &generation) > 0,
-        "no generation reached node-a or node-b"
-    );
-    assert!(
-        requests(a, &embedding) + requests(c, &embedding) > 0,
-        "no embedding request reached node-a or node-c"
-    );
-    assert_eq!(
-        requests(b, &embedding),
-        0,
-        "node-b, without {EMBED_MODEL}, got embedding requests"
-    );
-    assert_eq!(
-        requests(c, &generation),
-        0,
-        "node-c, without {CHAT_MODEL}, got generation requests"
-    );
-
-    // Nothing is left running upstream once the clients have their answers.
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while nodes.iter().any(|n| n.stats().in_flight() > 0) {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "requests still in flight on the nodes: {:?}",
-            nodes
-                .iter()
-                .map(|n| (n.name().to_owned(), n.stats().in_flight()))
-                .collect::<Vec<_>>()
+    // The nodes got none of it: the mock nodes registered without a key of
+    // their own, so no request to them may carry Authorization at all. A mock
+    // node records the POSTs it gets, headers included; its only GETs are the
+    // two of `register`, so every request the coordinator sent is recorded.
+    for node in &fleet.nodes {
+        let recorded = node.stats().recorded();
+        assert_eq!(
+            (
+                requests(node, &[Endpoint::Tags, Endpoint::Ps]),
+                node.stats().total_requests()
+            ),
+            (2, recorded.len() as u64 + 2),
+            "{} got requests it did not record: {:?}",
+            node.name(),
+            node.stats().snapshot().requests
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        for request in &recorded {
+            assert!(
+                !request.headers.contains_key("authorization"),
+                "{} got {} {} with Authorization: {:?}",
+                node.name(),
+                request.method,
+                request.uri,
+                request.headers.get("authorization")
+            );
+            let leaked = request
+                .headers
+                .iter()
+                .find(|(_, value)| value.to_str().is_ok_and(|v| v.contains(&key)));
+            assert!(
+                leaked.is_none(),
+                "{} got the client's key in {:?} of {} {}",
+                node.name(),
+                leaked.map(|(name, _)| name),
+                request.method,
+                request.uri
+            );
+        }
+    }
+    // What was recorded is the clients' traffic, other headers passed on: the
+    // missing Authorization is the proxy's doing, not the recording's.
+    let agents: Vec<String> = fleet
+        .nodes
+        .iter()
+        .flat_map(|n| n.stats().recorded())
+        .filter_map(|r| {
+            let agent = r.headers.get("user-agent")?;
+            Some(agent.to_str().ok()?.to_owned())
+        })
+        .collect();
+    for client in ["ollama-python/", "OpenAI/Python"] {
+        assert!(
+            agents.iter().any(|a| a.starts_with(client)),
+            "no request from {client} reached a node; user agents seen: {agents:?}"
+        );
     }
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the coordinator did not stop within 10 s")
-        .unwrap()
-        .unwrap();
-    for node in nodes {
-        node.stop().await;
+    // Every request the history holds came with the key (those without one
+    // were refused before they became requests to route) and names it.
+    let history = get_json(&fleet.client, &fleet.url("/api/history?limit=500")).await;
+    let items = history["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {history}"));
+    assert!(!items.is_empty(), "the history is empty: {history}");
+    for item in items {
+        assert_eq!(
+            item["api_key"], KEY_NAME,
+            "a request in the history does not name the key: {item}"
+        );
     }
+
+    fleet.stop().await;
 }
