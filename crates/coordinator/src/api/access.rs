@@ -10,6 +10,7 @@
 //! - Agents' own calls (register, heartbeat, goodbye) carry their tokens and are
 //!   checked by their handlers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{
@@ -58,11 +59,10 @@ fn flavor_of(path: &str) -> ApiFlavor {
 /// limits, and keeps its concurrency permit inside the response body, so that a
 /// stream counts against the key until its last byte.
 pub async fn client_gate(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let access = &state.access;
     let path = request.uri().path();
     if OPEN_INFERENCE_PATHS.contains(&path) || request.method() == Method::OPTIONS {
         return next.run(request).await;
@@ -127,8 +127,12 @@ pub fn inference_cors(access: &Access) -> CorsLayer {
 }
 
 /// `/metrics`: open unless `--metrics-token` is set.
-pub async fn metrics_gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(digest) = &state.access.metrics_token
+pub async fn metrics_gate(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(digest) = &access.metrics_token
         && !presented_bearer(request.headers()).is_some_and(|t| digest.matches(t))
     {
         return ApiError::Unauthorized(
@@ -142,14 +146,14 @@ pub async fn metrics_gate(State(state): State<AppState>, request: Request, next:
 /// The dashboard, the management API and the login endpoints: refuses what a web
 /// page on another site (or a rebound DNS name) could send in an operator's name.
 pub async fn same_site_gate(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     request: Request,
     next: Next,
 ) -> Response {
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     if let Some(host) = host
-        && !state.access.hosts.allows(host)
+        && !access.hosts.allows(host)
     {
         tracing::warn!(%host, path = %request.uri().path(), "request for an unknown host refused");
         return ApiError::Forbidden(format!(
@@ -207,11 +211,11 @@ pub fn is_operator(access: &Access, headers: &HeaderMap) -> bool {
 /// Everything only operators may use. A browser asking for the dashboard page is
 /// sent to the login page instead of an error.
 pub async fn operator_gate(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if is_operator(&state.access, request.headers()) {
+    if is_operator(&access, request.headers()) {
         return next.run(request).await;
     }
     if request.method() == Method::GET && request.uri().path() == "/dashboard" {

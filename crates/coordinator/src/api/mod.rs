@@ -118,11 +118,17 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/history", history::routes())
         .nest("/api/keys", keys::routes())
         .merge(crate::dashboard::operator_routes())
-        .route_layer(from_fn_with_state(state.clone(), access::operator_gate));
+        .route_layer(from_fn_with_state(
+            Arc::clone(&state.access),
+            access::operator_gate,
+        ));
     let same_site = operator
         .merge(access::routes())
         .merge(crate::dashboard::login_routes())
-        .route_layer(from_fn_with_state(state.clone(), access::same_site_gate));
+        .route_layer(from_fn_with_state(
+            Arc::clone(&state.access),
+            access::same_site_gate,
+        ));
     let management = Router::new()
         .nest("/api/agents", agents::agent_routes())
         .route("/api/health", get(health))
@@ -131,11 +137,16 @@ pub fn app(state: AppState) -> Router {
     // Inference handlers read the body themselves, with the proxy's own limit.
     let inference = ollama::routes()
         .merge(openai::routes())
-        .route_layer(from_fn_with_state(state.clone(), access::client_gate))
+        .route_layer(from_fn_with_state(
+            Arc::clone(&state.access),
+            access::client_gate,
+        ))
         .layer(DefaultBodyLimit::disable())
         .layer(access::inference_cors(&state.access));
-    let metrics =
-        metrics::routes().route_layer(from_fn_with_state(state.clone(), access::metrics_gate));
+    let metrics = metrics::routes().route_layer(from_fn_with_state(
+        Arc::clone(&state.access),
+        access::metrics_gate,
+    ));
     management
         .merge(inference)
         .merge(crate::dashboard::asset_routes())
