@@ -1,14 +1,20 @@
-//! The dashboard in a real headless Chromium: `tests/browser/dashboard.test.mjs` drives it
-//! with playwright-core against a coordinator running here with a demo fleet of three
-//! nodes, and must exit 0. Its output (one line per scenario, the measured first-load time)
-//! is printed; run with `--nocapture` to see it on success too.
+//! The dashboard in a real headless Chromium, driven with playwright-core by two scripts
+//! in `tests/browser` that must exit 0:
+//! - `dashboard.test.mjs`, against a coordinator with a demo fleet of three nodes: the
+//!   views, editing, the history, accessibility, restarts;
+//! - `access.test.mjs`, against a coordinator guarded as on a network (admin login, API
+//!   keys required, one allowed browser origin): login and logout, the keys view, and what
+//!   pages of other origins can and cannot do.
+//!
+//! Their output (one line per scenario) is printed; run with `--nocapture` to see it on
+//! success too.
 //!
 //! Needs Debian's `chromium` (`/usr/bin/chromium`, or `$LLM_ROUTER_TEST_CHROMIUM`), Node.js,
-//! and the script's packages (`npm ci` in `crates/coordinator/tests/browser`); `.ci/run`
+//! and the scripts' packages (`npm ci` in `crates/coordinator/tests/browser`); `.ci/run`
 //! installs all three. Anything missing fails the test with the command that installs it:
 //! it is never skipped.
 //!
-//! The script asks this harness for what a browser cannot do by itself, one line on its
+//! A script asks this harness for what a browser cannot do by itself, one line on its
 //! standard output each (`@@restart`: stop the coordinator and start it again on the same
 //! port and data folder), and reads the answer on its standard input.
 
@@ -19,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use llm_router_coordinator::Config;
+use llm_router_coordinator::auth::{AccessSettings, AdminMode};
 use llm_router_coordinator::demo::DemoFleet;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -82,11 +90,11 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn start(listener: TcpListener, data_dir: &Path) -> Coordinator {
+    fn start(listener: TcpListener, config: Config) -> Coordinator {
         let stop = CancellationToken::new();
         let task = tokio::spawn(llm_router_coordinator::run(
             listener,
-            support::config(data_dir),
+            config,
             stop.clone().cancelled_owned(),
         ));
         Coordinator { stop, task }
@@ -115,20 +123,20 @@ impl Coordinator {
                 Err(e) => panic!("could not listen on {addr} again: {e}"),
             }
         };
-        Coordinator::start(listener, data_dir)
+        Coordinator::start(listener, support::config(data_dir))
     }
 }
 
-async fn wait_for_demo_nodes(url: &str) {
+async fn wait_for_demo_nodes(url: &str, count: usize, admin_token: Option<&str>) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let client = reqwest::Client::new();
     loop {
-        let agents: Vec<Value> = reqwest::get(format!("{url}/api/agents"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if agents.len() == DEMO_NODES && agents.iter().all(|a| a["status"] == "online") {
+        let mut request = client.get(format!("{url}/api/agents"));
+        if let Some(token) = admin_token {
+            request = request.bearer_auth(token);
+        }
+        let agents: Vec<Value> = request.send().await.unwrap().json().await.unwrap();
+        if agents.len() == count && agents.iter().all(|a| a["status"] == "online") {
             return;
         }
         assert!(
@@ -139,91 +147,207 @@ async fn wait_for_demo_nodes(url: &str) {
     }
 }
 
+/// One browser script running under `node`, with the harness's end of its protocol.
+struct BrowserScript {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    stderr: tokio::task::JoinHandle<String>,
+    transcript: String,
+    deadline: Instant,
+}
+
+impl BrowserScript {
+    /// Starts `node <script> <url>` in the browser folder, with `env` added.
+    fn start(script: &str, url: &str, env: &[(&str, String)]) -> BrowserScript {
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-browser");
+        std::fs::create_dir_all(&shots).unwrap();
+        let mut command = Command::new("node");
+        command
+            .arg(script)
+            .arg(url)
+            .current_dir(browser_dir())
+            .env("LLM_ROUTER_TEST_CHROMIUM", chromium())
+            .env("SCREENSHOT_DIR", &shots)
+            .env("NO_PROXY", "127.0.0.1,localhost,allowed.test,evil.test")
+            .env("no_proxy", "127.0.0.1,localhost,allowed.test,evil.test")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start node: {e}; {INSTALL_HINT}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        BrowserScript {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            transcript: String::new(),
+            deadline: Instant::now() + SCRIPT_DEADLINE,
+        }
+    }
+
+    /// Prints the script's lines until it asks for something (`Some("@@command")`) or
+    /// ends (`None`); fails the test when it runs past its deadline.
+    async fn next_command(&mut self) -> Option<String> {
+        loop {
+            let line = match tokio::time::timeout_at(self.deadline, self.stdout.next_line()).await {
+                Err(_) => {
+                    let _ = self.child.start_kill();
+                    panic!(
+                        "the browser script did not finish within {SCRIPT_DEADLINE:?}; its output:\n{}",
+                        self.transcript
+                    );
+                }
+                Ok(Ok(Some(line))) => line,
+                Ok(Ok(None)) => return None,
+                Ok(Err(e)) => panic!("reading the script's output: {e}"),
+            };
+            println!("{line}");
+            self.transcript.push_str(&line);
+            self.transcript.push('\n');
+            if line.trim().starts_with("@@") {
+                return Some(line.trim().to_owned());
+            }
+        }
+    }
+
+    async fn answer(&mut self, text: &str) {
+        self.stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Waits for the script to exit and fails the test unless it exited 0.
+    async fn finish(mut self) {
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let errors = tokio::time::timeout(Duration::from_secs(5), self.stderr)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            eprintln!("--- script stderr ---\n{errors}");
+        }
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the browser script failed ({status:?}); its output:\n{}\n{errors}",
+            self.transcript
+        );
+    }
+}
+
+/// The two scripts each drive a Chromium; on two cores they take turns.
+static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_works_in_a_real_browser() {
     require_prerequisites().await;
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
     let data_dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
-    let mut coordinator = Some(Coordinator::start(listener, data_dir.path()));
+    let mut coordinator = Some(Coordinator::start(
+        listener,
+        support::config(data_dir.path()),
+    ));
     let fleet = DemoFleet::start(&url, DEMO_NODES).await.unwrap();
-    wait_for_demo_nodes(&url).await;
+    wait_for_demo_nodes(&url, DEMO_NODES, None).await;
 
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-browser");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut child = Command::new("node")
-        .arg("dashboard.test.mjs")
-        .arg(&url)
-        .current_dir(browser_dir())
-        .env("LLM_ROUTER_TEST_CHROMIUM", chromium())
-        .env("SCREENSHOT_DIR", &shots)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start node: {e}; {INSTALL_HINT}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stderr = child.stderr.take().unwrap();
-    let stderr_text = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-
-    let mut transcript = String::new();
-    let deadline = Instant::now() + SCRIPT_DEADLINE;
-    let finished = loop {
-        let line = match tokio::time::timeout_at(deadline, stdout.next_line()).await {
-            Err(_) => break false,
-            Ok(Ok(Some(line))) => line,
-            Ok(Ok(None)) => break true,
-            Ok(Err(e)) => panic!("reading the script's output: {e}"),
-        };
-        println!("{line}");
-        transcript.push_str(&line);
-        transcript.push('\n');
-        match line.trim() {
+    let mut script = BrowserScript::start("dashboard.test.mjs", &url, &[]);
+    while let Some(command) = script.next_command().await {
+        match command.as_str() {
             "@@restart" => {
                 let running = coordinator.take().unwrap();
                 coordinator = Some(running.restart(addr, data_dir.path()).await);
-                stdin.write_all(b"restarted\n").await.unwrap();
-                stdin.flush().await.unwrap();
+                script.answer("restarted").await;
             }
-            command if command.starts_with("@@") => {
-                panic!("the browser script asked for {command:?}, which this harness does not know")
+            other => {
+                panic!("the browser script asked for {other:?}, which this harness does not know")
             }
-            _ => {}
         }
-    };
-    if !finished {
-        let _ = child.start_kill();
     }
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .ok()
-        .and_then(Result::ok);
-    let errors = tokio::time::timeout(Duration::from_secs(5), stderr_text)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    if !errors.is_empty() {
-        eprintln!("--- script stderr ---\n{errors}");
-    }
-    assert!(
-        finished,
-        "the browser script did not finish within {SCRIPT_DEADLINE:?}; its output:\n{transcript}\n{errors}"
-    );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the browser script failed ({status:?}); its output:\n{transcript}\n{errors}"
-    );
+    script.finish().await;
 
     fleet.stop().await;
     coordinator.take().unwrap().stop().await;
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+const ADMIN_TOKEN: &str = "admin-token-of-the-browser-test";
+
+/// A page of some other web site, served on loopback.
+async fn serve_foreign_site(listener: TcpListener) {
+    let page = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            axum::response::Html(
+                "<!doctype html><html lang=\"en\"><title>foreign site</title><p>Another site.</p></html>",
+            )
+        }),
+    );
+    axum::serve(listener, page).await.unwrap();
+}
+
+/// Issue acceptance: the login flow, API keys from the dashboard, and what pages of
+/// other origins can and cannot do, against a coordinator guarded as on a network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_keys_and_foreign_pages_in_a_real_browser() {
+    require_prerequisites().await;
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let foreign = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let foreign_port = foreign.local_addr().unwrap().port();
+    let foreign_site = tokio::spawn(serve_foreign_site(foreign));
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = support::config(data_dir.path());
+    config.access = AccessSettings {
+        require_api_key: true,
+        admin: Some(AdminMode::Auth),
+        admin_tokens: vec![ADMIN_TOKEN.to_owned()],
+        admin_password: Some(PASSWORD.to_owned()),
+        origins: vec![format!("http://allowed.test:{foreign_port}")],
+        ..AccessSettings::default()
+    };
+    let coordinator = Coordinator::start(listener, config);
+    let fleet = DemoFleet::start(&url, 1).await.unwrap();
+    wait_for_demo_nodes(&url, 1, Some(ADMIN_TOKEN)).await;
+
+    let mut script = BrowserScript::start(
+        "access.test.mjs",
+        &url,
+        &[
+            ("LLM_ROUTER_TEST_PASSWORD", PASSWORD.to_owned()),
+            ("LLM_ROUTER_TEST_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            ("FOREIGN_PORT", foreign_port.to_string()),
+        ],
+    );
+    if let Some(command) = script.next_command().await {
+        panic!("the access script asked for {command:?}, which this harness does not offer");
+    }
+    script.finish().await;
+
+    fleet.stop().await;
+    coordinator.stop().await;
+    foreign_site.abort();
 }

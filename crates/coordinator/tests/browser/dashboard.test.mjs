@@ -9,102 +9,29 @@
 // Screenshots go to $SCREENSHOT_DIR; with $LLM_ROUTER_DASHBOARD_SCREENSHOT set, the README's
 // picture of the fleet view is written there as well.
 
-import { mkdtempSync, readFileSync, rmSync, copyFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { copyFileSync, readFileSync, rmSync } from 'node:fs';
+import {
+  ask, assert, baseUrl, checkAccessibility as axeCheck, equal, finish, httpClient, launch,
+  scenario, screenshot, shotsDir, until, whenFailed,
+} from './lib.mjs';
 
-const require = createRequire(import.meta.url);
-const base = (process.argv[2] || '').replace(/\/$/, '');
-if (!base.startsWith('http')) {
-  console.error('usage: node dashboard.test.mjs http://HOST:PORT');
-  process.exit(2);
-}
-const executablePath = process.env.LLM_ROUTER_TEST_CHROMIUM || '/usr/bin/chromium';
-const shotsDir = process.env.SCREENSHOT_DIR || mkdtempSync(join(tmpdir(), 'dashboard-shots-'));
+const base = baseUrl('dashboard.test.mjs');
 const readmeShot = process.env.LLM_ROUTER_DASHBOARD_SCREENSHOT;
 const DESKTOP = { width: 1280, height: 860 };
 const PHONE = { width: 390, height: 844 };
 const FIRST_LOAD_BUDGET_MS = 1000;
 const NEW_NODE_BUDGET_MS = 1000;
 
-// ---------- harness protocol ----------
-const answers = [];
-const input = createInterface({ input: process.stdin });
-input.on('line', (line) => { const next = answers.shift(); if (next) next(line); });
-function ask(command) {
-  return new Promise((resolve) => {
-    answers.push(resolve);
-    process.stdout.write(`@@${command}\n`);
-  });
-}
-
-// ---------- tiny test runner ----------
-let passed = 0;
-let failed = 0;
-async function scenario(name, fn) {
-  const started = Date.now();
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok - ${name} (${Date.now() - started} ms)`);
-  } catch (error) {
-    failed += 1;
-    console.log(`not ok - ${name}\n  ${String(error && error.stack ? error.stack : error).split('\n').join('\n  ')}`);
-    await shot(`failed-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`).catch(() => {});
-  }
-}
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
-}
-function equal(actual, expected, message) {
-  if (actual !== expected) throw new Error(`${message}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
-}
-
-// ---------- HTTP straight to the coordinator (what an agent or client would do) ----------
-async function http(method, path, body) {
-  const res = await fetch(base + path, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json = null;
-  try { json = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
-  return { status: res.status, json, text, headers: res.headers };
-}
+const http = httpClient(base);
 async function agents() {
   return (await http('GET', '/api/agents')).json;
 }
 async function agentByName(name) {
   return (await agents()).find((a) => a.machine_name === name);
 }
-async function until(what, fn, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 // ---------- browser ----------
-const userDataDir = mkdtempSync(join(tmpdir(), 'llm-router-chromium-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath,
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: DESKTOP,
-  acceptDownloads: true,
-  timezoneId: 'UTC',
-  locale: 'en-GB',
-});
-context.setDefaultTimeout(10000);
+const { context, userDataDir } = await launch({ viewport: DESKTOP });
 const consoleErrors = [];
 let page = null;
 async function openPage(path = '/dashboard') {
@@ -117,26 +44,11 @@ async function openPage(path = '/dashboard') {
   await page.goto(base + path, { waitUntil: 'load' });
   return page;
 }
-async function shot(name, target = page) {
-  if (!target) return null;
-  const path = join(shotsDir, `${name}.png`);
-  await target.screenshot({ path, fullPage: false });
-  return path;
-}
+const shot = (name, target = page) => screenshot(target, name);
+whenFailed((name) => shot(`failed-${name}`));
+const checkAccessibility = (where) => axeCheck(page, where);
 const rowCount = () => page.locator('#nodes-body tr').count();
 const row = (name) => page.locator('#nodes-body tr', { has: page.locator(`a.node-link:text-is("${name}")`) });
-
-const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
-async function checkAccessibility(where) {
-  // Evaluated through the DevTools protocol, so the page's content security policy
-  // (which refuses inline scripts) does not stop it.
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(() => window.axe.run(document, {
-    runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
-  }));
-  const problems = result.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`);
-  assert(problems.length === 0, `WCAG 2.1 AA violations on ${where}:\n    ${problems.join('\n    ')}`);
-}
 
 const demoNames = ['demo-cpu-3', 'demo-gpu-1', 'demo-mac-2'];
 const renamed = { display_name: 'GPU box (browser test)', tags: ['gpu', 'rack-3'], notes: 'Changed by the browser test.' };
@@ -491,9 +403,7 @@ try {
 } finally {
   await context.close().catch(() => {});
   rmSync(userDataDir, { recursive: true, force: true });
-  input.close();
 }
 
 console.log(`screenshots in ${shotsDir}`);
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();

@@ -165,6 +165,8 @@
     timeseries: null,
     historyMeta: null,
     historyAvailable: true,
+    auth: null,
+    keys: null,
     history: { params: new URLSearchParams(), offset: 0, total: 0, items: [], selected: null },
     form: { nodeId: null, dirty: false },
     recent: [],
@@ -277,16 +279,18 @@
     const [path, query] = raw.split('?');
     if (path.startsWith('/nodes/')) return { view: 'node', id: decodeURIComponent(path.slice('/nodes/'.length)) };
     if (path === '/history') return { view: 'history', params: new URLSearchParams(query || '') };
+    if (path === '/keys') return { view: 'keys' };
     return { view: 'fleet' };
   }
   function onRoute(initial) {
     const route = parseRoute();
     const changedView = route.view !== state.route.view || route.id !== state.route.id;
     state.route = route;
-    for (const view of ['fleet', 'node', 'history']) $(`view-${view}`).hidden = view !== route.view;
+    for (const view of ['fleet', 'node', 'history', 'keys']) $(`view-${view}`).hidden = view !== route.view;
     const current = (el, on) => (on ? el.setAttribute('aria-current', 'page') : el.removeAttribute('aria-current'));
-    current($('nav-fleet'), route.view !== 'history');
+    current($('nav-fleet'), route.view === 'fleet' || route.view === 'node');
     current($('nav-history'), route.view === 'history');
+    current($('nav-keys'), route.view === 'keys');
     if (route.view === 'node') {
       if (state.form.nodeId !== route.id) { state.form = { nodeId: route.id, dirty: false }; }
       state.recent = null;
@@ -294,6 +298,8 @@
       refreshRecent();
     } else if (route.view === 'history') {
       loadHistoryRoute(route.params);
+    } else if (route.view === 'keys') {
+      refreshKeys();
     } else {
       renderFleet();
       refreshFleetData();
@@ -307,6 +313,7 @@
       fleet: 'Fleet · llm-router',
       node: `${state.byId.get(route.id) ? nodeName(state.byId.get(route.id)) : 'Node'} · llm-router`,
       history: 'Request history · llm-router',
+      keys: 'API keys · llm-router',
     }[route.view];
   }
 
@@ -811,7 +818,7 @@
   });
 
   // ---------- history view ----------
-  const FILTERS = ['model', 'node', 'status', 'endpoint', 'outcome', 'since', 'until', 'q'];
+  const FILTERS = ['model', 'node', 'key', 'status', 'endpoint', 'outcome', 'since', 'until', 'q'];
 
   function statusCode(item) {
     return h('span', { class: item.status >= 400 || item.outcome !== 'completed' ? 'code-bad' : 'code-ok' },
@@ -905,12 +912,13 @@
       cell('Endpoint', item.endpoint),
       cell('Model', item.model || '–'),
       cell('Node', item.node || '–'),
+      cell('Key', item.api_key || '–'),
       cell('Status', statusCode(item)),
       cell('Duration', ms(item.duration_ms), 'num'),
       cell('TTFT', ms(item.ttft_ms), 'num'),
       cell('Tokens in/out', tokens(item), 'num')));
     if (!rows.length) {
-      rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty-row', text: problem || 'No request matches these filters.' })));
+      rows.push(h('tr', {}, h('td', { colspan: 9, class: 'empty-row', text: problem || 'No request matches these filters.' })));
     }
     patchChildren($('history-body'), rows, byId);
     if (focusKey) {
@@ -967,6 +975,7 @@
       ...fact('Time to first token', ms(detail.ttft_ms)),
       ...fact('Tokens (prompt / completion)', tokens(detail)),
       ...fact('Client', detail.client_ip),
+      ...fact('API key', detail.api_key || 'none'),
       ...fact('Error', detail.error),
     ]);
     $('req-trunc').textContent = detail.request_truncated ? `(cut at ${bytes(state.historyMeta && state.historyMeta.body_limit_bytes)} of ${bytes(detail.request_bytes)})` : '';
@@ -993,9 +1002,145 @@
     }
   }
 
+  // ---------- API keys view ----------
+  const dateTime = (iso) => {
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? '–' : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  };
+  const limitText = (v) => (v ? num(v) : 'no limit');
+
+  async function refreshKeys() {
+    try {
+      state.keys = await api('GET', '/api/keys');
+      renderKeys();
+    } catch (error) {
+      state.keys = [];
+      renderKeys(`Could not load the keys: ${error.message}`);
+    }
+  }
+
+  function renderKeys(problem) {
+    const auth = state.auth;
+    $('keys-policy').textContent = !auth ? ''
+      : auth.require_api_key ? 'This coordinator requires a key on every inference request.'
+        : 'Keys are optional here: requests without a valid one are served too (start the coordinator with --require-api-key to require them). Requests with a key are named in the history and held to its limits.';
+    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
+    const rows = (state.keys || []).map((key) => h('tr', { data: { id: key.name } },
+      cell('Name', key.name),
+      cell('Starts with', h('code', { text: `${key.prefix}…` })),
+      cell('Created', h('time', { datetime: key.created_at, text: dateTime(key.created_at) })),
+      cell('Requests per minute', limitText(key.requests_per_minute), 'num'),
+      cell('Concurrent', limitText(key.max_concurrent), 'num'),
+      cell('Actions', h('button', {
+        type: 'button', class: 'btn danger', 'aria-label': `Revoke ${key.name}`, text: 'Revoke…',
+        onclick: () => revokeKey(key.name),
+      }))));
+    if (!rows.length) {
+      rows.push(h('tr', {}, h('td', { colspan: 6, class: 'empty-row', text: problem || 'No key yet. Create one above and give it to a client.' })));
+    }
+    patchChildren($('keys-body'), rows, byId);
+  }
+
+  async function createKey(event) {
+    event.preventDefault();
+    const status = $('key-status');
+    status.classList.remove('error');
+    const name = $('k-name').value.trim();
+    const body = { name };
+    for (const [id, field] of [['k-rpm', 'requests_per_minute'], ['k-conc', 'max_concurrent']]) {
+      const raw = $(id).value.trim();
+      if (!raw) continue;
+      const value = Number(raw);
+      if (!Number.isInteger(value) || value < 1) {
+        status.classList.add('error');
+        status.textContent = 'Limits are whole numbers of at least 1, or empty for no limit.';
+        $(id).focus();
+        return;
+      }
+      body[field] = value;
+    }
+    if (!name) {
+      status.classList.add('error');
+      status.textContent = 'Give the key a name.';
+      $('k-name').focus();
+      return;
+    }
+    $('btn-create-key').disabled = true;
+    status.textContent = 'Creating…';
+    try {
+      const created = await api('POST', '/api/keys', body);
+      status.textContent = `Key ${created.name} created.`;
+      $('key-form').reset();
+      $('new-key-value').textContent = created.key;
+      $('new-key').hidden = false;
+      $('new-key-value').focus();
+      await refreshKeys();
+    } catch (error) {
+      status.classList.add('error');
+      status.textContent = `Not created: ${error.message}`;
+    } finally {
+      $('btn-create-key').disabled = false;
+    }
+  }
+
+  async function copyKey() {
+    const value = $('new-key-value').textContent;
+    try {
+      await navigator.clipboard.writeText(value);
+      toast('The key is on the clipboard.');
+    } catch (_) {
+      // No clipboard access (plain HTTP on another host): select it for Ctrl+C.
+      const range = document.createRange();
+      range.selectNodeContents($('new-key-value'));
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      toast('Press Ctrl+C (⌘C) to copy the selected key.');
+    }
+  }
+
+  async function revokeKey(name) {
+    const ok = await confirmDialog(`Revoke ${name}?`,
+      `Clients that use the key ${name} are refused from now on. The history keeps its name on past requests.`, 'Revoke key');
+    if (!ok) return;
+    try {
+      await api('DELETE', `/api/keys/${encodeURIComponent(name)}`);
+      toast(`${name} was revoked.`);
+    } catch (error) {
+      toast(`Could not revoke: ${error.message}`, true);
+    }
+    await refreshKeys();
+  }
+
+  // ---------- session ----------
+  async function loadAuth() {
+    try {
+      state.auth = await api('GET', '/api/auth/status');
+    } catch (_) {
+      return;
+    }
+    $('btn-logout').hidden = state.auth.admin !== 'auth';
+    if (state.route.view === 'keys') renderKeys();
+  }
+
+  async function logout() {
+    try {
+      await api('POST', '/api/auth/logout');
+    } catch (_) { /* the session is gone either way */ }
+    window.location.assign('/login');
+  }
+
   // ---------- wiring ----------
   function wire() {
     window.addEventListener('hashchange', () => onRoute(false));
+    $('key-form').addEventListener('submit', createKey);
+    $('btn-copy-key').addEventListener('click', copyKey);
+    $('btn-hide-key').addEventListener('click', () => {
+      $('new-key').hidden = true;
+      $('new-key-value').textContent = '';
+      $('k-name').focus();
+    });
+    $('btn-logout').addEventListener('click', logout);
     $('node-search').addEventListener('input', (e) => { state.filter.q = e.target.value; renderNodesTable(); });
     $('node-status').addEventListener('change', (e) => { state.filter.status = e.target.value; renderNodesTable(); });
     $('node-filters').addEventListener('submit', (e) => e.preventDefault());
@@ -1147,4 +1292,5 @@
   wire();
   onRoute(true);
   connect();
+  loadAuth();
 })();
