@@ -128,6 +128,18 @@ pub struct Cli {
     )]
     pub allowed_hosts: Vec<String>,
 
+    /// Networks that nodes added by URL (`POST /api/nodes`) must be in, comma-separated
+    /// CIDR blocks such as 10.0.0.0/8,192.168.1.0/24; empty allows any address except this
+    /// coordinator's own.
+    #[arg(
+        long = "node-networks",
+        env = "LLM_ROUTER_NODE_NETWORKS",
+        value_delimiter = ',',
+        value_name = "CIDRS",
+        help_heading = "Security"
+    )]
+    pub node_networks: Vec<ipnet::IpNet>,
+
     /// Browser origins allowed to call the inference API (CORS), comma-separated, besides
     /// Ollama's defaults (localhost, 127.0.0.1 on any port; app://, file://, tauri://,
     /// vscode-webview://). `*` allows every origin.
@@ -636,6 +648,7 @@ impl Cli {
             origins: self.origins.clone(),
             metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
             secure_cookies: self.tls_cert.is_some(),
+            node_networks: self.node_networks.clone(),
         }
     }
 }

@@ -83,7 +83,8 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
     let addr = listener.local_addr()?;
-    let (access, notices) = Access::start(&config.access, &config.data_dir)?;
+    let (mut access, notices) = Access::start(&config.access, &config.data_dir)?;
+    access.own_addr = Some(addr);
     let access = Arc::new(access);
     let scheme = if config.tls.is_some() {
         "https"

@@ -74,7 +74,6 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
     let response = fleet.post("/api/chat", chat("llama3.2", false)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(Fleet::served_by(&response), "gpu-box");
-    assert_eq!(response.headers()["x-mock-node"], "mock-a");
 
     // Probes act as heartbeats: the node outlives several agent timeouts.
     let until = tokio::time::Instant::now() + Duration::from_millis(2500);
@@ -143,7 +142,6 @@ async fn an_openai_node_gets_its_models_from_v1_models() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-mock-node"], "vllm");
     // Ollama's own API is not routed to a server that speaks only OpenAI's,
     // nor does its model list offer that server's models.
     let tags: Value = fleet.get_json("/api/tags").await;

@@ -47,6 +47,10 @@ pub struct MockConfig {
     pub record_capacity: usize,
     /// How long a model stays loaded after use, as reported in `/api/ps`.
     pub keep_alive: Duration,
+    /// Answer like a compromised server: every response labelled `text/html`, with
+    /// `Set-Cookie` and `Access-Control-Allow-Origin: *` (for tests of what a router
+    /// passes back).
+    pub hostile_headers: bool,
 }
 
 impl Default for MockConfig {
@@ -69,6 +73,7 @@ impl Default for MockConfig {
             embedding_dim: 8,
             record_capacity: 64,
             keep_alive: Duration::from_secs(300),
+            hostile_headers: false,
         }
     }
 }

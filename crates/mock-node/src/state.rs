@@ -71,6 +71,7 @@ pub struct MockState {
     version: String,
     embedding_dim: usize,
     keep_alive: std::time::Duration,
+    hostile_headers: bool,
     control: Arc<MockControl>,
     stats: Arc<MockStats>,
     models: Arc<ModelCatalog>,
@@ -98,6 +99,7 @@ impl MockState {
             version: config.version.clone(),
             embedding_dim: config.embedding_dim,
             keep_alive: config.keep_alive,
+            hostile_headers: config.hostile_headers,
             control: Arc::new(MockControl::new(&config)),
             stats: Arc::new(MockStats::new(config.record_capacity)),
             models: Arc::new(ModelCatalog::new(
@@ -145,6 +147,10 @@ impl MockState {
 
     pub(crate) fn stop_signal(&self) -> &StopSignal {
         &self.stop
+    }
+
+    pub(crate) fn hostile_headers(&self) -> bool {
+        self.hostile_headers
     }
 
     pub(crate) fn name_header(&self) -> &HeaderValue {

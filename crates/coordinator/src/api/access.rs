@@ -108,6 +108,51 @@ pub async fn client_gate(
     })
 }
 
+/// Inference bodies are JSON, as every Ollama and OpenAI client sends them. A web page
+/// can post a form or plain text to another origin without asking (no CORS preflight),
+/// so those are refused: `text/plain` and `multipart/form-data` always, and form-encoded
+/// bodies when a browser sent them (`curl -d`, the way Ollama's own examples call the
+/// API, labels JSON as form-encoded and is served).
+///
+/// A request carrying the router's hop header is refused first (508): it came from a
+/// router, and serving it could loop.
+pub async fn inference_guard(request: Request, next: Next) -> Response {
+    if request.headers().contains_key(crate::proxy::HOP_HEADER) {
+        tracing::warn!(path = %request.uri().path(), "request that already passed a router refused (a node points back at a router)");
+        return ProxyError::Loop {
+            header: crate::proxy::HOP_HEADER,
+        }
+        .with(flavor_of(request.uri().path()))
+        .into_response();
+    }
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
+        return next.run(request).await;
+    };
+    let essence = content_type
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let from_browser =
+        headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-mode");
+    let json = essence == "application/json" || essence.ends_with("+json");
+    let curl_form = essence == "application/x-www-form-urlencoded" && !from_browser;
+    if json || curl_form || essence.is_empty() {
+        return next.run(request).await;
+    }
+    let shown: String = essence.chars().take(80).collect();
+    ProxyError::UnsupportedMediaType(shown)
+        .with(flavor_of(request.uri().path()))
+        .into_response()
+}
+
 /// CORS for the inference API: origins as Ollama's `OLLAMA_ORIGINS` allows them.
 /// The management side has no CORS layer, so browsers never let a foreign page
 /// read its answers.

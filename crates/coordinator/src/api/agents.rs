@@ -91,6 +91,17 @@ pub(super) async fn add_node(
 ) -> Result<Response, ApiError> {
     let node = validate::agentless(&req)?;
     let ip_address = resolve(&node.host, node.port).await;
+    let restricted = state.access.own_addr.is_some() || !state.access.node_networks.is_empty();
+    if restricted && ip_address.is_unspecified() && node.host.parse::<std::net::IpAddr>().is_err() {
+        return Err(ApiError::Unprocessable(format!(
+            "api_url's host {:?} does not resolve; give an address or a name this coordinator can resolve",
+            crate::registry::validate::shown(&node.host)
+        )));
+    }
+    state
+        .access
+        .check_node_address(ip_address, node.port)
+        .map_err(|reason| ApiError::Unprocessable(format!("api_url refused: {reason}")))?;
     let (added, status, generation) = state.registry.add_agentless(node, ip_address)?;
     // Deleted meanwhile: nothing to probe.
     if let Some(known) = added

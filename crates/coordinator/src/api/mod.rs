@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State},
-    http::{HeaderName, Request, Uri},
+    http::{HeaderName, Request, Uri, header},
     middleware::from_fn_with_state,
     routing::{get, post},
 };
@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::{
     request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
 };
 
@@ -79,10 +80,7 @@ impl AppState {
         Ok(Self {
             registry,
             proxy,
-            history: Arc::new(crate::history::History::disabled(
-                "request history is not enabled",
-                Default::default(),
-            )),
+            history: Arc::new(crate::history::History::off()),
             stats,
             shutdown: CancellationToken::new(),
             access: Arc::new(Access::open()),
@@ -141,6 +139,7 @@ pub fn app(state: AppState) -> Router {
             Arc::clone(&state.access),
             access::client_gate,
         ))
+        .route_layer(axum::middleware::from_fn(access::inference_guard))
         .layer(DefaultBodyLimit::disable())
         .layer(access::inference_cors(&state.access));
     let metrics = metrics::routes().route_layer(from_fn_with_state(
@@ -153,6 +152,10 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics)
         .fallback(not_found)
         .with_state(state)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            crate::proxy::NOSNIFF,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -195,12 +198,19 @@ impl MakeRequestId for SequentialRequestId {
     }
 }
 
+/// `GET /api/health`: `ok`, or `degraded` with the reason when a store fails (the
+/// router still serves requests).
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ok",
+    let history = state.history.problem();
+    let mut answer = json!({
+        "status": if history.is_some() { "degraded" } else { "ok" },
         "nodes": state.registry.len(),
         "routable_nodes": state.registry.snapshot().nodes.len(),
-    }))
+    });
+    if let Some(reason) = history {
+        answer["history"] = json!(reason);
+    }
+    Json(answer)
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -60,6 +60,8 @@ pub struct AccessSettings {
     pub metrics_token: Option<String>,
     /// Cookies are marked `Secure` (the coordinator serves HTTPS).
     pub secure_cookies: bool,
+    /// Networks nodes added by URL must be in (`--node-networks`); empty: any.
+    pub node_networks: Vec<ipnet::IpNet>,
 }
 
 impl fmt::Debug for AccessSettings {
@@ -75,6 +77,7 @@ impl fmt::Debug for AccessSettings {
             .field("origins", &self.origins)
             .field("metrics_token", &self.metrics_token.is_some())
             .field("secure_cookies", &self.secure_cookies)
+            .field("node_networks", &self.node_networks)
             .finish()
     }
 }
@@ -101,6 +104,10 @@ pub struct Access {
     pub origins: AllowedOrigins,
     pub metrics_token: Option<Digest>,
     pub secure_cookies: bool,
+    /// Where nodes added by URL may be; see [`Access::check_node_address`].
+    pub node_networks: Vec<ipnet::IpNet>,
+    /// The coordinator's own listening address: never a node.
+    pub own_addr: Option<std::net::SocketAddr>,
 }
 
 impl Access {
@@ -115,7 +122,32 @@ impl Access {
             origins: AllowedOrigins::new(&[]),
             metrics_token: None,
             secure_cookies: false,
+            node_networks: Vec::new(),
+            own_addr: None,
         }
+    }
+
+    /// Whether a node added by URL may be at `ip:port`: not this coordinator itself
+    /// (any loopback or unspecified address, or its bind address, on its port), and
+    /// inside `--node-networks` when that is set. The error is the reason.
+    pub fn check_node_address(&self, ip: std::net::IpAddr, port: u16) -> Result<(), String> {
+        if let Some(own) = self.own_addr
+            && port == own.port()
+            && (ip.is_loopback()
+                || ip.is_unspecified()
+                || ip == own.ip()
+                || own.ip().is_unspecified() && is_local(ip))
+        {
+            return Err(format!(
+                "{ip}:{port} is this coordinator itself; a node must be another server"
+            ));
+        }
+        if !self.node_networks.is_empty() && !self.node_networks.iter().any(|n| n.contains(&ip)) {
+            return Err(format!(
+                "{ip} is outside the networks nodes may be in (--node-networks)"
+            ));
+        }
+        Ok(())
     }
 
     /// Access for a coordinator keeping its data in `data_dir`: reads (or makes)
@@ -158,6 +190,8 @@ impl Access {
             origins: AllowedOrigins::new(&settings.origins),
             metrics_token: settings.metrics_token.as_deref().map(Digest::of),
             secure_cookies: settings.secure_cookies,
+            node_networks: settings.node_networks.clone(),
+            own_addr: None,
         };
         Ok((
             access,
@@ -168,6 +202,11 @@ impl Access {
             },
         ))
     }
+}
+
+/// Whether `ip` is one of this machine's own addresses (it can be bound).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// `*` in `pattern` stands for any run of characters.

@@ -22,9 +22,15 @@ pub enum ApiFlavor {
 pub enum ProxyError {
     #[error("{0}")]
     BadRequest(String),
+    #[error(
+        "this request already passed through an llm-router (it carries {header}): a node points back at a router, which would loop"
+    )]
+    Loop { header: &'static str },
+    #[error("the request body must be JSON (Content-Type: application/json), not {0}")]
+    UnsupportedMediaType(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("model \"{0}\" not found on any online node")]
+    #[error("model \"{}\" not found on any online node", crate::registry::validate::shown(.0))]
     ModelNotFound(String),
     #[error("no node is available: {0}")]
     NoNodeAvailable(&'static str),
@@ -48,6 +54,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::NoNodeAvailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,12 +70,15 @@ impl ProxyError {
     /// OpenAI's `type` and `code` for this error.
     fn openai_kind(&self) -> (&'static str, Option<&'static str>) {
         match self {
-            ProxyError::BadRequest(_) => ("invalid_request_error", None),
+            ProxyError::BadRequest(_) | ProxyError::UnsupportedMediaType(_) => {
+                ("invalid_request_error", None)
+            }
             ProxyError::PayloadTooLarge { .. } => {
                 ("invalid_request_error", Some("request_too_large"))
             }
             ProxyError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ProxyError::NoNodeAvailable(_) => ("server_error", Some("no_available_node")),
+            ProxyError::Loop { .. } => ("server_error", Some("routing_loop")),
             ProxyError::NodesFailed(_) => ("server_error", Some("upstream_error")),
             ProxyError::Timeout(_) => ("server_error", Some("upstream_timeout")),
             ProxyError::Unsupported(_) => ("invalid_request_error", Some("unsupported_endpoint")),

@@ -48,6 +48,16 @@ use record::{Outcome, RequestRecord, RequestSinks, Usage};
 /// Response header naming the node that served a request.
 pub const NODE_HEADER: &str = "x-llm-router-node";
 
+/// Set on every request the router sends to a node. A request that arrives with it
+/// came from a router (this one, through a node that points back at it, or another):
+/// it is refused, so no topology can turn one request into a loop.
+pub const HOP_HEADER: &str = "x-llm-router-hop";
+
+const HOP_VALUE: HeaderValue = HeaderValue::from_static("1");
+
+/// On every answer: browsers take the content type as given, never guess a script.
+pub const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+
 /// Request headers not forwarded to nodes: connection-level, set anew by the client
 /// library, or the client's own credentials (its API key is the router's business;
 /// a node that needs a key gets its own, from the node's configuration).
@@ -65,14 +75,39 @@ const SKIPPED_REQUEST_HEADERS: [HeaderName; 11] = [
     header::ACCEPT_ENCODING,
 ];
 
-/// Response headers not passed back: connection-level.
-const SKIPPED_RESPONSE_HEADERS: [HeaderName; 5] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::TRAILER,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-];
+/// Whether a node's response header reaches the client. Only what a client of
+/// these APIs reads passes: a node must not set cookies, grant CORS or send
+/// anything else on the coordinator's origin. `Content-Type` is handled apart
+/// ([`client_content_type`]).
+fn passes_response_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "content-length" | "cache-control" | "retry-after" | "x-request-id"
+    ) || name.starts_with("x-ratelimit-")
+        || name.starts_with("openai-")
+}
+
+/// The content type the client sees for a node's `value`: JSON, NDJSON, server-sent
+/// events and plain text pass unchanged; anything else (HTML, scripts, images) is
+/// relabelled as plain text, so a browser never renders or runs it.
+fn client_content_type(value: &HeaderValue) -> HeaderValue {
+    const PASSED: [&str; 4] = [
+        "application/json",
+        "application/x-ndjson",
+        "text/event-stream",
+        "text/plain",
+    ];
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match essence {
+        Some(essence) if PASSED.iter().any(|p| p.eq_ignore_ascii_case(essence)) => value.clone(),
+        _ => HeaderValue::from_static("text/plain; charset=utf-8"),
+    }
+}
 
 /// Most bytes of a node's error answer read to report it.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -419,10 +454,13 @@ impl Proxy {
         let mut builder = Response::builder().status(status);
         if let Some(headers) = builder.headers_mut() {
             for (name, value) in response.headers() {
-                if !SKIPPED_RESPONSE_HEADERS.contains(name) {
+                if name == header::CONTENT_TYPE {
+                    headers.insert(header::CONTENT_TYPE, client_content_type(value));
+                } else if passes_response_header(name) {
                     headers.append(name, value.clone());
                 }
             }
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
             if let Ok(value) = HeaderValue::from_str(&node.machine_name) {
                 headers.insert(HeaderName::from_static(NODE_HEADER), value);
             }
@@ -500,6 +538,7 @@ fn upstream_request(
         if let Some(authorization) = &node.authorization {
             headers.insert(header::AUTHORIZATION, authorization.clone());
         }
+        headers.insert(HeaderName::from_static(HOP_HEADER), HOP_VALUE);
     }
     upstream
         .body(Full::new(request.body.clone()))
@@ -582,7 +621,7 @@ pub async fn get(
     timeout: std::time::Duration,
 ) -> Result<(StatusCode, Bytes), String> {
     let uri: Uri = url.parse().map_err(|e| format!("unusable URL: {e}"))?;
-    let mut request = hyper::Request::get(uri);
+    let mut request = hyper::Request::get(uri).header(HOP_HEADER, HOP_VALUE);
     if let Some(value) = authorization {
         request = request.header(header::AUTHORIZATION, value.clone());
     }

@@ -8,6 +8,23 @@ use llm_router_common::{
 
 use crate::error::ApiError;
 
+/// At most the first 64 characters of `value`, a URL's user name and password
+/// masked: what an error message may quote of what was sent.
+pub fn shown(value: &str) -> String {
+    let masked = match value.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://***@{host}"),
+            _ => value.to_owned(),
+        },
+        None => value.to_owned(),
+    };
+    let mut short: String = masked.chars().take(64).collect();
+    if short.len() < masked.len() {
+        short.push('…');
+    }
+    short
+}
+
 fn invalid(message: String) -> ApiError {
     ApiError::Unprocessable(message)
 }
@@ -36,6 +53,15 @@ pub fn name_field(field: &str, value: &str) -> Result<String, ApiError> {
 /// Returned without a trailing slash so paths can be appended.
 pub fn api_url(value: &str) -> Result<String, ApiError> {
     let trimmed = value.trim().trim_end_matches('/');
+    let value = shown(value);
+    let scheme = trimmed
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
+        return Err(invalid(format!(
+            "api_url {value:?} must start with http:// or https://"
+        )));
+    }
     let uri: Uri = trimmed
         .parse()
         .map_err(|e| invalid(format!("api_url {value:?} is not a valid URL: {e}")))?;
@@ -49,6 +75,12 @@ pub fn api_url(value: &str) -> Result<String, ApiError> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(invalid(format!("api_url {value:?} has no host")));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid(
+            "api_url must not carry a user name or password; give a node's key as api_key"
+                .to_owned(),
+        ));
     }
     if uri.query().is_some() {
         return Err(invalid(format!("api_url {value:?} must not have a query")));
@@ -206,14 +238,64 @@ pub fn heartbeat(req: &llm_router_common::HeartbeatRequest) -> Result<(), ApiErr
     if let Some(list) = &req.loaded_models {
         model_names("loaded_models", list.iter().map(|m| m.name.as_str()))?;
     }
-    let m = &req.metrics;
-    for (field, value) in [
-        ("cpu_percent", m.cpu_percent),
-        ("memory_percent", m.memory_percent),
-    ] {
-        if !value.is_finite() || !(0.0..=100.0 * 1024.0).contains(&value) {
+    metrics(&req.metrics)
+}
+
+/// Readings above 100% by this much are rounding, not lies.
+const PERCENT_TOLERANCE: f32 = 1.0;
+/// The hottest a working chip reports, with room (°C).
+const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = -60.0..=200.0;
+
+/// A heartbeat's machine metrics, to physical ranges: percentages 0–100, used memory no
+/// more than the total, temperatures a chip can have.
+fn metrics(m: &llm_router_common::NodeMetrics) -> Result<(), ApiError> {
+    let percent = |field: String, value: f32| {
+        if value.is_finite() && (0.0..=100.0 + PERCENT_TOLERANCE).contains(&value) {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "metrics.{field} must be a percentage from 0 to 100, got {value}"
+            )))
+        }
+    };
+    let memory = |field: String, used: Option<u64>, total: Option<u64>| match (used, total) {
+        (Some(used), Some(total)) if total > 0 && used > total => Err(invalid(format!(
+            "metrics.{field}: {used} bytes used of {total} in all"
+        ))),
+        _ => Ok(()),
+    };
+    percent("cpu_percent".into(), m.cpu_percent)?;
+    percent("memory_percent".into(), m.memory_percent)?;
+    memory(
+        "memory_used_bytes".into(),
+        Some(m.memory_used_bytes),
+        Some(m.memory_total_bytes),
+    )?;
+    if m.gpus.len() > 64 {
+        return Err(invalid(format!(
+            "metrics.gpus lists {} GPUs; the limit is 64",
+            m.gpus.len()
+        )));
+    }
+    for (i, gpu) in m.gpus.iter().enumerate() {
+        if let Some(value) = gpu.utilization_percent {
+            percent(format!("gpus[{i}].utilization_percent"), value)?;
+        }
+        memory(
+            format!("gpus[{i}].memory_used_bytes"),
+            gpu.memory_used_bytes,
+            gpu.memory_total_bytes,
+        )?;
+        if let Some(value) = gpu.temperature_celsius
+            && !(value.is_finite() && TEMPERATURE_RANGE.contains(&value))
+        {
             return Err(invalid(format!(
-                "metrics.{field} must be a percentage, got {value}"
+                "metrics.gpus[{i}].temperature_celsius must be a chip's temperature in °C, got {value}"
+            )));
+        }
+        if gpu.name.len() > 256 || gpu.vendor.as_ref().is_some_and(|v| v.len() > 64) {
+            return Err(invalid(format!(
+                "metrics.gpus[{i}]: name or vendor too long"
             )));
         }
     }
@@ -264,6 +346,70 @@ pub fn patch(mut patch: NodePatch) -> Result<NodePatch, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llm_router_common::{GpuMetrics, NodeMetrics};
+
+    #[test]
+    fn metrics_outside_physical_ranges_are_refused() {
+        let gpu = |g: GpuMetrics| NodeMetrics {
+            gpus: vec![g],
+            ..NodeMetrics::default()
+        };
+        let bad = [
+            NodeMetrics {
+                cpu_percent: 100_000.0,
+                ..NodeMetrics::default()
+            },
+            NodeMetrics {
+                memory_percent: f32::NAN,
+                ..NodeMetrics::default()
+            },
+            NodeMetrics {
+                memory_used_bytes: 2,
+                memory_total_bytes: 1,
+                ..NodeMetrics::default()
+            },
+            gpu(GpuMetrics {
+                utilization_percent: Some(-500.0),
+                ..GpuMetrics::default()
+            }),
+            gpu(GpuMetrics {
+                temperature_celsius: Some(1e38),
+                ..GpuMetrics::default()
+            }),
+            gpu(GpuMetrics {
+                memory_used_bytes: Some(10),
+                memory_total_bytes: Some(5),
+                ..GpuMetrics::default()
+            }),
+        ];
+        for m in bad {
+            assert!(metrics(&m).is_err(), "{m:?} was accepted");
+        }
+        let good = NodeMetrics {
+            cpu_percent: 100.4,
+            memory_percent: 0.0,
+            memory_used_bytes: 5,
+            memory_total_bytes: 10,
+            gpus: vec![GpuMetrics {
+                utilization_percent: Some(99.0),
+                temperature_celsius: Some(83.0),
+                memory_used_bytes: Some(1),
+                memory_total_bytes: Some(2),
+                ..GpuMetrics::default()
+            }],
+        };
+        metrics(&good).unwrap();
+    }
+
+    #[test]
+    fn messages_quote_a_short_prefix_and_mask_credentials() {
+        assert_eq!(shown("http://user:pass@h:1/x"), "http://***@h:1/x");
+        assert_eq!(shown("http://h/a@b"), "http://h/a@b");
+        let long = "m".repeat(1_000_000);
+        assert_eq!(shown(&long).chars().count(), 65);
+        let error = api_url("ftp://user:secret@host").unwrap_err().to_string();
+        assert!(!error.contains("secret"), "{error}");
+    }
 
     #[test]
     fn api_url_accepts_http_and_strips_trailing_slash() {
@@ -286,6 +432,8 @@ mod tests {
             "http://",
             "host:11434",
             "http://h/?q=1",
+            "http://user:pass@10.0.0.2:11434",
+            "http://token@10.0.0.2:11434",
         ] {
             assert!(api_url(bad).is_err(), "{bad:?} was accepted");
         }

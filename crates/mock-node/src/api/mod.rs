@@ -65,6 +65,21 @@ async fn add_node_header(State(node): State<Arc<MockState>>, mut response: Respo
         HeaderName::from_static(NODE_HEADER),
         node.name_header().clone(),
     );
+    if node.hostile_headers() {
+        let headers = response.headers_mut();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(
+            axum::http::header::SET_COOKIE,
+            HeaderValue::from_static("session=planted-by-the-node; Path=/"),
+        );
+        headers.insert(
+            axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     response
 }
 

@@ -1,0 +1,239 @@
+//! What a misbehaving node or a hostile web page can get through the proxy: a node's
+//! answer reaches the client only with the headers a client of the API needs, and
+//! inference takes no body a cross-site form could send.
+
+mod support;
+
+use llm_router_mock_node::{Endpoint, MockConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::fleet::Fleet;
+
+fn chat() -> Value {
+    json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false})
+}
+
+#[tokio::test]
+async fn a_hostile_nodes_cookies_cors_grants_and_html_never_reach_the_client() {
+    let fleet = Fleet::start(vec![MockConfig {
+        hostile_headers: true,
+        ..MockConfig::named("hostile")
+    }])
+    .await;
+    for path in ["/api/chat", "/v1/chat/completions"] {
+        let answer = fleet
+            .client
+            .post(fleet.url(path))
+            .header("origin", "http://evil.example")
+            .json(&chat())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+        let headers = answer.headers();
+        assert!(!headers.contains_key("set-cookie"), "{path}: {headers:?}");
+        assert!(
+            !headers.contains_key("access-control-allow-origin"),
+            "{path}: {headers:?}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        let content_type = headers["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("text/plain"),
+            "{path}: the node's text/html came through as {content_type}"
+        );
+        // The answer itself is untouched.
+        let body: Value = answer.json().await.unwrap();
+        assert!(body.get("message").is_some() || body.get("choices").is_some());
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn the_routers_own_answers_carry_nosniff() {
+    let fleet = Fleet::empty_with(|_| {}).await;
+    for path in ["/api/tags", "/api/health", "/no/such/path"] {
+        let answer = fleet.get(path).await;
+        assert_eq!(
+            answer.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn inference_refuses_bodies_a_cross_site_form_can_send() {
+    let fleet = Fleet::start(vec![MockConfig::named("node")]).await;
+    let body = chat().to_string();
+    let send = |content_type: &'static str, origin: Option<&'static str>, path: &'static str| {
+        let mut request = fleet
+            .client
+            .post(fleet.url(path))
+            .header("content-type", content_type)
+            .body(body.clone());
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    for (content_type, origin) in [
+        ("text/plain", None),
+        ("text/plain;charset=UTF-8", Some("http://evil.example")),
+        ("multipart/form-data; boundary=x", None),
+        (
+            "application/x-www-form-urlencoded",
+            Some("http://evil.example"),
+        ),
+    ] {
+        for path in ["/api/chat", "/v1/chat/completions"] {
+            let answer = send(content_type, origin, path).await.unwrap();
+            assert_eq!(
+                answer.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type} from {origin:?} to {path}"
+            );
+            let error: Value = answer.json().await.unwrap();
+            let message = if path.starts_with("/v1") {
+                error["error"]["message"].as_str().unwrap().to_owned()
+            } else {
+                error["error"].as_str().unwrap().to_owned()
+            };
+            assert!(message.contains("JSON"), "{path}: {message}");
+        }
+    }
+    let stats = fleet.node("node").stats();
+    assert_eq!(
+        stats.requests(Endpoint::Chat) + stats.requests(Endpoint::OpenAiChat),
+        0,
+        "a refused body reached the node"
+    );
+    // `curl -d '{...}'`, as Ollama's own examples call the API, labels JSON as a form.
+    let curl = send("application/x-www-form-urlencoded", None, "/api/chat")
+        .await
+        .unwrap();
+    assert_eq!(curl.status(), StatusCode::OK);
+    let json = send(
+        "application/json",
+        Some("http://localhost:3000"),
+        "/api/chat",
+    )
+    .await
+    .unwrap();
+    assert_eq!(json.status(), StatusCode::OK);
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn nodes_by_url_refuse_the_coordinator_itself_credentials_and_other_schemes() {
+    let fleet = Fleet::empty_with(|_| {}).await;
+    let port = fleet.addr.port();
+    for (url, reason) in [
+        (format!("http://127.0.0.1:{port}"), "coordinator itself"),
+        (format!("http://localhost:{port}/"), "coordinator itself"),
+        (
+            "http://admin:hunter2@127.0.0.1:9".to_owned(),
+            "user name or password",
+        ),
+        ("ftp://127.0.0.1:21".to_owned(), "http:// or https://"),
+        ("file:///etc/passwd".to_owned(), "http:// or https://"),
+    ] {
+        let (status, error) = fleet
+            .post_json("/api/nodes", json!({ "api_url": url }))
+            .await;
+        assert_eq!(status, 422, "{url}: {error}");
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(reason), "{url}: {message}");
+        assert!(!message.contains("hunter2"), "{url}: {message}");
+    }
+    assert_eq!(fleet.agents().await, Vec::<Value>::new());
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn nodes_by_url_must_be_inside_the_node_networks() {
+    let mut fleet = Fleet::empty_with(|config| {
+        config.access.node_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let (status, error) = fleet
+        .post_json("/api/nodes", json!({"api_url": "http://127.0.0.1:9"}))
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("--node-networks"),
+        "{error}"
+    );
+    // Agents register themselves; the allowlist is for what an operator adds by URL.
+    fleet.add_node(MockConfig::named("agent-node")).await;
+    assert_eq!(fleet.agents().await.len(), 1);
+    fleet.stop().await;
+}
+
+/// Open file descriptors of this process (Linux).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test]
+async fn a_loop_through_two_coordinators_ends_at_the_second_hop() {
+    let a = Fleet::empty_with(|_| {}).await;
+    let b = Fleet::empty_with(|_| {}).await;
+    // Each coordinator registered as a node of the other, as a confused agent could.
+    for (fleet, other) in [(&a, &b), (&b, &a)] {
+        let (status, answer) = fleet
+            .post_json(
+                "/api/agents/register",
+                json!({
+                    "machine_name": format!("router-{}", other.addr.port()),
+                    "ip_address": "127.0.0.1",
+                    "ollama_port": other.addr.port(),
+                    "models": [{"name": "llama3.2"}],
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let before = open_fds();
+    let (status, error) = a.post_json("/api/chat", chat()).await;
+    assert_eq!(status, 502, "{error}");
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("508") && message.contains("loop"),
+        "{message}"
+    );
+    let after = open_fds();
+    assert!(
+        after <= before + 16,
+        "file descriptors grew from {before} to {after}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn odd_search_terms_get_an_answer_not_a_server_error() {
+    let fleet = Fleet::start(vec![MockConfig::named("node")]).await;
+    assert_eq!(
+        fleet.post("/api/chat", chat()).await.status(),
+        StatusCode::OK
+    );
+    for q in ["%00%ff", "%22", "%00", "NEAR(", "a%22b%20OR%20c*", "%ff%fe"] {
+        let answer = fleet.get(&format!("/api/history?q={q}")).await;
+        let status = answer.status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+            "?q={q}: {status}"
+        );
+        let body: Value = answer.json().await.unwrap();
+        if status == StatusCode::OK {
+            assert_eq!(body["total"], 0, "?q={q}: {body}");
+        } else {
+            assert!(body["error"].is_string(), "?q={q}: {body}");
+        }
+    }
+    let (status, health) = fleet.get_status_json("/api/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    fleet.stop().await;
+}
