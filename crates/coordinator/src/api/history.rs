@@ -310,6 +310,15 @@ fn csv_row(item: &HistoryItem, out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
+        // A spreadsheet runs a cell that starts like a formula (a model named
+        // `=HYPERLINK(...)`): a leading apostrophe makes it text.
+        let escaped;
+        let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            escaped = format!("'{field}");
+            &escaped
+        } else {
+            field
+        };
         if field.contains([',', '"', '\n', '\r']) {
             out.push(b'"');
             out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
@@ -319,4 +328,64 @@ fn csv_row(item: &HistoryItem, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(model: &str, error: Option<&str>) -> HistoryItem {
+        HistoryItem {
+            id: 7,
+            request_id: "r-1".into(),
+            time: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            client_ip: Some("127.0.0.1".into()),
+            api_key: None,
+            endpoint: "/api/chat".into(),
+            model: model.into(),
+            node: Some("gpu-1".into()),
+            nodes_tried: vec!["gpu-1".into()],
+            status: 200,
+            outcome: "completed".into(),
+            stream: false,
+            duration_ms: 1.5,
+            ttft_ms: None,
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            error: error.map(str::to_owned),
+        }
+    }
+
+    fn cells(item: &HistoryItem) -> String {
+        let mut out = Vec::new();
+        csv_row(item, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_made_text() {
+        let row = cells(&item(
+            "=HYPERLINK(\"http://evil.example\",\"x\")",
+            Some("@SUM(A1)"),
+        ));
+        assert!(
+            row.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\","),
+            "{row}"
+        );
+        assert!(row.ends_with(",'@SUM(A1)\r\n"), "{row}");
+        for start in ["+1", "-1", "\tx"] {
+            let row = cells(&item(start, None));
+            assert!(row.contains(&format!(",'{start},")), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_csv_cells_are_unchanged() {
+        let row = cells(&item("llama3.2:latest", Some("a, b")));
+        assert_eq!(
+            row,
+            "7,r-1,1970-01-01T00:00:00.000Z,127.0.0.1,,/api/chat,llama3.2:latest,gpu-1,gpu-1,\
+             200,completed,false,1.5,,3,4,\"a, b\"\r\n"
+        );
+    }
 }

@@ -32,6 +32,9 @@ use store::{HistoryStore, Opened};
 
 /// Most rows inserted in one transaction.
 const BATCH: usize = 1_000;
+/// Rounds a batch is tried before it is dropped (each round waits for the next message
+/// or the writer's timer).
+const WRITE_ATTEMPTS: u32 = 3;
 
 /// Shortest time between two warnings about dropped rows.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -43,6 +46,8 @@ pub struct History {
     store: Option<Arc<HistoryStore>>,
     /// Why there is no store.
     unavailable: Option<String>,
+    /// No history was asked for (a library default), which is no fault.
+    off: bool,
     sink: Arc<HistorySink>,
     settings: HistorySettings,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -112,9 +117,18 @@ impl History {
         Self {
             store: Some(store),
             unavailable: None,
+            off: false,
             sink,
             settings,
             writer: Mutex::new(writer),
+        }
+    }
+
+    /// No history at all (embedding the router without one); not a fault.
+    pub fn off() -> Self {
+        Self {
+            off: true,
+            ..Self::disabled("request history is not enabled", HistorySettings::default())
         }
     }
 
@@ -123,6 +137,7 @@ impl History {
         Self {
             store: None,
             unavailable: Some(reason.into()),
+            off: false,
             sink: Arc::new(HistorySink::new(None, settings.body_limit_bytes)),
             settings,
             writer: Mutex::new(None),
@@ -141,6 +156,20 @@ impl History {
     /// The sink to add to the proxy's sinks.
     pub fn sink(&self) -> Arc<dyn RequestSink> {
         Arc::clone(&self.sink) as Arc<dyn RequestSink>
+    }
+
+    /// Why the history is not working now (no database, or the last write failed),
+    /// for `/api/health`; `None` when it is.
+    pub fn problem(&self) -> Option<String> {
+        if self.off {
+            return None;
+        }
+        if let Some(reason) = &self.unavailable {
+            return Some(reason.clone());
+        }
+        self.store.as_ref()?;
+        let slot = self.sink.write_error.lock();
+        slot.as_ref().map(|e| format!("the last write failed: {e}"))
     }
 
     /// Requests not recorded: the queue was full, or their insert failed.
@@ -194,6 +223,9 @@ pub struct HistorySink {
     /// Seconds after `epoch` of the last warning about drops (0: none yet).
     last_warning: AtomicU64,
     epoch: Instant,
+    /// Why the last write failed; cleared by the next one that succeeds. Only the
+    /// writer sets it and only health checks read it: never on the request path.
+    write_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Message {
@@ -214,7 +246,13 @@ impl HistorySink {
             dropped: AtomicU64::new(0),
             last_warning: AtomicU64::new(0),
             epoch: Instant::now(),
+            write_error: Mutex::new(None),
         }
+    }
+
+    fn set_write_error(&self, error: Option<String>) {
+        let mut slot = self.write_error.lock();
+        *slot = error;
     }
 
     fn count_dropped(&self, n: u64, why: &str) {
@@ -281,6 +319,7 @@ fn run_writer(
     prune();
     let mut next_prune = Instant::now() + settings.prune_interval;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut failed_writes = 0u32;
     let mut flushes = Vec::new();
     let mut stop = false;
     while !stop {
@@ -304,11 +343,30 @@ fn run_writer(
             Err(RecvTimeoutError::Disconnected) => stop = true,
         }
         if !batch.is_empty() {
-            if let Err(e) = store.insert(&batch) {
-                tracing::error!(error = %e, rows = batch.len(), "could not write request history");
-                sink.count_dropped(batch.len() as u64, "the database refused the write");
+            match store.insert(&batch) {
+                Ok(()) => {
+                    if failed_writes > 0 {
+                        tracing::info!("the request history is written again");
+                        sink.set_write_error(None);
+                    }
+                    failed_writes = 0;
+                    batch.clear();
+                }
+                Err(e) => {
+                    failed_writes += 1;
+                    sink.set_write_error(Some(e.to_string()));
+                    // Kept for the next round (a full disk may have room again); after
+                    // a few failures the batch is dropped, so memory stays bounded.
+                    if failed_writes >= WRITE_ATTEMPTS || stop {
+                        tracing::error!(error = %e, rows = batch.len(), "could not write request history");
+                        sink.count_dropped(batch.len() as u64, "the database refused the write");
+                        batch.clear();
+                        failed_writes = 0;
+                    } else {
+                        tracing::warn!(error = %e, rows = batch.len(), attempt = failed_writes, "could not write request history; trying again");
+                    }
+                }
             }
-            batch.clear();
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -374,6 +432,40 @@ mod tests {
             sink.record(&record(b"{}"));
         }
         assert_eq!(sink.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_is_reported_kept_and_written_when_the_store_works_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(store::FILE_NAME);
+        let history = History::with_store(
+            HistoryStore::open(&path).unwrap(),
+            HistorySettings::default(),
+        );
+        let sink = history.sink();
+        sink.record(&record(b"{}"));
+        history.flush().await;
+        assert_eq!(history.problem(), None);
+
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute_batch("ALTER TABLE requests RENAME TO requests_away")
+            .unwrap();
+        sink.record(&record(b"{}"));
+        history.flush().await;
+        let problem = history.problem().expect("the failed write is not reported");
+        assert!(problem.contains("write failed"), "{problem}");
+        assert_eq!(history.dropped(), 0, "dropped at the first failure");
+
+        other
+            .execute_batch("ALTER TABLE requests_away RENAME TO requests")
+            .unwrap();
+        sink.record(&record(b"{}"));
+        history.flush().await;
+        assert_eq!(history.problem(), None);
+        let store = Arc::clone(history.store().unwrap());
+        assert_eq!(store.count(&query::Filter::default()).unwrap(), 3);
+        history.shutdown().await;
     }
 
     #[tokio::test]

@@ -200,6 +200,7 @@ impl HistoryStore {
     /// a newer schema is refused, not changed.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
         let mut conn = connect(path)?;
+        check_pages(&conn)?;
         prepare_schema(&mut conn)?;
         Ok(Self {
             path: path.to_owned(),
@@ -585,6 +586,19 @@ fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// `PRAGMA quick_check`: a file with a valid header and broken pages opens, then
+/// fails every write; it is refused here, so that it is moved aside at start.
+fn check_pages(conn: &Connection) -> rusqlite::Result<()> {
+    let result: String = conn.query_row("PRAGMA quick_check(1)", [], |row| row.get(0))?;
+    if result == "ok" {
+        return Ok(());
+    }
+    Err(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(format!("the database is damaged: {result}")),
+    ))
+}
+
 /// Opens a connection with the settings every one uses.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -638,6 +652,15 @@ impl Search {
     fn plan(conn: &Connection, q: Option<&str>) -> rusqlite::Result<Self> {
         let Some(q) = q else {
             return Ok(Search::None);
+        };
+        // SQLite ends a LIKE pattern at a NUL, which would match every request; a
+        // stored body never holds one (JSON writes it as \u0000), so nothing should.
+        let cleaned;
+        let q = if q.contains('\0') {
+            cleaned = q.replace('\0', "\u{FFFD}");
+            cleaned.as_str()
+        } else {
+            q
         };
         if q.chars().count() < 3 {
             return Ok(Search::Scan {
@@ -1186,5 +1209,65 @@ PRAGMA user_version = 1;
             HistoryStore::open_in_dir(dir.path()).unwrap(),
             Opened::Ready(_)
         ));
+    }
+
+    #[test]
+    fn a_database_with_damaged_pages_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let store = HistoryStore::open(&path).unwrap();
+            let now = Utc::now();
+            let many: Vec<_> = (0..500)
+                .map(|i| entry(now, "m", &format!("answer {i} {}", "x".repeat(200))))
+                .collect();
+            store.insert(&many).unwrap();
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                .unwrap();
+        }
+        // The header (page 1) stays valid; pages further in become noise.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        assert!(bytes.len() > 8 * page, "the test database is too small");
+        for (i, b) in bytes[3 * page..6 * page].iter_mut().enumerate() {
+            *b = (i * 131 % 251) as u8;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let Opened::Recovered {
+            store,
+            moved_to,
+            reason,
+        } = HistoryStore::open_in_dir(dir.path()).unwrap()
+        else {
+            panic!("the damaged file was not reported");
+        };
+        assert!(
+            reason.contains("damaged") || reason.contains("malformed"),
+            "{reason}"
+        );
+        assert_eq!(std::fs::read(moved_to).unwrap(), bytes);
+        store.insert(&[entry(Utc::now(), "m", "x")]).unwrap();
+        assert_eq!(store.count(&Filter::default()).unwrap(), 1);
+    }
+
+    #[test]
+    fn odd_search_terms_are_a_normal_search() {
+        let (_dir, store) = store();
+        store.insert(&[entry(Utc::now(), "m", "hello")]).unwrap();
+        for q in [
+            "\0\u{ff}",
+            "\"\"\"",
+            "'; DROP TABLE requests; --",
+            "a\"b OR c*",
+            "NEAR(",
+            "\0",
+        ] {
+            let filter = Filter {
+                q: Some(q.into()),
+                ..Filter::default()
+            };
+            assert_eq!(store.count(&filter).unwrap(), 0, "{q:?}");
+        }
     }
 }
