@@ -4,10 +4,14 @@
 
 mod support;
 
+use std::time::Duration;
+
+use llm_router_coordinator::config::BalancerMode;
 use llm_router_mock_node::{Endpoint, MockConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::fleet::Fleet;
+use support::process::eventually;
 
 fn chat() -> Value {
     json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false})
@@ -235,5 +239,65 @@ async fn odd_search_terms_get_an_answer_not_a_server_error() {
     }
     let (status, health) = fleet.get_status_json("/api/health").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    fleet.stop().await;
+}
+
+/// A streamed chat; answers the node that served it and whether its last line is an error.
+async fn stream_once(fleet: &Fleet) -> (String, bool) {
+    let answer = fleet
+        .post(
+            "/api/chat",
+            json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": true}),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let node = Fleet::served_by(&answer);
+    let text = answer.text().await.unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    (node, last.get("error").is_some())
+}
+
+#[tokio::test]
+async fn a_node_that_stalls_mid_stream_leaves_rotation_and_rejoins_through_probes() {
+    let fleet = Fleet::start_with(
+        vec![
+            MockConfig {
+                // The first token at once, then one every 20 s: a stall.
+                tokens_per_sec: 0.05,
+                ..MockConfig::named("stalls")
+            },
+            MockConfig::named("steady"),
+        ],
+        |c| {
+            c.proxy.balancer = BalancerMode::RoundRobin;
+            c.proxy.stream_idle_timeout = Duration::from_millis(300);
+            c.proxy.probe_interval = Duration::from_secs(2);
+        },
+    )
+    .await;
+    let mut stalled = 0;
+    for _ in 0..10 {
+        let (node, failed) = stream_once(&fleet).await;
+        if node == "stalls" {
+            assert!(failed, "the stalled stream did not end with an error");
+            stalled += 1;
+        }
+        if stalled == 2 {
+            break;
+        }
+    }
+    assert_eq!(stalled, 2, "the stalling node was not tried twice");
+    // Out of rotation: the next requests all go to the steady node.
+    for _ in 0..6 {
+        let (node, failed) = stream_once(&fleet).await;
+        assert_eq!((node.as_str(), failed), ("steady", false));
+    }
+    // Fixed, it comes back through the probes.
+    fleet.node("stalls").control().set_tokens_per_sec(0.0);
+    eventually("the node serves again", Duration::from_secs(20), || async {
+        let (node, failed) = stream_once(&fleet).await;
+        (node == "stalls" && !failed).then_some(())
+    })
+    .await;
     fleet.stop().await;
 }

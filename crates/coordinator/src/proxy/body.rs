@@ -135,7 +135,9 @@ pub struct ProxiedBody {
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
     failure: FailureReport,
-    node: String,
+    /// The node answering, whose health the end of the answer counts for: a stream
+    /// that breaks off or stalls is a failure like a refused connection.
+    health: BodyHealth,
     /// Whether the last chunk ended a line, so an error chunk starts on a new one.
     at_line_start: bool,
     finished: bool,
@@ -147,6 +149,12 @@ pub struct ProxiedBody {
     /// Bytes still to come when the node announced a length: the server stops
     /// polling once that many went out, so the end must be noticed here.
     remaining: Option<u64>,
+}
+
+/// The node of a [`ProxiedBody`] and the thresholds its health is judged by.
+pub struct BodyHealth {
+    pub node: std::sync::Arc<RoutableNode>,
+    pub thresholds: crate::registry::live::HealthThresholds,
 }
 
 impl Drop for ProxiedBody {
@@ -165,7 +173,7 @@ impl ProxiedBody {
         upstream: Incoming,
         idle_timeout: Duration,
         failure: FailureReport,
-        node: String,
+        health: BodyHealth,
         guard: InFlightGuard,
         tap: Tap,
         content_length: Option<u64>,
@@ -176,7 +184,7 @@ impl ProxiedBody {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
             failure,
-            node,
+            health,
             at_line_start: true,
             finished: false,
             guard: Some(guard),
@@ -193,6 +201,8 @@ impl ProxiedBody {
     fn complete(&mut self) {
         self.finished = true;
         self.guard = None;
+        let BodyHealth { node, thresholds } = &self.health;
+        super::log_health_change(node, node.live.record_success(*thresholds));
         if let Some(tap) = self.tap.take() {
             tap.finish(Outcome::Completed, None);
         }
@@ -201,7 +211,9 @@ impl ProxiedBody {
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.finished = true;
         self.guard = None;
-        tracing::warn!(node = %self.node, error = %message, "response from node broke off");
+        let BodyHealth { node, thresholds } = &self.health;
+        tracing::warn!(node = %node.machine_name, error = %message, "response from node broke off");
+        super::log_health_change(node, node.live.record_failure(*thresholds));
         if let Some(tap) = self.tap.take() {
             tap.finish(Outcome::Failed, Some(message.clone()));
         }
@@ -258,7 +270,7 @@ impl Body for ProxiedBody {
             Poll::Ready(Some(Err(e))) => {
                 let message = format!(
                     "node {} failed mid-response: {}",
-                    this.node,
+                    this.health.node.machine_name,
                     error_chain(&e)
                 );
                 this.fail(message)
@@ -271,7 +283,7 @@ impl Body for ProxiedBody {
                 Poll::Ready(()) => {
                     let message = format!(
                         "node {} sent nothing for {} s; response ended",
-                        this.node,
+                        this.health.node.machine_name,
                         this.idle_timeout.as_secs()
                     );
                     this.fail(message)

@@ -40,7 +40,7 @@ use crate::balancer::{self, Placement, Policy};
 use crate::config::ProxySettings;
 use crate::registry::live::HealthChange;
 use crate::registry::{NodeRegistry, RoutableNode};
-use body::{FailureReport, ProxiedBody, Tap, error_chain};
+use body::{BodyHealth, FailureReport, ProxiedBody, Tap, error_chain};
 use error::{ApiFlavor, ProxyError};
 use peek::RequestFacts;
 use record::{Outcome, RequestRecord, RequestSinks, Usage};
@@ -416,9 +416,8 @@ impl Proxy {
             Ok(Ok(response)) => response,
         };
         let status = response.status();
-        if !status.is_server_error() {
-            log_health_change(node, node.live.record_success(self.settings.health));
-        }
+        // A good status is not yet a good answer: the body's end counts for the node's
+        // health (a node that sends headers and then stalls must leave rotation).
         if status.is_server_error() || status == StatusCode::NOT_FOUND {
             let read = Limited::new(response.into_body(), ERROR_BODY_LIMIT).collect();
             let text = match tokio::time::timeout(self.settings.first_byte_timeout, read).await {
@@ -497,7 +496,10 @@ impl Proxy {
             response.into_body(),
             self.settings.stream_idle_timeout,
             failure,
-            node.machine_name.clone(),
+            BodyHealth {
+                node: Arc::clone(node),
+                thresholds: self.settings.health,
+            },
             guard,
             tap,
             content_length,
