@@ -40,5 +40,8 @@ pub mod server;
 pub mod stats;
 pub mod tls;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use config::{Cli, Config};
 pub use server::run;

@@ -37,7 +37,7 @@ const EXPORT_PAGE: u32 = 500;
 const MAX_MINUTES: u32 = 24 * 60;
 
 /// CSV columns of an export, the fields of a list item.
-const CSV_COLUMNS: [&str; 17] = [
+pub(crate) const CSV_COLUMNS: [&str; 17] = [
     "id",
     "request_id",
     "time",
@@ -283,7 +283,7 @@ fn write_export(
 }
 
 /// One CSV line (RFC 4180: fields quoted when needed, CRLF at the end).
-fn csv_row(item: &HistoryItem, out: &mut Vec<u8>) {
+pub(crate) fn csv_row(item: &HistoryItem, out: &mut Vec<u8>) {
     let optional = |value: Option<String>| value.unwrap_or_default();
     // Typed by the header, so a column added to one and not the other does not compile.
     let fields: [String; CSV_COLUMNS.len()] = [

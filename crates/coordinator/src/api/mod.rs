@@ -5,7 +5,7 @@
 
 pub mod access;
 mod agents;
-mod history;
+pub(crate) mod history;
 mod inference;
 mod keys;
 mod metrics;
