@@ -594,7 +594,19 @@
     });
   }
 
+  /** Shows what /api/health says is wrong (the history cannot be written), or nothing. */
+  async function refreshHealth() {
+    const notice = $('health-notice');
+    try {
+      const health = await api('GET', '/api/health');
+      const problem = health && health.status === 'degraded' ? health.history || 'a store is failing' : '';
+      notice.textContent = problem ? `The coordinator is degraded: ${problem}. Requests are still served.` : '';
+      notice.hidden = !problem;
+    } catch (_) { /* the live indicator already says when the coordinator is away */ }
+  }
+
   async function refreshFleetData() {
+    refreshHealth();
     try {
       const [ts, page] = await Promise.all([
         api('GET', `/api/history/timeseries?minutes=${state.window}`),
