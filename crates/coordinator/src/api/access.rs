@@ -63,6 +63,9 @@ pub async fn client_gate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    if let Some(refusal) = inference_refusal(&request) {
+        return refusal;
+    }
     let path = request.uri().path();
     if OPEN_INFERENCE_PATHS.contains(&path) || request.method() == Method::OPTIONS {
         return next.run(request).await;
@@ -108,6 +111,8 @@ pub async fn client_gate(
     })
 }
 
+/// Why an inference request is refused before its key is even looked at, if it is.
+///
 /// Inference bodies are JSON, as every Ollama and OpenAI client sends them. A web page
 /// can post a form or plain text to another origin without asking (no CORS preflight),
 /// so those are refused: `text/plain` and `multipart/form-data` always, and form-encoded
@@ -116,22 +121,22 @@ pub async fn client_gate(
 ///
 /// A request carrying the router's hop header is refused first (508): it came from a
 /// router, and serving it could loop.
-pub async fn inference_guard(request: Request, next: Next) -> Response {
+fn inference_refusal(request: &Request) -> Option<Response> {
     if request.headers().contains_key(crate::proxy::HOP_HEADER) {
         tracing::warn!(path = %request.uri().path(), "request that already passed a router refused (a node points back at a router)");
-        return ProxyError::Loop {
-            header: crate::proxy::HOP_HEADER,
-        }
-        .with(flavor_of(request.uri().path()))
-        .into_response();
+        return Some(
+            ProxyError::Loop {
+                header: crate::proxy::HOP_HEADER,
+            }
+            .with(flavor_of(request.uri().path()))
+            .into_response(),
+        );
     }
     if request.method() != Method::POST {
-        return next.run(request).await;
+        return None;
     }
     let headers = request.headers();
-    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
-        return next.run(request).await;
-    };
+    let content_type = headers.get(header::CONTENT_TYPE)?;
     let essence = content_type
         .to_str()
         .unwrap_or("")
@@ -145,12 +150,14 @@ pub async fn inference_guard(request: Request, next: Next) -> Response {
     let json = essence == "application/json" || essence.ends_with("+json");
     let curl_form = essence == "application/x-www-form-urlencoded" && !from_browser;
     if json || curl_form || essence.is_empty() {
-        return next.run(request).await;
+        return None;
     }
     let shown: String = essence.chars().take(80).collect();
-    ProxyError::UnsupportedMediaType(shown)
-        .with(flavor_of(request.uri().path()))
-        .into_response()
+    Some(
+        ProxyError::UnsupportedMediaType(shown)
+            .with(flavor_of(request.uri().path()))
+            .into_response(),
+    )
 }
 
 /// CORS for the inference API: origins as Ollama's `OLLAMA_ORIGINS` allows them.

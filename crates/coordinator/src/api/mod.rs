@@ -139,7 +139,6 @@ pub fn app(state: AppState) -> Router {
             Arc::clone(&state.access),
             access::client_gate,
         ))
-        .route_layer(axum::middleware::from_fn(access::inference_guard))
         .layer(DefaultBodyLimit::disable())
         .layer(access::inference_cors(&state.access));
     let metrics = metrics::routes().route_layer(from_fn_with_state(
