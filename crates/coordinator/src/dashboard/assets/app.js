@@ -31,6 +31,8 @@
     }
     return node;
   }
+  /** A table cell labelled with its column, which the phone layout shows beside the value. */
+  const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
   /**
    * Puts `desired` into `parent`, keeping the elements already there that are equal (by
    * key), and within changed ones the children that did not change: the live stream
@@ -448,7 +450,6 @@
     const body = $('nodes-body');
     const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
     const rows = visibleNodes();
-    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
     patchChildren(body, rows.map((n) => {
       const s = stats(n);
       const nameCell = h('td', { data: { label: 'Name' } },
@@ -715,7 +716,6 @@
     for (const m of n.models || []) names.set(canonicalModel(m.name), m);
     for (const [key, m] of loaded) if (!names.has(key)) names.set(key, m);
     for (const key of Object.keys(perModel)) if (!names.has(canonicalModel(key))) names.set(canonicalModel(key), { name: key });
-    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
     const rows = [...names.entries()].sort((a, b) => a[0].localeCompare(b[0])).map(([key, m]) => {
       const s = perModel[key] || perModel[m.name] || null;
       const inMemory = loaded.get(key);
@@ -764,7 +764,6 @@
     const loading = state.recent === null;
     const recent = state.recent || [];
     const items = recent.slice(0, 10);
-    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
     const rows = items.map((item) => h('tr', {},
       cell('Time', h('a', {
         href: `#/history?${new URLSearchParams({ node: item.node || '', open: String(item.id) })}`,
@@ -913,7 +912,6 @@
 
   function renderHistory(problem) {
     const { items, total, offset, selected } = state.history;
-    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
     const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
     const rows = items.map((item) => h('tr', { class: selected === item.id ? 'selected' : null, data: { id: String(item.id) } },
       cell('Time', h('button', {
@@ -1036,7 +1034,6 @@
     $('keys-policy').textContent = !auth ? ''
       : auth.require_api_key ? 'This coordinator requires a key on every inference request.'
         : 'Keys are optional here: requests without a valid one are served too (start the coordinator with --require-api-key to require them). Requests with a key are named in the history and held to its limits.';
-    const cell = (label, content, cls) => h('td', { class: cls, data: { label } }, content);
     const rows = (state.keys || []).map((key) => h('tr', { data: { id: key.name } },
       cell('Name', key.name),
       cell('Starts with', h('code', { text: `${key.prefix}…` })),
