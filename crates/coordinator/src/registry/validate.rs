@@ -65,14 +65,6 @@ pub fn api_url(value: &str) -> Result<String, ApiError> {
     let uri: Uri = trimmed
         .parse()
         .map_err(|e| invalid(format!("api_url {value:?} is not a valid URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => {
-            return Err(invalid(format!(
-                "api_url {value:?} must start with http:// or https://"
-            )));
-        }
-    }
     if uri.host().is_none_or(str::is_empty) {
         return Err(invalid(format!("api_url {value:?} has no host")));
     }
