@@ -137,22 +137,21 @@ fn inference_refusal(request: &Request) -> Option<Response> {
     }
     let headers = request.headers();
     let content_type = headers.get(header::CONTENT_TYPE)?;
-    let essence = content_type
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = crate::proxy::media_type(content_type).unwrap_or("");
     let from_browser =
         headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-mode");
-    let json = essence == "application/json" || essence.ends_with("+json");
-    let curl_form = essence == "application/x-www-form-urlencoded" && !from_browser;
+    let json = essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .len()
+            .checked_sub("+json".len())
+            .and_then(|start| essence.get(start..))
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
+    let curl_form =
+        essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") && !from_browser;
     if json || curl_form || essence.is_empty() {
         return None;
     }
-    let shown: String = essence.chars().take(80).collect();
+    let shown: String = essence.to_ascii_lowercase().chars().take(80).collect();
     Some(
         ProxyError::UnsupportedMediaType(shown)
             .with(flavor_of(request.uri().path()))
@@ -242,9 +241,8 @@ pub async fn same_site_gate(
 fn csrf_safe(headers: &HeaderMap) -> bool {
     let json = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        .and_then(crate::proxy::media_type)
+        .is_some_and(|v| v.eq_ignore_ascii_case("application/json"));
     json || headers.contains_key("x-requested-with") || presented_bearer(headers).is_some()
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State},
-    http::{HeaderName, Request, Uri, header},
+    http::{HeaderName, HeaderValue, Request, Uri, header},
     middleware::from_fn_with_state,
     routing::{get, post},
 };
@@ -151,9 +151,11 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics)
         .fallback(not_found)
         .with_state(state)
+        // On every answer, the proxied ones included: browsers take the content type
+        // as given and never guess a script.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
-            crate::proxy::NOSNIFF,
+            HeaderValue::from_static("nosniff"),
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -191,9 +193,7 @@ impl MakeRequestId for SequentialRequestId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}-{n:08x}", self.prefix);
-        axum::http::HeaderValue::from_str(&id)
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
 }
 

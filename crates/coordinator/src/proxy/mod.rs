@@ -55,9 +55,6 @@ pub const HOP_HEADER: &str = "x-llm-router-hop";
 
 const HOP_VALUE: HeaderValue = HeaderValue::from_static("1");
 
-/// On every answer: browsers take the content type as given, never guess a script.
-pub const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
-
 /// Request headers not forwarded to nodes: connection-level, set anew by the client
 /// library, or the client's own credentials (its API key is the router's business;
 /// a node that needs a key gets its own, from the node's configuration).
@@ -88,6 +85,13 @@ fn passes_response_header(name: &HeaderName) -> bool {
         || name.starts_with("openai-")
 }
 
+/// The media type of a `Content-Type` value, without its parameters (`application/json`
+/// of `application/json; charset=utf-8`); `None` when the value is not visible ASCII.
+pub(crate) fn media_type(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or(value).trim())
+}
+
 /// The content type the client sees for a node's `value`: JSON, NDJSON, server-sent
 /// events and plain text pass unchanged; anything else (HTML, scripts, images) is
 /// relabelled as plain text, so a browser never renders or runs it.
@@ -98,12 +102,7 @@ fn client_content_type(value: &HeaderValue) -> HeaderValue {
         "text/event-stream",
         "text/plain",
     ];
-    let essence = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split(';').next())
-        .map(str::trim);
-    match essence {
+    match media_type(value) {
         Some(essence) if PASSED.iter().any(|p| p.eq_ignore_ascii_case(essence)) => value.clone(),
         _ => HeaderValue::from_static("text/plain; charset=utf-8"),
     }
@@ -459,7 +458,6 @@ impl Proxy {
                     headers.append(name, value.clone());
                 }
             }
-            headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
             if let Ok(value) = HeaderValue::from_str(&node.machine_name) {
                 headers.insert(HeaderName::from_static(NODE_HEADER), value);
             }
