@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,17 +45,22 @@ fn agent(coordinator_url: &str, ollama: SocketAddr, machine_name: &str) -> Proc 
             "LLM_ROUTER_DATA_DIR",
             std::env::temp_dir().join("llm-router-agent-tests-unused"),
         )
-        // One identity file per machine and coordinator: tests run side by side, and an
-        // agent restarted in a test must find its own node's credential.
         .env(
             "LLM_ROUTER_AGENT_IDENTITY_FILE",
-            std::env::temp_dir().join(format!(
-                "llm-router-agent-tests-{}-{machine_name}-{}.json",
-                std::process::id(),
-                coordinator_url.rsplit(':').next().unwrap_or("")
-            )),
+            identity_file(coordinator_url, machine_name),
         );
     Proc::spawn(&format!("agent {machine_name}"), command)
+}
+
+/// Where the agent for `machine_name` keeps its node's credential: one file per machine
+/// and coordinator, since tests run side by side and an agent restarted in a test must
+/// find its own node's credential.
+fn identity_file(coordinator_url: &str, machine_name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "llm-router-agent-tests-{}-{machine_name}-{}.json",
+        std::process::id(),
+        coordinator_url.rsplit(':').next().unwrap_or("")
+    ))
 }
 
 async fn nodes(coordinator: SocketAddr) -> Option<Vec<Value>> {
@@ -205,6 +210,15 @@ async fn killed_agent_goes_offline_within_the_timeout_and_returns_with_the_same_
     let (_ollama, ollama_addr) = mock_node("llama3.2");
     let first = agent(&format!("http://{addr}"), ollama_addr, "crashy");
     let before = wait_status(addr, "crashy", "online", Duration::from_secs(20)).await;
+    // The node is online as soon as the coordinator took the registration, a moment
+    // before the agent has the answer and saves its credential: kill it only after that.
+    let identity = identity_file(&format!("http://{addr}"), "crashy");
+    eventually(
+        "the agent saved its credential",
+        Duration::from_secs(20),
+        || std::future::ready(identity.exists().then_some(())),
+    )
+    .await;
 
     first.signal("KILL");
     let killed_at = Instant::now();
