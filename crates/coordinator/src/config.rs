@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::auth::{AccessSettings, AdminMode};
 use crate::demo::MAX_DEMO_NODES;
 use crate::registry::live::HealthThresholds;
+use crate::serve::ConnectionLimits;
 
 /// Command line of `llm-router`. Every flag can also be set by the
 /// environment variable shown in `--help`; a flag wins over its variable.
@@ -276,6 +277,97 @@ pub struct Cli {
     )]
     pub max_request_mb: usize,
 
+    /// Seconds a client has to send a complete request head (from its first byte, or from
+    /// connecting); slower connections are closed.
+    #[arg(
+        long = "header-timeout",
+        env = "LLM_ROUTER_HEADER_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_name = "SECS",
+        help_heading = "Limits"
+    )]
+    pub header_timeout: u64,
+
+    /// Seconds a kept-alive connection may sit without a request before it is closed.
+    #[arg(
+        long = "idle-timeout",
+        env = "LLM_ROUTER_IDLE_TIMEOUT_SECS",
+        default_value_t = 60,
+        value_name = "SECS",
+        help_heading = "Limits"
+    )]
+    pub idle_timeout: u64,
+
+    /// Seconds a request body may take before --body-min-rate applies.
+    #[arg(
+        long = "body-timeout",
+        env = "LLM_ROUTER_BODY_TIMEOUT_SECS",
+        default_value_t = 20,
+        value_name = "SECS",
+        help_heading = "Limits"
+    )]
+    pub body_timeout: u64,
+
+    /// Bytes per second a request body must average after --body-timeout (slower: 408).
+    #[arg(
+        long = "body-min-rate",
+        env = "LLM_ROUTER_BODY_MIN_RATE",
+        default_value_t = 1024,
+        value_name = "BYTES",
+        help_heading = "Limits"
+    )]
+    pub body_min_rate: u64,
+
+    /// Most client connections open at once; more wait to be accepted.
+    /// Default: half the open-file limit (raised to the hard limit at start), at most 16384.
+    #[arg(
+        long = "max-connections",
+        env = "LLM_ROUTER_MAX_CONNECTIONS",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_connections: Option<usize>,
+
+    /// Most inference requests in flight at once across the fleet.
+    #[arg(
+        long = "max-in-flight",
+        env = "LLM_ROUTER_MAX_IN_FLIGHT",
+        default_value_t = 1024,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_in_flight: usize,
+
+    /// Most inference requests in flight at once on one node (the rest go to other nodes or wait).
+    #[arg(
+        long = "max-in-flight-per-node",
+        env = "LLM_ROUTER_MAX_IN_FLIGHT_PER_NODE",
+        default_value_t = 128,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_in_flight_per_node: usize,
+
+    /// MiB of request bodies held in memory at once, all requests together (at least --max-request-mb).
+    #[arg(
+        long = "request-buffer-mb",
+        env = "LLM_ROUTER_REQUEST_BUFFER_MB",
+        default_value_t = 256,
+        value_name = "MIB",
+        help_heading = "Limits"
+    )]
+    pub request_buffer_mb: usize,
+
+    /// Milliseconds a request waits for room under a full cap before it gets 503 with Retry-After.
+    #[arg(
+        long = "queue-wait-ms",
+        env = "LLM_ROUTER_QUEUE_WAIT_MS",
+        default_value_t = 2000,
+        value_name = "MS",
+        help_heading = "Limits"
+    )]
+    pub queue_wait_ms: u64,
+
     /// How a node is chosen among those holding the model.
     #[arg(long = "load-balancer", env = "LOAD_BALANCER_MODE", value_enum, default_value_t = BalancerMode::Auto, help_heading = "Proxy")]
     pub load_balancer: BalancerMode,
@@ -419,6 +511,29 @@ pub struct ProxySettings {
     pub max_request_bytes: usize,
     /// Most response bytes kept per request for its record (request history).
     pub capture_bytes: usize,
+    pub admission: AdmissionSettings,
+}
+
+/// The caps on inference requests held at once (see [`crate::admission`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionSettings {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_node: usize,
+    /// Bytes of request bodies held at once.
+    pub buffer_bytes: usize,
+    /// How long a request waits for room before it is answered 503.
+    pub wait: Duration,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            max_in_flight_per_node: 128,
+            buffer_bytes: 256 * 1024 * 1024,
+            wait: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Default for ProxySettings {
@@ -434,6 +549,7 @@ impl Default for ProxySettings {
             probe_interval: Duration::from_secs(5),
             max_request_bytes: 100 * 1024 * 1024,
             capture_bytes: 64 * 1024,
+            admission: AdmissionSettings::default(),
         }
     }
 }
@@ -477,6 +593,8 @@ pub struct Config {
     pub access: AccessSettings,
     /// HTTPS certificate and key, when the coordinator serves TLS.
     pub tls: Option<TlsFiles>,
+    /// Timeouts and the cap on client connections.
+    pub limits: ConnectionLimits,
 }
 
 /// PEM files for `--tls-cert` and `--tls-key`.
@@ -499,6 +617,7 @@ impl Config {
             history: HistorySettings::default(),
             access: AccessSettings::default(),
             tls: None,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -516,6 +635,10 @@ pub enum ConfigError {
     NoDataDir,
     #[error("{name} must be at least 1")]
     Zero { name: &'static str },
+    #[error(
+        "LLM_ROUTER_REQUEST_BUFFER_MB ({buffer}) must be at least LLM_ROUTER_MAX_REQUEST_MB ({request}), or the largest body allowed could never be read"
+    )]
+    BufferBelowRequest { buffer: usize, request: usize },
     #[error("--demo takes 1 to {max} nodes, not {given}")]
     DemoSize { given: usize, max: usize },
 }
@@ -570,10 +693,28 @@ impl Cli {
                 self.history_retention_days,
             ),
             ("LLM_ROUTER_HISTORY_QUEUE", self.history_queue as u64),
+            ("LLM_ROUTER_HEADER_TIMEOUT_SECS", self.header_timeout),
+            ("LLM_ROUTER_IDLE_TIMEOUT_SECS", self.idle_timeout),
+            ("LLM_ROUTER_BODY_MIN_RATE", self.body_min_rate),
+            (
+                "LLM_ROUTER_MAX_CONNECTIONS",
+                self.max_connections.unwrap_or(1) as u64,
+            ),
+            ("LLM_ROUTER_MAX_IN_FLIGHT", self.max_in_flight as u64),
+            (
+                "LLM_ROUTER_MAX_IN_FLIGHT_PER_NODE",
+                self.max_in_flight_per_node as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { name });
             }
+        }
+        if self.request_buffer_mb < self.max_request_mb {
+            return Err(ConfigError::BufferBelowRequest {
+                buffer: self.request_buffer_mb,
+                request: self.max_request_mb,
+            });
         }
         if let Some(n) = self.demo
             && !(1..=MAX_DEMO_NODES).contains(&n)
@@ -609,6 +750,12 @@ impl Cli {
                 probe_interval: Duration::from_secs(self.probe_interval),
                 max_request_bytes: self.max_request_mb.saturating_mul(1024 * 1024),
                 capture_bytes: self.history_body_kb.saturating_mul(1024),
+                admission: AdmissionSettings {
+                    max_in_flight: self.max_in_flight,
+                    max_in_flight_per_node: self.max_in_flight_per_node,
+                    buffer_bytes: self.request_buffer_mb.saturating_mul(1024 * 1024),
+                    wait: Duration::from_millis(self.queue_wait_ms),
+                },
             },
             history: HistorySettings {
                 retention: Duration::from_secs(
@@ -624,6 +771,13 @@ impl Cli {
                 .clone()
                 .zip(self.tls_key.clone())
                 .map(|(cert, key)| TlsFiles { cert, key }),
+            limits: ConnectionLimits {
+                header_timeout: Duration::from_secs(self.header_timeout),
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+                body_grace: Duration::from_secs(self.body_timeout),
+                body_min_rate: self.body_min_rate,
+                max_connections: self.max_connections,
+            },
         })
     }
 }

@@ -23,6 +23,7 @@
 //! - [`commands`]: the `keys` and `admin` subcommands;
 //! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
 
+pub mod admission;
 pub mod agentless;
 pub mod api;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod health;
 pub mod history;
 pub mod proxy;
 pub mod registry;
+pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod tls;

@@ -129,17 +129,20 @@ pub async fn run(
         config.heartbeat_interval,
         stop.clone().cancelled_owned(),
     ));
-    let shutdown = async move {
-        shutdown.await;
-        shutting_down.cancel();
-    };
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = match tls {
+    let stop_serving = CancellationToken::new();
+    tokio::spawn({
+        let stop_serving = stop_serving.clone();
+        async move {
+            shutdown.await;
+            shutting_down.cancel();
+            stop_serving.cancel();
+        }
+    });
+    let router = app(state);
+    match tls {
         Some(tls) => {
             let listener = crate::tls::TlsListener::new(listener, tls)?;
-            axum::serve(listener.with_connect_info(), service)
-                .with_graceful_shutdown(shutdown)
-                .await
+            crate::serve::serve(listener, router, config.limits, stop_serving).await;
         }
         None => {
             // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
@@ -148,11 +151,9 @@ pub async fn run(
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
             });
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
+            crate::serve::serve(listener, router, config.limits, stop_serving).await;
         }
-    };
+    }
 
     stop.cancel();
     let _ = keys_reloader.await;
@@ -162,7 +163,7 @@ pub async fn run(
     history.shutdown().await;
     writer.await.context("registry writer failed")?;
     tracing::info!("coordinator stopped");
-    served.context("server error")
+    Ok(())
 }
 
 /// How often `keys.json` is checked for changes made by `llm-router keys …`.

@@ -1,5 +1,5 @@
 //! HTTPS for the coordinator's own listener: the certificate and key from
-//! `--tls-cert`/`--tls-key`, and a listener that hands `axum::serve` finished
+//! `--tls-cert`/`--tls-key`, and a listener that hands the server finished
 //! TLS connections, with each handshake off the accept path.
 
 use std::fmt;
@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::{ListenerExt as _, TapIo};
 use rustls_pki_types::pem::{self, PemObject as _};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +26,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// while nothing has freed a descriptor (axum's own TCP listener waits the same).
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Handshaken connections waiting for `accept()`. `axum::serve` takes them as
+/// Handshaken connections waiting for `accept()`. The server takes them as
 /// fast as it can spawn a task, so this only fills if the server stalls; then
 /// handshake tasks wait instead of piling connections up without bound.
 const READY_CAPACITY: usize = 64;
@@ -96,7 +95,7 @@ fn read_private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     }
 }
 
-/// A TLS listener for `axum::serve`: accepts TCP in a background task,
+/// A TLS listener for [`crate::serve::serve`]: accepts TCP in a background task,
 /// handshakes each connection in its own task, and yields only finished ones,
 /// so a slow or silent client delays nobody but itself. Dropping it closes
 /// the port.
@@ -105,9 +104,6 @@ pub struct TlsListener {
     local_addr: SocketAddr,
     acceptor: JoinHandle<()>,
 }
-
-/// [`TlsListener`] as [`TlsListener::with_connect_info`] returns it.
-pub type TlsListenerWithConnectInfo = TapIo<TlsListener, fn(&mut TlsStream<TcpStream>)>;
 
 impl TlsListener {
     /// Starts accepting on `listener`; must be called inside a tokio runtime.
@@ -120,14 +116,6 @@ impl TlsListener {
             local_addr,
             acceptor,
         })
-    }
-
-    /// This listener as `axum::serve` needs it for handlers that read
-    /// `ConnectInfo<SocketAddr>`: axum 0.8 provides that only for its
-    /// `TcpListener` and for `TapIo` around any listener, so this wraps it in
-    /// a `TapIo` that does nothing.
-    pub fn with_connect_info(self) -> TlsListenerWithConnectInfo {
-        self.tap_io(|_| {})
     }
 }
 

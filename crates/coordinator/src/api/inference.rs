@@ -1,7 +1,13 @@
 //! Shared handler for the inference endpoints of both APIs: check the body,
 //! read what routing needs, hand the request to the proxy.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::{Request, State};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -11,7 +17,9 @@ use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::admission::{Admission, Gate, GateHold};
 use crate::proxy::error::{ApiFlavor, ProxyError};
+use crate::serve::BodyTooSlow;
 use crate::proxy::peek::{RequestFacts, peek};
 use crate::proxy::{InferenceRequest, RequestMeta};
 
@@ -50,18 +58,21 @@ pub async fn proxy(
         }
         error.with(flavor).into_response()
     };
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let error = if too_large {
-                ProxyError::PayloadTooLarge { limit }
-            } else {
-                ProxyError::BadRequest(format!("could not read request body: {e}"))
-            };
-            return reject(error, None, Bytes::new());
-        }
+    let caps = state.proxy.settings().admission;
+    let Some(in_flight) = state.proxy.in_flight_gate().take(1, caps.wait).await else {
+        let error = ProxyError::Overloaded(format!(
+            "{} inference requests are in flight (LLM_ROUTER_MAX_IN_FLIGHT)",
+            caps.max_in_flight
+        ));
+        return reject(error, None, Bytes::new());
+    };
+    let (body, buffer) = match read_body(body, limit, state.proxy.buffer_gate(), caps.wait).await {
+        Ok(read) => read,
+        Err(error) => return reject(error, None, Bytes::new()),
+    };
+    let admission = Admission {
+        in_flight: Some(in_flight),
+        buffer: Some(buffer),
     };
     let facts = match peek(&body, stream_default) {
         Ok(facts) => facts,
@@ -80,10 +91,85 @@ pub async fn proxy(
         facts,
         meta: meta.clone(),
     };
-    match state.proxy.forward(request).await {
+    match state.proxy.forward(request, admission).await {
         Ok(response) => response,
         Err(e) => e.with(flavor).into_response(),
     }
+}
+
+/// Reads a request body into memory under the cap on buffered bytes (`gate`):
+/// its announced length is reserved at once, a body of unknown length reserves
+/// as it grows, and each reservation waits at most `wait` for room. One frame
+/// is kept as it came; more are copied once into a buffer of the final size.
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    gate: &Arc<Gate>,
+    wait: Duration,
+) -> Result<(Bytes, GateHold), ProxyError> {
+    let too_large = || ProxyError::PayloadTooLarge { limit };
+    let no_room = || {
+        ProxyError::Overloaded(format!(
+            "request bodies fill the {} MiB buffer (LLM_ROUTER_REQUEST_BUFFER_MB)",
+            gate.capacity() / (1024 * 1024)
+        ))
+    };
+    let hint = body.size_hint();
+    if hint.lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let announced = hint.exact().map_or(0, |n| n as usize);
+    let mut hold = gate.take(announced, wait).await.ok_or_else(no_room)?;
+    let mut first: Option<Bytes> = None;
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(body_read_error)?.into_data() else {
+            continue; // trailers
+        };
+        let Some(previous) = first.as_ref() else {
+            if data.len() > limit {
+                return Err(too_large());
+            }
+            if data.len() > hold.amount() && !hold.grow(data.len() - hold.amount(), wait).await {
+                return Err(no_room());
+            }
+            first = Some(data);
+            continue;
+        };
+        let len = previous.len() + buffer.len() + data.len();
+        if len > limit {
+            return Err(too_large());
+        }
+        if len > buffer.capacity() {
+            // Room for the whole announced body, else double (unknown length).
+            let capacity = announced.max(len).max(buffer.capacity() * 2).min(limit);
+            if capacity > hold.amount() && !hold.grow(capacity - hold.amount(), wait).await {
+                return Err(no_room());
+            }
+            buffer.reserve_exact(capacity - buffer.len());
+        }
+        if buffer.is_empty() {
+            buffer.extend_from_slice(previous);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    let body = match first {
+        Some(only) if buffer.is_empty() => only,
+        _ => Bytes::from(buffer),
+    };
+    Ok((body, hold))
+}
+
+/// The error for a body that could not be read, by its cause.
+fn body_read_error(error: axum::Error) -> ProxyError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = cause {
+        if let Some(slow) = e.downcast_ref::<BodyTooSlow>() {
+            return ProxyError::BodyTimeout(slow.to_string());
+        }
+        cause = e.source();
+    }
+    ProxyError::BadRequest(format!("could not read request body: {error}"))
 }
 
 /// An axum handler proxying with Ollama's conventions (`stream` defaults to true).

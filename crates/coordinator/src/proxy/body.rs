@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ApiFlavor, stream_error_chunk};
+use crate::admission::Admission;
 use super::record::{Outcome, RequestRecord, RequestSinks};
 use super::usage::parse_tail;
 use crate::registry::live::SpeedSample;
@@ -34,6 +35,8 @@ pub struct Tap {
     model: String,
     /// Whether the model had to be loaded for this request.
     cold: bool,
+    /// The request's place under the caps, given back when the answer ends.
+    _admission: Admission,
 }
 
 impl Tap {
@@ -56,7 +59,14 @@ impl Tap {
             node,
             model,
             cold,
+            _admission: Admission::default(),
         }
+    }
+
+    /// Keeps the request's place under the caps until the answer ends.
+    pub fn holding(mut self, admission: Admission) -> Self {
+        self._admission = admission;
+        self
     }
 
     fn observe(&mut self, chunk: &[u8]) {

@@ -30,6 +30,12 @@ pub enum ProxyError {
     UnsupportedMediaType(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The body came too slowly; the message says how slowly.
+    #[error("{0}")]
+    BodyTimeout(String),
+    /// A cap is full and stayed full for the short wait; the message names it.
+    #[error("the router is at capacity: {0}; retry shortly")]
+    Overloaded(String),
     #[error("model \"{}\" not found on any online node", crate::registry::validate::shown(.0))]
     ModelNotFound(String),
     #[error("no node is available: {0}")]
@@ -57,6 +63,8 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::NoNodeAvailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NodesFailed(_) => StatusCode::BAD_GATEWAY,
@@ -76,6 +84,8 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => {
                 ("invalid_request_error", Some("request_too_large"))
             }
+            ProxyError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
+            ProxyError::Overloaded(_) => ("server_error", Some("overloaded")),
             ProxyError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ProxyError::NoNodeAvailable(_) => ("server_error", Some("no_available_node")),
             ProxyError::Loop { .. } => ("server_error", Some("routing_loop")),
@@ -124,6 +134,12 @@ impl IntoResponse for FlavoredError {
                     crate::error::retry_after_value(retry_after),
                 );
             }
+            ProxyError::Overloaded(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    crate::error::retry_after_value(OVERLOADED_RETRY_AFTER),
+                );
+            }
             ProxyError::Unauthorized(_) => {
                 response.headers_mut().insert(
                     axum::http::header::WWW_AUTHENTICATE,
@@ -135,6 +151,9 @@ impl IntoResponse for FlavoredError {
         response
     }
 }
+
+/// When a client refused for a full cap is told to come back.
+const OVERLOADED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The last chunk of a stream that failed after it started, in the stream's own format.
 pub fn stream_error_chunk(flavor: ApiFlavor, message: &str) -> Bytes {

@@ -36,10 +36,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llm_router_common::canonical_model_name;
 use tokio::time::Instant;
 
+use crate::admission::{Admission, Gate};
 use crate::balancer::{self, Placement, Policy};
 use crate::config::ProxySettings;
-use crate::registry::live::HealthChange;
-use crate::registry::{NodeRegistry, RoutableNode};
+use crate::registry::live::{HealthChange, SLOT_FREED};
+use crate::registry::{InFlightGuard, NodeRegistry, RoutableNode, validate};
 use body::{BodyHealth, FailureReport, ProxiedBody, Tap, error_chain};
 use error::{ApiFlavor, ProxyError};
 use peek::RequestFacts;
@@ -131,6 +132,10 @@ pub struct Proxy {
     settings: ProxySettings,
     policy: Box<dyn Policy>,
     sinks: RequestSinks,
+    /// Inference requests in flight across the fleet (`max_in_flight`).
+    in_flight: Arc<Gate>,
+    /// Bytes of request bodies held (`buffer_bytes`).
+    buffered: Arc<Gate>,
 }
 
 /// One inference request as the handlers hand it over.
@@ -250,6 +255,8 @@ impl Proxy {
             registry,
             client: upstream_client(&settings)?,
             policy: balancer::build(settings.balancer),
+            in_flight: Gate::new(settings.admission.max_in_flight),
+            buffered: Gate::new(settings.admission.buffer_bytes),
             settings,
             sinks: RequestSinks::default(),
         })
@@ -274,11 +281,28 @@ impl Proxy {
         &self.settings
     }
 
+    /// The cap on inference requests in flight across the fleet.
+    pub fn in_flight_gate(&self) -> &Arc<Gate> {
+        &self.in_flight
+    }
+
+    /// The cap on request body bytes held in memory.
+    pub fn buffer_gate(&self) -> &Arc<Gate> {
+        &self.buffered
+    }
+
     /// Serves one inference request, failing over between candidates, and
     /// reports it to the sinks (at the end of its body, or now if it fails).
-    pub async fn forward(&self, request: InferenceRequest) -> Result<Response, ProxyError> {
+    pub async fn forward(
+        &self,
+        request: InferenceRequest,
+        admission: Admission,
+    ) -> Result<Response, ProxyError> {
         let mut tried = Vec::new();
-        let result = self.forward_inner(&request, &mut tried).await;
+        let mut admission = Some(admission);
+        let result = self
+            .forward_inner(&request, &mut tried, &mut admission)
+            .await;
         if let Err(error) = &result
             && !self.sinks.is_empty()
         {
@@ -298,6 +322,7 @@ impl Proxy {
         &self,
         request: &InferenceRequest,
         tried: &mut Vec<String>,
+        admission: &mut Option<Admission>,
     ) -> Result<Response, ProxyError> {
         let snapshot = self.registry.snapshot();
         if snapshot.is_empty() {
@@ -320,17 +345,41 @@ impl Proxy {
             return Err(ProxyError::ModelNotFound(request.facts.model.clone()));
         }
 
+        let cap = self.settings.admission.max_in_flight_per_node as u64;
+        // Nodes passed over because `cap` requests are in flight on them.
+        let mut full: Vec<Arc<RoutableNode>> = Vec::new();
+        let mut wait_until: Option<Instant> = None;
         let max_attempts = self.settings.max_attempts.max(1) as usize;
         let mut failures: Vec<String> = Vec::new();
         let mut all_timed_out = true;
         let mut all_lacked_model = true;
         while failures.len() < max_attempts {
+            move_full(&mut pool, &mut full, cap);
             if pool.is_empty() {
                 // Nodes that failed recently are the last resort, not excluded.
                 std::mem::swap(&mut pool, &mut reserve);
-                if pool.is_empty() {
+                move_full(&mut pool, &mut full, cap);
+            }
+            if pool.is_empty() {
+                if full.is_empty() || !failures.is_empty() {
                     break;
                 }
+                // Every candidate is at its cap: wait briefly for one to finish a request.
+                let deadline =
+                    *wait_until.get_or_insert_with(|| Instant::now() + self.settings.admission.wait);
+                let room = SLOT_FREED
+                    .wait_for(deadline, || {
+                        full.iter().any(|n| n.live.in_flight() < cap).then_some(())
+                    })
+                    .await;
+                if room.is_none() {
+                    return Err(ProxyError::Overloaded(format!(
+                        "every node with model \"{}\" has {cap} requests in flight (LLM_ROUTER_MAX_IN_FLIGHT_PER_NODE)",
+                        validate::shown(&request.facts.model)
+                    )));
+                }
+                pool.append(&mut full);
+                continue;
             }
             let placement = Placement {
                 request: &request.facts,
@@ -339,8 +388,16 @@ impl Proxy {
             };
             let index = self.policy.select(&pool, &placement);
             let node = pool.swap_remove(index);
+            let Some(guard) = node.live.try_start_request(cap) else {
+                // Another request took its last slot since the check.
+                full.push(node);
+                continue;
+            };
             tried.push(node.machine_name.clone());
-            match self.attempt(&node, request, &model, tried).await {
+            match self
+                .attempt(&node, guard, request, &model, tried, admission)
+                .await
+            {
                 Ok(response) => return Ok(response),
                 Err(failure) => {
                     if failure.counts_against_node {
@@ -374,11 +431,12 @@ impl Proxy {
     async fn attempt(
         &self,
         node: &Arc<RoutableNode>,
+        guard: InFlightGuard,
         request: &InferenceRequest,
         model: &str,
         tried: &[String],
+        admission: &mut Option<Admission>,
     ) -> Result<Response, AttemptFailure> {
-        let guard = node.live.start_request();
         let cold = !node.live.route_model(model, Instant::now());
         let upstream = upstream_request(node, request).map_err(|message| AttemptFailure {
             message,
@@ -487,6 +545,7 @@ impl Proxy {
                 model.to_owned(),
                 cold,
             )
+            .holding(admission.take().unwrap_or_default())
         };
         // hyper knows the length when the node announced one.
         let content_length = http_body::Body::size_hint(response.body()).exact();
@@ -508,6 +567,18 @@ impl Proxy {
             timed_out: false,
             lacks_model: false,
         })
+    }
+}
+
+/// Moves the nodes of `pool` that have `cap` requests in flight to `full`.
+fn move_full(pool: &mut Vec<Arc<RoutableNode>>, full: &mut Vec<Arc<RoutableNode>>, cap: u64) {
+    let mut i = 0;
+    while i < pool.len() {
+        if pool[i].live.in_flight() >= cap {
+            full.push(pool.swap_remove(i));
+        } else {
+            i += 1;
+        }
     }
 }
 

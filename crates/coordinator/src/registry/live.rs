@@ -18,6 +18,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::admission::Signal;
+
 /// Weight of a new observation in the speed averages.
 const EWMA_ALPHA: f64 = 0.3;
 /// A model routed to a node counts as resident for this long without confirmation.
@@ -175,6 +177,18 @@ impl NodeLive {
         InFlightGuard {
             live: Arc::clone(self),
         }
+    }
+
+    /// Like [`Self::start_request`], unless `cap` requests are in flight already.
+    pub fn try_start_request(self: &Arc<Self>, cap: u64) -> Option<InFlightGuard> {
+        self.in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlightGuard {
+            live: Arc::clone(self),
+        })
     }
 
     // ---- health ----
@@ -392,9 +406,13 @@ pub struct InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.live.in_flight.fetch_sub(1, Ordering::SeqCst);
+        SLOT_FREED.notify();
     }
 }
+
+/// Rung when any node's request ends, for requests waiting for a node under its cap.
+pub static SLOT_FREED: Signal = Signal::new();
 
 #[cfg(test)]
 mod tests {
