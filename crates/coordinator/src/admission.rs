@@ -103,12 +103,10 @@ impl Gate {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
             let after = used.checked_add(amount).filter(|&a| a <= self.capacity)?;
-            match self.used.compare_exchange_weak(
-                used,
-                after,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .used
+                .compare_exchange_weak(used, after, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     return Some(GateHold {
                         gate: Arc::clone(self),

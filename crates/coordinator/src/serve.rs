@@ -17,7 +17,8 @@
 //! closed while it has no request, or while it has not finished sending one.
 //!
 //! Each connection's state is a few atomics its I/O and its requests update;
-//! one timer per connection checks it only when a deadline is due.
+//! one timer per connection looks at it when a deadline is due, and at least
+//! once per the shorter of the two timeouts.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -272,15 +273,20 @@ impl ConnState {
         BusyGuard(Arc::clone(self))
     }
 
-    /// When the watchdog should look next.
+    /// When the watchdog should look next: the deadline of the present state, and
+    /// no later than the shorter timeout from now. A state change (an answer
+    /// ending, a head starting) sets a deadline at least that far off, so the
+    /// watchdog never sleeps past a deadline, and requests never need to wake it.
     fn next_check(&self, limits: &ConnectionLimits) -> Instant {
+        let soon = Instant::now() + limits.header_timeout.min(limits.idle_timeout);
         if self.busy.load(Ordering::Relaxed) > 0 {
-            return Instant::now() + limits.header_timeout.min(limits.idle_timeout);
+            return soon;
         }
-        match self.head_since.load(Ordering::Relaxed) {
+        let due = match self.head_since.load(Ordering::Relaxed) {
             NONE => self.at(self.quiet_since()) + limits.idle_timeout,
             since => self.at(since) + limits.header_timeout,
-        }
+        };
+        due.min(soon)
     }
 
     fn quiet_since(&self) -> u64 {
@@ -401,7 +407,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
         let router = self.router.clone();
         Box::pin(async move {
             let response = router.oneshot(request).await?;
-            Ok(response.map(|body| Answer { body, _guard: guard }))
+            Ok(response.map(|body| Answer {
+                body,
+                _guard: guard,
+            }))
         })
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use std::net::SocketAddr;
@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use crate::admission::{Admission, Gate, GateHold};
 use crate::proxy::error::{ApiFlavor, ProxyError};
-use crate::serve::BodyTooSlow;
 use crate::proxy::peek::{RequestFacts, peek};
 use crate::proxy::{InferenceRequest, RequestMeta};
+use crate::serve::BodyTooSlow;
 
 /// Proxies `request` to a node, answering errors in `flavor`'s format.
 /// `stream_default` is the API's default for an absent `stream` field.

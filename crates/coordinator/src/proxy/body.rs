@@ -12,9 +12,9 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ApiFlavor, stream_error_chunk};
-use crate::admission::Admission;
 use super::record::{Outcome, RequestRecord, RequestSinks};
 use super::usage::parse_tail;
+use crate::admission::Admission;
 use crate::registry::live::SpeedSample;
 use crate::registry::{InFlightGuard, RoutableNode};
 

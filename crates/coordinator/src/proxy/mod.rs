@@ -365,8 +365,8 @@ impl Proxy {
                     break;
                 }
                 // Every candidate is at its cap: wait briefly for one to finish a request.
-                let deadline =
-                    *wait_until.get_or_insert_with(|| Instant::now() + self.settings.admission.wait);
+                let deadline = *wait_until
+                    .get_or_insert_with(|| Instant::now() + self.settings.admission.wait);
                 let room = SLOT_FREED
                     .wait_for(deadline, || {
                         full.iter().any(|n| n.live.in_flight() < cap).then_some(())
