@@ -301,3 +301,207 @@ async fn a_node_that_stalls_mid_stream_leaves_rotation_and_rejoins_through_probe
     .await;
     fleet.stop().await;
 }
+
+/// The error text of a JSON error in either API's format.
+fn error_text(body: &Value) -> Option<&str> {
+    body["error"]
+        .as_str()
+        .or_else(|| body["error"]["message"].as_str())
+}
+
+/// Bad input on every endpoint not covered by the agents' own table
+/// (`agents_api.rs`): a 4xx JSON error that says what is wrong, and nothing changed.
+#[tokio::test]
+async fn every_endpoint_answers_bad_input_with_a_4xx_json_error_and_changes_nothing() {
+    let fleet = Fleet::start(vec![MockConfig::named("node")]).await;
+    let huge_model = "m".repeat(100_000);
+    let json_cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        // Inference, both APIs.
+        (
+            "POST",
+            "/api/chat",
+            "{not json".into(),
+            400,
+            "malformed JSON",
+        ),
+        ("POST", "/api/chat", "".into(), 400, "empty"),
+        ("POST", "/api/chat", "[]".into(), 400, "model is required"),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"messages":[]}"#.into(),
+            400,
+            "model is required",
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"  "}"#.into(),
+            400,
+            "model is required",
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"llama3.2","stream":"yes"}"#.into(),
+            400,
+            "stream must be",
+        ),
+        (
+            "POST",
+            "/api/chat",
+            format!(r#"{{"model":"{huge_model}"}}"#),
+            404,
+            "not found",
+        ),
+        (
+            "POST",
+            "/api/generate",
+            r#"{"model":7}"#.into(),
+            400,
+            "invalid request body",
+        ),
+        ("POST", "/api/embed", "{".into(), 400, "malformed JSON"),
+        (
+            "POST",
+            "/api/embeddings",
+            "null".into(),
+            400,
+            "invalid request body",
+        ),
+        ("POST", "/api/show", "{}".into(), 400, "model is required"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            "{not json".into(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            "/v1/completions",
+            r#"{"prompt":"x"}"#.into(),
+            400,
+            "model is required",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            r#"{"model":"nope","input":"x"}"#.into(),
+            404,
+            "not found",
+        ),
+        // Management.
+        (
+            "POST",
+            "/api/nodes",
+            "{not json".into(),
+            400,
+            "malformed JSON",
+        ),
+        ("POST", "/api/nodes", "{}".into(), 422, "api_url"),
+        (
+            "POST",
+            "/api/nodes",
+            r#"{"api_url":"ftp://x"}"#.into(),
+            422,
+            "api_url",
+        ),
+        (
+            "POST",
+            "/api/nodes",
+            r#"{"api_url":"http://u:p@10.0.0.1:11434"}"#.into(),
+            422,
+            "api_url",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            "{not json".into(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            r#"{"name":"bad name!"}"#.into(),
+            422,
+            "name",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            r#"{"name":"ok","rpm":-1}"#.into(),
+            422,
+            "rpm",
+        ),
+        (
+            "POST",
+            "/api/auth/login",
+            "{not json".into(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            "/api/auth/setup",
+            r#"{"token":"wrong","password":"long enough pass"}"#.into(),
+            400,
+            "no password to set",
+        ),
+    ];
+    let get_cases: Vec<(&str, u16, &str)> = vec![
+        ("/api/history/999999", 404, "not in the history"),
+        ("/api/history/not-a-number", 400, "must be a number"),
+        ("/api/history?limit=abc", 400, "limit"),
+        ("/api/history?status=maybe", 400, "status"),
+        ("/api/history?since=yesterday", 400, "since"),
+        ("/api/history/export?format=xml", 400, "format"),
+        ("/api/history/timeseries?minutes=-1", 400, "minutes"),
+        ("/api/history/timeseries?minutes=99999999", 400, "minutes"),
+        ("/v1/models/no-such-model", 404, "no-such-model"),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, expected, message) in &json_cases {
+        let answer = fleet
+            .client
+            .request(method.parse().unwrap(), fleet.url(path))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| error_text(&v).map(str::to_owned));
+        let shown: String = body.chars().take(40).collect();
+        match error {
+            Some(error) if status == *expected && error.contains(message) => {
+                assert!(error.len() < 1_000, "{method} {path}: an error of {} bytes", error.len());
+            }
+            _ => failures.push(format!("{method} {path} {shown:?}: {status} {text:.200} (expected {expected} mentioning {message:?})")),
+        }
+    }
+    for (path, expected, message) in &get_cases {
+        let answer = fleet.get(path).await;
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| error_text(&v).map(str::to_owned));
+        match error {
+            Some(error) if status == *expected && error.contains(message) => {}
+            _ => failures.push(format!(
+                "GET {path}: {status} {text:.200} (expected {expected} mentioning {message:?})"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Nothing was added or changed by the rejected requests.
+    assert_eq!(fleet.agents().await.len(), 1);
+    let keys: Value = fleet.get_json("/api/keys").await;
+    assert_eq!(keys.as_array().map(Vec::len), Some(0), "{keys}");
+    fleet.stop().await;
+}
