@@ -203,3 +203,21 @@ async fn a_dead_node_leaves_rotation_and_rejoins_when_probes_find_it_back() {
     .await;
     fleet.stop().await;
 }
+
+/// A whole (non-streamed) answer still says how fast its node is: the latency
+/// policy learns from it and sends the rest to the faster node.
+#[tokio::test]
+async fn latency_learns_from_whole_answers_and_prefers_the_faster_node() {
+    let mut slow = MockConfig::named("slow").with_models(["llama3.2"]);
+    slow.ttft = Duration::from_millis(400);
+    let fast = MockConfig::named("fast").with_models(["llama3.2"]);
+    let fleet = Fleet::start_with(vec![slow, fast], |c| {
+        c.proxy.balancer = BalancerMode::Latency
+    })
+    .await;
+    let served = spread(&fleet, 12).await;
+    let slow_count = served.get("slow").copied().unwrap_or(0);
+    // Each node is tried once to be measured; then the faster one wins.
+    assert!(slow_count <= 2, "{served:?}");
+    fleet.stop().await;
+}

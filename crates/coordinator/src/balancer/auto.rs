@@ -11,7 +11,7 @@
 //! cost(n)    = wait(n) + load(n) + service(n) + evict(n)
 //! ```
 //!
-//! and the cheapest node wins; nodes within 10% of the cheapest count as
+//! and the cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
 //! tied and take turns, so measurement noise does not pile every request on
 //! one of several equal nodes. Speeds are the node's observed averages for M
 //! (else for any model); a node not measured yet is assumed to be like the
@@ -34,7 +34,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use super::latency::DEFAULT_COMPLETION_TOKENS;
-use super::{Placement, Policy, lowest_score};
+use super::{Placement, Policy, Tolerance, lowest_score};
 use crate::registry::RoutableNode;
 
 /// Time to first token assumed for a node not measured yet.
@@ -51,10 +51,13 @@ pub struct Auto {
     turn: AtomicUsize,
 }
 
-/// Costs within this fraction of the cheapest count as equal: measurement
+/// Costs within 10% or 50 ms of the cheapest count as equal: measurement
 /// noise must not decide, and near-equal nodes then share the load (and stay
 /// measured and warm).
-const TIE_TOLERANCE: f64 = 0.10;
+const TIE_TOLERANCE: Tolerance = Tolerance {
+    relative: 0.10,
+    absolute: 0.05,
+};
 
 /// What is known of a node's speed for the request's model.
 #[derive(Debug, Clone, Copy)]

@@ -50,7 +50,7 @@ pub fn build(mode: BalancerMode) -> Box<dyn Policy> {
         BalancerMode::RoundRobin => Box::new(round_robin::RoundRobin::default()),
         BalancerMode::LeastConnections => Box::new(least_connections::LeastConnections::default()),
         BalancerMode::Metrics => Box::new(metrics::MetricsScore::default()),
-        BalancerMode::Latency => Box::new(latency::Latency),
+        BalancerMode::Latency => Box::new(latency::Latency::default()),
         BalancerMode::Auto => Box::new(auto::Auto::default()),
     }
 }
@@ -63,14 +63,30 @@ pub(crate) fn lowest(
     mut score: impl FnMut(&RoutableNode) -> f64,
 ) -> usize {
     let scores: Vec<f64> = candidates.iter().map(|n| score(n)).collect();
-    lowest_score(&scores, turn, 1e-9)
+    lowest_score(&scores, turn, Tolerance::EXACT)
 }
 
-/// Index of the lowest of `scores`; scores within `relative_tolerance` of it
-/// count as tied and take turns through `turn`.
-pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, relative_tolerance: f64) -> usize {
+/// How close two scores must be to count as a tie: within `relative` of the
+/// lower one, or within `absolute`, whichever is wider.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tolerance {
+    pub relative: f64,
+    pub absolute: f64,
+}
+
+impl Tolerance {
+    /// Equal up to rounding.
+    pub const EXACT: Tolerance = Tolerance {
+        relative: 1e-9,
+        absolute: 0.0,
+    };
+}
+
+/// Index of the lowest of `scores`; scores within `tolerance` of it count as
+/// tied and take turns through `turn`.
+pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, tolerance: Tolerance) -> usize {
     let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let limit = best + best.abs() * relative_tolerance;
+    let limit = best + (best.abs() * tolerance.relative).max(tolerance.absolute);
     let ties = scores.iter().filter(|s| **s <= limit).count();
     let nth = turn.fetch_add(1, Ordering::Relaxed) % ties.max(1);
     scores

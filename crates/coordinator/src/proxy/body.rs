@@ -88,35 +88,53 @@ impl Tap {
         }
     }
 
+    /// What this answer says of the node's speed. A streamed answer's first byte is
+    /// its first token. A whole answer arrives at once: its first token came the
+    /// generation time (the node's own, else its tokens at the speed known) before
+    /// the first byte, and with neither known its tokens over the whole time are
+    /// the speed, with nothing before them.
+    fn speed_sample(&self) -> SpeedSample {
+        let usage = self.record.usage;
+        let tokens = usage.completion_tokens.filter(|&n| n > 1).map(|n| n as f64);
+        let first_byte = self.record.time_to_first_byte;
+        let (ttft, tokens_per_sec) = if self.record.stream {
+            let tps = usage.tokens_per_second().or_else(|| {
+                // Without the node's own timing: tokens over the time after the first byte.
+                let generating = self.record.duration.checked_sub(first_byte?)?;
+                let tokens = tokens?;
+                (generating.as_secs_f64() > 0.0).then(|| tokens / generating.as_secs_f64())
+            });
+            (first_byte, tps)
+        } else {
+            let known = usage
+                .tokens_per_second()
+                .or_else(|| self.node.live.model_speed(&self.model)?.tokens_per_sec());
+            match (first_byte, tokens, known) {
+                (Some(whole), Some(n), Some(tps)) => (
+                    Some(whole.saturating_sub(Duration::from_secs_f64(n / tps))),
+                    usage.tokens_per_second(),
+                ),
+                (Some(whole), Some(n), None) if !whole.is_zero() => {
+                    (Some(Duration::ZERO), Some(n / whole.as_secs_f64()))
+                }
+                _ => (None, None),
+            }
+        };
+        SpeedSample {
+            ttft,
+            tokens_per_sec,
+            completion_tokens: usage.completion_tokens,
+            cold: self.cold,
+        }
+    }
+
     fn finish(mut self, outcome: Outcome, error: Option<String>) {
         self.record.outcome = outcome;
         self.record.duration = self.started.elapsed();
         self.record.usage = parse_tail(&self.tail);
         if outcome == Outcome::Completed && (200..300).contains(&self.record.status) {
-            let usage = self.record.usage;
-            let tokens_per_sec = usage.tokens_per_second().or_else(|| {
-                // Without the node's own timing: tokens over the time after the first byte.
-                let tokens = usage.completion_tokens? as f64;
-                let generating = self
-                    .record
-                    .duration
-                    .checked_sub(self.record.time_to_first_byte?)?;
-                (tokens > 1.0 && generating.as_secs_f64() > 0.0)
-                    .then(|| tokens / generating.as_secs_f64())
-            });
-            self.node.live.record_speed(
-                &self.model,
-                SpeedSample {
-                    // Only a streamed first byte is a first token; a whole answer is not.
-                    ttft: self
-                        .record
-                        .time_to_first_byte
-                        .filter(|_| self.record.stream),
-                    tokens_per_sec,
-                    completion_tokens: usage.completion_tokens,
-                    cold: self.cold,
-                },
-            );
+            let sample = self.speed_sample();
+            self.node.live.record_speed(&self.model, sample);
         }
         if self.sinks.is_empty() {
             return;
