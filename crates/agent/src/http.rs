@@ -62,10 +62,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_described_in_the_os_words() {
-        // A port that was free a moment ago: nothing listens there.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        // Bound but never listening: connections are refused, and no other test can take the port.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
         let error = reqwest::Client::new()
             .get(format!("http://{addr}/"))
             .send()

@@ -164,9 +164,10 @@ async fn an_openai_node_gets_its_models_from_v1_models() {
 async fn a_node_that_never_answered_is_added_offline() {
     let fleet = fleet().await;
     // A port nothing listens on.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", free.local_addr().unwrap());
-    drop(free);
+    // Bound but never listening: connections are refused, and no other test can take the port.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", refusing.local_addr().unwrap());
     let (status, added) = add(&fleet, json!({"api_url": url})).await;
     assert_eq!(status, 201, "{added}");
     assert_eq!(added["status"], "offline");

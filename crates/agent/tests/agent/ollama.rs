@@ -5,7 +5,7 @@ use crate::support::{FakeCoordinator, RunningAgent, closed_port_url, test_config
 #[tokio::test]
 async fn ollama_down_registers_with_ollama_available_false_and_beats_without_models() {
     let coordinator = FakeCoordinator::start(vec![], vec![]).await;
-    let ollama_url = closed_port_url();
+    let (ollama_url, _refusing) = closed_port_url();
     let agent = RunningAgent::spawn(test_config(&coordinator.url, &ollama_url));
 
     let seen = coordinator

@@ -260,12 +260,13 @@ impl FakeOllama {
     }
 }
 
-/// A loopback URL where nothing listens: the port of a listener that was just closed.
-pub fn closed_port_url() -> Url {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    drop(listener);
-    Url::parse(&format!("http://{addr}")).unwrap()
+/// A loopback URL where nothing listens, and the socket that keeps it so: bound but
+/// never listening, it refuses connections and no other test can take its port.
+pub fn closed_port_url() -> (Url, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr: SocketAddr = socket.local_addr().unwrap();
+    (Url::parse(&format!("http://{addr}")).unwrap(), socket)
 }
 
 /// Test-sized settings: retries after 10 ms, heartbeats every 50 ms.

@@ -794,13 +794,10 @@ mod tests {
 
     #[tokio::test]
     async fn get_says_why_a_node_did_not_answer() {
-        // Nothing listens on a port just released.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("http://127.0.0.1:{port}/api/version");
+        // Bound but never listening: connections are refused, and no other test can take the port.
+        let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+        refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url = format!("http://{}/api/version", refusing.local_addr().unwrap());
         let err = get(&client(), &url, None, Duration::from_secs(5))
             .await
             .unwrap_err();
