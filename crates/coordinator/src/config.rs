@@ -585,8 +585,6 @@ pub struct Config {
     pub health_check_interval: Duration,
     pub agent_timeout: Duration,
     pub heartbeat_interval: Duration,
-    /// How long routine changes (heartbeats) may wait before they are written to disk.
-    pub persist_delay: Duration,
     pub proxy: ProxySettings,
     pub history: HistorySettings,
     /// Who may join, send inference and manage.
@@ -612,7 +610,6 @@ impl Config {
             health_check_interval: Duration::from_secs(5),
             agent_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
-            persist_delay: Duration::from_secs(1),
             proxy: ProxySettings::default(),
             history: HistorySettings::default(),
             access: AccessSettings::default(),
@@ -735,7 +732,6 @@ impl Cli {
             health_check_interval: Duration::from_secs(self.health_check_interval),
             agent_timeout: Duration::from_secs(self.agent_timeout),
             heartbeat_interval: Duration::from_secs(heartbeat_interval),
-            persist_delay: Duration::from_secs(1),
             proxy: ProxySettings {
                 balancer: self.load_balancer,
                 connect_timeout: Duration::from_millis(self.connect_timeout_ms),

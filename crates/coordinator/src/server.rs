@@ -31,7 +31,7 @@ pub fn load_registry(config: &Config) -> anyhow::Result<(Arc<NodeRegistry>, Regi
         heartbeat_interval: config.heartbeat_interval,
         agent_timeout: config.agent_timeout,
     };
-    let queue = Arc::new(PersistQueue::new(config.persist_delay));
+    let queue = Arc::new(PersistQueue::new());
     let loaded = store
         .load()
         .with_context(|| format!("could not read {}", store.path().display()))?;
@@ -44,14 +44,19 @@ pub fn load_registry(config: &Config) -> anyhow::Result<(Arc<NodeRegistry>, Regi
             tracing::info!(path = %store.path().display(), nodes = nodes.len(), "registry loaded");
             NodeRegistry::restore(settings, queue, nodes)
         }
-        Loaded::Corrupt { reason, moved_to } => {
+        Loaded::Corrupt {
+            reason,
+            moved_to,
+            nodes,
+        } => {
             tracing::error!(
                 path = %store.path().display(),
                 moved_to = %moved_to.display(),
                 %reason,
-                "registry file is corrupt; it was moved aside and the coordinator starts with an empty fleet (agents will register again)"
+                from_journal = nodes.len(),
+                "registry file is corrupt; it was moved aside and the coordinator starts with the nodes its journal holds (agents will register again)"
             );
-            NodeRegistry::new(settings, queue)
+            NodeRegistry::restore(settings, queue, nodes)
         }
     };
     Ok((Arc::new(registry), store))

@@ -193,17 +193,21 @@ async fn a_generated_node_token_is_private_and_it_and_node_credentials_survive_a
     assert_eq!(status, StatusCode::CREATED);
     let id = first["node_id"].as_str().unwrap().to_owned();
     let credential = first["node_credential"].as_str().unwrap().to_owned();
-    let agents_json = fleet.data_dir().join("agents.json");
-    let stored = std::fs::read_to_string(&agents_json).unwrap();
-    assert!(!stored.contains(&credential), "only a digest is stored");
-    assert_eq!(
-        std::fs::metadata(&agents_json)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    // The registration is in the journal now, agents.json after the next compaction.
+    for file in ["agents.json", "agents.journal"] {
+        let path = fleet.data_dir().join(file);
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            !stored.contains(&credential),
+            "{file}: only a digest is stored"
+        );
+        if path.exists() {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+    let on_disk = support::registry_on_disk(fleet.data_dir());
+    assert_eq!(on_disk["nodes"][0]["id"], id.as_str());
 
     let fleet = fleet.restart_with(generate).await;
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);

@@ -97,9 +97,9 @@ async fn management_actions_change_the_node() {
     c.stop().await;
 }
 
-/// The registry file in `dir`, parsed.
+/// The registry on disk in `dir`, as a restarted coordinator would read it.
 fn agents_file(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("agents.json")).unwrap()).unwrap()
+    support::registry_on_disk(dir)
 }
 
 #[tokio::test]

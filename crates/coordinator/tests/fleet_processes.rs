@@ -367,8 +367,7 @@ async fn coordinator_killed_during_a_registration_storm_keeps_every_acknowledged
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
 
-    let file = std::fs::read(dir.path().join("agents.json")).unwrap();
-    let saved: Value = serde_json::from_slice(&file).expect("agents.json is torn");
+    let saved = support::registry_on_disk(dir.path());
     let saved_ids: std::collections::HashSet<&str> = saved["nodes"]
         .as_array()
         .unwrap()

@@ -12,7 +12,7 @@ pub mod snapshot;
 pub mod store;
 pub mod validate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::auth::secret::{Digest, generate_token};
 use crate::error::ApiError;
-use persist::{PersistQueue, Urgency};
+use persist::PersistQueue;
 pub use snapshot::{InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
 use store::PersistedNode;
 
@@ -370,18 +370,22 @@ impl NodeRecord {
 /// The registry of nodes. Cheap to share: wrap in an `Arc`.
 #[derive(Debug)]
 pub struct NodeRegistry {
-    nodes: RwLock<HashMap<NodeId, NodeRecord>>,
+    /// By id: iterated in id order, so the routable snapshot needs no sort.
+    nodes: RwLock<BTreeMap<NodeId, NodeRecord>>,
     snapshot: ArcSwap<RoutableSnapshot>,
     persist: Arc<PersistQueue>,
+    /// Nodes changed since the writer last took them (see [`persist`]).
+    changed: parking_lot::Mutex<HashSet<NodeId>>,
     settings: RegistrySettings,
 }
 
 impl NodeRegistry {
     pub fn new(settings: RegistrySettings, persist: Arc<PersistQueue>) -> Self {
         Self {
-            nodes: RwLock::new(HashMap::new()),
+            nodes: RwLock::new(BTreeMap::new()),
             snapshot: ArcSwap::from_pointee(RoutableSnapshot::default()),
             persist,
+            changed: parking_lot::Mutex::new(HashSet::new()),
             settings,
         }
     }
@@ -417,14 +421,34 @@ impl NodeRegistry {
         self.snapshot.load_full()
     }
 
-    fn publish(&self, nodes: &HashMap<NodeId, NodeRecord>) {
-        let mut routable: Vec<Arc<RoutableNode>> = nodes
+    /// Marks `ids` changed for the writer, then bumps the generation; returns it.
+    fn changed(&self, ids: impl IntoIterator<Item = NodeId>) -> u64 {
+        self.changed.lock().extend(ids);
+        self.persist.changed()
+    }
+
+    /// The nodes changed since the last call, for the writer.
+    pub fn take_changed(&self) -> HashSet<NodeId> {
+        std::mem::take(&mut *self.changed.lock())
+    }
+
+    /// Marks `ids` changed again (a write that should have carried them failed).
+    pub fn mark_changed(&self, ids: HashSet<NodeId>) {
+        self.changed.lock().extend(ids);
+    }
+
+    /// The durable form of node `id`, if the registry has it.
+    pub fn persisted_node(&self, id: NodeId) -> Option<PersistedNode> {
+        self.nodes.read().get(&id).map(NodeRecord::persisted)
+    }
+
+    fn publish(&self, nodes: &BTreeMap<NodeId, NodeRecord>) {
+        // In id order (the map's): a stable order keeps round-robin fair across rebuilds.
+        let routable: Vec<Arc<RoutableNode>> = nodes
             .values()
             .filter(|r| r.status() == NodeStatus::Online)
             .map(|r| Arc::clone(&r.routable))
             .collect();
-        // A stable order keeps round-robin fair across rebuilds.
-        routable.sort_by_key(|n| n.id);
         self.snapshot
             .store(Arc::new(RoutableSnapshot { nodes: routable }));
     }
@@ -560,7 +584,7 @@ impl NodeRegistry {
         }
         self.publish(&nodes);
         drop(nodes);
-        let generation = self.persist.changed(Urgency::Now);
+        let generation = self.changed([status.0]);
         Ok((
             RegisterResponse {
                 node_id: status.0,
@@ -669,11 +693,11 @@ impl NodeRegistry {
             self.publish(&nodes);
         }
         drop(nodes);
-        self.persist.changed(if status_changed || models_changed {
-            Urgency::Now
-        } else {
-            Urgency::Soon
-        });
+        // Last seen, metrics and loaded models are reported again by the next
+        // heartbeat after a restart: only what lasts is written.
+        if status_changed || models_changed {
+            self.changed([id]);
+        }
         Ok(true)
     }
 
@@ -717,11 +741,8 @@ impl NodeRegistry {
                 self.publish(&nodes);
             }
             drop(nodes);
-            return Ok((
-                view,
-                RegistrationStatus::Updated,
-                self.persist.changed(Urgency::Now),
-            ));
+            let id = view.id;
+            return Ok((view, RegistrationStatus::Updated, self.changed([id])));
         }
         let id = NodeId::new_v4();
         let mut record = NodeRecord {
@@ -749,11 +770,7 @@ impl NodeRegistry {
         let view = record.view(now);
         nodes.insert(id, record);
         drop(nodes);
-        Ok((
-            view,
-            RegistrationStatus::Registered,
-            self.persist.changed(Urgency::Now),
-        ))
+        Ok((view, RegistrationStatus::Registered, self.changed([id])))
     }
 
     /// The agentless nodes, for the coordinator to probe.
@@ -787,7 +804,7 @@ impl NodeRegistry {
         let view = record.view(Instant::now());
         self.publish(&nodes);
         drop(nodes);
-        self.persist.changed(Urgency::Now);
+        self.changed([id]);
         Ok(view)
     }
 
@@ -815,7 +832,7 @@ impl NodeRegistry {
             self.publish(&nodes);
         }
         drop(nodes);
-        Ok((view, self.persist.changed(Urgency::Now)))
+        Ok((view, self.changed([id])))
     }
 
     /// Forgets a node; returns the change's generation.
@@ -825,7 +842,7 @@ impl NodeRegistry {
         tracing::info!(node_id = %id, machine = %record.machine_name, "node deleted");
         self.publish(&nodes);
         drop(nodes);
-        Ok(self.persist.changed(Urgency::Now))
+        Ok(self.changed([id]))
     }
 
     pub fn get(&self, id: NodeId) -> Option<Node> {
@@ -885,7 +902,7 @@ impl NodeRegistry {
         if !expired.is_empty() {
             self.publish(&nodes);
             drop(nodes);
-            self.persist.changed(Urgency::Now);
+            self.changed(expired.iter().copied());
         }
         expired
     }

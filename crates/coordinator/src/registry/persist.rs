@@ -1,10 +1,10 @@
-//! Coalescing writer of `agents.json`.
+//! Coalescing writer of the registry's files (see [`super::store`]).
 //!
-//! Every change bumps a generation number. One background task writes the
-//! whole registry whenever it is told to, so a burst of changes costs one
-//! write (group commit). Registrations wait until a write that includes them
-//! has reached the disk before they are acknowledged; heartbeats only ask
-//! for a write within [`PersistQueue::lazy_delay`].
+//! Every change marks its node and bumps a generation number. One background
+//! task writes whenever it is told to, so a burst of changes costs one write
+//! (group commit): the changed nodes appended to the journal, or the whole
+//! registry when the journal is due for compaction. Changes are acknowledged
+//! only once a write that includes them has reached the disk.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,16 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::NodeRegistry;
-use super::store::RegistryStore;
-
-/// How soon a change must reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Urgency {
-    /// Write now: someone waits for the acknowledgement.
-    Now,
-    /// Write soon: routine updates such as heartbeats, batched.
-    Soon,
-}
+use super::store::{COMPACT_AFTER, Change, RegistryStore};
 
 /// Outcome of the latest write attempt, as generations.
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,9 +29,7 @@ struct Durability {
 pub struct PersistQueue {
     generation: AtomicU64,
     urgent: Notify,
-    lazy: Notify,
     durability: watch::Sender<Durability>,
-    lazy_delay: Duration,
 }
 
 /// A change could not be written to disk.
@@ -48,29 +37,26 @@ pub struct PersistQueue {
 #[error("writing the registry file failed; the change is kept in memory and will be retried")]
 pub struct NotDurable;
 
+impl Default for PersistQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PersistQueue {
-    pub fn new(lazy_delay: Duration) -> Self {
+    pub fn new() -> Self {
         Self {
             generation: AtomicU64::new(0),
             urgent: Notify::new(),
-            lazy: Notify::new(),
             durability: watch::Sender::new(Durability::default()),
-            lazy_delay,
         }
     }
 
-    /// How long routine changes may wait before they are written.
-    pub fn lazy_delay(&self) -> Duration {
-        self.lazy_delay
-    }
-
-    /// Records that the registry changed; returns the change's generation.
-    pub fn changed(&self, urgency: Urgency) -> u64 {
+    /// Records that the registry changed (after the changed nodes were marked);
+    /// returns the change's generation.
+    pub fn changed(&self) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        match urgency {
-            Urgency::Now => self.urgent.notify_one(),
-            Urgency::Soon => self.lazy.notify_one(),
-        }
+        self.urgent.notify_one();
         generation
     }
 
@@ -97,37 +83,51 @@ impl PersistQueue {
     }
 }
 
-/// Writes the registry once: reads the generation first so that a change
-/// racing with the write is written again next time.
-async fn write_once(registry: &NodeRegistry, store: &RegistryStore) -> bool {
+/// Writes the changes marked since the last write, or the whole registry when
+/// `whole` or the journal is due for compaction. Reads the generation first, so
+/// that a change racing with the write is written again next time.
+async fn write_once(registry: &NodeRegistry, store: &RegistryStore, whole: bool) -> bool {
     let queue = registry.persist_queue();
     let generation = queue.current();
-    let contents = RegistryStore::encode(registry.persisted_nodes());
+    let changed = registry.take_changed();
+    let compact =
+        whole || store.journal_lines() + changed.len() > COMPACT_AFTER.max(registry.len());
     let path = store.path().to_owned();
     let store = store.clone();
-    let result = tokio::task::spawn_blocking(move || store.write_atomically(&contents)).await;
-    match result {
+    let result = if compact {
+        let contents = RegistryStore::encode(registry.persisted_nodes(), store.journal_seq());
+        tokio::task::spawn_blocking(move || store.write_whole(&contents)).await
+    } else {
+        let changes: Vec<Change> = changed
+            .iter()
+            .map(|&id| {
+                registry
+                    .persisted_node(id)
+                    .map_or(Change::Removed(id), |node| Change::Node(Box::new(node)))
+            })
+            .collect();
+        if changes.is_empty() {
+            Ok(Ok(()))
+        } else {
+            tokio::task::spawn_blocking(move || store.append(&changes)).await
+        }
+    };
+    let error = match result {
         Ok(Ok(())) => {
             queue
                 .durability
                 .send_modify(|d| d.saved = d.saved.max(generation));
-            true
+            return true;
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, path = %path.display(), "could not write the registry file; will retry");
-            queue
-                .durability
-                .send_modify(|d| d.failed = d.failed.max(generation));
-            false
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "registry writer task failed; will retry");
-            queue
-                .durability
-                .send_modify(|d| d.failed = d.failed.max(generation));
-            false
-        }
-    }
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("the writer task failed: {e}"),
+    };
+    tracing::error!(%error, path = %path.display(), "could not write the registry; will retry");
+    registry.mark_changed(changed);
+    queue
+        .durability
+        .send_modify(|d| d.failed = d.failed.max(generation));
+    false
 }
 
 /// Runs until `shutdown` fires, then writes whatever is pending and returns.
@@ -138,23 +138,19 @@ pub async fn run_writer(
 ) {
     let queue = Arc::clone(registry.persist_queue());
     let mut retry_delay = Duration::from_millis(100);
+    // A journal left from the last run is folded into agents.json at once.
+    let mut whole = store.journal_lines() > 0;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            () = queue.urgent.notified() => {}
-            () = queue.lazy.notified() => {
-                // Batch routine changes, but let an urgent one cut the wait short.
-                tokio::select! {
-                    () = tokio::time::sleep(queue.lazy_delay) => {}
-                    () = queue.urgent.notified() => {}
-                    () = &mut shutdown => break,
-                }
+        if !whole {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = queue.urgent.notified() => {}
             }
         }
-        while queue.current() > queue.saved() {
-            if write_once(&registry, &store).await {
+        while whole || queue.current() > queue.saved() {
+            if write_once(&registry, &store, std::mem::take(&mut whole)).await {
                 retry_delay = Duration::from_millis(100);
             } else {
                 tokio::select! {
@@ -165,7 +161,8 @@ pub async fn run_writer(
             }
         }
     }
-    if queue.current() > queue.saved() && !write_once(&registry, &store).await {
+    // The last write is whole: a clean stop leaves one file with the latest of everything.
+    if !write_once(&registry, &store, true).await {
         tracing::error!(path = %store.path().display(), "final write of the registry file failed; recent changes are lost");
     }
 }

@@ -20,10 +20,7 @@ fn settings() -> RegistrySettings {
 }
 
 fn registry() -> NodeRegistry {
-    NodeRegistry::new(
-        settings(),
-        Arc::new(PersistQueue::new(Duration::from_secs(1))),
-    )
+    NodeRegistry::new(settings(), Arc::new(PersistQueue::new()))
 }
 
 fn request(name: &str, port: u16, models: &[&str]) -> RegisterRequest {
@@ -237,11 +234,7 @@ async fn restored_nodes_keep_their_fields_and_get_a_full_timeout_to_report() {
         .unwrap();
     let saved = registry.persisted_nodes();
 
-    let restored = NodeRegistry::restore(
-        registry.settings(),
-        Arc::new(PersistQueue::new(Duration::from_secs(1))),
-        saved,
-    );
+    let restored = NodeRegistry::restore(registry.settings(), Arc::new(PersistQueue::new()), saved);
     let node = restored.get(a.node_id).unwrap();
     assert_eq!(node.tags, ["gpu"]);
     assert_eq!(node.notes, "rack 2");
@@ -446,11 +439,8 @@ fn credentials_survive_a_restart_as_digests_and_older_nodes_are_claimed_once() {
     assert!(persisted[0].credential_sha256.is_some());
     assert!(!format!("{persisted:?}").contains(&credential));
 
-    let restored = NodeRegistry::restore(
-        settings(),
-        Arc::new(PersistQueue::new(Duration::from_secs(1))),
-        persisted.clone(),
-    );
+    let restored =
+        NodeRegistry::restore(settings(), Arc::new(PersistQueue::new()), persisted.clone());
     restored
         .heartbeat(
             first.node_id,
@@ -467,13 +457,47 @@ fn credentials_survive_a_restart_as_digests_and_older_nodes_are_claimed_once() {
     // A node from before credentials: the next registration claims it and gets one.
     let mut older = persisted;
     older[0].credential_sha256 = None;
-    let restored = NodeRegistry::restore(
-        settings(),
-        Arc::new(PersistQueue::new(Duration::from_secs(1))),
-        older,
-    );
+    let restored = NodeRegistry::restore(settings(), Arc::new(PersistQueue::new()), older);
     let (claimed, _) = restored.register(request("gpu-1", 11434, &["m"])).unwrap();
     assert_eq!(claimed.node_id, first.node_id);
     assert!(claimed.node_credential.is_some());
     assert!(restored.register(request("gpu-1", 11434, &["m"])).is_err());
+}
+
+#[test]
+fn only_lasting_changes_are_marked_for_the_disk_not_a_routine_heartbeat() {
+    let registry = registry();
+    let (node, _) = registry
+        .register(request("gpu-1", 11434, &["llama3.2"]))
+        .unwrap();
+    assert_eq!(
+        registry.take_changed().into_iter().collect::<Vec<_>>(),
+        [node.node_id]
+    );
+    let routine = HeartbeatRequest {
+        ollama_available: true,
+        metrics: llm_router_common::NodeMetrics {
+            cpu_percent: 42.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    registry
+        .heartbeat(node.node_id, routine, node.node_credential.as_deref())
+        .unwrap();
+    assert!(
+        registry.take_changed().is_empty(),
+        "a routine heartbeat writes nothing"
+    );
+    let new_models = HeartbeatRequest {
+        ollama_available: true,
+        models: Some(vec![ModelInfo::named("qwen3:4b")]),
+        ..Default::default()
+    };
+    registry
+        .heartbeat(node.node_id, new_models, node.node_credential.as_deref())
+        .unwrap();
+    assert_eq!(registry.take_changed().len(), 1, "new models are kept");
+    registry.remove(node.node_id).unwrap();
+    assert_eq!(registry.take_changed().len(), 1, "so is a deletion");
 }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -19,7 +18,6 @@ use tower::ServiceExt;
 
 pub fn config(data_dir: &Path) -> Config {
     Config {
-        persist_delay: Duration::from_millis(50),
         ..Config::with_data_dir(data_dir)
     }
 }
@@ -189,3 +187,15 @@ pub fn chat(model: &str, stream: bool) -> serde_json::Value {
 
 pub mod fleet;
 pub mod process;
+
+/// The registry on disk in `dir`, read as a starting coordinator reads it
+/// (`agents.json` with its journal replayed), as JSON.
+pub fn registry_on_disk(dir: &Path) -> serde_json::Value {
+    use llm_router_coordinator::registry::store::{Loaded, RegistryStore};
+    let nodes = match RegistryStore::in_dir(dir).load().unwrap() {
+        Loaded::Missing => Vec::new(),
+        Loaded::Nodes(nodes) => nodes,
+        Loaded::Corrupt { reason, .. } => panic!("the registry on disk is corrupt: {reason}"),
+    };
+    serde_json::json!({ "nodes": nodes })
+}
