@@ -1,6 +1,8 @@
 //! `registry`: registers many agents at once, then has them send heartbeats
-//! as fast as they can, against a coordinator started in this process on
-//! its own runtime (or one given by URL).
+//! (as fast as they can, or at a set rate), against a coordinator started in
+//! this process on its own runtime (or one given by URL). For the coordinator
+//! started here, the CPU time its threads spent in each phase is read from
+//! `/proc`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +28,34 @@ pub struct RegistryArgs {
     /// Models each agent reports.
     #[arg(long, default_value_t = 8)]
     pub models: usize,
+    /// Heartbeats per second, all agents together (0: as fast as they can).
+    /// A fleet of N agents beating every 10 s sends N/10 per second.
+    #[arg(long, default_value_t = 0)]
+    pub heartbeat_rate: u64,
     /// Benchmark a running coordinator instead of starting one.
     #[arg(long)]
     pub url: Option<String>,
+}
+
+/// On-CPU time of this process's threads whose name starts with `prefix`
+/// (the coordinator's runtime and blocking threads are named "router"), from
+/// `/proc/self/task/*/schedstat`. `None` where `/proc` cannot tell.
+fn threads_cpu(prefix: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("schedstat")) else {
+            continue;
+        };
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 fn registration(i: usize, models: usize) -> serde_json::Value {
@@ -44,6 +71,13 @@ fn registration(i: usize, models: usize) -> serde_json::Value {
 
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let data_dir = tempfile::tempdir()?;
+    let cpu = || {
+        if args.url.is_none() {
+            threads_cpu("router")
+        } else {
+            None
+        }
+    };
     let base = match &args.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -60,6 +94,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     // Phase 1: every agent registers once.
+    let cpu_before = cpu();
     let started = Instant::now();
     let workers = (0..args.concurrency).map(|_| {
         let (client, next, base) = (client.clone(), Arc::clone(&next), base.clone());
@@ -99,12 +134,15 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         nodes.extend(registered);
     }
     let registration_wall = started.elapsed();
+    let registration_cpu = cpu().zip(cpu_before).map(|(after, before)| after - before);
 
     // Phase 2: heartbeats from every agent, round after round, for a fixed time.
     let nodes = Arc::new(nodes);
     let deadline = Instant::now() + Duration::from_secs(args.heartbeat_secs);
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cpu_before = cpu();
     let started = Instant::now();
+    let rate = args.heartbeat_rate;
     let workers = (0..args.concurrency).map(|_| {
         let (client, nodes, counter, base) = (client.clone(), Arc::clone(&nodes), Arc::clone(&counter), base.clone());
         async move {
@@ -115,6 +153,14 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             }))?;
             while Instant::now() < deadline {
                 let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if rate > 0 {
+                    // Beat i is due i/rate seconds after the start.
+                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let node = &nodes[i % nodes.len()];
                 let sent = Instant::now();
                 let response = node
@@ -134,6 +180,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         heartbeat_latency.extend(result?);
     }
     let heartbeat_wall = started.elapsed();
+    let heartbeat_cpu = cpu().zip(cpu_before).map(|(after, before)| after - before);
 
     println!(
         "registry benchmark: {} agents, {} models each, concurrency {}",
@@ -149,5 +196,13 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         heartbeat_latency.summary(),
         heartbeat_latency.len() as f64 / heartbeat_wall.as_secs_f64()
     );
+    if let (Some(registering), Some(beating)) = (registration_cpu, heartbeat_cpu) {
+        println!(
+            "coordinator CPU: {:.0} µs per registration; {:.1}% of one core while beating, {:.0} µs per heartbeat",
+            registering.as_secs_f64() * 1e6 / args.agents.max(1) as f64,
+            beating.as_secs_f64() * 100.0 / heartbeat_wall.as_secs_f64(),
+            beating.as_secs_f64() * 1e6 / heartbeat_latency.len().max(1) as f64,
+        );
+    }
     Ok(())
 }

@@ -12,9 +12,10 @@ pub mod snapshot;
 pub mod store;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -376,6 +377,15 @@ pub struct NodeRegistry {
     persist: Arc<PersistQueue>,
     /// Nodes changed since the writer last took them (see [`persist`]).
     changed: parking_lot::Mutex<HashSet<NodeId>>,
+    /// Set (under the write lock) when a change made `snapshot` out of date; the
+    /// next reader rebuilds it, so a burst of registrations costs one rebuild.
+    stale: AtomicBool,
+    /// Held while rebuilding, so that a reader never takes the old snapshot
+    /// while another is building the new one.
+    rebuilding: parking_lot::Mutex<()>,
+    /// Node ids by API URL, to find a machine registering again without a scan
+    /// of the fleet. Changed only under the `nodes` write lock.
+    by_url: parking_lot::Mutex<HashMap<String, Vec<NodeId>>>,
     settings: RegistrySettings,
 }
 
@@ -386,6 +396,9 @@ impl NodeRegistry {
             snapshot: ArcSwap::from_pointee(RoutableSnapshot::default()),
             persist,
             changed: parking_lot::Mutex::new(HashSet::new()),
+            stale: AtomicBool::new(false),
+            rebuilding: parking_lot::Mutex::new(()),
+            by_url: parking_lot::Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -401,6 +414,7 @@ impl NodeRegistry {
         {
             let mut map = registry.nodes.write();
             for node in nodes {
+                registry.index_url(&node.api_url, node.id);
                 map.insert(node.id, NodeRecord::from_persisted(node, now));
             }
             registry.publish(&map);
@@ -416,9 +430,48 @@ impl NodeRegistry {
         &self.persist
     }
 
-    /// The nodes that may receive new requests; lock-free.
+    /// The nodes that may receive new requests: one atomic load, and a rebuild
+    /// (under the registry's read lock) only after a change.
     pub fn snapshot(&self) -> Arc<RoutableSnapshot> {
+        if self.stale.load(Ordering::Acquire) {
+            let _rebuilding = self.rebuilding.lock();
+            if self.stale.load(Ordering::Acquire) {
+                let nodes = self.nodes.read();
+                self.stale.store(false, Ordering::Release);
+                // In id order (the map's): a stable order keeps round-robin fair across rebuilds.
+                let routable: Vec<Arc<RoutableNode>> = nodes
+                    .values()
+                    .filter(|r| r.status() == NodeStatus::Online)
+                    .map(|r| Arc::clone(&r.routable))
+                    .collect();
+                self.snapshot
+                    .store(Arc::new(RoutableSnapshot { nodes: routable }));
+            }
+        }
         self.snapshot.load_full()
+    }
+
+    /// The nodes at `url`; call under the `nodes` lock.
+    fn at_url(&self, url: &str) -> Vec<NodeId> {
+        self.by_url.lock().get(url).cloned().unwrap_or_default()
+    }
+
+    fn index_url(&self, url: &str, id: NodeId) {
+        self.by_url
+            .lock()
+            .entry(url.to_owned())
+            .or_default()
+            .push(id);
+    }
+
+    fn unindex_url(&self, url: &str, id: NodeId) {
+        let mut by_url = self.by_url.lock();
+        if let Some(ids) = by_url.get_mut(url) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                by_url.remove(url);
+            }
+        }
     }
 
     /// Marks `ids` changed for the writer, then bumps the generation; returns it.
@@ -442,15 +495,10 @@ impl NodeRegistry {
         self.nodes.read().get(&id).map(NodeRecord::persisted)
     }
 
-    fn publish(&self, nodes: &BTreeMap<NodeId, NodeRecord>) {
-        // In id order (the map's): a stable order keeps round-robin fair across rebuilds.
-        let routable: Vec<Arc<RoutableNode>> = nodes
-            .values()
-            .filter(|r| r.status() == NodeStatus::Online)
-            .map(|r| Arc::clone(&r.routable))
-            .collect();
-        self.snapshot
-            .store(Arc::new(RoutableSnapshot { nodes: routable }));
+    /// Notes that the routable snapshot is out of date; called under the write
+    /// lock, after the change (`_nodes` is the proof).
+    fn publish(&self, _nodes: &BTreeMap<NodeId, NodeRecord>) {
+        self.stale.store(true, Ordering::Release);
     }
 
     /// Registers a node, or refreshes it when the same machine registers again.
@@ -468,9 +516,10 @@ impl NodeRegistry {
         let mut nodes = self.nodes.write();
         // The same machine again, or an agent now reporting for a node added by URL.
         let existing = req.node_id.filter(|id| nodes.contains_key(id)).or_else(|| {
-            nodes
-                .values()
-                .find(|r| r.api_url == api_url && (r.machine_name == machine_name || r.agentless))
+            self.at_url(&api_url)
+                .into_iter()
+                .filter_map(|id| nodes.get(&id))
+                .find(|r| r.machine_name == machine_name || r.agentless)
                 .map(|r| r.id)
         });
         let mut issued = None;
@@ -509,6 +558,10 @@ impl NodeRegistry {
                 }
                 let before = record.status();
                 record.machine_name = machine_name;
+                if record.api_url != api_url {
+                    self.unindex_url(&record.api_url, record.id);
+                    self.index_url(&api_url, record.id);
+                }
                 record.api_url = api_url;
                 record.ip_address = req.ip_address;
                 record.ollama_version = req.ollama_version;
@@ -566,6 +619,7 @@ impl NodeRegistry {
                     status = record.status().as_str(),
                     "node registered"
                 );
+                self.index_url(&record.api_url, id);
                 nodes.insert(id, record);
                 (id, RegistrationStatus::Registered)
             }
@@ -713,11 +767,12 @@ impl NodeRegistry {
         let now = Instant::now();
         let wall = Utc::now();
         let mut nodes = self.nodes.write();
-        let existing = nodes
-            .values_mut()
-            .filter(|r| r.api_url == node.api_url)
-            // Prefer the agentless node if an agent's node shares the URL too.
-            .max_by_key(|r| r.agentless);
+        // Prefer the agentless node if an agent's node shares the URL too.
+        let existing = self
+            .at_url(&node.api_url)
+            .into_iter()
+            .max_by_key(|id| nodes.get(id).is_some_and(|r| r.agentless))
+            .and_then(|id| nodes.get_mut(&id));
         if let Some(record) = existing {
             let mut changed = false;
             if record.agentless {
@@ -768,6 +823,7 @@ impl NodeRegistry {
         );
         record.rebuild_routable();
         let view = record.view(now);
+        self.index_url(&record.api_url, id);
         nodes.insert(id, record);
         drop(nodes);
         Ok((view, RegistrationStatus::Registered, self.changed([id])))
@@ -839,6 +895,7 @@ impl NodeRegistry {
     pub fn remove(&self, id: NodeId) -> Result<u64, ApiError> {
         let mut nodes = self.nodes.write();
         let record = nodes.remove(&id).ok_or(ApiError::UnknownNode(id))?;
+        self.unindex_url(&record.api_url, id);
         tracing::info!(node_id = %id, machine = %record.machine_name, "node deleted");
         self.publish(&nodes);
         drop(nodes);
