@@ -91,7 +91,7 @@ async fn write_once(registry: &NodeRegistry, store: &RegistryStore, whole: bool)
     let generation = queue.current();
     let changed = registry.take_changed();
     let compact =
-        whole || store.journal_lines() + changed.len() > COMPACT_AFTER.max(registry.len());
+        whole || store.journal_lines() + changed.len() > COMPACT_AFTER.max(2 * registry.len());
     let path = store.path().to_owned();
     let store = store.clone();
     let result = if compact {
