@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -137,7 +138,9 @@ pub struct NodeLive {
     /// Requests the node runs at once (its OLLAMA_NUM_PARALLEL), 0 when unknown.
     parallel: AtomicU32,
     overall: Speed,
-    per_model: Mutex<HashMap<String, Arc<Speed>>>,
+    /// Read on every placement without a lock; copied on the rare write (a
+    /// model's first finished request here).
+    per_model: ArcSwap<HashMap<String, Arc<Speed>>>,
     load_ms: Ewma,
     resident: Mutex<Resident>,
 }
@@ -156,7 +159,7 @@ impl Default for NodeLive {
             memory_percent_bits: AtomicU32::new(0),
             parallel: AtomicU32::new(0),
             overall: Speed::default(),
-            per_model: Mutex::new(HashMap::new()),
+            per_model: ArcSwap::from_pointee(HashMap::new()),
             load_ms: Ewma::default(),
             resident: Mutex::new(Resident {
                 capacity: 1,
@@ -298,7 +301,7 @@ impl NodeLive {
 
     /// Observed speed for one model (canonical name), if any request of it finished here.
     pub fn model_speed(&self, model: &str) -> Option<Arc<Speed>> {
-        self.per_model.lock().get(model).cloned()
+        self.per_model.load().get(model).cloned()
     }
 
     /// Observed time to load a model, in milliseconds.
@@ -308,13 +311,16 @@ impl NodeLive {
 
     /// Feeds one finished request into the speed averages.
     pub fn record_speed(&self, model: &str, sample: SpeedSample) {
-        let per_model = {
-            let mut map = self.per_model.lock();
-            match map.get(model) {
-                Some(speed) => Arc::clone(speed),
-                None => Arc::clone(map.entry(model.to_owned()).or_default()),
-            }
-        };
+        let known = self.per_model.load().get(model).cloned();
+        let per_model = known.unwrap_or_else(|| {
+            let mut added = None;
+            self.per_model.rcu(|map| {
+                let mut map = HashMap::clone(map);
+                added = Some(Arc::clone(map.entry(model.to_owned()).or_default()));
+                map
+            });
+            added.expect("rcu runs its closure at least once")
+        });
         if let Some(ttft) = sample.ttft {
             let ms = ttft.as_secs_f64() * 1000.0;
             if sample.cold {
