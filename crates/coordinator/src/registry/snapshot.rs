@@ -1,8 +1,9 @@
 //! The immutable view of routable nodes that the request path reads.
 //!
-//! Writers (registration, heartbeats, health changes) build a new
-//! [`RoutableSnapshot`] and publish it with `ArcSwap`; a request does one
-//! `load()` and then only touches atomics.
+//! Writers (registration, heartbeats, health changes) mark it out of date and
+//! the next reader builds a new [`RoutableSnapshot`], published with
+//! `ArcSwap`; a request does one `load()`, then reads each node's live state
+//! ([`NodeLive`]: atomics, plus the short resident-models lock).
 
 use std::collections::HashSet;
 use std::sync::Arc;
