@@ -114,13 +114,19 @@ impl OllamaClient {
     pub async fn tags(&self) -> Result<Vec<ModelInfo>, OllamaError> {
         let (url, body) = self.get_json("api/tags").await?;
         let entries = model_entries(&url, &body)?;
-        Ok(entries.iter().filter_map(parse_model_info).collect())
+        Ok(entries
+            .iter()
+            .filter_map(ModelInfo::from_tags_entry)
+            .collect())
     }
 
     pub async fn ps(&self) -> Result<Vec<LoadedModel>, OllamaError> {
         let (url, body) = self.get_json("api/ps").await?;
         let entries = model_entries(&url, &body)?;
-        Ok(entries.iter().filter_map(parse_loaded_model).collect())
+        Ok(entries
+            .iter()
+            .filter_map(LoadedModel::from_ps_entry)
+            .collect())
     }
 
     async fn get_json(&self, path: &str) -> Result<(Url, Value), OllamaError> {
@@ -160,102 +166,11 @@ fn model_entries<'a>(url: &Url, body: &'a Value) -> Result<&'a [Value], OllamaEr
     }
 }
 
-fn entry_name(entry: &Value) -> Option<String> {
-    ["name", "model"]
-        .iter()
-        .filter_map(|key| entry.get(key).and_then(Value::as_str))
-        .map(str::trim)
-        .find(|name| !name.is_empty())
-        .map(str::to_owned)
-}
-
-fn string_field(entry: &Value, key: &str) -> Option<String> {
-    entry.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// One `/api/tags` entry; `None` for an entry without a name.
-pub fn parse_model_info(entry: &Value) -> Option<ModelInfo> {
-    Some(ModelInfo {
-        name: entry_name(entry)?,
-        size: entry.get("size").and_then(Value::as_u64),
-        digest: string_field(entry, "digest"),
-        modified_at: string_field(entry, "modified_at"),
-        details: entry
-            .get("details")
-            .filter(|details| details.is_object())
-            .cloned(),
-    })
-}
-
-/// One `/api/ps` entry; `None` for an entry without a name.
-pub fn parse_loaded_model(entry: &Value) -> Option<LoadedModel> {
-    Some(LoadedModel {
-        name: entry_name(entry)?,
-        size: entry.get("size").and_then(Value::as_u64),
-        size_vram: entry.get("size_vram").and_then(Value::as_u64),
-        expires_at: string_field(entry, "expires_at"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn a_tags_entry_keeps_what_the_coordinator_needs_and_ignores_the_rest() {
-        let entry = json!({
-            "name": "llama3.2:latest",
-            "model": "llama3.2:latest",
-            "modified_at": "2025-01-01T00:00:00Z",
-            "size": 2019393189u64,
-            "digest": "a80c4f17acd5",
-            "details": {"family": "llama", "parameter_size": "3.2B"},
-            "something_new": [1, 2, 3]
-        });
-        assert_eq!(
-            parse_model_info(&entry),
-            Some(ModelInfo {
-                name: "llama3.2:latest".to_owned(),
-                size: Some(2019393189),
-                digest: Some("a80c4f17acd5".to_owned()),
-                modified_at: Some("2025-01-01T00:00:00Z".to_owned()),
-                details: Some(json!({"family": "llama", "parameter_size": "3.2B"})),
-            })
-        );
-    }
-
-    #[test]
-    fn odd_fields_are_dropped_and_nameless_entries_skipped() {
-        let entry = json!({"model": "qwen2.5:7b", "size": "big", "details": "n/a"});
-        assert_eq!(
-            parse_model_info(&entry),
-            Some(ModelInfo::named("qwen2.5:7b"))
-        );
-        assert_eq!(parse_model_info(&json!({"size": 1})), None);
-        assert_eq!(parse_model_info(&json!({"name": "  "})), None);
-    }
-
-    #[test]
-    fn a_ps_entry_reads_its_memory_and_expiry() {
-        let entry = json!({
-            "name": "mistral:latest",
-            "size": 5137025024u64,
-            "size_vram": 5137025024u64,
-            "expires_at": "2024-06-04T14:38:31.83753-07:00",
-            "context_length": 4096
-        });
-        assert_eq!(
-            parse_loaded_model(&entry),
-            Some(LoadedModel {
-                name: "mistral:latest".to_owned(),
-                size: Some(5137025024),
-                size_vram: Some(5137025024),
-                expires_at: Some("2024-06-04T14:38:31.83753-07:00".to_owned()),
-            })
-        );
-    }
 
     #[test]
     fn a_null_model_list_is_empty_and_a_missing_one_is_an_error() {

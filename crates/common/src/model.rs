@@ -1,6 +1,7 @@
 //! Models a node holds (`/api/tags`) and has loaded in memory (`/api/ps`).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// One entry of Ollama's `/api/tags`, as the agent reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,8 +55,106 @@ pub fn canonical_model_name(name: &str) -> String {
     }
 }
 
+fn entry_name(entry: &Value) -> Option<String> {
+    ["name", "model"]
+        .iter()
+        .filter_map(|key| entry.get(key).and_then(Value::as_str))
+        .map(str::trim)
+        .find(|name| !name.is_empty())
+        .map(str::to_owned)
+}
+
+fn string_field(entry: &Value, key: &str) -> Option<String> {
+    entry.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+impl ModelInfo {
+    /// One entry of Ollama's `/api/tags`; `None` for an entry without a name.
+    /// Fields of other types than Ollama's are dropped, unknown ones ignored.
+    pub fn from_tags_entry(entry: &Value) -> Option<ModelInfo> {
+        Some(ModelInfo {
+            name: entry_name(entry)?,
+            size: entry.get("size").and_then(Value::as_u64),
+            digest: string_field(entry, "digest"),
+            modified_at: string_field(entry, "modified_at"),
+            details: entry
+                .get("details")
+                .filter(|details| details.is_object())
+                .cloned(),
+        })
+    }
+}
+
+impl LoadedModel {
+    /// One entry of Ollama's `/api/ps`; `None` for an entry without a name.
+    pub fn from_ps_entry(entry: &Value) -> Option<LoadedModel> {
+        Some(LoadedModel {
+            name: entry_name(entry)?,
+            size: entry.get("size").and_then(Value::as_u64),
+            size_vram: entry.get("size_vram").and_then(Value::as_u64),
+            expires_at: string_field(entry, "expires_at"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_tags_entry_keeps_what_the_coordinator_needs_and_ignores_the_rest() {
+        let entry = json!({
+            "name": "llama3.2:latest",
+            "model": "llama3.2:latest",
+            "modified_at": "2025-01-01T00:00:00Z",
+            "size": 2019393189u64,
+            "digest": "a80c4f17acd5",
+            "details": {"family": "llama", "parameter_size": "3.2B"},
+            "something_new": [1, 2, 3]
+        });
+        assert_eq!(
+            ModelInfo::from_tags_entry(&entry),
+            Some(ModelInfo {
+                name: "llama3.2:latest".to_owned(),
+                size: Some(2019393189),
+                digest: Some("a80c4f17acd5".to_owned()),
+                modified_at: Some("2025-01-01T00:00:00Z".to_owned()),
+                details: Some(json!({"family": "llama", "parameter_size": "3.2B"})),
+            })
+        );
+    }
+
+    #[test]
+    fn odd_fields_are_dropped_and_nameless_entries_skipped() {
+        let entry = json!({"model": "qwen2.5:7b", "size": "big", "details": "n/a"});
+        assert_eq!(
+            ModelInfo::from_tags_entry(&entry),
+            Some(ModelInfo::named("qwen2.5:7b"))
+        );
+        assert_eq!(ModelInfo::from_tags_entry(&json!({"size": 1})), None);
+        assert_eq!(ModelInfo::from_tags_entry(&json!({"name": "  "})), None);
+    }
+
+    #[test]
+    fn a_ps_entry_reads_its_memory_and_expiry() {
+        let entry = json!({
+            "name": "mistral:latest",
+            "size": 5137025024u64,
+            "size_vram": 5137025024u64,
+            "expires_at": "2024-06-04T14:38:31.83753-07:00",
+            "context_length": 4096
+        });
+        assert_eq!(
+            LoadedModel::from_ps_entry(&entry),
+            Some(LoadedModel {
+                name: "mistral:latest".to_owned(),
+                size: Some(5137025024),
+                size_vram: Some(5137025024),
+                expires_at: Some("2024-06-04T14:38:31.83753-07:00".to_owned()),
+            })
+        );
+    }
+
     use super::*;
 
     #[test]

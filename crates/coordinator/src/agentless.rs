@@ -93,7 +93,7 @@ pub async fn probe(
                 tokio::join!(get("/api/version"), get("/api/tags"), get("/api/ps"));
             let models = model_entries(&tags?, "models")?
                 .iter()
-                .filter_map(llm_router_agent::ollama::parse_model_info)
+                .filter_map(llm_router_common::ModelInfo::from_tags_entry)
                 .filter(|m| acceptable_name(&m.name))
                 .take(MAX_MODELS_PER_NODE)
                 .collect();
@@ -101,7 +101,7 @@ pub async fn probe(
                 model_entries(&body, "models").ok().map(|entries| {
                     entries
                         .iter()
-                        .filter_map(llm_router_agent::ollama::parse_loaded_model)
+                        .filter_map(llm_router_common::LoadedModel::from_ps_entry)
                         .filter(|m| acceptable_name(&m.name))
                         .take(MAX_MODELS_PER_NODE)
                         .collect::<Vec<LoadedModel>>()

@@ -7,9 +7,11 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::auth::{AccessSettings, AdminMode};
-use crate::demo::MAX_DEMO_NODES;
 use crate::registry::live::HealthThresholds;
 use crate::serve::ConnectionLimits;
+
+/// Most simulated nodes `--demo` starts.
+pub const MAX_DEMO_NODES: usize = 16;
 
 /// Command line of `llm-router`. Every flag can also be set by the
 /// environment variable shown in `--help`; a flag wins over its variable.

@@ -19,8 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The most nodes a demo fleet may have.
-pub const MAX_DEMO_NODES: usize = 16;
+pub use crate::config::MAX_DEMO_NODES;
 /// How often the demo agents send heartbeats (the coordinator may ask for less).
 pub const DEMO_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a demo agent waits before retrying a failed registration.

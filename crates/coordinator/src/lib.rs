@@ -31,6 +31,7 @@ pub mod balancer;
 pub mod commands;
 pub mod config;
 pub mod dashboard;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod health;

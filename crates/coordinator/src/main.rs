@@ -6,8 +6,6 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use clap::Parser;
 use llm_router_coordinator::Cli;
-use llm_router_coordinator::demo::{DemoFleet, banner};
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -59,6 +57,22 @@ async fn main() -> anyhow::Result<()> {
         return llm_router_coordinator::run(listener, config, shutdown_signal()).await;
     };
 
+    run_demo(listener, config, nodes, demo_token.flatten()).await?;
+    drop(demo_dir);
+    Ok(())
+}
+
+/// Serves `config` with `nodes` simulated nodes and their agents beside it, until Ctrl-C.
+#[cfg(feature = "demo")]
+async fn run_demo(
+    listener: tokio::net::TcpListener,
+    config: llm_router_coordinator::config::Config,
+    nodes: usize,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    use llm_router_coordinator::demo::{DemoFleet, banner};
+    use tokio_util::sync::CancellationToken;
+
     let url = format!("http://{}", listener.local_addr()?);
     let stop_server = CancellationToken::new();
     let mut server = tokio::spawn(llm_router_coordinator::run(
@@ -66,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         stop_server.clone().cancelled_owned(),
     ));
-    let fleet = DemoFleet::start_with_token(&url, nodes, demo_token.flatten()).await?;
+    let fleet = DemoFleet::start_with_token(&url, nodes, token).await?;
     println!("{}", banner(&url, &fleet));
     tokio::select! {
         () = shutdown_signal() => {}
@@ -78,9 +92,20 @@ async fn main() -> anyhow::Result<()> {
     // Agents say goodbye while the coordinator still listens.
     fleet.stop().await;
     stop_server.cancel();
-    let served = server.await.context("coordinator task failed")?;
-    drop(demo_dir);
-    served
+    server.await.context("coordinator task failed")?
+}
+
+#[cfg(not(feature = "demo"))]
+async fn run_demo(
+    _listener: tokio::net::TcpListener,
+    _config: llm_router_coordinator::config::Config,
+    _nodes: usize,
+    _token: Option<String>,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this llm-router was built without the demo (cargo feature `demo`); \
+         build it with the default features to use --demo"
+    )
 }
 
 /// Completes on Ctrl-C or SIGTERM.
