@@ -75,13 +75,23 @@ async fn an_ollama_node_added_by_url_is_probed_serves_requests_and_follows_its_s
     assert_eq!(response.status(), 200);
     assert_eq!(Fleet::served_by(&response), "gpu-box");
 
-    // Probes act as heartbeats: the node outlives several agent timeouts.
-    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
-    while tokio::time::Instant::now() < until {
-        let node = fleet.agent(&id).await.unwrap();
-        assert_eq!(node["status"], "online", "{node}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Probes act as heartbeats: the node outlives several agent timeouts. Fifteen
+    // more probes at 200 ms span 3 s, two and a half timeouts; a node that went
+    // offline in between would have started its uptime again.
+    let probed = node.stats().requests(Endpoint::Tags);
+    let watched = std::time::Instant::now();
+    eventually("fifteen more probes", DEADLINE, || {
+        std::future::ready((node.stats().requests(Endpoint::Tags) >= probed + 15).then_some(()))
+    })
+    .await;
+    let after = fleet.agent(&id).await.unwrap();
+    assert_eq!(after["status"], "online", "{after}");
+    let uptime = after["uptime_secs"].as_u64().unwrap();
+    assert!(
+        uptime + 1 >= watched.elapsed().as_secs(),
+        "the node went offline between probes: up {uptime} s of the {:?} watched",
+        watched.elapsed()
+    );
 
     // The same URL again keeps the node.
     let (status, again) = add(&fleet, json!({"api_url": format!("{}/", node.url())})).await;
