@@ -6,7 +6,7 @@
 //! - OpenAI-compatible: `GET /v1/models`, whose ids become the model list.
 //!
 //! A probe that fails is recorded too (`ollama_available: false`), so the node
-//! is offline with [`reasons::PROBE_FAILED`](crate::registry::reasons::PROBE_FAILED)
+//! is offline with [`OfflineReason::ProbeFailed`](crate::registry::OfflineReason::ProbeFailed)
 //! but never times out; it comes back with the first probe that succeeds.
 
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use llm_router_common::{
 
 use super::{ApiJson, ApiPath, AppState};
 use crate::error::ApiError;
-use crate::registry::{AgentlessTarget, reasons, validate};
+use crate::registry::{AgentlessTarget, OfflineReason, validate};
 
 /// What only an agent calls, each with its own token: register (the fleet's node
 /// token), heartbeat and goodbye (the node's credential).
@@ -178,7 +178,7 @@ async fn shutdown(
     state
         .registry
         .check_credential(id, bearer_token(&headers))?;
-    state.registry.mark_offline(id, reasons::SHUT_DOWN)?;
+    state.registry.mark_offline(id, OfflineReason::ShutDown)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -188,7 +188,7 @@ async fn disconnect(
 ) -> Result<Json<Node>, ApiError> {
     state
         .registry
-        .mark_offline(id, reasons::DISCONNECTED)
+        .mark_offline(id, OfflineReason::Disconnected)
         .map(Json)
 }
 

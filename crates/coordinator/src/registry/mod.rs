@@ -34,16 +34,65 @@ use persist::PersistQueue;
 pub use snapshot::{InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
 use store::PersistedNode;
 
-/// Why a node is offline; shown to operators.
-pub mod reasons {
-    pub const TIMED_OUT: &str = "no heartbeat within the agent timeout";
-    pub const SHUT_DOWN: &str = "agent shut down";
-    pub const DISCONNECTED: &str = "disconnected by an operator";
-    pub const OLLAMA_UNREACHABLE: &str = "the agent cannot reach its inference server";
+/// Why a node is offline. [`OfflineReason::text`] is what operators see, and
+/// what `agents.json` stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineReason {
+    /// No heartbeat within the agent timeout.
+    TimedOut,
+    /// The agent said goodbye.
+    ShutDown,
+    /// An operator disconnected the node.
+    Disconnected,
+    /// The agent reports that its inference server does not answer.
+    OllamaUnreachable,
     /// An agentless node whose server did not answer the coordinator's last probe.
-    pub const PROBE_FAILED: &str = "the coordinator cannot reach the node's inference server";
+    ProbeFailed,
     /// An agentless node just added, before its first probe.
-    pub const NOT_PROBED: &str = "not probed yet";
+    NotProbed,
+}
+
+impl OfflineReason {
+    const ALL: [OfflineReason; 6] = [
+        OfflineReason::TimedOut,
+        OfflineReason::ShutDown,
+        OfflineReason::Disconnected,
+        OfflineReason::OllamaUnreachable,
+        OfflineReason::ProbeFailed,
+        OfflineReason::NotProbed,
+    ];
+
+    pub const fn text(self) -> &'static str {
+        match self {
+            OfflineReason::TimedOut => "no heartbeat within the agent timeout",
+            OfflineReason::ShutDown => "agent shut down",
+            OfflineReason::Disconnected => "disconnected by an operator",
+            OfflineReason::OllamaUnreachable => "the agent cannot reach its inference server",
+            OfflineReason::ProbeFailed => {
+                "the coordinator cannot reach the node's inference server"
+            }
+            OfflineReason::NotProbed => "not probed yet",
+        }
+    }
+
+    /// The reason whose [`Self::text`] is `text`, if any.
+    pub fn from_text(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.text() == text)
+    }
+}
+
+impl serde::Serialize for OfflineReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.text())
+    }
+}
+
+/// Reads a stored reason; one this coordinator does not know reads as none.
+pub(crate) fn lenient_reason<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<OfflineReason>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(text.as_deref().and_then(OfflineReason::from_text))
 }
 
 /// An agentless node to probe, as [`NodeRegistry::agentless_targets`] lists it.
@@ -114,7 +163,7 @@ struct NodeRecord {
     recent_gaps: HeartbeatGaps,
     /// `Some` while heartbeats arrive: since when.
     alive_since: Option<Instant>,
-    offline_reason: Option<&'static str>,
+    offline_reason: Option<OfflineReason>,
     ollama_available: bool,
     draining: bool,
     tags: Vec<String>,
@@ -192,12 +241,12 @@ impl NodeRecord {
         }
     }
 
-    fn status_reason(&self) -> Option<&'static str> {
+    fn status_reason(&self) -> Option<OfflineReason> {
         match self.status() {
             NodeStatus::Offline if self.alive_since.is_some() => Some(if self.agentless {
-                reasons::PROBE_FAILED
+                OfflineReason::ProbeFailed
             } else {
-                reasons::OLLAMA_UNREACHABLE
+                OfflineReason::OllamaUnreachable
             }),
             NodeStatus::Offline => self.offline_reason,
             _ => None,
@@ -235,7 +284,7 @@ impl NodeRecord {
             api_url: self.api_url.clone(),
             ollama_version: self.ollama_version.clone(),
             status: self.status(),
-            status_reason: self.status_reason().map(str::to_owned),
+            status_reason: self.status_reason().map(|r| r.text().to_owned()),
             draining: self.draining,
             registered_at: self.registered_at,
             last_seen: self.last_seen,
@@ -268,7 +317,7 @@ impl NodeRecord {
             registered_at: self.registered_at,
             last_seen: self.last_seen,
             online: self.alive_since.is_some(),
-            offline_reason: self.offline_reason.map(str::to_owned),
+            offline_reason: self.offline_reason,
             ollama_available: self.ollama_available,
             draining: self.draining,
             tags: self.tags.clone(),
@@ -284,14 +333,6 @@ impl NodeRecord {
     }
 
     fn from_persisted(p: PersistedNode, now: Instant) -> Self {
-        let offline_reason = [
-            reasons::TIMED_OUT,
-            reasons::SHUT_DOWN,
-            reasons::DISCONNECTED,
-            reasons::NOT_PROBED,
-        ]
-        .into_iter()
-        .find(|r| p.offline_reason.as_deref() == Some(*r));
         let live = Arc::new(NodeLive::default());
         let mut record = NodeRecord {
             routable: Arc::default(),
@@ -309,10 +350,18 @@ impl NodeRecord {
             last_heartbeat: now,
             recent_gaps: HeartbeatGaps::default(),
             alive_since: p.online.then_some(now),
+            // Only the reasons a node keeps while offline are restored as such.
             offline_reason: if p.online {
                 None
             } else {
-                offline_reason.or(Some(reasons::TIMED_OUT))
+                p.offline_reason
+                    .filter(|r| {
+                        !matches!(
+                            r,
+                            OfflineReason::OllamaUnreachable | OfflineReason::ProbeFailed
+                        )
+                    })
+                    .or(Some(OfflineReason::TimedOut))
             },
             ollama_available: p.ollama_available,
             draining: p.draining,
@@ -361,7 +410,7 @@ impl NodeRecord {
                 machine = %self.machine_name,
                 from = before.as_str(),
                 to = after.as_str(),
-                reason = self.status_reason().unwrap_or(""),
+                reason = self.status_reason().map_or("", OfflineReason::text),
                 "node status changed"
             );
         }
@@ -801,7 +850,7 @@ impl NodeRegistry {
         }
         let id = NodeId::new_v4();
         let mut record = NodeRecord {
-            offline_reason: Some(reasons::NOT_PROBED),
+            offline_reason: Some(OfflineReason::NotProbed),
             agentless: true,
             node_api_key: node.api_key,
             ..NodeRecord::fresh(
@@ -850,7 +899,7 @@ impl NodeRegistry {
 
     /// Marks a node offline at once (agent shutdown or operator disconnect).
     /// A later heartbeat brings it back.
-    pub fn mark_offline(&self, id: NodeId, reason: &'static str) -> Result<Node, ApiError> {
+    pub fn mark_offline(&self, id: NodeId, reason: OfflineReason) -> Result<Node, ApiError> {
         let mut nodes = self.nodes.write();
         let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
         let before = record.status();
@@ -952,7 +1001,7 @@ impl NodeRegistry {
         for record in nodes.values_mut().filter(|r| stale(r)) {
             let before = record.status();
             record.alive_since = None;
-            record.offline_reason = Some(reasons::TIMED_OUT);
+            record.offline_reason = Some(OfflineReason::TimedOut);
             record.log_status_change(before);
             expired.push(record.id);
         }

@@ -48,8 +48,12 @@ pub struct PersistedNode {
     /// Whether the node was alive when the file was written.
     #[serde(default)]
     pub online: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offline_reason: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::lenient_reason"
+    )]
+    pub offline_reason: Option<super::OfflineReason>,
     #[serde(default)]
     pub ollama_available: bool,
     #[serde(default)]

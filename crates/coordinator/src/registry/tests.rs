@@ -10,7 +10,7 @@ use llm_router_common::{
 use tokio::time::Instant;
 
 use super::persist::PersistQueue;
-use super::{NodeRegistry, RegistrySettings, reasons};
+use super::{NodeRegistry, OfflineReason, RegistrySettings};
 
 fn settings() -> RegistrySettings {
     RegistrySettings {
@@ -127,12 +127,15 @@ fn snapshot_holds_only_online_non_draining_available_nodes() {
         NodeStatus::Draining
     );
     registry
-        .mark_offline(b.node_id, reasons::SHUT_DOWN)
+        .mark_offline(b.node_id, OfflineReason::ShutDown)
         .unwrap();
     assert!(registry.snapshot().is_empty());
     let b_view = registry.get(b.node_id).unwrap();
     assert_eq!(b_view.status, NodeStatus::Offline);
-    assert_eq!(b_view.status_reason.as_deref(), Some(reasons::SHUT_DOWN));
+    assert_eq!(
+        b_view.status_reason.as_deref(),
+        Some(OfflineReason::ShutDown.text())
+    );
 
     beat(&registry, &b, true);
     assert_eq!(registry.snapshot().nodes.len(), 1);
@@ -169,7 +172,7 @@ fn heartbeat_without_model_lists_keeps_the_known_models() {
     assert_eq!(node.status, NodeStatus::Offline);
     assert_eq!(
         node.status_reason.as_deref(),
-        Some(reasons::OLLAMA_UNREACHABLE)
+        Some(OfflineReason::OllamaUnreachable.text())
     );
 }
 
@@ -198,7 +201,10 @@ async fn silent_node_goes_offline_after_the_timeout_and_heartbeat_brings_it_back
     assert_eq!(registry.expire_stale(Instant::now()), [a.node_id]);
     let node = registry.get(a.node_id).unwrap();
     assert_eq!(node.status, NodeStatus::Offline);
-    assert_eq!(node.status_reason.as_deref(), Some(reasons::TIMED_OUT));
+    assert_eq!(
+        node.status_reason.as_deref(),
+        Some(OfflineReason::TimedOut.text())
+    );
     assert!(registry.snapshot().is_empty());
 
     beat(&registry, &a, true);
@@ -327,7 +333,10 @@ async fn agentless_node_is_offline_until_probed_and_probes_keep_it_from_timing_o
     assert_eq!(status, RegistrationStatus::Registered);
     assert!(node.agentless);
     assert_eq!(node.status, NodeStatus::Offline);
-    assert_eq!(node.status_reason.as_deref(), Some(reasons::NOT_PROBED));
+    assert_eq!(
+        node.status_reason.as_deref(),
+        Some(OfflineReason::NotProbed.text())
+    );
     assert!(registry.snapshot().is_empty());
 
     for _ in 0..5 {
@@ -352,7 +361,7 @@ async fn agentless_node_is_offline_until_probed_and_probes_keep_it_from_timing_o
     assert_eq!(offline.status, NodeStatus::Offline);
     assert_eq!(
         offline.status_reason.as_deref(),
-        Some(reasons::PROBE_FAILED)
+        Some(OfflineReason::ProbeFailed.text())
     );
     assert_eq!(offline.models.len(), 1, "the last model list is kept");
 
