@@ -164,7 +164,9 @@ proptest! {
             0..6,
         )
     ) {
-        let _ = crate::history::query::Filter::from_params(&params);
+        let query: crate::history::query::HistoryQuery =
+            serde_json::from_value(serde_json::json!(params)).unwrap();
+        let _ = crate::history::query::Filter::from_query(&query);
     }
 
     #[test]

@@ -11,7 +11,6 @@
 //!   request as a download, streamed page by page;
 //! - `GET /api/history/timeseries?minutes=60` → per-minute figures for charts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::{
@@ -27,7 +26,7 @@ use llm_router_common::ErrorBody;
 use serde_json::json;
 
 use super::AppState;
-use crate::history::query::{Filter, Page};
+use crate::history::query::{Filter, HistoryQuery, Page};
 use crate::history::store::{Cursor, HistoryItem, HistoryStore};
 
 /// Items read from the database per page of an export.
@@ -106,8 +105,8 @@ fn store(state: &AppState) -> Result<Arc<HistoryStore>, HistoryError> {
 }
 
 fn params(
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, HistoryError> {
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<HistoryQuery, HistoryError> {
     query
         .map(|Query(params)| params)
         .map_err(|e| HistoryError::BadRequest(format!("invalid query string: {}", e.body_text())))
@@ -125,11 +124,11 @@ async fn blocking<T: Send + 'static>(
 
 async fn list(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, HistoryError> {
     let params = params(query)?;
-    let filter = Filter::from_params(&params).map_err(HistoryError::BadRequest)?;
-    let page = Page::from_params(&params).map_err(HistoryError::BadRequest)?;
+    let filter = Filter::from_query(&params).map_err(HistoryError::BadRequest)?;
+    let page = Page::from_query(&params).map_err(HistoryError::BadRequest)?;
     let store = store(&state)?;
     let listed = blocking(move || store.list(&filter, page)).await?;
     Ok(Json(json!({
@@ -156,10 +155,10 @@ async fn show(
 
 async fn timeseries(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, HistoryError> {
     let params = params(query)?;
-    let minutes = match params.get("minutes").map(|m| m.trim()) {
+    let minutes = match params.minutes.as_deref().map(str::trim) {
         None | Some("") => 60,
         Some(m) => match m.parse::<u32>() {
             Ok(n @ 1..=MAX_MINUTES) => n,
@@ -183,10 +182,14 @@ enum ExportFormat {
 
 async fn export(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, HistoryError> {
     let params = params(query)?;
-    let format = match params.get("format").map(|f| f.trim().to_ascii_lowercase()) {
+    let format = match params
+        .format
+        .as_deref()
+        .map(|f| f.trim().to_ascii_lowercase())
+    {
         None => ExportFormat::Csv,
         Some(f) if f.is_empty() || f == "csv" => ExportFormat::Csv,
         Some(f) if f == "json" => ExportFormat::Json,
@@ -196,7 +199,7 @@ async fn export(
             )));
         }
     };
-    let filter = Filter::from_params(&params).map_err(HistoryError::BadRequest)?;
+    let filter = Filter::from_query(&params).map_err(HistoryError::BadRequest)?;
     let store = store(&state)?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || write_export(&store, &filter, format, &sender));

@@ -1,8 +1,7 @@
 //! The filters of the history list and export, read from query parameters.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 /// Which requests a list, count or export covers. Every field narrows it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,18 +74,44 @@ pub struct Page {
     pub offset: u64,
 }
 
+/// The query string of the history endpoints (`/api/history`, its export and
+/// its timeseries): each parameter as text, checked by [`Filter::from_query`],
+/// [`Page::from_query`] and the handlers, so that every error names its
+/// parameter and its allowed values. Unknown parameters are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct HistoryQuery {
+    pub model: Option<String>,
+    pub node: Option<String>,
+    pub key: Option<String>,
+    pub status: Option<String>,
+    pub endpoint: Option<String>,
+    pub outcome: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub q: Option<String>,
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+    /// Export only: `csv` (default) or `json`.
+    pub format: Option<String>,
+    /// Timeseries only: minutes back from now.
+    pub minutes: Option<String>,
+}
+
+/// A parameter's value with surrounding blanks removed; `None` when blank or absent.
+fn text(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
 impl Filter {
-    /// Reads the filter parameters; blank values are ignored, unknown names too.
-    pub fn from_params(params: &HashMap<String, String>) -> Result<Self, String> {
-        let text = |name: &str| {
-            params
-                .get(name)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
-        let time = |name: &str| -> Result<Option<DateTime<Utc>>, String> {
-            text(name)
+    /// Reads the filter parameters; blank values are ignored.
+    pub fn from_query(query: &HistoryQuery) -> Result<Self, String> {
+        let time = |name: &str, value: &Option<String>| -> Result<Option<DateTime<Utc>>, String> {
+            text(value)
                 .map(|v| {
                     DateTime::parse_from_rfc3339(&v)
                         .map(|t| t.with_timezone(&Utc))
@@ -98,10 +123,10 @@ impl Filter {
                 })
                 .transpose()
         };
-        let status = text("status")
+        let status = text(&query.status)
             .map(|s| StatusFilter::parse(&s))
             .transpose()?;
-        let outcome = text("outcome").map(|o| o.to_ascii_lowercase());
+        let outcome = text(&query.outcome).map(|o| o.to_ascii_lowercase());
         if let Some(outcome) = &outcome
             && !OUTCOMES.contains(&outcome.as_str())
         {
@@ -110,7 +135,7 @@ impl Filter {
                 OUTCOMES.join(", ")
             ));
         }
-        let q = params.get("q").filter(|q| !q.trim().is_empty()).cloned();
+        let q = query.q.clone().filter(|q| !q.trim().is_empty());
         if let Some(q) = &q
             && q.chars().count() < MIN_SEARCH_CHARS
         {
@@ -118,19 +143,19 @@ impl Filter {
                 "q must have at least {MIN_SEARCH_CHARS} characters, not {q:?}"
             ));
         }
-        let since = time("since")?;
-        let until = time("until")?;
+        let since = time("since", &query.since)?;
+        let until = time("until", &query.until)?;
         if let (Some(since), Some(until)) = (since, until)
             && since > until
         {
             return Err("since must not be after until".to_owned());
         }
         Ok(Filter {
-            model: text("model"),
-            node: text("node"),
-            key: text("key"),
+            model: text(&query.model),
+            node: text(&query.node),
+            key: text(&query.key),
             status,
-            endpoint: text("endpoint"),
+            endpoint: text(&query.endpoint),
             outcome,
             since,
             until,
@@ -157,9 +182,9 @@ impl Filter {
 
 impl Page {
     /// Reads `limit` (1 to 500, default 50) and `offset` (default 0).
-    pub fn from_params(params: &HashMap<String, String>) -> Result<Self, String> {
-        let limit = match params.get("limit").map(|v| v.trim()) {
-            None | Some("") => DEFAULT_LIMIT,
+    pub fn from_query(query: &HistoryQuery) -> Result<Self, String> {
+        let limit = match text(&query.limit) {
+            None => DEFAULT_LIMIT,
             Some(v) => match v.parse::<u32>() {
                 Ok(n @ 1..=MAX_LIMIT) => n,
                 _ => {
@@ -169,8 +194,8 @@ impl Page {
                 }
             },
         };
-        let offset = match params.get("offset").map(|v| v.trim()) {
-            None | Some("") => 0,
+        let offset = match text(&query.offset) {
+            None => 0,
             Some(v) => v
                 .parse::<u64>()
                 .map_err(|_| format!("offset must be a whole number, not {v:?}"))?,
@@ -189,11 +214,9 @@ pub fn model_key(model: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    fn params(pairs: &[(&str, &str)]) -> HistoryQuery {
+        let map: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
+        serde_json::from_value(serde_json::json!(map)).unwrap()
     }
 
     #[test]
@@ -208,7 +231,7 @@ mod tests {
 
     #[test]
     fn filters_are_read_and_checked() {
-        let filter = Filter::from_params(&params(&[
+        let filter = Filter::from_query(&params(&[
             ("model", "llama3.2"),
             ("status", "4xx"),
             ("since", "2025-01-01T00:00:00Z"),
@@ -230,12 +253,12 @@ mod tests {
             filter.until.unwrap().to_rfc3339(),
             "2025-01-01T22:00:00+00:00"
         );
-        assert!(Filter::from_params(&params(&[("since", "yesterday")])).is_err());
-        assert!(Filter::from_params(&params(&[("outcome", "exploded")])).is_err());
-        assert!(Filter::from_params(&params(&[("q", "ab")])).is_err());
-        assert!(Filter::from_params(&params(&[("q", "abc")])).is_ok());
+        assert!(Filter::from_query(&params(&[("since", "yesterday")])).is_err());
+        assert!(Filter::from_query(&params(&[("outcome", "exploded")])).is_err());
+        assert!(Filter::from_query(&params(&[("q", "ab")])).is_err());
+        assert!(Filter::from_query(&params(&[("q", "abc")])).is_ok());
         assert!(
-            Filter::from_params(&params(&[
+            Filter::from_query(&params(&[
                 ("since", "2025-01-02T00:00:00Z"),
                 ("until", "2025-01-01T00:00:00Z")
             ]))
@@ -246,14 +269,14 @@ mod tests {
     #[test]
     fn pages_are_bounded() {
         assert_eq!(
-            Page::from_params(&params(&[])).unwrap(),
+            Page::from_query(&params(&[])).unwrap(),
             Page {
                 limit: 50,
                 offset: 0
             }
         );
         assert_eq!(
-            Page::from_params(&params(&[("limit", "500"), ("offset", "10")])).unwrap(),
+            Page::from_query(&params(&[("limit", "500"), ("offset", "10")])).unwrap(),
             Page {
                 limit: 500,
                 offset: 10
@@ -261,11 +284,11 @@ mod tests {
         );
         for bad in ["0", "501", "ten", "-1"] {
             assert!(
-                Page::from_params(&params(&[("limit", bad)])).is_err(),
+                Page::from_query(&params(&[("limit", bad)])).is_err(),
                 "{bad}"
             );
         }
-        assert!(Page::from_params(&params(&[("offset", "-5")])).is_err());
+        assert!(Page::from_query(&params(&[("offset", "-5")])).is_err());
     }
 
     #[test]
