@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
+use llm_router_coordinator::config::BalancerMode;
 use llm_router_mock_node::MockConfig;
 use prometheus_parse::{Sample, Scrape, Value as PromValue};
 use serde_json::{Value, json};
@@ -577,4 +578,32 @@ impl TapModel for Value {
         self["model"] = json!(model);
         self
     }
+}
+
+/// A failover counts against the node that failed, by id: two machines may share a name.
+#[tokio::test]
+async fn a_failed_attempt_counts_against_the_node_that_failed_even_when_names_repeat() {
+    let mut fleet = Fleet::empty_with(|c| c.proxy.balancer = BalancerMode::RoundRobin).await;
+    let failing = fleet.add_node(MockConfig::named("twin")).await;
+    let healthy = fleet.add_node(MockConfig::named("twin")).await;
+    // The mocks are in the order they were added.
+    fleet.nodes[0].control().set_fail_rate(1.0);
+    for _ in 0..4 {
+        let answer = fleet
+            .post(
+                "/api/generate",
+                json!({"model": "llama3.2", "prompt": "hi", "stream": false}),
+            )
+            .await;
+        assert_eq!(answer.status(), 200);
+    }
+    let total = |node: &Value| node["stats"]["requests_total"].as_u64().unwrap_or(0);
+    let ok = |node: &Value| node["stats"]["requests_ok"].as_u64().unwrap_or(0);
+    let failing = fleet.agent(&failing).await.unwrap();
+    let healthy = fleet.agent(&healthy).await.unwrap();
+    assert!(total(&failing) >= 1, "{failing}");
+    assert_eq!(ok(&failing), 0, "{failing}");
+    assert_eq!(total(&healthy), 4, "{healthy}");
+    assert_eq!(ok(&healthy), 4, "{healthy}");
+    fleet.stop().await;
 }

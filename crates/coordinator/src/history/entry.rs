@@ -68,7 +68,7 @@ impl HistoryEntry {
             model: record.model.clone(),
             stream: record.stream,
             node: record.node_name.clone(),
-            nodes_tried: record.nodes_tried.clone(),
+            nodes_tried: record.nodes_tried.iter().map(|n| n.name.clone()).collect(),
             status: record.status,
             outcome: record.outcome.as_str().to_owned(),
             duration: record.duration,

@@ -411,7 +411,10 @@ mod tests {
             stream: true,
             node_id: None,
             node_name: Some("a".into()),
-            nodes_tried: vec!["a".into()],
+            nodes_tried: vec![crate::proxy::record::TriedNode {
+                id: llm_router_common::NodeId::new_v4(),
+                name: "a".into(),
+            }],
             status: 200,
             outcome: Outcome::Completed,
             duration: Duration::from_millis(3),

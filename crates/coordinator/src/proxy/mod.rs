@@ -44,7 +44,7 @@ use crate::registry::{InFlightGuard, NodeRegistry, RoutableNode, validate};
 use body::{BodyHealth, FailureReport, ProxiedBody, Tap, error_chain};
 use error::{ApiFlavor, ProxyError};
 use peek::RequestFacts;
-use record::{Outcome, RequestRecord, RequestSinks, Usage};
+use record::{Outcome, RequestRecord, RequestSinks, TriedNode, Usage};
 
 /// Response header naming the node that served a request.
 pub const NODE_HEADER: &str = "x-llm-router-node";
@@ -171,7 +171,7 @@ impl RequestMeta {
         endpoint: &str,
         facts: Option<&RequestFacts>,
         body: Bytes,
-        nodes_tried: Vec<String>,
+        nodes_tried: Vec<TriedNode>,
     ) -> RequestRecord {
         RequestRecord {
             request_id: self.request_id.clone(),
@@ -183,7 +183,7 @@ impl RequestMeta {
             model: facts.map(|f| f.model.clone()).unwrap_or_default(),
             stream: facts.is_some_and(|f| f.stream),
             node_id: None,
-            node_name: nodes_tried.last().cloned(),
+            node_name: nodes_tried.last().map(|n| n.name.clone()),
             nodes_tried,
             status: 0,
             outcome: Outcome::Completed,
@@ -205,7 +205,7 @@ impl RequestMeta {
         facts: Option<&RequestFacts>,
         body: Bytes,
         error: &ProxyError,
-        nodes_tried: Vec<String>,
+        nodes_tried: Vec<TriedNode>,
     ) -> RequestRecord {
         RequestRecord {
             status: error.status().as_u16(),
@@ -321,7 +321,7 @@ impl Proxy {
     async fn forward_inner(
         &self,
         request: &InferenceRequest,
-        tried: &mut Vec<String>,
+        tried: &mut Vec<TriedNode>,
         admission: &mut Option<Admission>,
     ) -> Result<Response, ProxyError> {
         let snapshot = self.registry.snapshot();
@@ -393,7 +393,10 @@ impl Proxy {
                 full.push(node);
                 continue;
             };
-            tried.push(node.machine_name.clone());
+            tried.push(TriedNode {
+                id: node.id,
+                name: node.machine_name.clone(),
+            });
             match self
                 .attempt(&node, guard, request, &model, tried, admission)
                 .await
@@ -434,7 +437,7 @@ impl Proxy {
         guard: InFlightGuard,
         request: &InferenceRequest,
         model: &str,
-        tried: &[String],
+        tried: &[TriedNode],
         admission: &mut Option<Admission>,
     ) -> Result<Response, AttemptFailure> {
         let cold = !node.live.route_model(model, Instant::now());

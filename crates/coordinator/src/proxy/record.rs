@@ -57,6 +57,14 @@ impl Usage {
     }
 }
 
+/// A node a request was sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriedNode {
+    pub id: NodeId,
+    /// Its machine name when it was tried (names need not be unique).
+    pub name: String,
+}
+
 /// One finished request.
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
@@ -75,7 +83,7 @@ pub struct RequestRecord {
     pub node_id: Option<NodeId>,
     pub node_name: Option<String>,
     /// Every node tried, in order, including the one that answered.
-    pub nodes_tried: Vec<String>,
+    pub nodes_tried: Vec<TriedNode>,
     /// HTTP status sent to the client.
     pub status: u16,
     pub outcome: Outcome,

@@ -22,7 +22,7 @@ use llm_router_common::node::NodeRequestStats;
 use llm_router_common::{Node, NodeId, canonical_model_name};
 use parking_lot::Mutex;
 
-use crate::proxy::record::{Outcome, RequestRecord, RequestSink};
+use crate::proxy::record::{Outcome, RequestRecord, RequestSink, TriedNode};
 use crate::registry::NodeRegistry;
 use aggregate::{Aggregate, Sample};
 use prometheus::{Exposition, NONE, OTHER, Observation, Series};
@@ -169,7 +169,7 @@ impl RequestSink for Stats {
         let answered = r.outcome != Outcome::Rejected;
         let ttft = r.time_to_first_byte.filter(|_| r.stream && answered);
         // Nodes tried before the one that answered, or all of them when none did.
-        let failed_attempts: &[String] = match (r.node_id, r.nodes_tried.split_last()) {
+        let failed_attempts: &[TriedNode] = match (r.node_id, r.nodes_tried.split_last()) {
             (Some(_), Some((_, before))) => before,
             (Some(_), None) => &[],
             (None, _) => &r.nodes_tried,
@@ -200,14 +200,11 @@ impl RequestSink for Stats {
             node.totals.add(&sample);
             node.model(model).add(&sample);
         }
-        for name in failed_attempts {
-            inner.series.attempt_failed(families, name);
-            // Records name the nodes tried; the routable snapshot gives their ids.
-            if let Some(tried) = snapshot.nodes.iter().find(|n| n.machine_name == *name) {
-                let node = inner.nodes.entry(tried.id).or_default();
-                node.totals.add_failed_attempt();
-                node.model(model).add_failed_attempt();
-            }
+        for tried in failed_attempts {
+            inner.series.attempt_failed(families, &tried.name);
+            let node = inner.nodes.entry(tried.id).or_default();
+            node.totals.add_failed_attempt();
+            node.model(model).add_failed_attempt();
         }
     }
 }
