@@ -82,10 +82,18 @@ impl Tap {
             self.tail
                 .extend_from_slice(&chunk[chunk.len() - TAIL_BYTES..]);
         } else {
-            let overflow = (self.tail.len() + chunk.len()).saturating_sub(TAIL_BYTES);
-            self.tail.drain(..overflow);
+            // Kept up to twice the tail and cut back to one only then: the bytes move
+            // once per TAIL_BYTES of answer, not on every chunk.
+            if self.tail.len() + chunk.len() > 2 * TAIL_BYTES {
+                self.tail.drain(..self.tail.len() - TAIL_BYTES);
+            }
             self.tail.extend_from_slice(chunk);
         }
+    }
+
+    /// The last [`TAIL_BYTES`] of the answer (all of it when shorter).
+    fn tail_window(&self) -> &[u8] {
+        &self.tail[self.tail.len().saturating_sub(TAIL_BYTES)..]
     }
 
     /// What this answer says of the node's speed. A streamed answer's first byte is
@@ -131,7 +139,7 @@ impl Tap {
     fn finish(mut self, outcome: Outcome, error: Option<String>) {
         self.record.outcome = outcome;
         self.record.duration = self.started.elapsed();
-        self.record.usage = parse_tail(&self.tail);
+        self.record.usage = parse_tail(self.tail_window());
         if outcome == Outcome::Completed && (200..300).contains(&self.record.status) {
             let sample = self.speed_sample();
             self.node.live.record_speed(&self.model, sample);
@@ -348,4 +356,53 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::RequestMeta;
+
+    fn tap() -> Tap {
+        let meta = RequestMeta {
+            request_id: "r".into(),
+            client_ip: None,
+            api_key: None,
+            started: Instant::now(),
+            started_at: chrono::Utc::now(),
+        };
+        let record = meta.record(
+            ApiFlavor::Ollama,
+            "/api/chat",
+            None,
+            Bytes::new(),
+            Vec::new(),
+        );
+        let node = crate::balancer::testing::node("n");
+        Tap::new(
+            record,
+            RequestSinks::default(),
+            meta.started,
+            0,
+            node,
+            "m".into(),
+            false,
+        )
+    }
+
+    #[test]
+    fn the_usage_is_read_from_the_end_of_a_long_stream_of_small_chunks() {
+        let mut tap = tap();
+        for i in 0..2000 {
+            tap.observe(
+                format!("{{\"message\":{{\"content\":\"token {i}\"}},\"done\":false}}\n")
+                    .as_bytes(),
+            );
+            assert!(tap.tail.len() <= 2 * TAIL_BYTES);
+        }
+        tap.observe(b"{\"done\":true,\"prompt_eval_count\":12,\"eval_count\":2000,\"eval_duration\":1000000000}\n");
+        let usage = parse_tail(tap.tail_window());
+        assert_eq!(usage.completion_tokens, Some(2000));
+        assert_eq!(usage.prompt_tokens, Some(12));
+    }
 }
