@@ -13,6 +13,7 @@ use chrono::Utc;
 use llm_router_coordinator::history::entry::HistoryEntry;
 use llm_router_coordinator::history::query::{Filter, Page, StatusFilter};
 use llm_router_coordinator::history::store::{FILE_NAME, HistoryStore};
+use llm_router_coordinator::proxy::record::Outcome;
 
 use crate::stats::{Latencies, ms};
 
@@ -122,12 +123,20 @@ fn synthetic(rng: &mut Rng, i: u64, rows: u64, now: chrono::DateTime<Utc>) -> Hi
     let (status, outcome, error) = match roll {
         0..=9 => (
             404u16,
-            "rejected",
+            Outcome::Rejected,
             Some(format!("model '{model}' not found")),
         ),
-        10..=14 => (502, "rejected", Some(format!("{node}: connection refused"))),
-        15..=19 => (200, "failed", Some(format!("{node}: stream idle timeout"))),
-        _ => (200, "completed", None),
+        10..=14 => (
+            502,
+            Outcome::Rejected,
+            Some(format!("{node}: connection refused")),
+        ),
+        15..=19 => (
+            200,
+            Outcome::Failed,
+            Some(format!("{node}: stream idle timeout")),
+        ),
+        _ => (200, Outcome::Completed, None),
     };
     let prompt_words = 20 + rng.below(40) as usize;
     let mut prompt = rng.words(prompt_words);
@@ -172,7 +181,7 @@ fn synthetic(rng: &mut Rng, i: u64, rows: u64, now: chrono::DateTime<Utc>) -> Hi
         node: (status != 404).then(|| node.clone()),
         nodes_tried: if status == 404 { vec![] } else { vec![node] },
         status,
-        outcome: outcome.into(),
+        outcome,
         duration: Duration::from_millis(200 + rng.below(3000)),
         time_to_first_token: Some(Duration::from_millis(20 + rng.below(400))),
         prompt_tokens: Some(40),

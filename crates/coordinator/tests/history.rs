@@ -529,7 +529,7 @@ fn entry(time: DateTime<Utc>, model: &str) -> HistoryEntry {
         node: Some("a".into()),
         nodes_tried: vec!["a".into()],
         status: 200,
-        outcome: "completed".into(),
+        outcome: llm_router_coordinator::proxy::record::Outcome::Completed,
         duration: Duration::from_millis(5),
         time_to_first_token: None,
         prompt_tokens: Some(1),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::proxy::record::RequestRecord;
+use crate::proxy::record::{Outcome, RequestRecord};
 
 /// A finished request, ready to be stored. Built on the request path, so it
 /// only copies what the record holds (the request body is cut to the limit).
@@ -26,7 +26,7 @@ pub struct HistoryEntry {
     pub nodes_tried: Vec<String>,
     pub status: u16,
     /// `completed`, `rejected`, `failed` or `cancelled`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub duration: Duration,
     pub time_to_first_token: Option<Duration>,
     pub prompt_tokens: Option<u64>,
@@ -70,7 +70,7 @@ impl HistoryEntry {
             node: record.node_name.clone(),
             nodes_tried: record.nodes_tried.iter().map(|n| n.name.clone()).collect(),
             status: record.status,
-            outcome: record.outcome.as_str().to_owned(),
+            outcome: record.outcome,
             duration: record.duration,
             time_to_first_token: record.time_to_first_byte,
             prompt_tokens: record.usage.prompt_tokens,

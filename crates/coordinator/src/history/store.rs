@@ -304,7 +304,7 @@ impl HistoryStore {
                         entry.node,
                         nodes_tried,
                         entry.status,
-                        entry.outcome,
+                        entry.outcome.as_str(),
                         entry.stream,
                         millis(entry.duration),
                         entry.time_to_first_token.map(millis),
@@ -886,6 +886,7 @@ fn saturating_i64(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::record::Outcome;
     use bytes::Bytes;
 
     fn entry(time: DateTime<Utc>, model: &str, prompt: &str) -> HistoryEntry {
@@ -900,7 +901,7 @@ mod tests {
             node: Some("a".into()),
             nodes_tried: vec!["b".into(), "a".into()],
             status: 200,
-            outcome: "completed".into(),
+            outcome: Outcome::Completed,
             duration: Duration::from_millis(12),
             time_to_first_token: Some(Duration::from_millis(2)),
             prompt_tokens: Some(3),
