@@ -128,23 +128,24 @@ impl Coordinator {
 }
 
 async fn wait_for_demo_nodes(url: &str, count: usize, admin_token: Option<&str>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let client = reqwest::Client::new();
-    loop {
-        let mut request = client.get(format!("{url}/api/agents"));
-        if let Some(token) = admin_token {
-            request = request.bearer_auth(token);
-        }
-        let agents: Vec<Value> = request.send().await.unwrap().json().await.unwrap();
-        if agents.len() == count && agents.iter().all(|a| a["status"] == "online") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo nodes did not come online: {agents:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::process::eventually_showing(
+        "the demo nodes online",
+        Duration::from_secs(30),
+        || async {
+            let mut request = client.get(format!("{url}/api/agents"));
+            if let Some(token) = admin_token {
+                request = request.bearer_auth(token);
+            }
+            let agents: Vec<Value> = request.send().await.unwrap().json().await.unwrap();
+            if agents.len() == count && agents.iter().all(|a| a["status"] == "online") {
+                Ok(())
+            } else {
+                Err(format!("{agents:#?}"))
+            }
+        },
+    )
+    .await;
 }
 
 /// One browser script running under `node`, with the harness's end of its protocol.

@@ -8,7 +8,6 @@ use llm_router_coordinator::demo::{DemoFleet, MAX_DEMO_NODES, banner};
 use llm_router_mock_node::normalize_model_name;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -52,18 +51,15 @@ impl Coordinator {
 
     /// Polls `/api/agents` until `done` holds, panicking with the last answer at the deadline.
     async fn wait_for(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+        support::process::eventually_showing(what, DEADLINE, || async {
             let agents = self.agents().await;
             if done(&agents) {
-                return agents;
+                Ok(agents)
+            } else {
+                Err(format!("/api/agents says {agents:#?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; /api/agents says {agents:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     async fn stop(self) {

@@ -296,18 +296,24 @@ impl ThreeNodeFleet {
 
     /// Waits until nothing is left running upstream, then stops everything.
     async fn stop(self) {
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.nodes.iter().any(|n| n.stats().in_flight() > 0) {
-            assert!(
-                tokio::time::Instant::now() < until,
-                "requests still in flight on the nodes: {:?}",
-                self.nodes
+        support::process::eventually_showing(
+            "no request left in flight on the nodes",
+            Duration::from_secs(10),
+            || {
+                let in_flight: Vec<_> = self
+                    .nodes
                     .iter()
                     .map(|n| (n.name().to_owned(), n.stats().in_flight()))
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                std::future::ready(if in_flight.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{in_flight:?}"))
+                })
+            },
+        )
+        .await;
 
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.server)
