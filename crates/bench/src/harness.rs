@@ -35,10 +35,20 @@ pub fn start_coordinator(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(String, std::thread::JoinHandle<()>)> {
+    start_coordinator_named("router", config, shutdown)
+}
+
+/// [`start_coordinator`] with its threads named `name` (at most 15 bytes
+/// show in `/proc`), so their CPU time can be told apart.
+pub fn start_coordinator_named(
+    name: &str,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(String, std::thread::JoinHandle<()>)> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let thread = spawn_server("router", move || async move {
+    let thread = spawn_server(name, move || async move {
         let served = match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => llm_router_coordinator::run(listener, config, shutdown).await,
             Err(e) => Err(e.into()),

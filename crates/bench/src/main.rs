@@ -3,8 +3,10 @@
 //! Each subcommand starts what it measures on loopback, drives it, and
 //! prints latency quantiles and throughput.
 
+mod cpu;
 mod harness;
 mod history;
+mod nginx;
 mod proxy;
 mod registry;
 mod routing;

@@ -9,6 +9,7 @@
 //! the absolute figures.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +19,9 @@ use bytes::Bytes;
 use llm_router_coordinator::config::Config;
 use llm_router_mock_node::{Endpoint, MockConfig, MockNode, MockStats};
 
+use crate::cpu::CpuSource;
 use crate::harness::{
-    RegisteredNode, contains, error_chain, snippet, spawn_server, start_coordinator,
+    RegisteredNode, contains, error_chain, snippet, spawn_server, start_coordinator_named,
 };
 use crate::stats::{Latencies, ms};
 
@@ -76,6 +78,36 @@ pub struct ProxyArgs {
     /// path is unchanged.
     #[arg(long, conflicts_with = "direct_only")]
     pub require_api_key: bool,
+    /// Router rows: with its request history recording every request (`on`),
+    /// started with `--no-history` (`off`), or both, each a coordinator of
+    /// its own.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "on,off")]
+    pub router_history: Vec<HistoryMode>,
+    /// The nginx binary for the nginx row, a plain reverse proxy in front of
+    /// the same node [default: nginx on PATH or in /usr/sbin; the row is left
+    /// out when there is none].
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_nginx", "direct_only"])]
+    pub nginx: Option<PathBuf>,
+    /// Leave the nginx row out even where nginx is installed.
+    #[arg(long)]
+    pub no_nginx: bool,
+}
+
+/// Whether a measured router records its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryMode {
+    On,
+    Off,
+}
+
+impl HistoryMode {
+    /// The row's name; its threads are named after it too.
+    fn path_name(self) -> &'static str {
+        match self {
+            HistoryMode::On => "router",
+            HistoryMode::Off => "router-nohist",
+        }
+    }
 }
 
 /// One kind of request.
@@ -164,9 +196,14 @@ fn split(total: usize, parts: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Which path goes first in a round: ABBA, so each path leads half the time.
-fn router_first(round: u32) -> bool {
-    round % 2 == 1
+/// The order of the paths in a round: forward, then backward (ABBA for two
+/// paths, ABCCBA for three), so that drift hits every path alike.
+fn round_order(round: u32, paths: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..paths).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 /// `router / direct`, when there is a direct figure to compare with.
@@ -186,11 +223,17 @@ enum Stop {
     Elapsed(Duration),
 }
 
-/// A place the load goes to: the node itself, or the router.
+/// A place the load goes to: the node itself, a router, or nginx.
 struct Target {
     name: &'static str,
     base: String,
     client: reqwest::Client,
+    /// Where the CPU time of what sits between client and node is read
+    /// (none for the direct path).
+    cpu: Option<CpuSource>,
+    /// Whether the target is a router recording its history, whose writer
+    /// must have caught up before its CPU time is read.
+    records_history: bool,
 }
 
 impl Target {
@@ -215,10 +258,45 @@ impl Target {
             .pool_max_idle_per_host(pool)
             .default_headers(headers)
             .build()?;
-        Ok(Self { name, base, client })
+        Ok(Self {
+            name,
+            base,
+            client,
+            cpu: None,
+            records_history: false,
+        })
+    }
+
+    fn with_cpu(mut self, cpu: CpuSource) -> Self {
+        self.cpu = Some(cpu);
+        self
+    }
+
+    fn is_router(&self) -> bool {
+        self.name.starts_with("router")
+    }
+
+    /// Waits until its history writer is idle (when it has one): the writer
+    /// records a run's requests after their answers, and that work belongs
+    /// to the run. Idle is read off the writer thread's CPU time, so that
+    /// waiting costs the router nothing.
+    async fn settle(&self) {
+        if !self.records_history {
+            return;
+        }
+        let writer = CpuSource::Threads(vec!["history-writer"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = writer.used();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let now = writer.used();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
     }
 }
-
 /// What one path did in one scenario at one level, over all its runs.
 #[derive(Debug, Default)]
 struct Measured {
@@ -230,6 +308,8 @@ struct Measured {
     wall: Duration,
     /// Requests the node received meanwhile, on the scenario's route.
     node_saw: u64,
+    /// CPU time of the proxy meanwhile (router or nginx), when measured.
+    cpu: Option<Duration>,
 }
 
 impl Measured {
@@ -243,6 +323,16 @@ impl Measured {
         }
         self.wall += other.wall;
         self.node_saw += other.node_saw;
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Proxy CPU time per answered request.
+    fn cpu_per_request(&self) -> Option<Duration> {
+        let cpu = self.cpu?;
+        (self.ok > 0).then(|| cpu / self.ok as u32)
     }
 
     fn rps(&self) -> f64 {
@@ -258,12 +348,12 @@ impl Measured {
     }
 }
 
-/// One row of the report: a scenario at a level, both paths.
+/// A scenario at a level: what each path did, in the order of the targets
+/// (the direct path first).
 struct Cell {
     scenario: Scenario,
     concurrency: usize,
-    direct: Measured,
-    router: Option<Measured>,
+    paths: Vec<Measured>,
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
@@ -279,35 +369,89 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
 
     let (node_url, node_stats) = start_node(&args).await?;
-    let direct = Target::new("direct", node_url.clone(), max_level, None)?;
-    let data_dir = tempfile::tempdir()?;
-    let mut heartbeats = None;
-    let router = if args.direct_only {
-        None
-    } else {
-        let mut config = Config::with_data_dir(data_dir.path());
-        config.access.require_api_key = args.require_api_key;
-        let (base, _) = start_coordinator(config, std::future::pending())?;
-        let port = node_url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse::<u16>().ok())
-            .context("node URL without a port")?;
-        heartbeats = Some(register_node(&base, port).await?);
-        let key = if args.require_api_key {
-            Some(create_api_key(&base).await?)
-        } else {
+    let node_port = node_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .context("node URL without a port")?;
+    let mut targets = vec![Target::new("direct", node_url.clone(), max_level, None)?];
+    let mut data_dirs = Vec::new();
+    let mut heartbeats = Vec::new();
+    let mut nginx = None;
+    if !args.direct_only {
+        for &mode in &args.router_history {
+            let data_dir = tempfile::tempdir()?;
+            let mut config = Config::with_data_dir(data_dir.path());
+            config.access.require_api_key = args.require_api_key;
+            config.history.enabled = mode == HistoryMode::On;
+            config.proxy.capture_bytes = if config.history.enabled {
+                config.history.body_limit_bytes
+            } else {
+                0
+            };
+            let name = mode.path_name();
+            let (base, _) = start_coordinator_named(name, config, std::future::pending())?;
+            heartbeats.push(register_node(&base, node_port).await?);
+            let key = if args.require_api_key {
+                Some(create_api_key(&base).await?)
+            } else {
+                None
+            };
+            let mut threads = vec![name];
+            if mode == HistoryMode::On {
+                threads.push("history-writer");
+            }
+            let mut target = Target::new(name, base, max_level, key.as_deref())?
+                .with_cpu(CpuSource::Threads(threads));
+            target.records_history = mode == HistoryMode::On;
+            targets.push(target);
+            data_dirs.push(data_dir);
+        }
+        let binary = if args.no_nginx {
             None
+        } else {
+            crate::nginx::find(args.nginx.as_deref())
         };
-        Some(Target::new("router", base, max_level, key.as_deref())?)
-    };
+        match binary {
+            Some(binary) => {
+                let started = crate::nginx::Nginx::start(
+                    &binary,
+                    &format!("127.0.0.1:{node_port}"),
+                    max_level,
+                )?;
+                targets.push(
+                    Target::new("nginx", started.base().to_owned(), max_level, None)?
+                        .with_cpu(CpuSource::ProcessTree(started.pid())),
+                );
+                nginx = Some(started);
+            }
+            None if args.nginx.is_none() && !args.no_nginx => {
+                eprintln!("note: no nginx found (PATH, /usr/sbin); the nginx row is left out");
+            }
+            None => {}
+        }
+    }
 
     for &scenario in &args.scenarios {
-        preflight(&direct, scenario, Duration::ZERO)
-            .await
-            .context("the mock node itself does not answer as expected")?;
-        if let Some(router) = &router {
-            preflight(router, scenario, READY_TIMEOUT).await?;
+        for target in &targets {
+            let patience = if target.name == "direct" {
+                Duration::ZERO
+            } else {
+                READY_TIMEOUT
+            };
+            let ready = preflight(target, scenario, patience).await;
+            if let (Err(e), Some(nginx)) = (&ready, nginx.as_mut())
+                && let Some(why) = nginx.exited()
+            {
+                anyhow::bail!("{e:#}\n{why}");
+            }
+            ready.with_context(|| {
+                if target.name == "direct" {
+                    "the mock node itself does not answer as expected".to_owned()
+                } else {
+                    format!("the {} path does not answer as expected", target.name)
+                }
+            })?;
         }
     }
 
@@ -332,19 +476,11 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             let mut cell = Cell {
                 scenario,
                 concurrency,
-                direct: Measured::default(),
-                router: router.as_ref().map(|_| Measured::default()),
+                paths: targets.iter().map(|_| Measured::default()).collect(),
             };
             for (round, stop) in (0..rounds).zip(stops) {
-                let mut order = vec![&direct];
-                if let Some(router) = &router {
-                    if router_first(round) {
-                        order.insert(0, router);
-                    } else {
-                        order.push(router);
-                    }
-                }
-                for target in order {
+                for index in round_order(round, targets.len()) {
+                    let target = &targets[index];
                     let warm = run_load(
                         target,
                         scenario,
@@ -363,7 +499,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
                     }
                     let measured = run_load(target, scenario, concurrency, stop, &node_stats).await;
                     eprintln!(
-                        "{:<18} c={:<4} round {}/{} {:<6} {:>7} ok in {:>6.2}s = {:>8.0}/s, {} errors",
+                        "{:<18} c={:<4} round {}/{} {:<13} {:>7} ok in {:>6.2}s = {:>8.0}/s, {} errors{}",
                         scenario.label(),
                         concurrency,
                         round + 1,
@@ -373,27 +509,27 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
                         measured.wall.as_secs_f64(),
                         measured.rps(),
                         measured.errors,
+                        measured
+                            .cpu_per_request()
+                            .map(|c| format!(", {:.1} µs CPU per request", micros(c)))
+                            .unwrap_or_default(),
                     );
-                    if target.name == "direct" {
-                        cell.direct.add(measured);
-                    } else if let Some(r) = cell.router.as_mut() {
-                        r.add(measured);
-                    }
+                    cell.paths[index].add(measured);
                 }
             }
             cells.push(cell);
         }
     }
-    if let Some(task) = heartbeats {
+    for task in heartbeats {
         task.abort();
     }
-    let history = match &router {
-        Some(router) => Some(history_settled(router).await?),
-        None => None,
-    };
+    let mut histories = Vec::new();
+    for target in targets.iter().filter(|t| t.records_history) {
+        histories.push((target.name, history_settled(target).await?));
+    }
 
     let mut setup = format!(
-        "proxy benchmark: 1 mock node ({} tokens per answer, {}, {} slots), {} rounds per path ({}), {} warm-up requests per run, {} CPUs",
+        "proxy benchmark: 1 mock node ({} tokens per answer, {}, {} slots), {} rounds per path (order reversed every other round), {} warm-up requests per run, {} CPUs",
         args.tokens,
         if args.node_ms > 0.0 {
             format!("first token after {} ms", args.node_ms)
@@ -402,48 +538,56 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         },
         args.slots,
         rounds,
-        if router.is_some() {
-            "direct and router alternating ABBA"
-        } else {
-            "direct only"
-        },
         args.warmup,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     if let Some(secs) = args.duration_secs {
         let _ = write!(setup, ", {secs}s per path and cell");
     }
-    if router.is_some() {
+    let _ = write!(
+        setup,
+        "\npaths: {}",
+        targets
+            .iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if targets.iter().any(Target::is_router) {
         setup.push_str(if args.require_api_key {
-            "\nclient API keys required by the router: every router request carries one (direct requests carry none)"
+            "\nclient API keys required by the routers: every router request carries one (other paths carry none)"
         } else {
-            "\nclient API keys not required by the router: requests carry none"
+            "\nclient API keys not required by the routers: requests carry none"
         });
     }
-    println!("\n{setup}\n");
-    println!("{}", results_table(&mut cells));
-    if router.is_some() {
-        println!("{}", overhead_table(&mut cells));
+    if nginx.is_some() {
+        setup.push_str("\nnginx: a reverse proxy with upstream keep-alive, HTTP/1.1 to the node, no buffering, no access log, one worker per CPU");
     }
+    println!("\n{setup}\n");
+    let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+    println!("{}", results_table(&names, &mut cells));
+    if targets.len() > 1 {
+        println!("{}", overhead_table(&names, &mut cells));
+    }
+    drop(nginx);
+    drop(data_dirs);
 
     let errors: usize = cells
         .iter()
-        .map(|c| c.direct.errors + c.router.as_ref().map_or(0, |r| r.errors))
+        .flat_map(|c| c.paths.iter().map(|m| m.errors))
         .sum();
     let mut problems = Vec::new();
-    if let Some((recorded, dropped)) = history {
-        println!("request history: {recorded} requests recorded, {dropped} dropped\n");
+    for (name, (recorded, dropped)) in histories {
+        println!("request history of {name}: {recorded} requests recorded, {dropped} dropped\n");
         if dropped > 0 {
             // Unrecorded requests cost the router less: its figures would flatter it.
             problems.push(format!(
-                "the router's request history dropped {dropped} records (its write queue was full)"
+                "the request history of {name} dropped {dropped} records (its write queue was full)"
             ));
         }
     }
     for cell in &cells {
-        for (path, m) in std::iter::once(("direct", &cell.direct))
-            .chain(cell.router.as_ref().map(|r| ("router", r)))
-        {
+        for (path, m) in names.iter().zip(&cell.paths) {
             if m.errors > 0 {
                 problems.push(format!(
                     "{} c={} {path}: {} of {} requests failed, e.g. {}",
@@ -518,21 +662,10 @@ async fn start_node(args: &ProxyArgs) -> anyhow::Result<(String, Arc<MockStats>)
 /// The router's request history once its writer has caught up: requests
 /// recorded and dropped.
 async fn history_settled(router: &Target) -> anyhow::Result<(u64, u64)> {
-    let url = format!("{}/api/history?limit=1", router.base);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = None;
     loop {
-        let page: serde_json::Value = router
-            .client
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .context("could not read the router's request history")?
-            .json()
-            .await?;
-        let field = |name: &str| page[name].as_u64().unwrap_or(0);
-        let now = (field("total"), field("dropped"));
+        let now = history_counts(router).await?;
         // Settled: nothing new for a moment, or no more patience.
         if last == Some(now) || Instant::now() >= deadline {
             return Ok(now);
@@ -540,6 +673,21 @@ async fn history_settled(router: &Target) -> anyhow::Result<(u64, u64)> {
         last = Some(now);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The router's request history now: requests recorded and dropped.
+async fn history_counts(router: &Target) -> anyhow::Result<(u64, u64)> {
+    let page: serde_json::Value = router
+        .client
+        .get(format!("{}/api/history?limit=1", router.base))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("could not read the router's request history")?
+        .json()
+        .await?;
+    let field = |name: &str| page[name].as_u64().unwrap_or(0);
+    Ok((field("total"), field("dropped")))
 }
 
 /// Registers the node with the router as its agent would, and keeps it
@@ -639,7 +787,7 @@ async fn preflight(target: &Target, scenario: Scenario, patience: Duration) -> a
             target.name,
             failure.message
         );
-        if target.name == "router" && failure.status == Some(reqwest::StatusCode::NOT_FOUND) {
+        if target.is_router() && failure.status == Some(reqwest::StatusCode::NOT_FOUND) {
             message.push_str(
                 "\nThe coordinator does not serve this inference route (yet?): the proxy is \
                  missing or does not know the registered node. Run with --direct-only to \
@@ -726,6 +874,7 @@ async fn run_load(
         Scenario::OpenaiChat => Endpoint::OpenAiChat,
     };
     let node_before = node.requests(endpoint);
+    let cpu_before = target.cpu.as_ref().and_then(CpuSource::used);
     let started = Instant::now();
     let deadline = match stop {
         Stop::Elapsed(d) => Some(started + d),
@@ -780,6 +929,10 @@ async fn run_load(
     }
     all.wall = started.elapsed();
     all.node_saw = node.requests(endpoint) - node_before;
+    // The writer's share of this run's cost comes after its last answer.
+    target.settle().await;
+    let cpu_after = target.cpu.as_ref().and_then(CpuSource::used);
+    all.cpu = cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a));
     all
 }
 
@@ -796,16 +949,24 @@ fn fmt_ms(d: Duration) -> String {
     format!("{:.3}", ms(d))
 }
 
-/// Per path: throughput, latency, time to first chunk (streams), errors.
-fn results_table(cells: &mut [Cell]) -> String {
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn fmt_cpu(m: &Measured) -> String {
+    m.cpu_per_request()
+        .map_or_else(|| "–".into(), |c| format!("{:.1}", micros(c)))
+}
+
+/// Per path: throughput, latency, time to first chunk (streams), the
+/// proxy's CPU per request, errors.
+fn results_table(names: &[&str], cells: &mut [Cell]) -> String {
     let mut out = String::new();
-    out.push_str("| scenario | conc | path | req/s | mean ms | p50 ms | p99 ms | first chunk p50 ms | first chunk p99 ms | errors |\n");
-    out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| scenario | conc | path | req/s | mean ms | p50 ms | p99 ms | first chunk p50 ms | first chunk p99 ms | proxy CPU µs/req | errors |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for cell in cells.iter_mut() {
         let (scenario, concurrency) = (cell.scenario, cell.concurrency);
-        for (path, m) in std::iter::once(("direct", &mut cell.direct))
-            .chain(cell.router.as_mut().map(|r| ("router", r)))
-        {
+        for (path, m) in names.iter().zip(cell.paths.iter_mut()) {
             let (first50, first99) = if scenario.streams() {
                 (
                     fmt_ms(m.first_byte.quantile(0.50)),
@@ -816,7 +977,7 @@ fn results_table(cells: &mut [Cell]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
                 scenario.label(),
                 concurrency,
                 path,
@@ -826,6 +987,7 @@ fn results_table(cells: &mut [Cell]) -> String {
                 fmt_ms(m.total.quantile(0.99)),
                 first50,
                 first99,
+                fmt_cpu(m),
                 if m.errors > 0 {
                     format!("**{}**", m.errors)
                 } else {
@@ -837,39 +999,52 @@ fn results_table(cells: &mut [Cell]) -> String {
     out
 }
 
-/// What the router adds, per scenario and level.
-fn overhead_table(cells: &mut [Cell]) -> String {
+/// What each proxy adds over the direct path, and how it compares with
+/// nginx when nginx ran.
+fn overhead_table(names: &[&str], cells: &mut [Cell]) -> String {
+    let nginx = names.iter().position(|n| *n == "nginx");
     let mut out = String::new();
-    out.push_str("| scenario | conc | added p50 ms | added p99 ms | added first chunk p50 ms | router/direct req/s |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    out.push_str("| scenario | conc | path | added p50 ms | added p99 ms | added first chunk p50 ms | req/s vs direct | req/s vs nginx | CPU/req vs nginx |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
     for cell in cells.iter_mut() {
-        let Some(router) = cell.router.as_mut() else {
+        let Some((direct, proxies)) = cell.paths.split_first_mut() else {
             continue;
         };
-        let direct = &mut cell.direct;
-        let first = if cell.scenario.streams() {
-            format!(
-                "{:+.3}",
-                added_ms(
-                    router.first_byte.quantile(0.50),
-                    direct.first_byte.quantile(0.50)
+        let (nginx_rps, nginx_cpu) = nginx
+            .and_then(|i| proxies.get(i - 1))
+            .map_or((None, None), |n| (Some(n.rps()), n.cpu_per_request()));
+        for (path, m) in names[1..].iter().zip(proxies.iter_mut()) {
+            let first = if cell.scenario.streams() {
+                format!(
+                    "{:+.3}",
+                    added_ms(
+                        m.first_byte.quantile(0.50),
+                        direct.first_byte.quantile(0.50)
+                    )
                 )
-            )
-        } else {
-            "–".into()
-        };
-        let ratio =
-            throughput_ratio(router.rps(), direct.rps()).map_or_else(|| "–".into(), fmt_ratio);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:+.3} | {:+.3} | {} | {} |",
-            cell.scenario.label(),
-            cell.concurrency,
-            added_ms(router.total.quantile(0.50), direct.total.quantile(0.50)),
-            added_ms(router.total.quantile(0.99), direct.total.quantile(0.99)),
-            first,
-            ratio,
-        );
+            } else {
+                "–".into()
+            };
+            let vs = |r: Option<f64>| r.map_or_else(|| "–".into(), fmt_ratio);
+            let vs_nginx_rps = nginx_rps.and_then(|n| throughput_ratio(m.rps(), n));
+            let vs_nginx_cpu = match (m.cpu_per_request(), nginx_cpu) {
+                (Some(c), Some(n)) if !n.is_zero() => Some(c.as_secs_f64() / n.as_secs_f64()),
+                _ => None,
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:+.3} | {:+.3} | {} | {} | {} | {} |",
+                cell.scenario.label(),
+                cell.concurrency,
+                path,
+                added_ms(m.total.quantile(0.50), direct.total.quantile(0.50)),
+                added_ms(m.total.quantile(0.99), direct.total.quantile(0.99)),
+                first,
+                vs(throughput_ratio(m.rps(), direct.rps())),
+                vs(vs_nginx_rps),
+                vs(vs_nginx_cpu),
+            );
+        }
     }
     out
 }
@@ -877,6 +1052,7 @@ fn overhead_table(cells: &mut [Cell]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::start_coordinator;
 
     fn parse(args: &[&str]) -> Result<ProxyArgs, clap::Error> {
         crate::harness::parse_args("proxy", args)
@@ -900,6 +1076,13 @@ mod tests {
         assert!(!args.require_api_key);
         assert!(parse(&["--require-api-key"]).unwrap().require_api_key);
         assert!(parse(&["--require-api-key", "--direct-only"]).is_err());
+        assert_eq!(args.router_history, vec![HistoryMode::On, HistoryMode::Off]);
+        assert_eq!(
+            parse(&["--router-history", "off"]).unwrap().router_history,
+            vec![HistoryMode::Off]
+        );
+        assert!(!args.no_nginx && args.nginx.is_none());
+        assert!(parse(&["--nginx", "/x/nginx", "--no-nginx"]).is_err());
     }
 
     #[test]
@@ -942,8 +1125,10 @@ mod tests {
 
     #[test]
     fn rounds_alternate_abba() {
-        let order: Vec<bool> = (0..4).map(router_first).collect();
-        assert_eq!(order, vec![false, true, false, true]);
+        assert_eq!(round_order(0, 2), vec![0, 1]);
+        assert_eq!(round_order(1, 2), vec![1, 0]);
+        assert_eq!(round_order(2, 3), vec![0, 1, 2]);
+        assert_eq!(round_order(3, 3), vec![2, 1, 0]);
     }
 
     #[test]
@@ -1013,7 +1198,7 @@ mod tests {
         let (base, _) =
             start_coordinator(Config::with_data_dir(data.path()), std::future::pending()).unwrap();
         let heartbeats = register_node(&base, node.addr().port()).await.unwrap();
-        let router = Target::new("router", base, 4, None).unwrap();
+        let router = Target::new("router", base.to_owned(), 4, None).unwrap();
         preflight(&router, Scenario::OllamaChat, READY_TIMEOUT)
             .await
             .unwrap();
@@ -1056,8 +1241,8 @@ mod tests {
         let (base, _) = start_coordinator(config, std::future::pending()).unwrap();
         let heartbeats = register_node(&base, node.addr().port()).await.unwrap();
         let key = create_api_key(&base).await.unwrap();
-        let keyless = Target::new("router", base.clone(), 1, None).unwrap();
-        let router = Target::new("router", base, 4, Some(&key)).unwrap();
+        let keyless = Target::new("router", base.to_owned(), 1, None).unwrap();
+        let router = Target::new("router", base.to_owned(), 4, Some(&key)).unwrap();
         preflight(&router, Scenario::OllamaChat, READY_TIMEOUT)
             .await
             .unwrap();

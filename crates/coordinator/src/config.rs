@@ -374,6 +374,15 @@ pub struct Cli {
     #[arg(long = "load-balancer", env = "LOAD_BALANCER_MODE", value_enum, default_value_t = BalancerMode::Auto, help_heading = "Proxy")]
     pub load_balancer: BalancerMode,
 
+    /// Record no request history at all: no prompts or answers are stored, the
+    /// dashboard's history view and `/api/history` answer that it is off.
+    #[arg(
+        long = "no-history",
+        env = "LLM_ROUTER_NO_HISTORY",
+        help_heading = "History"
+    )]
+    pub no_history: bool,
+
     /// Days a request stays in the request history (history.db) before it is deleted.
     #[arg(
         long = "history-retention-days",
@@ -559,6 +568,8 @@ impl Default for ProxySettings {
 /// How the request history is kept (`history.db` in the data folder).
 #[derive(Debug, Clone)]
 pub struct HistorySettings {
+    /// Whether requests are recorded at all.
+    pub enabled: bool,
     /// Requests older than this are deleted.
     pub retention: Duration,
     /// Most bytes of each request body and response stored (the proxy captures as much).
@@ -572,6 +583,7 @@ pub struct HistorySettings {
 impl Default for HistorySettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             retention: Duration::from_secs(7 * 24 * 60 * 60),
             body_limit_bytes: 64 * 1024,
             queue: 10_000,
@@ -747,7 +759,11 @@ impl Cli {
                 },
                 probe_interval: Duration::from_secs(self.probe_interval),
                 max_request_bytes: self.max_request_mb.saturating_mul(1024 * 1024),
-                capture_bytes: self.history_body_kb.saturating_mul(1024),
+                capture_bytes: if self.no_history {
+                    0
+                } else {
+                    self.history_body_kb.saturating_mul(1024)
+                },
                 admission: AdmissionSettings {
                     max_in_flight: self.max_in_flight,
                     max_in_flight_per_node: self.max_in_flight_per_node,
@@ -756,6 +772,7 @@ impl Cli {
                 },
             },
             history: HistorySettings {
+                enabled: !self.no_history,
                 retention: Duration::from_secs(
                     self.history_retention_days.saturating_mul(24 * 60 * 60),
                 ),
@@ -891,6 +908,16 @@ mod tests {
             .config()
             .unwrap_err();
         assert!(err.to_string().contains("HISTORY_QUEUE"), "{err}");
+        assert!(config.history.enabled);
+    }
+
+    #[test]
+    fn no_history_records_and_captures_nothing() {
+        let config = cli(&["--data-dir", "/tmp/x", "--no-history"])
+            .config()
+            .unwrap();
+        assert!(!config.history.enabled);
+        assert_eq!(config.proxy.capture_bytes, 0);
     }
 
     #[test]

@@ -111,12 +111,15 @@ pub async fn run(
     ));
 
     // Request history: a writer thread fed by a sink of the proxy.
-    let history = Arc::new(crate::history::History::start(
-        &config.data_dir,
-        config.history.clone(),
-    ));
     let mut sinks = crate::proxy::record::RequestSinks::default();
-    sinks.add(history.sink());
+    let history = if config.history.enabled {
+        let history = crate::history::History::start(&config.data_dir, config.history.clone());
+        sinks.add(history.sink());
+        Arc::new(history)
+    } else {
+        tracing::info!("request history is off (--no-history): no request is recorded");
+        Arc::new(crate::history::History::off())
+    };
     let mut state = AppState::with_sinks(Arc::clone(&registry), config.proxy.clone(), sinks)?
         .with_access(access);
     state.history = Arc::clone(&history);

@@ -655,3 +655,27 @@ async fn every_request_of_a_burst_is_recorded_or_counted_as_dropped() {
     println!("{recorded} recorded, {dropped} dropped");
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn with_history_off_requests_are_served_and_nothing_is_stored() {
+    let fleet = Fleet::start_with(
+        vec![MockConfig::named("a").with_models(["llama3.2"])],
+        |config| config.history.enabled = false,
+    )
+    .await;
+    chat_ok(&fleet, false).await;
+    chat_ok(&fleet, true).await;
+    let (status, body) = fleet.get_status_json("/api/history").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("not enabled"),
+        "{body}"
+    );
+    let (status, health) = fleet.get_status_json("/api/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert!(
+        !fleet.data_dir().join(FILE_NAME).exists(),
+        "no history file is created when the history is off"
+    );
+    fleet.stop().await;
+}
