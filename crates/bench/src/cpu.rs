@@ -11,7 +11,8 @@ use std::time::Duration;
 /// Where a path's CPU time is read.
 #[derive(Debug, Clone)]
 pub enum CpuSource {
-    /// Threads of this process whose name starts with one of these.
+    /// Threads of this process with one of these names (as `/proc` shows
+    /// them: cut to 15 bytes).
     Threads(Vec<&'static str>),
     /// A process and its children.
     ProcessTree(u32),
@@ -21,14 +22,14 @@ impl CpuSource {
     /// CPU time used so far, or `None` where `/proc` cannot tell (not Linux).
     pub fn used(&self) -> Option<Duration> {
         match self {
-            CpuSource::Threads(prefixes) => {
+            CpuSource::Threads(names) => {
                 let mut total = Duration::ZERO;
                 for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
                     let dir = task.path();
                     let Some(name) = read_trimmed(&dir.join("comm")) else {
                         continue;
                     };
-                    if prefixes.iter().any(|p| name.starts_with(p)) {
+                    if names.iter().any(|n| name == n.get(..15).unwrap_or(n)) {
                         total += task_time(&dir).unwrap_or_default();
                     }
                 }

@@ -42,9 +42,11 @@ pub fn start_coordinator(
 /// show in `/proc`), so their CPU time can be told apart.
 pub fn start_coordinator_named(
     name: &str,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(String, std::thread::JoinHandle<()>)> {
+    // Its serving threads go by the same name.
+    config.threads.name = name.to_owned();
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

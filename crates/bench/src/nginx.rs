@@ -50,6 +50,9 @@ impl Nginx {
         let dir = tempfile::tempdir()?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
+        // nginx takes an inherited socket as it is: a blocking one would
+        // leave a worker stuck in accept() when another took the connection.
+        listener.set_nonblocking(true)?;
         // dup() gives a copy without close-on-exec, so nginx inherits it.
         let inherited: OwnedFd = rustix::io::dup(&listener)?;
         let conf = dir.path().join("nginx.conf");

@@ -29,6 +29,8 @@ use crate::stats::{Latencies, ms};
 const MODEL: &str = "llama3.2:latest";
 /// How long the router may take to route to the node it was just told about.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one request of the load may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct ProxyArgs {
@@ -256,6 +258,8 @@ impl Target {
             .no_proxy()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(pool)
+            // A request that never ends would stall the whole run.
+            .timeout(REQUEST_TIMEOUT)
             .default_headers(headers)
             .build()?;
         Ok(Self {

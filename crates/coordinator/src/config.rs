@@ -8,7 +8,7 @@ use clap::Parser;
 
 use crate::auth::{AccessSettings, AdminMode};
 use crate::registry::live::HealthThresholds;
-use crate::serve::ConnectionLimits;
+use crate::serve::{ConnectionLimits, Threads};
 
 /// Most simulated nodes `--demo` starts.
 pub const MAX_DEMO_NODES: usize = 16;
@@ -330,6 +330,16 @@ pub struct Cli {
     )]
     pub max_connections: Option<usize>,
 
+    /// Threads that serve client connections, each with its own connections
+    /// and its own pool of connections to the nodes. Default: one per CPU.
+    #[arg(
+        long = "threads",
+        env = "LLM_ROUTER_THREADS",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub threads: Option<usize>,
+
     /// Most inference requests in flight at once across the fleet.
     #[arg(
         long = "max-in-flight",
@@ -607,6 +617,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Timeouts and the cap on client connections.
     pub limits: ConnectionLimits,
+    /// The threads serving client connections.
+    pub threads: Threads,
 }
 
 /// PEM files for `--tls-cert` and `--tls-key`.
@@ -629,6 +641,7 @@ impl Config {
             access: AccessSettings::default(),
             tls: None,
             limits: ConnectionLimits::default(),
+            threads: Threads::default(),
         }
     }
 }
@@ -711,6 +724,7 @@ impl Cli {
                 "LLM_ROUTER_MAX_CONNECTIONS",
                 self.max_connections.unwrap_or(1) as u64,
             ),
+            ("LLM_ROUTER_THREADS", self.threads.unwrap_or(1) as u64),
             ("LLM_ROUTER_MAX_IN_FLIGHT", self.max_in_flight as u64),
             (
                 "LLM_ROUTER_MAX_IN_FLIGHT_PER_NODE",
@@ -792,6 +806,10 @@ impl Cli {
                 body_grace: Duration::from_secs(self.body_timeout),
                 body_min_rate: self.body_min_rate,
                 max_connections: self.max_connections,
+            },
+            threads: Threads {
+                count: self.threads,
+                ..Threads::default()
             },
         })
     }

@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 /// The limits on client connections. Defaults as in `--help`.
@@ -101,14 +102,157 @@ pub fn raise_open_file_limit() -> usize {
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets the
 /// requests under way finish (their connections close as they end) and returns.
+/// Connections run on the calling runtime.
 pub async fn serve<L>(
-    mut listener: L,
+    listener: L,
     router: Router,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
+    let slots = connection_slots(&limits);
+    let connections = TaskTracker::new();
+    accept(listener, router, limits, &slots, &connections, &shutdown).await;
+    connections.close();
+    connections.wait().await;
+}
+
+/// The threads that serve client connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Threads {
+    /// How many; `None`: one per CPU.
+    pub count: Option<usize>,
+    /// Their name, as `top -H` and `/proc` show it (at most 15 bytes show).
+    pub name: String,
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Self {
+            count: None,
+            name: "llm-router-http".to_owned(),
+        }
+    }
+}
+
+thread_local! {
+    /// Which serving thread this is (see [`serving_thread`]).
+    static SERVING_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the serving thread the caller runs on, `None` elsewhere. What
+/// a request needs of its own (a connection pool to the nodes) is kept per
+/// serving thread, so that a request never wakes another thread.
+pub fn serving_thread() -> Option<usize> {
+    SERVING_THREAD.get()
+}
+
+/// [`serve`] on `threads.count` threads of their own, each a single-threaded
+/// runtime accepting from the same socket: a connection lives on the thread
+/// that accepted it, from its first byte to its last, as in nginx's workers.
+/// Nothing on a request's way crosses threads, so no request pays for waking
+/// another one. `wrap` turns each thread's copy of the socket into the
+/// listener it serves (TLS or plain TCP), on that thread's runtime.
+pub async fn serve_on_threads<L, W>(
+    listener: std::net::TcpListener,
+    wrap: W,
+    router: Router,
+    limits: ConnectionLimits,
+    threads: &Threads,
+    shutdown: CancellationToken,
+) -> io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    W: Fn(tokio::net::TcpListener) -> io::Result<L> + Send + Sync + 'static,
+{
+    let count = threads
+        .count
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let slots = connection_slots(&limits);
+    let wrap = Arc::new(wrap);
+    let mut ended = Vec::with_capacity(count);
+    let mut failed = None;
+    for index in 0..count {
+        match start_thread(
+            index, &listener, &wrap, &router, limits, &slots, threads, &shutdown,
+        ) {
+            Ok(finished) => ended.push(finished),
+            Err(error) => {
+                // Those started stop too: a coordinator serves fully or not at all.
+                shutdown.cancel();
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    if failed.is_none() {
+        tracing::info!(threads = count, "serving threads started");
+    }
+    for finished in ended {
+        let _ = finished.await;
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// Starts serving thread `index`; the receiver completes when it has ended.
+#[allow(clippy::too_many_arguments)]
+fn start_thread<L, W>(
+    index: usize,
+    listener: &std::net::TcpListener,
+    wrap: &Arc<W>,
+    router: &Router,
+    limits: ConnectionLimits,
+    slots: &Arc<Slots>,
+    threads: &Threads,
+    shutdown: &CancellationToken,
+) -> io::Result<tokio::sync::oneshot::Receiver<()>>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    W: Fn(tokio::net::TcpListener) -> io::Result<L> + Send + Sync + 'static,
+{
+    let socket = listener.try_clone()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let (router, slots, wrap, shutdown) = (
+        router.clone(),
+        Arc::clone(slots),
+        Arc::clone(wrap),
+        shutdown.clone(),
+    );
+    std::thread::Builder::new()
+        .name(threads.name.clone())
+        .spawn(move || {
+            SERVING_THREAD.set(Some(index));
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(socket).and_then(|l| wrap(l)) {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::error!(%error, thread = index, "a serving thread could not listen; the others serve");
+                        return;
+                    }
+                };
+                let connections = TaskTracker::new();
+                accept(listener, router, limits, &slots, &connections, &shutdown).await;
+                connections.close();
+                connections.wait().await;
+            });
+            // The receiver learns of the end when `done` is dropped.
+            drop(done);
+        })?;
+    Ok(finished)
+}
+
+/// One slot per connection allowed, shared by every serving thread.
+struct Slots {
+    free: Arc<Semaphore>,
+    max: usize,
+}
+
+fn connection_slots(limits: &ConnectionLimits) -> Arc<Slots> {
     let max_connections = limits.max_connections.unwrap_or_else(raise_open_file_limit);
     tracing::info!(
         max_connections,
@@ -116,26 +260,43 @@ pub async fn serve<L>(
         idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
         "serving connections"
     );
-    let slots = Arc::new(Semaphore::new(max_connections));
+    Arc::new(Slots {
+        free: Arc::new(Semaphore::new(max_connections)),
+        max: max_connections,
+    })
+}
+
+/// Accepts connections while a slot is free, each served by a task of
+/// `connections`, until `shutdown` is cancelled.
+async fn accept<L>(
+    mut listener: L,
+    router: Router,
+    limits: ConnectionLimits,
+    slots: &Slots,
+    connections: &TaskTracker,
+    shutdown: &CancellationToken,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let mut full = false;
     loop {
-        let slot = match Arc::clone(&slots).try_acquire_owned() {
+        let slot = match Arc::clone(&slots.free).try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 if !full {
                     tracing::warn!(
-                        max_connections,
+                        max_connections = slots.max,
                         "connection cap reached: new connections wait until others close"
                     );
                     full = true;
                 }
                 tokio::select! {
-                    slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+                    slot = Arc::clone(&slots.free).acquire_owned() => slot.expect("the semaphore is never closed"),
                     () = shutdown.cancelled() => break,
                 }
             }
         };
-        if full && slots.available_permits() > max_connections / 10 {
+        if full && slots.free.available_permits() > slots.max / 10 {
             tracing::info!("below the connection cap again");
             full = false;
         }
@@ -143,17 +304,12 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let (router, shutdown) = (router.clone(), shutdown.clone());
+        connections.spawn(async move {
             serve_connection(io, peer, router, limits, shutdown).await;
             drop(slot);
         });
     }
-    drop(listener);
-    // Every connection gives its slot back when it ends.
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
 }
 
 async fn serve_connection<I>(

@@ -147,22 +147,38 @@ pub async fn run(
         }
     });
     let router = app(state);
-    match tls {
+    let listener = listener.into_std()?;
+    let served = match tls {
         Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)?;
-            crate::serve::serve(listener, router, config.limits, stop_serving).await;
+            crate::serve::serve_on_threads(
+                listener,
+                move |listener| crate::tls::TlsListener::new(listener, Arc::clone(&tls)),
+                router,
+                config.limits,
+                &config.threads,
+                stop_serving,
+            )
+            .await
         }
         None => {
-            // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            crate::serve::serve(listener, router, config.limits, stop_serving).await;
+            crate::serve::serve_on_threads(
+                listener,
+                |listener| {
+                    // Without TCP_NODELAY, small streamed chunks wait for delayed ACKs (~40 ms each).
+                    Ok(listener.tap_io(|tcp| {
+                        if let Err(e) = tcp.set_nodelay(true) {
+                            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                        }
+                    }))
+                },
+                router,
+                config.limits,
+                &config.threads,
+                stop_serving,
+            )
+            .await
         }
-    }
-
+    };
     stop.cancel();
     let _ = keys_reloader.await;
     let _ = monitor.await;
@@ -170,6 +186,7 @@ pub async fn run(
     let _ = poller.await;
     history.shutdown().await;
     writer.await.context("registry writer failed")?;
+    served.context("could not start the serving threads")?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

@@ -32,6 +32,8 @@ use store::{HistoryStore, Opened};
 
 /// Most rows inserted in one transaction.
 const BATCH: usize = 1_000;
+/// How long the writer waits for more rows before it writes a batch.
+const LINGER: Duration = Duration::from_millis(50);
 /// Rounds a batch is tried before it is dropped (each round waits for the next message
 /// or the writer's timer).
 const WRITE_ATTEMPTS: u32 = 3;
@@ -324,17 +326,33 @@ fn run_writer(
     let mut stop = false;
     while !stop {
         let timeout = next_prune.saturating_duration_since(Instant::now());
+        // Takes a message in; true when it asks for the batch to be written now.
         let mut take = |message, batch: &mut Vec<HistoryEntry>| match message {
-            Message::Entry(entry) => batch.push(*entry),
-            Message::Flush(done) => flushes.push(done),
-            Message::Stop => stop = true,
+            Message::Entry(entry) => {
+                batch.push(*entry);
+                false
+            }
+            Message::Flush(done) => {
+                flushes.push(done);
+                true
+            }
+            Message::Stop => {
+                stop = true;
+                true
+            }
         };
         match receiver.recv_timeout(timeout) {
             Ok(message) => {
-                take(message, &mut batch);
-                while batch.len() < BATCH {
-                    match receiver.try_recv() {
-                        Ok(message) => take(message, &mut batch),
+                let mut now = take(message, &mut batch);
+                // Rows arriving meanwhile join the batch: one transaction for
+                // many rows, so the search index is flushed and merged less
+                // often (its flushes were most of the writer's work). A flush
+                // or stop request ends the wait.
+                let linger = Instant::now() + LINGER;
+                while !now && batch.len() < BATCH {
+                    let left = linger.saturating_duration_since(Instant::now());
+                    match receiver.recv_timeout(left) {
+                        Ok(message) => now = take(message, &mut batch),
                         Err(_) => break,
                     }
                 }

@@ -21,7 +21,7 @@ pub mod peek;
 pub mod record;
 pub mod usage;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use axum::body::Body;
@@ -121,14 +121,24 @@ const GET_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// The pooled HTTP/1.1 client for all traffic to nodes (http, or https with
 /// rustls): hyper's own, the least work per request; request bodies are
 /// already in memory.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type UpstreamClient = Client<UpstreamConnector, Full<Bytes>>;
+type UpstreamConnector = HttpsConnector<HttpConnector>;
+
+/// Serving threads with a connection pool of their own; more share one.
+const MAX_SERVING_THREADS: usize = 256;
 
 /// Sends inference requests to nodes. One per coordinator; cheap to share.
 #[derive(Debug)]
 pub struct Proxy {
     registry: Arc<NodeRegistry>,
-    /// One pooled client for all upstream traffic (HTTP/1.1 keep-alive).
+    /// The pooled client for traffic to nodes off the serving threads
+    /// (probes, polls, tests).
     client: UpstreamClient,
+    /// One pooled client per serving thread, made on its first request there:
+    /// its connections to nodes live on that thread, so a request and its
+    /// upstream connection never wake each other across threads.
+    per_thread: Box<[OnceLock<UpstreamClient>]>,
+    connector: UpstreamConnector,
     settings: ProxySettings,
     policy: Box<dyn Policy>,
     sinks: RequestSinks,
@@ -251,9 +261,12 @@ pub fn log_health_change(node: &RoutableNode, change: Option<HealthChange>) {
 
 impl Proxy {
     pub fn new(registry: Arc<NodeRegistry>, settings: ProxySettings) -> anyhow::Result<Self> {
+        let connector = upstream_connector(&settings)?;
         Ok(Self {
             registry,
-            client: upstream_client(&settings)?,
+            client: pooled(connector.clone()),
+            connector,
+            per_thread: (0..MAX_SERVING_THREADS).map(|_| OnceLock::new()).collect(),
             policy: balancer::build(settings.balancer),
             in_flight: Gate::new(settings.admission.max_in_flight),
             buffered: Gate::new(settings.admission.buffer_bytes),
@@ -272,9 +285,17 @@ impl Proxy {
         &self.sinks
     }
 
-    /// The pooled client for all traffic to nodes.
+    /// The pooled client for traffic to nodes off the serving threads.
     pub fn client(&self) -> &UpstreamClient {
         &self.client
+    }
+
+    /// The pooled client of the calling thread.
+    fn local_client(&self) -> &UpstreamClient {
+        match crate::serve::serving_thread().and_then(|i| self.per_thread.get(i)) {
+            Some(slot) => slot.get_or_init(|| pooled(self.connector.clone())),
+            None => &self.client,
+        }
     }
 
     pub fn settings(&self) -> &ProxySettings {
@@ -449,7 +470,7 @@ impl Proxy {
         })?;
         let sent = tokio::time::timeout(
             self.settings.first_byte_timeout,
-            self.client.request(upstream),
+            self.local_client().request(upstream),
         )
         .await;
         let response = match sent {
@@ -623,20 +644,30 @@ fn upstream_request(
 /// called directly, never through a system proxy. https nodes must present
 /// a certificate from the system's authorities or `settings.node_ca_file`.
 pub fn upstream_client(settings: &ProxySettings) -> anyhow::Result<UpstreamClient> {
+    Ok(pooled(upstream_connector(settings)?))
+}
+
+/// How connections to nodes are made: TCP with `TCP_NODELAY`, and TLS for
+/// https nodes.
+fn upstream_connector(settings: &ProxySettings) -> anyhow::Result<UpstreamConnector> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(settings.connect_timeout));
     http.enforce_http(false);
     let tls = tls_config(settings.node_ca_file.as_deref())?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(http))
+}
+
+/// A client with a pool of its own over `connector`.
+fn pooled(connector: UpstreamConnector) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
-        .build(connector))
+        .build(connector)
 }
 
 /// The system's certificate authorities, read once per process.
