@@ -120,9 +120,9 @@ pub async fn run(
         tracing::info!("request history is off (--no-history): no request is recorded");
         Arc::new(crate::history::History::off())
     };
-    let mut state = AppState::with_sinks(Arc::clone(&registry), config.proxy.clone(), sinks)?
-        .with_access(access);
-    state.history = Arc::clone(&history);
+    let state = AppState::with_sinks(Arc::clone(&registry), config.proxy.clone(), sinks)?
+        .with_access(access)
+        .with_history(Arc::clone(&history));
     let shutting_down = state.shutdown.clone();
     let prober = tokio::spawn(run_node_prober(
         Arc::clone(&registry),

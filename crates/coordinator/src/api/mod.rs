@@ -42,9 +42,22 @@ pub const MAX_MANAGEMENT_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Header that carries the request id, the client's when it sent one.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Everything handlers share.
+/// Everything handlers share, behind one `Arc`: every request clones it
+/// (axum's `State`), and that is one reference count.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug, Clone)]
+pub struct Shared {
     pub registry: Arc<NodeRegistry>,
     pub proxy: Arc<Proxy>,
     /// The request history (`/api/history`); off unless the server starts one.
@@ -77,19 +90,25 @@ impl AppState {
         let stats = Arc::new(crate::stats::Stats::new(Arc::clone(&registry)));
         sinks.add(stats.clone());
         let proxy = Arc::new(Proxy::new(Arc::clone(&registry), settings)?.with_sinks(sinks));
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             registry,
             proxy,
             history: Arc::new(crate::history::History::off()),
             stats,
             shutdown: CancellationToken::new(),
             access: Arc::new(Access::open()),
-        })
+        })))
     }
 
     /// This state with `access` in force.
     pub fn with_access(mut self, access: Arc<Access>) -> Self {
-        self.access = access;
+        Arc::make_mut(&mut self.0).access = access;
+        self
+    }
+
+    /// This state with `history` answering `/api/history`.
+    pub fn with_history(mut self, history: Arc<crate::history::History>) -> Self {
+        Arc::make_mut(&mut self.0).history = history;
         self
     }
 }
