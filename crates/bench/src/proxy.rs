@@ -1164,6 +1164,39 @@ mod tests {
         ));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nginx_in_front_of_the_node_answers_every_request_and_its_cpu_is_read() {
+        let binary = crate::nginx::find(None).expect(
+            "nginx is needed for this test (apt-get install nginx-light; .ci/run installs it)",
+        );
+        let node = MockNode::start(MockConfig::default().with_parallel(16))
+            .await
+            .unwrap();
+        let upstream = node.url().trim_start_matches("http://").to_owned();
+        let nginx = crate::nginx::Nginx::start(&binary, &upstream, 8).unwrap();
+        let target = Target::new("nginx", nginx.base().to_owned(), 8, None)
+            .unwrap()
+            .with_cpu(CpuSource::ProcessTree(nginx.pid()));
+        preflight(&target, Scenario::OllamaChat, READY_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", nginx.log()));
+        // More connections than nginx has workers: each worker accepts some.
+        for scenario in [Scenario::OllamaChat, Scenario::OllamaStream] {
+            let m = run_load(&target, scenario, 8, Stop::After(200), node.stats()).await;
+            assert_eq!(
+                (m.ok, m.errors, m.node_saw),
+                (200, 0, 200),
+                "{scenario:?}: {:?}\n{}",
+                m.first_error,
+                nginx.log()
+            );
+            let cpu = m
+                .cpu_per_request()
+                .expect("nginx's CPU time is read from /proc");
+            assert!(!cpu.is_zero(), "nginx served 200 requests on no CPU time");
+        }
+    }
+
     #[tokio::test]
     async fn load_counts_answers_errors_and_what_the_node_saw() {
         let node = MockNode::start(MockConfig::default().with_parallel(8))
