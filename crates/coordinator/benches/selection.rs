@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use llm_router_common::NodeId;
+use llm_router_common::{ApiKind, NodeId};
 use llm_router_coordinator::balancer::{self, Placement};
 use llm_router_coordinator::config::BalancerMode;
 use llm_router_coordinator::proxy::peek::RequestFacts;
@@ -47,7 +47,7 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
                 id: NodeId::new_v4(),
                 machine_name: format!("node-{i}"),
                 api_url: format!("http://10.0.{}.{}:11434", i / 250, i % 250),
-                speaks_ollama: true,
+                api: ApiKind::Ollama,
                 models: HashSet::from(["m:latest".to_owned(), "other:latest".to_owned()]),
                 loaded_models: HashSet::new(),
                 authorization: None,

@@ -1,4 +1,5 @@
-//! One error type for the management API, mapped to an HTTP answer in one place.
+//! One error type for the management API (agents, nodes, keys, history,
+//! logins), mapped to an HTTP answer in one place.
 //!
 //! Clients get a status code and a JSON body that says what was wrong with
 //! *their* request; internal details (I/O errors, paths) go to the log only.
@@ -43,9 +44,13 @@ pub enum ApiError {
         message: String,
         retry_after: std::time::Duration,
     },
-    /// The change was applied in memory but could not be made durable.
-    #[error("the registry could not be saved: {0}")]
+    /// Something the answer needs is not there now: a change applied in
+    /// memory that could not be made durable, a store that is off or failing.
+    #[error("{0}")]
     Unavailable(String),
+    /// A fault of ours: the client learns `what` failed, the log also why.
+    #[error("{what}")]
+    Internal { what: &'static str, detail: String },
 }
 
 impl ApiError {
@@ -61,6 +66,20 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<crate::registry::error::RegistryError> for ApiError {
+    fn from(error: crate::registry::error::RegistryError) -> Self {
+        use crate::registry::error::RegistryError;
+        match error {
+            RegistryError::UnknownNode(id) => ApiError::UnknownNode(id),
+            RegistryError::Invalid(message) => ApiError::Unprocessable(message),
+            RegistryError::Unauthenticated(message) => ApiError::Unauthorized(message),
+            RegistryError::WrongCredential(message) => ApiError::Forbidden(message),
+            RegistryError::Conflict(message) => ApiError::Conflict(message),
         }
     }
 }
@@ -68,7 +87,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if let ApiError::Internal { what, detail } = &self {
+            tracing::error!(error = %detail, "{what}");
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, %status, "request rejected");

@@ -57,8 +57,8 @@ fn mutated(base: Value) -> impl Strategy<Value = Value> {
     )
 }
 
-fn client_error(error: ApiError) -> bool {
-    error.into_response().status().is_client_error()
+fn client_error(error: impl Into<ApiError>) -> bool {
+    error.into().into_response().status().is_client_error()
 }
 
 #[test]

@@ -32,7 +32,8 @@ use crate::auth::admin::{LoginError, SESSION_COOKIE, SESSION_TTL, SetupError};
 use crate::auth::secret::bearer;
 use crate::auth::{Access, same_origin};
 use crate::error::ApiError;
-use crate::proxy::error::{ApiFlavor, ProxyError};
+use crate::proxy::error::ProxyError;
+use llm_router_common::ApiKind;
 
 /// The name of the API key a request came with, for its record.
 #[derive(Debug, Clone)]
@@ -47,11 +48,11 @@ fn presented_bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(bearer)
 }
 
-fn flavor_of(path: &str) -> ApiFlavor {
+fn flavor_of(path: &str) -> ApiKind {
     if path.starts_with("/v1/") {
-        ApiFlavor::OpenAi
+        ApiKind::OpenAi
     } else {
-        ApiFlavor::Ollama
+        ApiKind::Ollama
     }
 }
 

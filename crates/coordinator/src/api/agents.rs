@@ -49,7 +49,8 @@ const DURABILITY_TIMEOUT: Duration = Duration::from_secs(10);
 async fn durable(state: &AppState, generation: u64) -> Result<(), ApiError> {
     let queue = state.registry.persist_queue();
     match tokio::time::timeout(DURABILITY_TIMEOUT, queue.durable(generation)).await {
-        Ok(result) => result.map_err(|e| ApiError::Unavailable(e.to_string())),
+        Ok(result) => result
+            .map_err(|e| ApiError::Unavailable(format!("the registry could not be saved: {e}"))),
         Err(_) => Err(ApiError::Unavailable(
             "timed out waiting for the registry file to be written".into(),
         )),
@@ -190,6 +191,7 @@ async fn disconnect(
         .registry
         .mark_offline(id, OfflineReason::Disconnected)
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 async fn patch(

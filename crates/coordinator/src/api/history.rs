@@ -17,15 +17,15 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
     routing::get,
 };
 use bytes::Bytes;
-use llm_router_common::ErrorBody;
 use serde_json::json;
 
 use super::AppState;
+use crate::error::ApiError;
 use crate::history::query::{Filter, HistoryQuery, Page};
 use crate::history::store::{Cursor, HistoryItem, HistoryStore};
 
@@ -64,71 +64,52 @@ pub fn routes() -> Router<AppState> {
         .route("/{id}", get(show))
 }
 
-/// What a history endpoint answers besides success, as `{"error": "..."}`.
-#[derive(Debug)]
-enum HistoryError {
-    BadRequest(String),
-    NotFound(i64),
-    Unavailable(String),
-    Database(String),
+/// The answer for a request id the history does not hold.
+fn not_in_history(id: i64) -> ApiError {
+    ApiError::NotFound(format!(
+        "request {id} is not in the history (unknown, or older than the retention)"
+    ))
 }
 
-impl IntoResponse for HistoryError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            HistoryError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
-            HistoryError::NotFound(id) => (
-                StatusCode::NOT_FOUND,
-                format!(
-                    "request {id} is not in the history (unknown, or older than the retention)"
-                ),
-            ),
-            HistoryError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
-            HistoryError::Database(message) => {
-                tracing::error!(error = %message, "request history query failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the request history could not be read".to_owned(),
-                )
-            }
-        };
-        (status, Json(ErrorBody::new(message))).into_response()
+/// The answer when a query of the history failed.
+fn read_failed(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal {
+        what: "the request history could not be read",
+        detail: detail.to_string(),
     }
 }
 
-fn store(state: &AppState) -> Result<Arc<HistoryStore>, HistoryError> {
+fn store(state: &AppState) -> Result<Arc<HistoryStore>, ApiError> {
     state
         .history
         .store()
         .cloned()
-        .map_err(|reason| HistoryError::Unavailable(reason.to_owned()))
+        .map_err(|reason| ApiError::Unavailable(reason.to_owned()))
 }
 
-fn params(
-    query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<HistoryQuery, HistoryError> {
+fn params(query: Result<Query<HistoryQuery>, QueryRejection>) -> Result<HistoryQuery, ApiError> {
     query
         .map(|Query(params)| params)
-        .map_err(|e| HistoryError::BadRequest(format!("invalid query string: {}", e.body_text())))
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
 }
 
 /// Runs a query on a blocking thread (SQLite calls block).
 async fn blocking<T: Send + 'static>(
     query: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, HistoryError> {
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(query)
         .await
-        .map_err(|e| HistoryError::Database(e.to_string()))?
-        .map_err(|e| HistoryError::Database(e.to_string()))
+        .map_err(|e| read_failed(e.to_string()))?
+        .map_err(|e| read_failed(e.to_string()))
 }
 
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, HistoryError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let params = params(query)?;
-    let filter = Filter::from_query(&params).map_err(HistoryError::BadRequest)?;
-    let page = Page::from_query(&params).map_err(HistoryError::BadRequest)?;
+    let filter = Filter::from_query(&params).map_err(ApiError::BadRequest)?;
+    let page = Page::from_query(&params).map_err(ApiError::BadRequest)?;
     let store = store(&state)?;
     let listed = blocking(move || store.list(&filter, page)).await?;
     Ok(Json(json!({
@@ -143,27 +124,27 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, HistoryError> {
-    let id: i64 = id.parse().map_err(|_| {
-        HistoryError::BadRequest(format!("history id must be a number, not {id:?}"))
-    })?;
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("history id must be a number, not {id:?}")))?;
     let store = store(&state)?;
     let detail = blocking(move || store.get(id)).await?;
-    let detail = detail.ok_or(HistoryError::NotFound(id))?;
+    let detail = detail.ok_or_else(|| not_in_history(id))?;
     Ok(Json(json!(detail)))
 }
 
 async fn timeseries(
     State(state): State<AppState>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, HistoryError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let params = params(query)?;
     let minutes = match params.minutes.as_deref().map(str::trim) {
         None | Some("") => 60,
         Some(m) => match m.parse::<u32>() {
             Ok(n @ 1..=MAX_MINUTES) => n,
             _ => {
-                return Err(HistoryError::BadRequest(format!(
+                return Err(ApiError::BadRequest(format!(
                     "minutes must be between 1 and {MAX_MINUTES}, not {m:?}"
                 )));
             }
@@ -183,7 +164,7 @@ enum ExportFormat {
 async fn export(
     State(state): State<AppState>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Response, HistoryError> {
+) -> Result<Response, ApiError> {
     let params = params(query)?;
     let format = match params
         .format
@@ -194,12 +175,12 @@ async fn export(
         Some(f) if f.is_empty() || f == "csv" => ExportFormat::Csv,
         Some(f) if f == "json" => ExportFormat::Json,
         Some(f) => {
-            return Err(HistoryError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "format must be csv or json, not {f:?}"
             )));
         }
     };
-    let filter = Filter::from_query(&params).map_err(HistoryError::BadRequest)?;
+    let filter = Filter::from_query(&params).map_err(ApiError::BadRequest)?;
     let store = store(&state)?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || write_export(&store, &filter, format, &sender));

@@ -18,16 +18,17 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::admission::{Admission, Gate, GateHold};
-use crate::proxy::error::{ApiFlavor, ProxyError};
+use crate::proxy::error::ProxyError;
 use crate::proxy::peek::{RequestFacts, peek};
 use crate::proxy::{InferenceRequest, RequestMeta};
 use crate::serve::BodyTooSlow;
+use llm_router_common::ApiKind;
 
 /// Proxies `request` to a node, answering errors in `flavor`'s format.
 /// `stream_default` is the API's default for an absent `stream` field.
 pub async fn proxy(
     state: &AppState,
-    flavor: ApiFlavor,
+    flavor: ApiKind,
     stream_default: bool,
     request: Request,
 ) -> Response {
@@ -174,10 +175,10 @@ fn body_read_error(error: axum::Error) -> ProxyError {
 
 /// An axum handler proxying with Ollama's conventions (`stream` defaults to true).
 pub async fn ollama(State(state): State<AppState>, request: Request) -> Response {
-    proxy(&state, ApiFlavor::Ollama, true, request).await
+    proxy(&state, ApiKind::Ollama, true, request).await
 }
 
 /// An axum handler proxying with OpenAI's conventions (`stream` defaults to false).
 pub async fn openai(State(state): State<AppState>, request: Request) -> Response {
-    proxy(&state, ApiFlavor::OpenAi, false, request).await
+    proxy(&state, ApiKind::OpenAi, false, request).await
 }

@@ -56,7 +56,10 @@ async fn create(
     let keys = std::sync::Arc::clone(&state.access.keys);
     let (key, info) = tokio::task::spawn_blocking(move || keys.create(&req.name, req.limits))
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))??;
+        .map_err(|e| ApiError::Internal {
+            what: "the key store failed",
+            detail: e.to_string(),
+        })??;
     let mut body = serde_json::to_value(&info).unwrap_or_default();
     body["key"] = json!(key);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -69,6 +72,9 @@ async fn revoke(
     let keys = std::sync::Arc::clone(&state.access.keys);
     tokio::task::spawn_blocking(move || keys.revoke(&name))
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))??;
+        .map_err(|e| ApiError::Internal {
+            what: "the key store failed",
+            detail: e.to_string(),
+        })??;
     Ok(StatusCode::NO_CONTENT)
 }

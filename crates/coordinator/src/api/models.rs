@@ -22,22 +22,16 @@ pub struct FleetModel {
     pub nodes: Vec<String>,
 }
 
-/// Which API the caller serves: Ollama's lists leave out models only servers
-/// speaking OpenAI's API hold, since Ollama requests are never routed there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListedFor {
-    Ollama,
-    OpenAi,
-}
-
-/// Models held (or, with `loaded`, loaded in memory) by online nodes, sorted by name.
-pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ListedFor) -> Vec<FleetModel> {
+/// Models held (or, with `loaded`, loaded in memory) by online nodes, sorted
+/// by name, as the API `api` lists them: Ollama's lists leave out models only
+/// servers speaking OpenAI's API hold, since Ollama requests are never routed there.
+pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ApiKind) -> Vec<FleetModel> {
     let mut union: BTreeMap<String, FleetModel> = BTreeMap::new();
     for node in registry.list() {
         if node.status != NodeStatus::Online {
             continue;
         }
-        if api == ListedFor::Ollama && node.api_kind == ApiKind::OpenAi {
+        if api == ApiKind::Ollama && node.api_kind == ApiKind::OpenAi {
             continue;
         }
         let entries: Vec<FleetModel> = if loaded {

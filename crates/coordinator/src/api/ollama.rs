@@ -11,7 +11,8 @@ use llm_router_common::NodeStatus;
 use serde_json::json;
 
 use super::{AppState, inference, models};
-use crate::proxy::error::{ApiFlavor, ProxyError};
+use crate::proxy::error::ProxyError;
+use llm_router_common::ApiKind;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,7 +42,7 @@ async fn root(method: Method) -> Response {
 }
 
 async fn tags(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let models: Vec<_> = models::fleet_models(&state.registry, false, models::ListedFor::Ollama)
+    let models: Vec<_> = models::fleet_models(&state.registry, false, ApiKind::Ollama)
         .iter()
         .map(models::ollama_tag)
         .collect();
@@ -49,7 +50,7 @@ async fn tags(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn ps(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let models: Vec<_> = models::fleet_models(&state.registry, true, models::ListedFor::Ollama)
+    let models: Vec<_> = models::fleet_models(&state.registry, true, ApiKind::Ollama)
         .iter()
         .map(models::ollama_running)
         .collect();
@@ -81,7 +82,7 @@ fn version_key(version: &str) -> Vec<u64> {
 
 async fn unsupported(uri: Uri) -> Response {
     ProxyError::Unsupported(uri.path().to_owned())
-        .with(ApiFlavor::Ollama)
+        .with(ApiKind::Ollama)
         .into_response()
 }
 

@@ -10,7 +10,8 @@ use llm_router_common::canonical_model_name;
 use serde_json::json;
 
 use super::{AppState, inference, models};
-use crate::proxy::error::{ApiFlavor, ProxyError};
+use crate::proxy::error::ProxyError;
+use llm_router_common::ApiKind;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,7 +23,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let data: Vec<_> = models::fleet_models(&state.registry, false, models::ListedFor::OpenAi)
+    let data: Vec<_> = models::fleet_models(&state.registry, false, ApiKind::OpenAi)
         .iter()
         .map(models::openai_model)
         .collect();
@@ -31,13 +32,13 @@ async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 async fn show(State(state): State<AppState>, Path(model): Path<String>) -> Response {
     let wanted = canonical_model_name(&model);
-    match models::fleet_models(&state.registry, false, models::ListedFor::OpenAi)
+    match models::fleet_models(&state.registry, false, ApiKind::OpenAi)
         .iter()
         .find(|m| m.name == wanted)
     {
         Some(found) => Json(models::openai_model(found)).into_response(),
         None => ProxyError::ModelNotFound(model)
-            .with(ApiFlavor::OpenAi)
+            .with(ApiKind::OpenAi)
             .into_response(),
     }
 }

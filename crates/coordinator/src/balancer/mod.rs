@@ -104,7 +104,7 @@ pub(crate) mod testing {
     use std::collections::HashSet;
     use std::sync::Arc;
 
-    use llm_router_common::NodeId;
+    use llm_router_common::{ApiKind, NodeId};
 
     use super::{Placement, Policy};
     use crate::proxy::peek::RequestFacts;
@@ -115,7 +115,7 @@ pub(crate) mod testing {
             id: NodeId::new_v4(),
             machine_name: name.into(),
             api_url: format!("http://{name}"),
-            speaks_ollama: true,
+            api: ApiKind::Ollama,
             models: HashSet::from(["m:latest".to_owned()]),
             loaded_models: HashSet::new(),
             authorization: None,

@@ -413,9 +413,9 @@ fn run_writer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::error::ApiFlavor;
     use crate::proxy::record::{Outcome, Usage};
     use bytes::Bytes;
+    use llm_router_common::ApiKind;
 
     fn record(body: &'static [u8]) -> RequestRecord {
         RequestRecord {
@@ -423,7 +423,7 @@ mod tests {
             request_id: "r-1".into(),
             started_at: chrono::Utc::now(),
             client_ip: None,
-            flavor: ApiFlavor::Ollama,
+            flavor: ApiKind::Ollama,
             endpoint: "/api/generate".into(),
             model: "m".into(),
             stream: true,

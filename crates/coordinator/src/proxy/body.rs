@@ -11,12 +11,13 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::error::{ApiFlavor, stream_error_chunk};
+use super::error::stream_error_chunk;
 use super::record::{Outcome, RequestRecord, RequestSinks};
 use super::usage::parse_tail;
 use crate::admission::Admission;
 use crate::registry::live::SpeedSample;
 use crate::registry::{InFlightGuard, RoutableNode};
+use llm_router_common::ApiKind;
 
 /// Bytes kept from the end of a response to find its token counts.
 const TAIL_BYTES: usize = 8 * 1024;
@@ -159,7 +160,7 @@ impl Tap {
 #[derive(Debug, Clone, Copy)]
 pub enum FailureReport {
     /// A streamed answer (NDJSON or SSE): end with an error chunk in this format.
-    ErrorChunk(ApiFlavor),
+    ErrorChunk(ApiKind),
     /// A single JSON document: appending text would corrupt it, so abort the
     /// connection and let the client see an incomplete body.
     Abort,
@@ -371,13 +372,7 @@ mod tests {
             started: Instant::now(),
             started_at: chrono::Utc::now(),
         };
-        let record = meta.record(
-            ApiFlavor::Ollama,
-            "/api/chat",
-            None,
-            Bytes::new(),
-            Vec::new(),
-        );
+        let record = meta.record(ApiKind::Ollama, "/api/chat", None, Bytes::new(), Vec::new());
         let node = crate::balancer::testing::node("n");
         Tap::new(
             record,

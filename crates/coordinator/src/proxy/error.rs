@@ -8,14 +8,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
+use llm_router_common::ApiKind;
 use serde_json::json;
-
-/// Which API a request came through, and so which error format it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiFlavor {
-    Ollama,
-    OpenAi,
-}
 
 /// Why an inference request could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +91,7 @@ impl ProxyError {
         }
     }
 
-    pub fn with(self, flavor: ApiFlavor) -> FlavoredError {
+    pub fn with(self, flavor: ApiKind) -> FlavoredError {
         FlavoredError {
             flavor,
             error: self,
@@ -108,7 +102,7 @@ impl ProxyError {
 /// A [`ProxyError`] that knows which format to answer in.
 #[derive(Debug)]
 pub struct FlavoredError {
-    pub flavor: ApiFlavor,
+    pub flavor: ApiKind,
     pub error: ProxyError,
 }
 
@@ -120,8 +114,8 @@ impl IntoResponse for FlavoredError {
             tracing::warn!(%status, error = %message, "inference request failed");
         }
         let body = match self.flavor {
-            ApiFlavor::Ollama => json!({ "error": message }),
-            ApiFlavor::OpenAi => {
+            ApiKind::Ollama => json!({ "error": message }),
+            ApiKind::OpenAi => {
                 let (kind, code) = self.error.openai_kind();
                 json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
             }
@@ -156,15 +150,15 @@ impl IntoResponse for FlavoredError {
 const OVERLOADED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The last chunk of a stream that failed after it started, in the stream's own format.
-pub fn stream_error_chunk(flavor: ApiFlavor, message: &str) -> Bytes {
+pub fn stream_error_chunk(flavor: ApiKind, message: &str) -> Bytes {
     match flavor {
-        ApiFlavor::Ollama => {
+        ApiKind::Ollama => {
             let mut line = serde_json::to_vec(&json!({ "error": message }))
                 .expect("a JSON object always serialises");
             line.push(b'\n');
             Bytes::from(line)
         }
-        ApiFlavor::OpenAi => {
+        ApiKind::OpenAi => {
             let event = json!({ "error": { "message": message, "type": "server_error", "param": null, "code": "upstream_error" } });
             Bytes::from(format!("data: {event}\n\n"))
         }

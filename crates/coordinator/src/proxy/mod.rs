@@ -42,7 +42,8 @@ use crate::config::ProxySettings;
 use crate::registry::live::{HealthChange, SLOT_FREED};
 use crate::registry::{InFlightGuard, NodeRegistry, RoutableNode, validate};
 use body::{BodyHealth, FailureReport, ProxiedBody, Tap, error_chain};
-use error::{ApiFlavor, ProxyError};
+use error::ProxyError;
+use llm_router_common::ApiKind;
 use peek::RequestFacts;
 use record::{Outcome, RequestRecord, RequestSinks, TriedNode, Usage};
 
@@ -151,7 +152,7 @@ pub struct Proxy {
 /// One inference request as the handlers hand it over.
 #[derive(Debug)]
 pub struct InferenceRequest {
-    pub flavor: ApiFlavor,
+    pub flavor: ApiKind,
     pub method: Method,
     /// Path and query to call on the node, e.g. `/api/chat`.
     pub path_and_query: String,
@@ -177,7 +178,7 @@ impl RequestMeta {
     /// A record of this request, with nothing known yet of how it ends.
     pub fn record(
         &self,
-        flavor: ApiFlavor,
+        flavor: ApiKind,
         endpoint: &str,
         facts: Option<&RequestFacts>,
         body: Bytes,
@@ -210,7 +211,7 @@ impl RequestMeta {
     /// A record of a request that got no node's answer.
     pub fn rejected(
         &self,
-        flavor: ApiFlavor,
+        flavor: ApiKind,
         endpoint: &str,
         facts: Option<&RequestFacts>,
         body: Bytes,
@@ -355,11 +356,11 @@ impl Proxy {
         }
         let model = canonical_model_name(&request.facts.model);
         // An OpenAI-compatible server added without an agent cannot answer Ollama's API.
-        let ollama_only = request.flavor == ApiFlavor::Ollama;
+        let ollama_only = request.flavor == ApiKind::Ollama;
         let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = snapshot
             .nodes
             .iter()
-            .filter(|node| node.holds(&model) && (node.speaks_ollama || !ollama_only))
+            .filter(|node| node.holds(&model) && (node.api == ApiKind::Ollama || !ollama_only))
             .cloned()
             .partition(|node| !node.live.is_unhealthy());
         if pool.is_empty() && reserve.is_empty() {

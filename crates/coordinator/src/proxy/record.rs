@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use llm_router_common::NodeId;
 
-use super::error::ApiFlavor;
+use llm_router_common::ApiKind;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct RequestRecord {
     pub client_ip: Option<IpAddr>,
     /// Name of the client's API key, when it sent a valid one.
     pub api_key: Option<std::sync::Arc<str>>,
-    pub flavor: ApiFlavor,
+    pub flavor: ApiKind,
     /// Path called, e.g. `/api/chat`.
     pub endpoint: String,
     /// Model as the client named it (empty when the body had none).

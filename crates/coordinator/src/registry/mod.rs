@@ -6,11 +6,14 @@
 //! request path only reads that snapshot. Durability is the job of
 //! [`persist`], which this module tells about every change.
 
+pub mod error;
 pub mod live;
 pub mod persist;
 pub mod snapshot;
 pub mod store;
 pub mod validate;
+
+pub use error::RegistryError;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -29,7 +32,6 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 
 use crate::auth::secret::{Digest, generate_token};
-use crate::error::ApiError;
 use persist::PersistQueue;
 pub use snapshot::{InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
 use store::PersistedNode;
@@ -259,7 +261,7 @@ impl NodeRecord {
             id: self.id,
             machine_name: self.machine_name.clone(),
             api_url: self.api_url.clone(),
-            speaks_ollama: self.api_kind == ApiKind::Ollama,
+            api: self.api_kind,
             models: self
                 .models
                 .iter()
@@ -557,7 +559,7 @@ impl NodeRegistry {
     /// with its credential: whoever holds just the fleet's node token cannot move a
     /// node's traffic elsewhere or speak for it. A new node, or one that had no
     /// credential yet, is issued one in the answer.
-    pub fn register(&self, req: RegisterRequest) -> Result<(RegisterResponse, u64), ApiError> {
+    pub fn register(&self, req: RegisterRequest) -> Result<(RegisterResponse, u64), RegistryError> {
         let (machine_name, api_url) = validate::registration(&req)?;
         let req_parallel = req.max_parallel;
         let now = Instant::now();
@@ -595,9 +597,9 @@ impl NodeRegistry {
                     };
                     tracing::warn!(node_id = %record.id, machine = %machine_name, "registration over a known node refused: wrong or missing node credential");
                     return Err(if req.node_credential.is_some() {
-                        ApiError::Forbidden(message)
+                        RegistryError::WrongCredential(message)
                     } else {
-                        ApiError::Conflict(message)
+                        RegistryError::Conflict(message)
                     });
                 }
                 if record.credential.is_none() {
@@ -706,15 +708,19 @@ impl NodeRegistry {
         id: NodeId,
         hb: HeartbeatRequest,
         credential: Option<&str>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), RegistryError> {
         self.record_heartbeat(id, hb, Reporter::Agent(credential))
             .map(|_| ())
     }
 
     /// Checks that `credential` is node `id`'s, for the calls only its agent may make.
-    pub fn check_credential(&self, id: NodeId, credential: Option<&str>) -> Result<(), ApiError> {
+    pub fn check_credential(
+        &self,
+        id: NodeId,
+        credential: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let nodes = self.nodes.read();
-        let record = nodes.get(&id).ok_or(ApiError::UnknownNode(id))?;
+        let record = nodes.get(&id).ok_or(RegistryError::UnknownNode(id))?;
         if record.accepts_credential(credential) {
             Ok(())
         } else {
@@ -725,7 +731,7 @@ impl NodeRegistry {
     /// Records what the coordinator's own probe of an agentless node found, as a
     /// heartbeat. Returns false (and changes nothing) when the node is no longer
     /// agentless: an agent took it over while the probe ran.
-    pub fn record_probe(&self, id: NodeId, hb: HeartbeatRequest) -> Result<bool, ApiError> {
+    pub fn record_probe(&self, id: NodeId, hb: HeartbeatRequest) -> Result<bool, RegistryError> {
         self.record_heartbeat(id, hb, Reporter::Probe)
     }
 
@@ -734,11 +740,11 @@ impl NodeRegistry {
         id: NodeId,
         hb: HeartbeatRequest,
         reporter: Reporter<'_>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, RegistryError> {
         validate::heartbeat(&hb)?;
         let now = Instant::now();
         let mut nodes = self.nodes.write();
-        let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
+        let record = nodes.get_mut(&id).ok_or(RegistryError::UnknownNode(id))?;
         let probe = match reporter {
             Reporter::Probe if !record.agentless => return Ok(false),
             Reporter::Probe => true,
@@ -812,7 +818,7 @@ impl NodeRegistry {
         &self,
         node: validate::AgentlessNode,
         ip_address: IpAddr,
-    ) -> Result<(Node, RegistrationStatus, u64), ApiError> {
+    ) -> Result<(Node, RegistrationStatus, u64), RegistryError> {
         let now = Instant::now();
         let wall = Utc::now();
         let mut nodes = self.nodes.write();
@@ -899,9 +905,9 @@ impl NodeRegistry {
 
     /// Marks a node offline at once (agent shutdown or operator disconnect).
     /// A later heartbeat brings it back.
-    pub fn mark_offline(&self, id: NodeId, reason: OfflineReason) -> Result<Node, ApiError> {
+    pub fn mark_offline(&self, id: NodeId, reason: OfflineReason) -> Result<Node, RegistryError> {
         let mut nodes = self.nodes.write();
-        let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
+        let record = nodes.get_mut(&id).ok_or(RegistryError::UnknownNode(id))?;
         let before = record.status();
         record.alive_since = None;
         record.offline_reason = Some(reason);
@@ -914,10 +920,10 @@ impl NodeRegistry {
     }
 
     /// Applies an operator edit; returns the node and the change's generation.
-    pub fn patch(&self, id: NodeId, patch: NodePatch) -> Result<(Node, u64), ApiError> {
+    pub fn patch(&self, id: NodeId, patch: NodePatch) -> Result<(Node, u64), RegistryError> {
         let patch = validate::patch(patch)?;
         let mut nodes = self.nodes.write();
-        let record = nodes.get_mut(&id).ok_or(ApiError::UnknownNode(id))?;
+        let record = nodes.get_mut(&id).ok_or(RegistryError::UnknownNode(id))?;
         let before = record.status();
         if let Some(name) = patch.display_name {
             record.display_name = (!name.is_empty()).then_some(name);
@@ -941,9 +947,9 @@ impl NodeRegistry {
     }
 
     /// Forgets a node; returns the change's generation.
-    pub fn remove(&self, id: NodeId) -> Result<u64, ApiError> {
+    pub fn remove(&self, id: NodeId) -> Result<u64, RegistryError> {
         let mut nodes = self.nodes.write();
-        let record = nodes.remove(&id).ok_or(ApiError::UnknownNode(id))?;
+        let record = nodes.remove(&id).ok_or(RegistryError::UnknownNode(id))?;
         self.unindex_url(&record.api_url, id);
         tracing::info!(node_id = %id, machine = %record.machine_name, "node deleted");
         self.publish(&nodes);
@@ -1034,8 +1040,8 @@ enum Reporter<'a> {
     Probe,
 }
 
-fn credential_refused(id: NodeId, presented: Option<&str>) -> ApiError {
-    ApiError::Unauthorized(match presented {
+fn credential_refused(id: NodeId, presented: Option<&str>) -> RegistryError {
+    RegistryError::Unauthenticated(match presented {
         Some(_) => format!("the credential presented is not node {id}'s"),
         None => {
             format!("node {id} requires its credential (Authorization: Bearer <node credential>)")

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use llm_router_common::{NodeId, canonical_model_name};
+use llm_router_common::{ApiKind, NodeId, canonical_model_name};
 
 pub use super::live::{InFlightGuard, NodeLive};
 
@@ -19,9 +19,9 @@ pub struct RoutableNode {
     pub machine_name: String,
     /// Base URL of the node's inference API, without a trailing slash.
     pub api_url: String,
-    /// Whether the node answers Ollama's own API (`/api/...`). Every node
-    /// answers the OpenAI-compatible one (`/v1/...`): Ollama does too.
-    pub speaks_ollama: bool,
+    /// The API the node speaks. Every node answers the OpenAI-compatible one
+    /// (`/v1/...`): Ollama does too; only Ollama nodes answer `/api/...`.
+    pub api: ApiKind,
     /// Canonical names (`name:tag`) of the models the node holds.
     pub models: HashSet<String>,
     /// Canonical names of the models loaded in memory.
@@ -69,7 +69,7 @@ mod tests {
                 id: NodeId::new_v4(),
                 machine_name: name.into(),
                 api_url: format!("http://{name}"),
-                speaks_ollama: true,
+                api: ApiKind::Ollama,
                 models: models.iter().map(|m| canonical_model_name(m)).collect(),
                 loaded_models: HashSet::new(),
                 authorization: None,

@@ -185,7 +185,10 @@ fn unknown_node_heartbeat_is_an_error() {
             None,
         )
         .unwrap_err();
-    assert_eq!(err.status(), axum::http::StatusCode::NOT_FOUND);
+    assert_eq!(
+        crate::error::ApiError::from(err.clone()).status(),
+        axum::http::StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -408,12 +411,18 @@ fn a_known_node_is_taken_only_with_its_credential() {
     let by_url = registry
         .register(request("gpu-1", 11434, &["m"]))
         .unwrap_err();
-    assert_eq!(by_url.status(), axum::http::StatusCode::CONFLICT);
+    assert_eq!(
+        crate::error::ApiError::from(by_url.clone()).status(),
+        axum::http::StatusCode::CONFLICT
+    );
     let mut by_id = request("elsewhere", 9, &["m"]);
     by_id.node_id = Some(first.node_id);
     by_id.node_credential = Some("llmr_nc_wrong".into());
     let wrong = registry.register(by_id).unwrap_err();
-    assert_eq!(wrong.status(), axum::http::StatusCode::FORBIDDEN);
+    assert_eq!(
+        crate::error::ApiError::from(wrong.clone()).status(),
+        axum::http::StatusCode::FORBIDDEN
+    );
     assert_eq!(
         registry.get(first.node_id).unwrap().api_url,
         "http://127.0.0.1:11434"
@@ -424,7 +433,10 @@ fn a_known_node_is_taken_only_with_its_credential() {
         let error = registry
             .heartbeat(first.node_id, hb(), presented)
             .unwrap_err();
-        assert_eq!(error.status(), axum::http::StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            crate::error::ApiError::from(error.clone()).status(),
+            axum::http::StatusCode::UNAUTHORIZED
+        );
         assert!(registry.check_credential(first.node_id, presented).is_err());
     }
     registry

@@ -6,7 +6,7 @@ use llm_router_common::{
     NodePatch, RegisterRequest,
 };
 
-use crate::error::ApiError;
+use super::error::RegistryError;
 
 /// At most the first 64 characters of `value`, a URL's user name and password
 /// masked: what an error message may quote of what was sent.
@@ -25,12 +25,12 @@ pub fn shown(value: &str) -> String {
     short
 }
 
-fn invalid(message: String) -> ApiError {
-    ApiError::Unprocessable(message)
+fn invalid(message: String) -> RegistryError {
+    RegistryError::Invalid(message)
 }
 
 /// A required short text field: trimmed, non-empty, not too long, no control characters.
-pub fn name_field(field: &str, value: &str) -> Result<String, ApiError> {
+pub fn name_field(field: &str, value: &str) -> Result<String, RegistryError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(invalid(format!("{field} must not be empty")));
@@ -51,7 +51,7 @@ pub fn name_field(field: &str, value: &str) -> Result<String, ApiError> {
 
 /// A base URL of an inference API: http(s), with a host, without query or fragment.
 /// Returned without a trailing slash so paths can be appended.
-pub fn api_url(value: &str) -> Result<String, ApiError> {
+pub fn api_url(value: &str) -> Result<String, RegistryError> {
     let trimmed = value.trim().trim_end_matches('/');
     let value = shown(value);
     let scheme = trimmed
@@ -80,7 +80,7 @@ pub fn api_url(value: &str) -> Result<String, ApiError> {
     Ok(trimmed.to_owned())
 }
 
-fn models(field: &str, models: &[ModelInfo]) -> Result<(), ApiError> {
+fn models(field: &str, models: &[ModelInfo]) -> Result<(), RegistryError> {
     if models.len() > MAX_MODELS_PER_NODE {
         return Err(invalid(format!(
             "{field} lists {} models; the limit is {MAX_MODELS_PER_NODE}",
@@ -96,7 +96,7 @@ fn models(field: &str, models: &[ModelInfo]) -> Result<(), ApiError> {
 fn model_names<'a>(
     field: &str,
     names: impl ExactSizeIterator<Item = &'a str>,
-) -> Result<(), ApiError> {
+) -> Result<(), RegistryError> {
     if names.len() > MAX_MODELS_PER_NODE {
         return Err(invalid(format!(
             "{field} lists {} models; the limit is {MAX_MODELS_PER_NODE}",
@@ -110,7 +110,7 @@ fn model_names<'a>(
 }
 
 /// Validates a registration and returns the machine name and API URL to use.
-pub fn registration(req: &RegisterRequest) -> Result<(String, String), ApiError> {
+pub fn registration(req: &RegisterRequest) -> Result<(String, String), RegistryError> {
     let machine_name = name_field("machine_name", &req.machine_name)?;
     let url = match &req.api_url {
         Some(url) => api_url(url)?,
@@ -172,7 +172,7 @@ pub struct AgentlessNode {
 
 /// Validates `POST /api/nodes`. For an OpenAI-compatible server a trailing
 /// `/v1` is dropped, since the proxy appends the `/v1/...` paths itself.
-pub fn agentless(req: &AddNodeRequest) -> Result<AgentlessNode, ApiError> {
+pub fn agentless(req: &AddNodeRequest) -> Result<AgentlessNode, RegistryError> {
     let kind = req.kind.unwrap_or_default();
     let mut url = api_url(&req.api_url)?;
     let uri: Uri = url
@@ -211,7 +211,7 @@ pub fn agentless(req: &AddNodeRequest) -> Result<AgentlessNode, ApiError> {
 }
 
 /// A node's own API key: printable ASCII without spaces, so that it fits a header.
-pub fn api_key_field(key: Option<&str>) -> Result<Option<String>, ApiError> {
+pub fn api_key_field(key: Option<&str>) -> Result<Option<String>, RegistryError> {
     let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else {
         return Ok(None);
     };
@@ -223,7 +223,7 @@ pub fn api_key_field(key: Option<&str>) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-pub fn heartbeat(req: &llm_router_common::HeartbeatRequest) -> Result<(), ApiError> {
+pub fn heartbeat(req: &llm_router_common::HeartbeatRequest) -> Result<(), RegistryError> {
     if let Some(list) = &req.models {
         models("models", list)?;
     }
@@ -240,7 +240,7 @@ const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = -60.0..=200.0;
 
 /// A heartbeat's machine metrics, to physical ranges: percentages 0–100, used memory no
 /// more than the total, temperatures a chip can have.
-fn metrics(m: &llm_router_common::NodeMetrics) -> Result<(), ApiError> {
+fn metrics(m: &llm_router_common::NodeMetrics) -> Result<(), RegistryError> {
     let percent = |field: String, value: f32| {
         if value.is_finite() && (0.0..=100.0 + PERCENT_TOLERANCE).contains(&value) {
             Ok(())
@@ -295,7 +295,7 @@ fn metrics(m: &llm_router_common::NodeMetrics) -> Result<(), ApiError> {
 }
 
 /// Validates an operator edit; returns it with names trimmed and duplicates removed.
-pub fn patch(mut patch: NodePatch) -> Result<NodePatch, ApiError> {
+pub fn patch(mut patch: NodePatch) -> Result<NodePatch, RegistryError> {
     if let Some(name) = &patch.display_name {
         patch.display_name = if name.trim().is_empty() {
             Some(String::new())
