@@ -10,7 +10,6 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use llm_router_common::{ApiKind, NodeId};
 use llm_router_coordinator::balancer::{self, Placement};
 use llm_router_coordinator::config::BalancerMode;
-use llm_router_coordinator::proxy::peek::RequestFacts;
 use llm_router_coordinator::registry::live::SpeedSample;
 use llm_router_coordinator::registry::{NodeLive, RoutableNode};
 use tokio::time::Instant;
@@ -58,10 +57,6 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
 }
 
 fn selection(c: &mut Criterion) {
-    let facts = RequestFacts {
-        model: "m".into(),
-        stream: true,
-    };
     let mut group = c.benchmark_group("select");
     for size in [1_000, 10_000] {
         let nodes = fleet(size);
@@ -76,7 +71,6 @@ fn selection(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(policy.name(), size), &nodes, |b, nodes| {
                 b.iter(|| {
                     let placement = Placement {
-                        request: &facts,
                         model: "m:latest",
                         now: Instant::now(),
                     };

@@ -12,6 +12,9 @@ use axum::{
 };
 use llm_router_common::{ErrorBody, NodeId};
 
+/// Largest body a management endpoint accepts (a registration lists models, so this is generous).
+pub const MAX_MANAGEMENT_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// Everything a management endpoint can answer besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -98,7 +101,10 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match self {
             ApiError::TooManyRequests { retry_after, .. } => {
-                headers.insert(header::RETRY_AFTER, retry_after_value(retry_after));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    crate::proxy::error::retry_after_value(retry_after),
+                );
             }
             ApiError::Unauthorized(_) => {
                 headers.insert(
@@ -110,12 +116,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// `Retry-After` in whole seconds, rounded up (a client retrying early is refused again).
-pub fn retry_after_value(wait: std::time::Duration) -> HeaderValue {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    HeaderValue::from(secs.max(1))
 }
 
 impl From<JsonRejection> for ApiError {
@@ -137,7 +137,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(e) => {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge {
-                        limit: crate::api::MAX_MANAGEMENT_BODY_BYTES,
+                        limit: MAX_MANAGEMENT_BODY_BYTES,
                     }
                 } else {
                     ApiError::BadRequest(format!("could not read request body: {}", e.body_text()))

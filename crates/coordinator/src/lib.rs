@@ -30,7 +30,6 @@ pub mod auth;
 pub mod balancer;
 pub mod commands;
 pub mod config;
-pub mod dashboard;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;

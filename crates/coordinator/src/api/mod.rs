@@ -5,6 +5,7 @@
 
 pub mod access;
 mod agents;
+pub mod dashboard;
 pub(crate) mod history;
 mod inference;
 mod keys;
@@ -36,8 +37,7 @@ use crate::proxy::Proxy;
 use crate::proxy::record::RequestSinks;
 use crate::registry::NodeRegistry;
 
-/// Largest body a management endpoint accepts (a registration lists models, so this is generous).
-pub const MAX_MANAGEMENT_BODY_BYTES: usize = 2 * 1024 * 1024;
+pub use crate::error::MAX_MANAGEMENT_BODY_BYTES;
 
 /// Header that carries the request id, the client's when it sent one.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -134,14 +134,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/nodes", post(agents::add_node))
         .nest("/api/history", history::routes())
         .nest("/api/keys", keys::routes())
-        .merge(crate::dashboard::operator_routes())
+        .merge(dashboard::operator_routes())
         .route_layer(from_fn_with_state(
             Arc::clone(&state.access),
             access::operator_gate,
         ));
     let same_site = operator
         .merge(access::routes())
-        .merge(crate::dashboard::login_routes())
+        .merge(dashboard::login_routes())
         .route_layer(from_fn_with_state(
             Arc::clone(&state.access),
             access::same_site_gate,
@@ -166,7 +166,7 @@ pub fn app(state: AppState) -> Router {
     ));
     management
         .merge(inference)
-        .merge(crate::dashboard::asset_routes())
+        .merge(dashboard::asset_routes())
         .merge(metrics)
         .fallback(not_found)
         .with_state(state)

@@ -24,13 +24,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::time::Instant;
 
 use crate::config::BalancerMode;
-use crate::proxy::peek::RequestFacts;
 use crate::registry::RoutableNode;
 
 /// What a policy knows about the request it places.
 #[derive(Debug, Clone, Copy)]
 pub struct Placement<'a> {
-    pub request: &'a RequestFacts,
     /// The model's canonical name (`name:tag`).
     pub model: &'a str,
     pub now: Instant,
@@ -107,7 +105,6 @@ pub(crate) mod testing {
     use llm_router_common::{ApiKind, NodeId};
 
     use super::{Placement, Policy};
-    use crate::proxy::peek::RequestFacts;
     use crate::registry::{NodeLive, RoutableNode};
 
     pub fn node(name: &str) -> Arc<RoutableNode> {
@@ -130,12 +127,7 @@ pub(crate) mod testing {
 
     /// Where `policy` places a request for `model` (a canonical name).
     pub fn place_model(policy: &dyn Policy, nodes: &[Arc<RoutableNode>], model: &str) -> usize {
-        let facts = RequestFacts {
-            model: model.into(),
-            stream: true,
-        };
         let placement = Placement {
-            request: &facts,
             model,
             now: tokio::time::Instant::now(),
         };

@@ -125,13 +125,13 @@ impl IntoResponse for FlavoredError {
             ProxyError::RateLimited { retry_after, .. } => {
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
-                    crate::error::retry_after_value(retry_after),
+                    retry_after_value(retry_after),
                 );
             }
             ProxyError::Overloaded(_) => {
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
-                    crate::error::retry_after_value(OVERLOADED_RETRY_AFTER),
+                    retry_after_value(OVERLOADED_RETRY_AFTER),
                 );
             }
             ProxyError::Unauthorized(_) => {
@@ -163,4 +163,10 @@ pub fn stream_error_chunk(flavor: ApiKind, message: &str) -> Bytes {
             Bytes::from(format!("data: {event}\n\n"))
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up (a client retrying early is refused again).
+pub fn retry_after_value(wait: std::time::Duration) -> axum::http::HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    axum::http::HeaderValue::from(secs.max(1))
 }

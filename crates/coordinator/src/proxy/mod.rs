@@ -404,7 +404,6 @@ impl Proxy {
                 continue;
             }
             let placement = Placement {
-                request: &request.facts,
                 model: &model,
                 now: Instant::now(),
             };
