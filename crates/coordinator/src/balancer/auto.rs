@@ -36,6 +36,7 @@ use std::time::Duration;
 use super::latency::DEFAULT_COMPLETION_TOKENS;
 use super::{Placement, Policy, Tolerance, lowest_score};
 use crate::registry::RoutableNode;
+use crate::registry::live::Residency;
 
 /// Time to first token assumed for a node not measured yet.
 const DEFAULT_TTFT_SECS: f64 = 0.5;
@@ -68,20 +69,17 @@ struct Estimate {
 }
 
 fn estimate(node: &RoutableNode, model: &str) -> Estimate {
-    let per_model = node.live.model_speed(model);
     let overall = node.live.speed();
-    Estimate {
+    node.live.with_model_speed(model, |per_model| Estimate {
         ttft_secs: per_model
-            .as_ref()
             .and_then(|s| s.ttft_ms())
             .or_else(|| overall.ttft_ms())
             .map(|ms| ms / 1000.0),
         tokens_per_sec: per_model
-            .as_ref()
             .and_then(|s| s.tokens_per_sec())
             .or_else(|| overall.tokens_per_sec()),
-        tokens: per_model.as_ref().and_then(|s| s.completion_tokens()),
-    }
+        tokens: per_model.and_then(|s| s.completion_tokens()),
+    })
 }
 
 fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
@@ -111,13 +109,12 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
     let slots = f64::from(live.parallel().unwrap_or(1));
     let in_flight = live.in_flight() as f64;
     let wait = (in_flight + 1.0 - slots).max(0.0) * service / slots;
-    if live.is_resident(placement.model, placement.now) {
-        return wait + service;
-    }
+    let busy_others = match live.residency(placement.model, placement.now, IN_USE_WINDOW) {
+        Residency::Resident => return wait + service,
+        Residency::Absent { busy_others } => busy_others as f64,
+    };
     let load = live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
-    let in_use =
-        live.busy_residents_other_than(placement.model, placement.now, IN_USE_WINDOW) as f64;
-    let evict = load * (in_flight + in_use);
+    let evict = load * (in_flight + busy_others);
     wait + load + service + evict
 }
 

@@ -119,6 +119,10 @@ struct Resident {
     capacity: usize,
 }
 
+/// Speeds per model. Placement looks a model up in every candidate's table,
+/// so the hash is a fast one (foldhash, seeded per process) rather than SipHash.
+type SpeedTable = HashMap<String, Arc<Speed>, foldhash::fast::RandomState>;
+
 /// Counters of a node that change on every request or heartbeat.
 #[derive(Debug)]
 pub struct NodeLive {
@@ -140,7 +144,7 @@ pub struct NodeLive {
     overall: Speed,
     /// Read on every placement without a lock; copied on the rare write (a
     /// model's first finished request here).
-    per_model: ArcSwap<HashMap<String, Arc<Speed>>>,
+    per_model: ArcSwap<SpeedTable>,
     load_ms: Ewma,
     resident: Mutex<Resident>,
 }
@@ -159,7 +163,7 @@ impl Default for NodeLive {
             memory_percent_bits: AtomicU32::new(0),
             parallel: AtomicU32::new(0),
             overall: Speed::default(),
-            per_model: ArcSwap::from_pointee(HashMap::new()),
+            per_model: ArcSwap::from_pointee(SpeedTable::default()),
             load_ms: Ewma::default(),
             resident: Mutex::new(Resident {
                 capacity: 1,
@@ -304,6 +308,13 @@ impl NodeLive {
         self.per_model.load().get(model).cloned()
     }
 
+    /// `f` of the observed speed for one model, read in place (no reference
+    /// count taken): what placement reads for every candidate.
+    pub fn with_model_speed<R>(&self, model: &str, f: impl FnOnce(Option<&Speed>) -> R) -> R {
+        let speeds = self.per_model.load();
+        f(speeds.get(model).map(|speed| &**speed))
+    }
+
     /// Observed time to load a model, in milliseconds.
     pub fn load_ms(&self) -> Option<f64> {
         self.load_ms.get()
@@ -315,7 +326,7 @@ impl NodeLive {
         let per_model = known.unwrap_or_else(|| {
             let mut added = None;
             self.per_model.rcu(|map| {
-                let mut map = HashMap::clone(map);
+                let mut map = SpeedTable::clone(map);
                 added = Some(Arc::clone(map.entry(model.to_owned()).or_default()));
                 map
             });
@@ -391,16 +402,46 @@ impl NodeLive {
             .any(|m| m == model)
     }
 
+    /// [`Self::is_resident`] and, when `model` is not resident,
+    /// [`Self::busy_residents_other_than`], under one lock.
+    pub fn residency(&self, model: &str, now: Instant, window: Duration) -> Residency {
+        let resident = self.resident.lock();
+        if Self::is_resident_locked(&resident, model, now) {
+            return Residency::Resident;
+        }
+        Residency::Absent {
+            busy_others: Self::busy_others_locked(&resident, model, now, window),
+        }
+    }
+
     /// Models believed resident, other than `model`, that requests still use
     /// (routed here within `window`): what loading `model` would evict.
     pub fn busy_residents_other_than(&self, model: &str, now: Instant, window: Duration) -> usize {
-        let resident = self.resident.lock();
+        Self::busy_others_locked(&self.resident.lock(), model, now, window)
+    }
+
+    fn busy_others_locked(
+        resident: &Resident,
+        model: &str,
+        now: Instant,
+        window: Duration,
+    ) -> usize {
         resident
             .routed
             .iter()
             .filter(|(m, at)| m != model && now.saturating_duration_since(*at) < window)
             .count()
     }
+}
+
+/// Whether a model is in memory on a node, for placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residency {
+    Resident,
+    /// Not in memory; loading it would evict `busy_others` models in use.
+    Absent {
+        busy_others: usize,
+    },
 }
 
 /// Decrements the node's in-flight count exactly once, when dropped; it can
