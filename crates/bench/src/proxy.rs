@@ -387,12 +387,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             let data_dir = tempfile::tempdir()?;
             let mut config = Config::with_data_dir(data_dir.path());
             config.access.require_api_key = args.require_api_key;
+            // Without history the coordinator captures no bodies either.
             config.history.enabled = mode == HistoryMode::On;
-            config.proxy.capture_bytes = if config.history.enabled {
-                config.history.body_limit_bytes
-            } else {
-                0
-            };
             let name = mode.path_name();
             let (base, _) = start_coordinator_named(name, config, std::future::pending())?;
             heartbeats.push(register_node(&base, node_port).await?);

@@ -112,8 +112,21 @@ pub async fn serve<L>(
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let slots = connection_slots(&limits);
+    serve_with(listener, router, limits, &slots, &shutdown).await;
+}
+
+/// Accepts on `listener` until `shutdown`, then waits for its connections to end.
+async fn serve_with<L>(
+    listener: L,
+    router: Router,
+    limits: ConnectionLimits,
+    slots: &Slots,
+    shutdown: &CancellationToken,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let connections = TaskTracker::new();
-    accept(listener, router, limits, &slots, &connections, &shutdown).await;
+    accept(listener, router, limits, slots, &connections, shutdown).await;
     connections.close();
     connections.wait().await;
 }
@@ -235,10 +248,7 @@ where
                         return;
                     }
                 };
-                let connections = TaskTracker::new();
-                accept(listener, router, limits, &slots, &connections, &shutdown).await;
-                connections.close();
-                connections.wait().await;
+                serve_with(listener, router, limits, &slots, &shutdown).await;
             });
             // The receiver learns of the end when `done` is dropped.
             drop(done);

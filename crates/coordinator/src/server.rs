@@ -120,7 +120,12 @@ pub async fn run(
         tracing::info!("request history is off (--no-history): no request is recorded");
         Arc::new(crate::history::History::off())
     };
-    let state = AppState::with_sinks(Arc::clone(&registry), config.proxy.clone(), sinks)?
+    let mut proxy_settings = config.proxy.clone();
+    if !config.history.enabled {
+        // Bodies are captured only for the history.
+        proxy_settings.capture_bytes = 0;
+    }
+    let state = AppState::with_sinks(Arc::clone(&registry), proxy_settings, sinks)?
         .with_access(access)
         .with_history(Arc::clone(&history));
     let shutting_down = state.shutdown.clone();

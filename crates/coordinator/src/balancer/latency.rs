@@ -44,21 +44,19 @@ impl Latency {
 /// Expected seconds for `node` to answer a request for `model` on its own;
 /// `None` when the node has not been measured yet.
 pub fn expected_service_secs(node: &RoutableNode, model: &str) -> Option<f64> {
-    let per_model = node.live.model_speed(model);
     let overall = node.live.speed();
-    let ttft_ms = per_model
-        .as_ref()
-        .and_then(|s| s.ttft_ms())
-        .or_else(|| overall.ttft_ms())?;
-    let tps = per_model
-        .as_ref()
-        .and_then(|s| s.tokens_per_sec())
-        .or_else(|| overall.tokens_per_sec())?;
-    let tokens = per_model
-        .as_ref()
-        .and_then(|s| s.completion_tokens())
-        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
-    Some(ttft_ms / 1000.0 + tokens / tps)
+    node.live.with_model_speed(model, |per_model| {
+        let ttft_ms = per_model
+            .and_then(|s| s.ttft_ms())
+            .or_else(|| overall.ttft_ms())?;
+        let tps = per_model
+            .and_then(|s| s.tokens_per_sec())
+            .or_else(|| overall.tokens_per_sec())?;
+        let tokens = per_model
+            .and_then(|s| s.completion_tokens())
+            .unwrap_or(DEFAULT_COMPLETION_TOKENS);
+        Some(ttft_ms / 1000.0 + tokens / tps)
+    })
 }
 
 /// Expected seconds for `node` to finish this request given its load; `None` unmeasured.

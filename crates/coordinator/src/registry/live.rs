@@ -402,35 +402,20 @@ impl NodeLive {
             .any(|m| m == model)
     }
 
-    /// [`Self::is_resident`] and, when `model` is not resident,
-    /// [`Self::busy_residents_other_than`], under one lock.
+    /// Whether `model` is believed to be in memory here and, when it is not,
+    /// how many other models requests still use (routed here within `window`):
+    /// what loading `model` would evict. One lock for both.
     pub fn residency(&self, model: &str, now: Instant, window: Duration) -> Residency {
         let resident = self.resident.lock();
         if Self::is_resident_locked(&resident, model, now) {
             return Residency::Resident;
         }
-        Residency::Absent {
-            busy_others: Self::busy_others_locked(&resident, model, now, window),
-        }
-    }
-
-    /// Models believed resident, other than `model`, that requests still use
-    /// (routed here within `window`): what loading `model` would evict.
-    pub fn busy_residents_other_than(&self, model: &str, now: Instant, window: Duration) -> usize {
-        Self::busy_others_locked(&self.resident.lock(), model, now, window)
-    }
-
-    fn busy_others_locked(
-        resident: &Resident,
-        model: &str,
-        now: Instant,
-        window: Duration,
-    ) -> usize {
-        resident
+        let busy_others = resident
             .routed
             .iter()
             .filter(|(m, at)| m != model && now.saturating_duration_since(*at) < window)
-            .count()
+            .count();
+        Residency::Absent { busy_others }
     }
 }
 
