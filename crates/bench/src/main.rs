@@ -14,6 +14,11 @@ mod stats;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator the `llm-router` binary uses, so that the router measured here
+/// costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "llm-router-bench",

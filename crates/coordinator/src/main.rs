@@ -8,6 +8,11 @@ use clap::Parser;
 use llm_router_coordinator::Cli;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the request path allocates small buffers on every thread, and glibc's
+/// allocator spent a sixth of the router's CPU on them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -555,6 +555,33 @@ async fn request_id_is_echoed_and_forwarded_to_the_node() {
 }
 
 #[tokio::test]
+async fn a_generated_request_id_is_a_uuid_the_node_and_the_client_both_see() {
+    // Inference servers (llama.cpp's among them) reject an `x-request-id` that is not a UUID.
+    let fleet = Fleet::start(vec![MockConfig::named("a")]).await;
+    let response = fleet
+        .client
+        .post(fleet.url("/api/chat"))
+        .json(&chat("llama3.2", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let id = uuid::Uuid::parse_str(&echoed).expect("the generated id is a UUID");
+    assert_eq!(id.get_version_num(), 4);
+    let recorded = fleet
+        .node("a")
+        .stats()
+        .last_request_to("/api/chat")
+        .unwrap();
+    assert_eq!(recorded.headers["x-request-id"], echoed);
+    fleet.stop().await;
+}
+
+#[tokio::test]
 async fn a_model_every_listing_node_turns_out_not_to_have_is_404_not_502() {
     let mut fleet = Fleet::empty_with(|_| {}).await;
     let id = fleet

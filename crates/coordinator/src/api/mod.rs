@@ -6,6 +6,7 @@
 pub mod access;
 mod agents;
 pub mod dashboard;
+mod frame;
 pub(crate) mod history;
 mod inference;
 mod keys;
@@ -19,17 +20,12 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State},
-    http::{HeaderName, HeaderValue, Request, Uri, header},
+    http::Uri,
     middleware::from_fn_with_state,
     routing::{get, post},
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tower_http::{
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    set_header::SetResponseHeaderLayer,
-    trace::TraceLayer,
-};
 
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -128,7 +124,6 @@ pub struct ApiPath<T>(pub T);
 /// inference API takes API keys and allows browser origins (CORS); agents'
 /// own calls carry their tokens.
 pub fn app(state: AppState) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let operator = Router::new()
         .nest("/api/agents", agents::operator_routes())
         .route("/api/nodes", post(agents::add_node))
@@ -170,50 +165,7 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics)
         .fallback(not_found)
         .with_state(state)
-        // On every answer, the proxied ones included: browsers take the content type
-        // as given and never guess a script.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request
-                    .headers()
-                    .get(REQUEST_ID_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-            }),
-        )
-        .layer(SetRequestIdLayer::new(request_id, SequentialRequestId::new()))
-}
-
-/// Request ids `<random per process>-<sequence>`: unique across restarts,
-/// without a random-number syscall per request (as a UUID v4 would cost).
-#[derive(Debug, Clone)]
-struct SequentialRequestId {
-    prefix: Arc<str>,
-    next: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl SequentialRequestId {
-    fn new() -> Self {
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        Self {
-            prefix: Arc::from(&random[..12]),
-            next: Arc::default(),
-        }
-    }
-}
-
-impl MakeRequestId for SequentialRequestId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}-{n:08x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
+        .layer(frame::RequestFrameLayer)
 }
 
 /// `GET /api/health`: `ok`, or `degraded` with the reason when a store fails (the
