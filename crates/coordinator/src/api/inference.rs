@@ -14,6 +14,7 @@ use super::AppState;
 use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
+use axum::http::uri::PathAndQuery;
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -82,7 +83,8 @@ pub async fn proxy(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let request = InferenceRequest {
         flavor,
         method: parts.method,

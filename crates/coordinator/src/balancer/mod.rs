@@ -116,6 +116,8 @@ pub(crate) mod testing {
             models: HashSet::from(["m:latest".to_owned()]),
             loaded_models: HashSet::new(),
             authorization: None,
+            base: None,
+            name_header: None,
             live: Arc::new(NodeLive::default()),
         })
     }

@@ -25,6 +25,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use axum::body::Body;
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
@@ -155,7 +156,7 @@ pub struct InferenceRequest {
     pub flavor: ApiKind,
     pub method: Method,
     /// Path and query to call on the node, e.g. `/api/chat`.
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub facts: RequestFacts,
@@ -231,7 +232,7 @@ impl RequestMeta {
 impl InferenceRequest {
     /// The path called, without the query.
     pub fn endpoint(&self) -> &str {
-        self.path_and_query.split('?').next().unwrap_or_default()
+        self.path_and_query.path()
     }
 }
 
@@ -533,6 +534,9 @@ impl Proxy {
         };
         let mut builder = Response::builder().status(status);
         if let Some(headers) = builder.headers_mut() {
+            // Room for the headers the layers above add (id, nosniff, CORS), so that
+            // the map is not grown on the way out.
+            headers.reserve(response.headers().len() + 6);
             for (name, value) in response.headers() {
                 if name == header::CONTENT_TYPE {
                     headers.insert(header::CONTENT_TYPE, client_content_type(value));
@@ -540,8 +544,8 @@ impl Proxy {
                     headers.append(name, value.clone());
                 }
             }
-            if let Ok(value) = HeaderValue::from_str(&node.machine_name) {
-                headers.insert(HeaderName::from_static(NODE_HEADER), value);
+            if let Some(value) = &node.name_header {
+                headers.insert(HeaderName::from_static(NODE_HEADER), value.clone());
             }
         }
         let tap = {
@@ -612,14 +616,19 @@ fn upstream_request(
     node: &RoutableNode,
     request: &InferenceRequest,
 ) -> Result<hyper::Request<Full<Bytes>>, String> {
-    let uri: Uri = format!("{}{}", node.api_url, request.path_and_query)
-        .parse()
-        .map_err(|e| {
-            format!(
-                "{}: unusable URL {:?}: {e}",
-                node.machine_name, node.api_url
-            )
-        })?;
+    let unusable = |e: &dyn std::fmt::Display| {
+        format!(
+            "{}: unusable URL {:?}: {e}",
+            node.machine_name, node.api_url
+        )
+    };
+    let base = node
+        .base
+        .as_ref()
+        .ok_or_else(|| unusable(&"no scheme or host"))?;
+    let uri = base
+        .join(&request.path_and_query)
+        .map_err(|e| unusable(&e))?;
     let mut upstream = hyper::Request::builder()
         .method(request.method.clone())
         .uri(uri);

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::auth::secret::{Digest, generate_token};
 use persist::PersistQueue;
-pub use snapshot::{InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
+pub use snapshot::{ApiBase, InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
 use store::PersistedNode;
 
 /// Why a node is offline. [`OfflineReason::text`] is what operators see, and
@@ -273,6 +273,8 @@ impl NodeRecord {
                 .map(|m| canonical_model_name(&m.name))
                 .collect(),
             authorization: node_authorization(self.node_api_key.as_deref()),
+            base: ApiBase::parse(&self.api_url),
+            name_header: axum::http::HeaderValue::from_str(&self.machine_name).ok(),
             live: Arc::clone(&self.live),
         });
     }

@@ -8,6 +8,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
+use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use llm_router_common::{ApiKind, NodeId, canonical_model_name};
 
 pub use super::live::{InFlightGuard, NodeLive};
@@ -27,8 +29,52 @@ pub struct RoutableNode {
     /// Canonical names of the models loaded in memory.
     pub loaded_models: HashSet<String>,
     /// `Authorization` the proxy sends to this node (its own API key), never the client's.
-    pub authorization: Option<axum::http::HeaderValue>,
+    pub authorization: Option<HeaderValue>,
+    /// `api_url` taken apart once, so that each attempt only joins it with the
+    /// request's path; `None` when it is not a usable URL.
+    pub base: Option<ApiBase>,
+    /// `machine_name` as the header value that names the node on its answers.
+    pub name_header: Option<HeaderValue>,
     pub live: Arc<NodeLive>,
+}
+
+/// The scheme, authority and path prefix of a node's API URL.
+#[derive(Debug, Clone)]
+pub struct ApiBase {
+    scheme: Scheme,
+    authority: Authority,
+    /// Path before the API's own (`/ollama` of `http://host/ollama`), no trailing slash.
+    prefix: String,
+}
+
+impl ApiBase {
+    /// `url` taken apart, or `None` when it lacks a scheme or host.
+    pub fn parse(url: &str) -> Option<Self> {
+        let uri: Uri = url.parse().ok()?;
+        let parts = uri.into_parts();
+        Some(Self {
+            scheme: parts.scheme?,
+            authority: parts.authority?,
+            prefix: parts
+                .path_and_query
+                .map(|pq| pq.path().trim_end_matches('/').to_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The URI of `path_and_query` on this node.
+    pub fn join(&self, path_and_query: &PathAndQuery) -> Result<Uri, axum::http::Error> {
+        let path_and_query = if self.prefix.is_empty() {
+            path_and_query.clone()
+        } else {
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.prefix))?
+        };
+        Ok(Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()?)
+    }
 }
 
 impl RoutableNode {
@@ -73,6 +119,8 @@ mod tests {
                 models: models.iter().map(|m| canonical_model_name(m)).collect(),
                 loaded_models: HashSet::new(),
                 authorization: None,
+                base: None,
+                name_header: None,
                 live: Arc::default(),
             })
         };
@@ -89,5 +137,22 @@ mod tests {
         assert_eq!(names("llama3.2"), ["a"]);
         assert_eq!(names("qwen2.5:7b"), ["b"]);
         assert!(names("qwen2.5").is_empty());
+    }
+
+    #[test]
+    fn an_api_base_joins_the_request_path_after_its_own() {
+        let pq = |s: &'static str| PathAndQuery::from_static(s);
+        let plain = ApiBase::parse("http://10.0.0.5:11434").unwrap();
+        assert_eq!(
+            plain.join(&pq("/api/chat?x=1")).unwrap().to_string(),
+            "http://10.0.0.5:11434/api/chat?x=1"
+        );
+        let prefixed = ApiBase::parse("https://gpu.example/ollama/").unwrap();
+        assert_eq!(
+            prefixed.join(&pq("/v1/models")).unwrap().to_string(),
+            "https://gpu.example/ollama/v1/models"
+        );
+        assert!(ApiBase::parse("not a url").is_none());
+        assert!(ApiBase::parse("/relative/only").is_none());
     }
 }
