@@ -69,11 +69,11 @@ impl ApiBase {
         } else {
             PathAndQuery::try_from(format!("{}{path_and_query}", self.prefix))?
         };
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
-            .build()?)
+            .build()
     }
 }
 
