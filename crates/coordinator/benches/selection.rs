@@ -50,6 +50,8 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
                 models: HashSet::from(["m:latest".to_owned(), "other:latest".to_owned()]),
                 loaded_models: HashSet::new(),
                 authorization: None,
+                base: None,
+                name_header: None,
                 live,
             })
         })
