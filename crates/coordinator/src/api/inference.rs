@@ -100,10 +100,13 @@ pub async fn proxy(
     }
 }
 
+/// A body in one frame up to this size is copied out of the connection's buffer.
+const COPIED_FRAME: usize = 64 * 1024;
+
 /// Reads a request body into memory under the cap on buffered bytes (`gate`):
 /// its announced length is reserved at once, a body of unknown length reserves
-/// as it grows, and each reservation waits at most `wait` for room. One frame
-/// is kept as it came; more are copied once into a buffer of the final size.
+/// as it grows, and each reservation waits at most `wait` for room. One large
+/// frame is kept as it came; more are copied once into a buffer of the final size.
 async fn read_body(
     mut body: Body,
     limit: usize,
@@ -157,6 +160,12 @@ async fn read_body(
         buffer.extend_from_slice(&data);
     }
     let body = match first {
+        // A small frame is a slice of the connection's read buffer, which it
+        // would keep alive (8 KiB or more) for as long as the request lasts:
+        // a long stream, and the body is kept for a retry on another node.
+        Some(only) if buffer.is_empty() && only.len() <= COPIED_FRAME => {
+            Bytes::copy_from_slice(&only)
+        }
         Some(only) if buffer.is_empty() => only,
         _ => Bytes::from(buffer),
     };
