@@ -11,6 +11,7 @@ mod proxy;
 mod registry;
 mod routing;
 mod stats;
+mod streams;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Latency and throughput of each load-balancing policy on a mixed fleet of mock nodes.
     Routing(routing::RoutingArgs),
+    /// Thousands of slow streamed answers at once: memory and time to first chunk.
+    Streams(streams::StreamsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Command::Proxy(args) => proxy::run(args).await,
             Command::History(args) => history::run(args).await,
             Command::Routing(args) => routing::run(args).await,
+            Command::Streams(args) => streams::run(args).await,
         }
     })
 }

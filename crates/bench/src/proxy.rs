@@ -104,7 +104,7 @@ pub enum HistoryMode {
 
 impl HistoryMode {
     /// The row's name; its threads are named after it too.
-    fn path_name(self) -> &'static str {
+    pub(crate) fn path_name(self) -> &'static str {
         match self {
             HistoryMode::On => "router",
             HistoryMode::Off => "router-nohist",
@@ -692,7 +692,10 @@ async fn history_counts(router: &Target) -> anyhow::Result<(u64, u64)> {
 
 /// Registers the node with the router as its agent would, and keeps it
 /// alive with heartbeats in the background.
-async fn register_node(base: &str, port: u16) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub(crate) async fn register_node(
+    base: &str,
+    port: u16,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let body = serde_json::json!({
         "machine_name": "bench-node",
