@@ -75,6 +75,7 @@ fn selection(c: &mut Criterion) {
                     let placement = Placement {
                         model: "m:latest",
                         now: Instant::now(),
+                        planned: None,
                     };
                     black_box(policy.select(black_box(nodes), &placement))
                 });

@@ -384,6 +384,23 @@ pub struct Cli {
     #[arg(long = "load-balancer", env = "LOAD_BALANCER_MODE", value_enum, default_value_t = BalancerMode::Auto, help_heading = "Proxy")]
     pub load_balancer: BalancerMode,
 
+    /// Fleet-level model placement: `plan` decides from the demand which node
+    /// keeps which model warm, pre-loads models it moves, and has `auto` route
+    /// within that plan; `off` leaves every choice to the balancer.
+    #[arg(long = "placement", env = "LLM_ROUTER_PLACEMENT", value_enum, default_value_t = PlacementMode::Plan, help_heading = "Proxy")]
+    pub placement: PlacementMode,
+
+    /// Seconds between placement rounds; demand is smoothed over six rounds.
+    #[arg(
+        long = "placement-interval-secs",
+        env = "LLM_ROUTER_PLACEMENT_INTERVAL_SECS",
+        default_value_t = 5.0,
+        value_parser = parse_interval_secs,
+        value_name = "SECS",
+        help_heading = "Proxy"
+    )]
+    pub placement_interval_secs: f64,
+
     /// Record no request history at all: no prompts or answers are stored, the
     /// dashboard's history view and `/api/history` answer that it is off.
     #[arg(
@@ -483,6 +500,25 @@ pub enum AdminAction {
     SetPassword,
 }
 
+fn parse_interval_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.01..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.01 and 3600"
+        )),
+    }
+}
+
+/// Fleet-level model placement (`LLM_ROUTER_PLACEMENT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PlacementMode {
+    /// Plan which node keeps which model warm, and route within the plan.
+    #[default]
+    Plan,
+    /// No plan: the balancer alone decides.
+    Off,
+}
+
 /// Load-balancing policy (`LOAD_BALANCER_MODE`).
 #[derive(
     Debug,
@@ -519,6 +555,9 @@ pub enum BalancerMode {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub balancer: BalancerMode,
+    pub placement: PlacementMode,
+    /// Time between placement rounds.
+    pub placement_interval: Duration,
     pub connect_timeout: Duration,
     /// Extra certificate authorities (PEM) trusted for https nodes.
     pub node_ca_file: Option<PathBuf>,
@@ -561,6 +600,8 @@ impl Default for ProxySettings {
     fn default() -> Self {
         Self {
             balancer: BalancerMode::default(),
+            placement: PlacementMode::default(),
+            placement_interval: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(2000),
             node_ca_file: None,
             first_byte_timeout: Duration::from_secs(300),
@@ -762,6 +803,8 @@ impl Cli {
             heartbeat_interval: Duration::from_secs(heartbeat_interval),
             proxy: ProxySettings {
                 balancer: self.load_balancer,
+                placement: self.placement,
+                placement_interval: Duration::from_secs_f64(self.placement_interval_secs),
                 connect_timeout: Duration::from_millis(self.connect_timeout_ms),
                 node_ca_file: self.node_ca_file.clone(),
                 first_byte_timeout: Duration::from_secs(self.first_byte_timeout),

@@ -35,6 +35,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod placement;
 pub mod proxy;
 pub mod registry;
 pub mod serve;

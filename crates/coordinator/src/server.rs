@@ -142,6 +142,15 @@ pub async fn run(
         config.heartbeat_interval,
         stop.clone().cancelled_owned(),
     ));
+    let planner = state.placer.clone().map(|placer| {
+        tokio::spawn(crate::placement::run_planner(
+            placer,
+            Arc::clone(&registry),
+            state.proxy.client().clone(),
+            config.proxy.first_byte_timeout,
+            stop.clone().cancelled_owned(),
+        ))
+    });
     let stop_serving = CancellationToken::new();
     tokio::spawn({
         let stop_serving = stop_serving.clone();
@@ -189,6 +198,9 @@ pub async fn run(
     let _ = monitor.await;
     let _ = prober.await;
     let _ = poller.await;
+    if let Some(planner) = planner {
+        let _ = planner.await;
+    }
     history.shutdown().await;
     writer.await.context("registry writer failed")?;
     served.context("could not start the serving threads")?;

@@ -14,6 +14,7 @@ mod metrics;
 pub mod models;
 mod ollama;
 mod openai;
+mod placement;
 
 use std::sync::Arc;
 
@@ -28,7 +29,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
+use crate::config::PlacementMode;
 use crate::error::ApiError;
+use crate::placement::Placer;
 use crate::proxy::Proxy;
 use crate::proxy::record::RequestSinks;
 use crate::registry::NodeRegistry;
@@ -60,6 +63,8 @@ pub struct Shared {
     pub history: Arc<crate::history::History>,
     /// Request statistics and Prometheus metrics, fed by the proxy.
     pub stats: Arc<crate::stats::Stats>,
+    /// Fleet-level model placement, when it is on (`--placement plan`).
+    pub placer: Option<Arc<Placer>>,
     /// Cancelled when the server begins a graceful shutdown, so that endless responses
     /// (the dashboard's event stream) end instead of holding the shutdown forever.
     pub shutdown: CancellationToken,
@@ -85,12 +90,25 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let stats = Arc::new(crate::stats::Stats::new(Arc::clone(&registry)));
         sinks.add(stats.clone());
-        let proxy = Arc::new(Proxy::new(Arc::clone(&registry), settings)?.with_sinks(sinks));
+        let placer = (settings.placement == PlacementMode::Plan).then(|| {
+            Arc::new(Placer::new(
+                settings.placement_interval,
+                stats.placement_counters(),
+            ))
+        });
+        if let Some(placer) = &placer {
+            sinks.add(placer.clone());
+        }
+        let proxy = Proxy::new(Arc::clone(&registry), settings)?
+            .with_sinks(sinks)
+            .with_route_plan(placer.as_ref().map(|p| p.route_plan()));
+        let proxy = Arc::new(proxy);
         Ok(Self(Arc::new(Shared {
             registry,
             proxy,
             history: Arc::new(crate::history::History::off()),
             stats,
+            placer,
             shutdown: CancellationToken::new(),
             access: Arc::new(Access::open()),
         })))
@@ -127,6 +145,7 @@ pub fn app(state: AppState) -> Router {
     let operator = Router::new()
         .nest("/api/agents", agents::operator_routes())
         .route("/api/nodes", post(agents::add_node))
+        .route("/api/placement", get(placement::show))
         .nest("/api/history", history::routes())
         .nest("/api/keys", keys::routes())
         .merge(dashboard::operator_routes())

@@ -11,7 +11,13 @@
 //! cost(n)    = wait(n) + load(n) + service(n) + evict(n)
 //! ```
 //!
-//! and the cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
+//! Under a placement plan for M (see [`crate::placement`]), a node the plan
+//! does not give M, or that is not warm for it yet, pays one `load_time(n)`
+//! more (and, when M is in memory there anyway, `load_time(n) × (1 +
+//! in_flight(n))` instead of nothing), so it is used only when the planned,
+//! warm nodes are saturated beyond what a load would cost.
+//!
+//! The cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
 //! tied and take turns, so measurement noise does not pile every request on
 //! one of several equal nodes. Speeds are the node's observed averages for M
 //! (else for any model); a node not measured yet is assumed to be like the
@@ -39,9 +45,9 @@ use crate::registry::RoutableNode;
 use crate::registry::live::Residency;
 
 /// Time to first token assumed for a node not measured yet.
-const DEFAULT_TTFT_SECS: f64 = 0.5;
+pub(crate) const DEFAULT_TTFT_SECS: f64 = 0.5;
 /// Generation speed assumed for a node not measured yet.
-const DEFAULT_TOKENS_PER_SEC: f64 = 30.0;
+pub(crate) const DEFAULT_TOKENS_PER_SEC: f64 = 30.0;
 /// Model load time assumed until one was observed on the node.
 const DEFAULT_LOAD_SECS: f64 = 5.0;
 /// A resident model routed to within this window counts as still in use.
@@ -82,7 +88,8 @@ fn estimate(node: &RoutableNode, model: &str) -> Estimate {
     })
 }
 
-fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+/// The mean of the values present.
+pub(crate) fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let (sum, n) = values
         .flatten()
         .fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
@@ -109,13 +116,26 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
     let slots = f64::from(live.parallel().unwrap_or(1));
     let in_flight = live.in_flight() as f64;
     let wait = (in_flight + 1.0 - slots).max(0.0) * service / slots;
-    let busy_others = match live.residency(placement.model, placement.now, IN_USE_WINDOW) {
-        Residency::Resident => return wait + service,
+    let load = || live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
+    // Under a plan, a node it does not give this model, or one not warm for
+    // it yet, is priced as a load that disturbs the plan.
+    let on_plan = placement
+        .planned
+        .is_none_or(|planned| planned.contains(&node.id));
+    let residency = live.residency(placement.model, placement.now, IN_USE_WINDOW);
+    let busy_others = match residency {
+        Residency::Resident if on_plan => return wait + service,
+        Residency::Resident => return wait + service + load() * (1.0 + in_flight),
         Residency::Absent { busy_others } => busy_others as f64,
     };
-    let load = live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
+    let load = load();
     let evict = load * (in_flight + busy_others);
-    wait + load + service + evict
+    let off_plan = if placement.planned.is_some() {
+        load
+    } else {
+        0.0
+    };
+    wait + load + service + evict + off_plan
 }
 
 impl Policy for Auto {

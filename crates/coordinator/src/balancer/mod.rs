@@ -17,10 +17,13 @@ pub mod least_connections;
 pub mod metrics;
 pub mod round_robin;
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use arc_swap::ArcSwap;
+use llm_router_common::NodeId;
 use tokio::time::Instant;
 
 use crate::config::BalancerMode;
@@ -32,6 +35,32 @@ pub struct Placement<'a> {
     /// The model's canonical name (`name:tag`).
     pub model: &'a str,
     pub now: Instant,
+    /// The nodes the placement plan gives this model, when there is a plan
+    /// for it (see [`crate::placement`]); `auto` follows it.
+    pub planned: Option<&'a [NodeId]>,
+}
+
+/// The nodes a placement plan gives each model (canonical names), published
+/// by [`crate::placement`] and read by the proxy on every request.
+#[derive(Debug, Default)]
+pub struct RoutePlan(ArcSwap<HashMap<String, Vec<NodeId>>>);
+
+/// A plan as one request reads it.
+pub type RoutePlanGuard = arc_swap::Guard<Arc<HashMap<String, Vec<NodeId>>>>;
+
+impl RoutePlan {
+    pub fn load(&self) -> RoutePlanGuard {
+        self.0.load()
+    }
+
+    pub fn store(&self, plan: HashMap<String, Vec<NodeId>>) {
+        self.0.store(Arc::new(plan));
+    }
+
+    /// The nodes `plan` gives `model`, if it covers the model.
+    pub fn nodes_for<'a>(plan: &'a RoutePlanGuard, model: &str) -> Option<&'a [NodeId]> {
+        plan.get(model).map(Vec::as_slice)
+    }
 }
 
 /// A load-balancing policy.
@@ -132,6 +161,7 @@ pub(crate) mod testing {
         let placement = Placement {
             model,
             now: tokio::time::Instant::now(),
+            planned: None,
         };
         policy.select(nodes, &placement)
     }

@@ -38,7 +38,7 @@ use llm_router_common::canonical_model_name;
 use tokio::time::Instant;
 
 use crate::admission::{Admission, Gate};
-use crate::balancer::{self, Placement, Policy};
+use crate::balancer::{self, Placement, Policy, RoutePlan};
 use crate::config::ProxySettings;
 use crate::registry::live::{HealthChange, SLOT_FREED};
 use crate::registry::{InFlightGuard, NodeRegistry, RoutableNode, validate};
@@ -143,6 +143,8 @@ pub struct Proxy {
     connector: UpstreamConnector,
     settings: ProxySettings,
     policy: Box<dyn Policy>,
+    /// The placement plan `auto` follows, when placement is on.
+    route_plan: Option<Arc<RoutePlan>>,
     sinks: RequestSinks,
     /// Inference requests in flight across the fleet (`max_in_flight`).
     in_flight: Arc<Gate>,
@@ -273,8 +275,15 @@ impl Proxy {
             in_flight: Gate::new(settings.admission.max_in_flight),
             buffered: Gate::new(settings.admission.buffer_bytes),
             settings,
+            route_plan: None,
             sinks: RequestSinks::default(),
         })
+    }
+
+    /// Routes within a placement plan (the `auto` policy follows it).
+    pub fn with_route_plan(mut self, plan: Option<Arc<RoutePlan>>) -> Self {
+        self.route_plan = plan;
+        self
     }
 
     /// Reports every finished request to `sinks` as well.
@@ -368,6 +377,7 @@ impl Proxy {
             return Err(ProxyError::ModelNotFound(request.facts.model.clone()));
         }
 
+        let plan = self.route_plan.as_ref().map(|plan| plan.load());
         let cap = self.settings.admission.max_in_flight_per_node as u64;
         // Nodes passed over because `cap` requests are in flight on them.
         let mut full: Vec<Arc<RoutableNode>> = Vec::new();
@@ -407,6 +417,9 @@ impl Proxy {
             let placement = Placement {
                 model: &model,
                 now: Instant::now(),
+                planned: plan
+                    .as_ref()
+                    .and_then(|plan| RoutePlan::nodes_for(plan, &model)),
             };
             let index = self.policy.select(&pool, &placement);
             let node = pool.swap_remove(index);
@@ -463,6 +476,9 @@ impl Proxy {
         admission: &mut Option<Admission>,
     ) -> Result<Response, AttemptFailure> {
         let cold = !node.live.route_model(model, Instant::now());
+        if cold {
+            node.live.count_cold_load();
+        }
         let upstream = upstream_request(node, request).map_err(|message| AttemptFailure {
             message,
             counts_against_node: true,

@@ -147,6 +147,7 @@ pub struct NodeLive {
     per_model: ArcSwap<SpeedTable>,
     load_ms: Ewma,
     resident: Mutex<Resident>,
+    cold_loads: AtomicU64,
 }
 
 impl Default for NodeLive {
@@ -169,6 +170,7 @@ impl Default for NodeLive {
                 capacity: 1,
                 ..Resident::default()
             }),
+            cold_loads: AtomicU64::new(0),
         }
     }
 }
@@ -400,6 +402,35 @@ impl NodeLive {
             .filter(|m| !is_recent(m))
             .take(room)
             .any(|m| m == model)
+    }
+
+    /// How many models the node keeps in memory at once: the most it was
+    /// ever seen holding (at least 1).
+    pub fn memory_capacity(&self) -> usize {
+        self.resident.lock().capacity.max(1)
+    }
+
+    /// The models (canonical names) believed to be in memory here, of `held`.
+    pub fn resident_of<'a>(
+        &self,
+        held: impl IntoIterator<Item = &'a String>,
+        now: Instant,
+    ) -> Vec<String> {
+        let resident = self.resident.lock();
+        held.into_iter()
+            .filter(|m| Self::is_resident_locked(&resident, m, now))
+            .cloned()
+            .collect()
+    }
+
+    /// Counts a request sent here for a model it did not have in memory.
+    pub fn count_cold_load(&self) {
+        self.cold_loads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests sent here for a model it did not have in memory, since it registered.
+    pub fn cold_loads(&self) -> u64 {
+        self.cold_loads.load(Ordering::Relaxed)
     }
 
     /// Whether `model` is believed to be in memory here and, when it is not,

@@ -110,6 +110,11 @@ impl Stats {
         }
     }
 
+    /// The counters placement updates, exported with the rest.
+    pub fn placement_counters(&self) -> crate::placement::PlacementCounters {
+        self.exposition.families.placement.clone()
+    }
+
     /// The statistics of node `id` (zeros before its first request).
     pub fn node(&self, id: NodeId) -> NodeRequestStats {
         self.inner

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use llm_router_common::{Node, NodeStatus};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::placement::PlacementCounters;
 use crate::proxy::record::Outcome;
 use crate::registry::NodeRegistry;
 
@@ -86,6 +87,8 @@ pub struct Families {
     pub ttft: HistogramFamily<ModelNodeLabels>,
     pub tokens: Family<TokenLabels, Counter>,
     pub attempt_failures: Family<NodeLabels, Counter>,
+    /// Plan changes and pre-loads, counted by [`crate::placement`].
+    pub placement: PlacementCounters,
 }
 
 impl Families {
@@ -96,6 +99,7 @@ impl Families {
             ttft: Family::new_with_constructor(ttft_histogram as fn() -> Histogram),
             tokens: Family::default(),
             attempt_failures: Family::default(),
+            placement: PlacementCounters::default(),
         }
     }
 }
@@ -301,6 +305,16 @@ pub fn build_registry(families: &Families, nodes: Arc<NodeRegistry>) -> Registry
         "Attempts on a node that failed before its answer reached the client (unreachable, timeout, 5xx, model missing); the request went to another node or was answered with an error",
         families.attempt_failures.clone(),
     );
+    registry.register(
+        "llm_router_placement_plan_changes",
+        "Times the placement plan moved a model to or from a node",
+        families.placement.plan_changes.clone(),
+    );
+    registry.register(
+        "llm_router_placement_preloads",
+        "Models loaded on a node ahead of its traffic because the placement plan gave it them",
+        families.placement.preloads.clone(),
+    );
     registry.register_collector(Box::new(FleetCollector { registry: nodes }));
     registry
 }
@@ -406,6 +420,24 @@ impl Collector for FleetCollector {
                 Some(([("node", node.to_owned()), ("gpu", index)], value))
             }),
         )?;
+        let snapshot = self.registry.snapshot();
+        let cold_loads: HashMap<_, u64> = snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.live.cold_loads()))
+            .collect();
+        let mut cold = encoder.encode_descriptor(
+            "llm_router_node_cold_loads",
+            "Requests sent to a node for a model it did not have in memory (each one waits for a load), since the node registered",
+            None,
+            MetricType::Counter,
+        )?;
+        for (node, label) in nodes.iter().zip(&labels) {
+            if let Some(count) = cold_loads.get(&node.id) {
+                cold.encode_family(&[("node", label.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+            }
+        }
         let count = |status: NodeStatus| nodes.iter().filter(|n| n.status == status).count();
         encode_gauge(
             &mut encoder,

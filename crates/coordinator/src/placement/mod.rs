@@ -1,0 +1,526 @@
+//! Fleet-level model placement: which node keeps which model warm, planned
+//! from what the fleet is asked for, and the routing that follows the plan.
+//!
+//! - **Demand**: every finished or refused request is counted per model (a
+//!   [`RequestSink`]); each round turns the counts into a rate smoothed over
+//!   [`WINDOW_ROUNDS`] rounds, and the completion tokens into a mean work per
+//!   request. A model whose rate falls under half a request per window
+//!   leaves the demand, and with it the plan.
+//! - **Capacity**: per node and model, requests per second from the node's
+//!   slots and its learned speeds (see [`plan`] for the formula); how many
+//!   models it keeps in memory is the most it was seen holding.
+//! - **Plan**: [`plan::plan`], once per round and with hysteresis; the
+//!   assignment in force is the starting point, so a plan moves only what
+//!   is worth a load.
+//! - **Routing**: the `auto` policy prices a node that the plan does not give
+//!   the request's model, or that is not warm for it yet, as if it had to
+//!   load the model: such a node is used only when the planned, warm ones are
+//!   saturated beyond what a load costs.
+//! - **Pre-loading**: a node planned for a model it does not have in memory
+//!   is warmed (Ollama loads a model for an empty `/api/generate`) once its
+//!   requests in flight have finished, so no stream is cut and the first
+//!   routed request finds the model loaded.
+
+pub mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::http::header;
+use axum::http::uri::PathAndQuery;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::{BodyExt, Full, Limited};
+use llm_router_common::{ApiKind, NodeId, canonical_model_name};
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::balancer::RoutePlan;
+use crate::balancer::auto::{DEFAULT_TOKENS_PER_SEC, DEFAULT_TTFT_SECS, mean};
+use crate::balancer::latency::DEFAULT_COMPLETION_TOKENS;
+use crate::proxy::body::error_chain;
+use crate::proxy::record::{RequestRecord, RequestSink};
+use crate::proxy::{HOP_HEADER, UpstreamClient};
+use crate::registry::{NodeRegistry, RoutableNode, RoutableSnapshot};
+
+/// Rounds a demand rate is smoothed over.
+pub const WINDOW_ROUNDS: f64 = 6.0;
+/// How long a pre-loaded model stays in memory without requests (Ollama's `keep_alive`).
+pub const PRELOAD_KEEP_ALIVE: &str = "30m";
+
+/// Requests counted since the last round, for one model.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    requests: u64,
+    tokens: u64,
+    measured: u64,
+}
+
+/// Smoothed demand for one model.
+#[derive(Debug, Clone, Copy)]
+struct Smoothed {
+    rate: f64,
+    tokens: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct Rounds {
+    demand: HashMap<String, Smoothed>,
+    /// The plan in force: canonical model names per node.
+    assignment: HashMap<NodeId, Vec<String>>,
+    last: Option<Instant>,
+}
+
+/// The plan as `GET /api/placement` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    /// Whether placement is on (`--placement plan`).
+    pub enabled: bool,
+    pub nodes: Vec<PlannedNode>,
+    pub demand: Vec<ModelDemand>,
+    pub capacity: Vec<NodeModelCapacity>,
+    /// Plan changes since the coordinator started.
+    pub changes: u64,
+    pub changed_at: Option<DateTime<Utc>>,
+    /// Why the plan last changed.
+    pub change_reason: Option<String>,
+    pub planned_at: Option<DateTime<Utc>>,
+    /// What the latest round decided, and why.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedNode {
+    pub id: NodeId,
+    pub name: String,
+    /// Models the plan gives the node.
+    pub models: Vec<String>,
+    /// Of those, the ones in memory there now.
+    pub warm: Vec<String>,
+    /// Models the node keeps in memory at once.
+    pub memory: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelDemand {
+    pub model: String,
+    pub requests_per_sec: f64,
+    pub tokens_per_request: f64,
+    /// Requests per second the plan gives the model.
+    pub capacity_per_sec: f64,
+    /// Capacity over demand; above 1 the demand fits. `None`: no node holds the model.
+    pub headroom: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeModelCapacity {
+    pub node: String,
+    pub model: String,
+    /// Requests per second the node completes serving only this model.
+    pub requests_per_sec: f64,
+}
+
+/// The counters placement exports on `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementCounters {
+    pub plan_changes: Counter,
+    pub preloads: Counter,
+}
+
+/// Demand, plan and pre-loads of one coordinator.
+#[derive(Debug)]
+pub struct Placer {
+    interval: Duration,
+    tallies: Mutex<HashMap<String, Tally>>,
+    rounds: Mutex<Rounds>,
+    plan: ArcSwap<Plan>,
+    /// The plan's nodes per model, as the proxy reads it.
+    route: Arc<RoutePlan>,
+    counters: PlacementCounters,
+    /// Pre-loads under way, so a slow one is not started twice.
+    warming: Mutex<HashSet<(NodeId, String)>>,
+}
+
+impl Placer {
+    /// A placer that plans every `interval`.
+    pub fn new(interval: Duration, counters: PlacementCounters) -> Self {
+        Self {
+            interval: interval.max(Duration::from_millis(10)),
+            tallies: Mutex::default(),
+            rounds: Mutex::default(),
+            plan: ArcSwap::from_pointee(Plan {
+                enabled: true,
+                reason: "no demand seen yet".to_owned(),
+                ..Plan::default()
+            }),
+            route: Arc::default(),
+            counters,
+            warming: Mutex::default(),
+        }
+    }
+
+    /// The plan's nodes per model, for the proxy.
+    pub fn route_plan(&self) -> Arc<RoutePlan> {
+        Arc::clone(&self.route)
+    }
+
+    /// The plan in force; cheap enough for every request.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Plan>> {
+        self.plan.load()
+    }
+
+    /// One planning round over `snapshot` at `now`: smooths the demand,
+    /// plans, and publishes the plan.
+    pub fn replan(&self, snapshot: &RoutableSnapshot, now: Instant) -> Arc<Plan> {
+        let tallies = std::mem::take(&mut *self.tallies.lock());
+        let mut rounds = self.rounds.lock();
+        let elapsed = rounds
+            .last
+            .map_or(self.interval, |last| now.saturating_duration_since(last))
+            .max(Duration::from_millis(1))
+            .as_secs_f64();
+        rounds.last = Some(now);
+        smooth(
+            &mut rounds.demand,
+            &tallies,
+            elapsed,
+            self.interval.as_secs_f64(),
+        );
+
+        let nodes: Vec<&Arc<RoutableNode>> = snapshot.nodes.iter().collect();
+        let mut models: Vec<(&String, &Smoothed)> = rounds.demand.iter().collect();
+        models.sort_by(|a, b| a.0.cmp(b.0));
+        let demand: Vec<plan::Demand> = models
+            .iter()
+            .map(|(model, smoothed)| plan::Demand {
+                model: (*model).clone(),
+                rate: smoothed.rate,
+            })
+            .collect();
+        let work: Vec<f64> = models
+            .iter()
+            .map(|(model, smoothed)| {
+                smoothed
+                    .tokens
+                    .or_else(|| learned_tokens(&nodes, model))
+                    .unwrap_or(DEFAULT_COMPLETION_TOKENS)
+            })
+            .collect();
+        let neutral = neutral_speed(&nodes);
+        let capacity: Vec<plan::Capacity> = nodes
+            .iter()
+            .map(|node| plan::Capacity {
+                rates: models
+                    .iter()
+                    .zip(&work)
+                    .map(|((model, _), &tokens)| {
+                        node.holds(model)
+                            .then(|| service_rate(node, model, tokens, neutral))
+                    })
+                    .collect(),
+                memory: node.live.memory_capacity(),
+            })
+            .collect();
+        let index: HashMap<&str, usize> = demand
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.model.as_str(), i))
+            .collect();
+        let current: plan::Assignment = nodes
+            .iter()
+            .map(|node| {
+                let models = match rounds.assignment.get(&node.id) {
+                    Some(planned) => planned.clone(),
+                    // A node new to the plan starts from what it has in memory.
+                    None => node.live.resident_of(&node.models, now),
+                };
+                models
+                    .iter()
+                    .filter_map(|m| index.get(m.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let decision = plan::plan(&demand, &capacity, &current);
+        let changed = decision.changed;
+        // Nodes the plan leaves empty start again from what they have in memory.
+        rounds.assignment = nodes
+            .iter()
+            .zip(&decision.assignment)
+            .filter(|(_, models)| !models.is_empty())
+            .map(|(node, models)| {
+                let names = models.iter().map(|&m| demand[m].model.clone()).collect();
+                (node.id, names)
+            })
+            .collect();
+        drop(rounds);
+
+        let previous = self.plan.load_full();
+        let mut next = Plan {
+            enabled: true,
+            changes: previous.changes,
+            changed_at: previous.changed_at,
+            change_reason: previous.change_reason.clone(),
+            planned_at: Some(Utc::now()),
+            reason: decision.reason.clone(),
+            ..Plan::default()
+        };
+        if changed {
+            self.counters.plan_changes.inc();
+            next.changes += 1;
+            next.changed_at = next.planned_at;
+            next.change_reason = Some(decision.reason.clone());
+            tracing::info!(reason = %decision.reason, "placement plan changed");
+        }
+        let mut by_model: HashMap<String, Vec<NodeId>> = HashMap::new();
+        for (node, models) in nodes.iter().zip(&decision.assignment) {
+            let names: Vec<String> = models.iter().map(|&m| demand[m].model.clone()).collect();
+            for name in &names {
+                by_model.entry(name.clone()).or_default().push(node.id);
+            }
+            next.nodes.push(PlannedNode {
+                id: node.id,
+                name: node.machine_name.clone(),
+                warm: node.live.resident_of(&names, now),
+                models: names,
+                memory: node.live.memory_capacity(),
+            });
+        }
+        let capacities = plan::capacities(&demand, &capacity, &decision.assignment);
+        for (m, d) in demand.iter().enumerate() {
+            next.demand.push(ModelDemand {
+                model: d.model.clone(),
+                requests_per_sec: d.rate,
+                tokens_per_request: work[m],
+                capacity_per_sec: capacities[m],
+                headroom: decision.headroom[m],
+            });
+        }
+        for (node, cap) in nodes.iter().zip(&capacity) {
+            for (m, rate) in cap.rates.iter().enumerate() {
+                if let Some(rate) = rate {
+                    next.capacity.push(NodeModelCapacity {
+                        node: node.machine_name.clone(),
+                        model: demand[m].model.clone(),
+                        requests_per_sec: *rate,
+                    });
+                }
+            }
+        }
+        let next = Arc::new(next);
+        self.route.store(by_model);
+        self.plan.store(Arc::clone(&next));
+        next
+    }
+
+    /// Planned models not in memory on Ollama nodes that have finished
+    /// their requests (or have room to spare): what to pre-load now.
+    pub fn to_preload(
+        &self,
+        snapshot: &RoutableSnapshot,
+        now: Instant,
+    ) -> Vec<(Arc<RoutableNode>, String)> {
+        let plan = self.current();
+        let warming = self.warming.lock();
+        let mut wanted = Vec::new();
+        for planned in &plan.nodes {
+            let Some(node) = snapshot.nodes.iter().find(|n| n.id == planned.id) else {
+                continue;
+            };
+            if node.api != ApiKind::Ollama || node.live.is_unhealthy() {
+                continue;
+            }
+            let room = node.live.memory_capacity() > planned.warm.len();
+            for model in &planned.models {
+                let drained = node.live.in_flight() == 0 || room;
+                if drained
+                    && !node.live.is_resident(model, now)
+                    && !warming.contains(&(node.id, model.clone()))
+                {
+                    wanted.push((Arc::clone(node), model.clone()));
+                }
+            }
+        }
+        wanted
+    }
+
+    fn start_warming(&self, node: NodeId, model: &str) -> bool {
+        self.warming.lock().insert((node, model.to_owned()))
+    }
+
+    fn done_warming(&self, node: NodeId, model: &str) {
+        self.warming.lock().remove(&(node, model.to_owned()));
+    }
+}
+
+impl RequestSink for Placer {
+    fn record(&self, record: &RequestRecord) {
+        if record.model.is_empty() {
+            return;
+        }
+        let model = canonical_model_name(&record.model);
+        let mut tallies = self.tallies.lock();
+        let tally = tallies.entry(model).or_default();
+        tally.requests += 1;
+        if let Some(tokens) = record.usage.completion_tokens.filter(|&t| t > 0) {
+            tally.tokens += tokens;
+            tally.measured += 1;
+        }
+    }
+}
+
+/// Folds one round's counts into the smoothed demand; drops models whose
+/// rate fell under half a request per window.
+fn smooth(
+    demand: &mut HashMap<String, Smoothed>,
+    tallies: &HashMap<String, Tally>,
+    elapsed: f64,
+    interval: f64,
+) {
+    let window = interval * WINDOW_ROUNDS;
+    let alpha = (elapsed / window).min(1.0);
+    for smoothed in demand.values_mut() {
+        smoothed.rate *= 1.0 - alpha;
+    }
+    for (model, tally) in tallies {
+        let rate = tally.requests as f64 / elapsed;
+        let mean = (tally.measured > 0).then(|| tally.tokens as f64 / tally.measured as f64);
+        match demand.get_mut(model) {
+            Some(smoothed) => {
+                smoothed.rate += alpha * rate;
+                if let Some(mean) = mean {
+                    smoothed.tokens = Some(
+                        smoothed
+                            .tokens
+                            .map_or(mean, |t| t + alpha.max(0.2) * (mean - t)),
+                    );
+                }
+            }
+            None => {
+                demand.insert(model.clone(), Smoothed { rate, tokens: mean });
+            }
+        }
+    }
+    demand.retain(|_, smoothed| smoothed.rate * window >= 0.5);
+}
+
+/// The mean completion tokens any node learned for `model`.
+fn learned_tokens(nodes: &[&Arc<RoutableNode>], model: &str) -> Option<f64> {
+    mean(nodes.iter().map(|n| {
+        n.live
+            .with_model_speed(model, |s| s.and_then(|s| s.completion_tokens()))
+    }))
+}
+
+/// Time to first token and speed assumed for a node not measured yet: the
+/// fleet's mean.
+fn neutral_speed(nodes: &[&Arc<RoutableNode>]) -> (f64, f64) {
+    let ttft = mean(nodes.iter().map(|n| n.live.speed().ttft_ms())).map(|ms| ms / 1000.0);
+    let tps = mean(nodes.iter().map(|n| n.live.speed().tokens_per_sec()));
+    (
+        ttft.unwrap_or(DEFAULT_TTFT_SECS),
+        tps.unwrap_or(DEFAULT_TOKENS_PER_SEC),
+    )
+}
+
+/// `μ_{n,m}`: requests per second `node` completes serving only `model`.
+fn service_rate(node: &RoutableNode, model: &str, tokens: f64, neutral: (f64, f64)) -> f64 {
+    let live = &node.live;
+    let overall = live.speed();
+    let (ttft, tps) = live.with_model_speed(model, |per_model| {
+        let ttft = per_model
+            .and_then(|s| s.ttft_ms())
+            .or_else(|| overall.ttft_ms())
+            .map_or(neutral.0, |ms| ms / 1000.0);
+        let tps = per_model
+            .and_then(|s| s.tokens_per_sec())
+            .or_else(|| overall.tokens_per_sec())
+            .unwrap_or(neutral.1);
+        (ttft, tps)
+    });
+    let slots = f64::from(live.parallel().unwrap_or(1).max(1));
+    slots / (ttft + tokens / tps.max(1e-3)).max(1e-3)
+}
+
+/// Plans every round until `stop`, and pre-loads what the plan moved onto
+/// nodes that are ready for it, through `client`; a pre-load may take `timeout`.
+pub async fn run_planner(
+    placer: Arc<Placer>,
+    registry: Arc<NodeRegistry>,
+    client: UpstreamClient,
+    timeout: Duration,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let interval = placer.interval;
+    crate::health::every(interval, stop, move || {
+        let snapshot = registry.snapshot();
+        let now = Instant::now();
+        placer.replan(&snapshot, now);
+        for (node, model) in placer.to_preload(&snapshot, now) {
+            if !placer.start_warming(node.id, &model) {
+                continue;
+            }
+            let (placer, client) = (Arc::clone(&placer), client.clone());
+            tokio::spawn(async move {
+                match preload(&client, &node, &model, timeout).await {
+                    Ok(()) => {
+                        placer.counters.preloads.inc();
+                        tracing::info!(node = %node.machine_name, %model, "pre-loaded the model the plan gives this node");
+                    }
+                    Err(error) => {
+                        tracing::warn!(node = %node.machine_name, %model, %error, "could not pre-load a planned model");
+                    }
+                }
+                placer.done_warming(node.id, &model);
+            });
+        }
+        std::future::ready(())
+    })
+    .await;
+}
+
+/// Loads `model` into memory on `node` (an Ollama node) with an empty
+/// generate request, counted as a request in flight there while it runs.
+pub async fn preload(
+    client: &UpstreamClient,
+    node: &Arc<RoutableNode>,
+    model: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let _running = node.live.start_request();
+    let base = node
+        .base
+        .as_ref()
+        .ok_or_else(|| format!("unusable URL {:?}", node.api_url))?;
+    let uri = base
+        .join(&PathAndQuery::from_static("/api/generate"))
+        .map_err(|e| format!("unusable URL {:?}: {e}", node.api_url))?;
+    let body = serde_json::json!({"model": model, "keep_alive": PRELOAD_KEEP_ALIVE}).to_string();
+    let mut request = hyper::Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(HOP_HEADER, "1");
+    if let Some(authorization) = &node.authorization {
+        request = request.header(header::AUTHORIZATION, authorization.clone());
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("unusable request: {e}"))?;
+    let response = tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
+        .map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    // The answer is one small JSON object, sent when the load is done.
+    let _ = Limited::new(response.into_body(), 64 * 1024)
+        .collect()
+        .await;
+    if !status.is_success() {
+        return Err(format!("the node answered {status}"));
+    }
+    node.live.route_model(model, Instant::now());
+    Ok(())
+}

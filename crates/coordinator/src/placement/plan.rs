@@ -1,0 +1,519 @@
+//! The planner: which node keeps which model warm.
+//!
+//! # Formulation
+//!
+//! Models `m` have a demand `λ_m` (requests per second, smoothed) and a mean
+//! work `w_m` (completion tokens per request). Node `n` holds a set of models
+//! on disk, can keep `k_n` of them in memory, generates `s_n` requests at
+//! once (its slots) at `v_{n,m}` tokens per second after a first token of
+//! `t_{n,m}` seconds. Serving only `m`, it completes
+//!
+//! ```text
+//! μ_{n,m} = s_n / (t_{n,m} + w_m / v_{n,m})      requests per second.
+//! ```
+//!
+//! A plan gives every node a set `S_n` of at most `k_n` models it holds. A
+//! node with several planned models splits its time between them in
+//! proportion to their demand, so model `m` gets the capacity
+//!
+//! ```text
+//! C_m = Σ_{n : m ∈ S_n}  μ_{n,m} · λ_m / Σ_{m' ∈ S_n} λ_{m'}
+//! ```
+//!
+//! and the headroom `h_m = C_m / λ_m` (above 1: its demand fits). The plan
+//! maximises the smallest headroom, then the next smallest, and so on (the
+//! headrooms sorted ascending, compared lexicographically): every model gets
+//! room before any gets more, and when the fleet cannot carry the demand all
+//! models fall short by as even a factor as whole nodes allow.
+//!
+//! It is found by a greedy start (the fastest nodes first, each to the model
+//! with the least headroom so far) and a local search that moves one node's
+//! model at a time while that improves the ranking; the same search also runs
+//! from the plan in force, and the better of the two results is the candidate.
+//!
+//! **Hysteresis**: the candidate replaces the plan in force only if it raises
+//! the smallest headroom by more than [`HYSTERESIS`] (or gives room to a
+//! model that had none). Demand that wobbles by ±20% therefore keeps the plan,
+//! and with it the nodes warm; moving a model costs a load that stalls a node.
+//! What the plan in force no longer can be is repaired without that test:
+//! a node that left, a model no longer held there, a model with no demand
+//! left (it leaves the plan), a node with room and nothing planned.
+
+/// How much a new plan must raise the smallest headroom to replace the plan in force.
+pub const HYSTERESIS: f64 = 0.25;
+/// Rounds of the local search at most (each tries every single-node move).
+const MAX_ROUNDS: usize = 64;
+/// Fleets up to this size also try two nodes trading models (quadratic).
+const SWAP_SEARCH_NODES: usize = 64;
+/// Headrooms closer than this (relative) count as equal.
+const EPSILON: f64 = 1e-9;
+
+/// The demand for one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Demand {
+    pub model: String,
+    /// Requests per second.
+    pub rate: f64,
+}
+
+/// What one node can do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    /// Requests per second the node completes for each model of the demand
+    /// list when it serves only that model (`μ_{n,m}`), `None` where it does
+    /// not hold the model.
+    pub rates: Vec<Option<f64>>,
+    /// Models it can keep in memory at once (`k_n`, at least 1).
+    pub memory: usize,
+}
+
+/// Models (indices into the demand list) planned on each node.
+pub type Assignment = Vec<Vec<usize>>;
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub assignment: Assignment,
+    /// Headroom per model of the demand list (`None` where no node holds it).
+    pub headroom: Vec<Option<f64>>,
+    /// Whether the assignment differs from the one in force.
+    pub changed: bool,
+    /// Why it is what it is, for people.
+    pub reason: String,
+}
+
+/// Plans `nodes` for `demand`, starting from `current` (the plan in force,
+/// or what the nodes have in memory when there is none yet).
+pub fn plan(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Decision {
+    let kept = repair(demand, nodes, current);
+    let repaired = kept != *current;
+    let candidate = {
+        let from_kept = improve(demand, nodes, kept.clone());
+        let from_greedy = improve(demand, nodes, greedy(demand, nodes));
+        if rank(demand, nodes, &from_greedy).better_than(&rank(demand, nodes, &from_kept)) {
+            from_greedy
+        } else {
+            from_kept
+        }
+    };
+    let old = rank(demand, nodes, &kept);
+    let new = rank(demand, nodes, &candidate);
+    let (assignment, reason) = if candidate == kept {
+        let reason = if repaired {
+            "repaired: nodes, models or demand changed".to_owned()
+        } else {
+            "unchanged: no better plan".to_owned()
+        };
+        (kept, reason)
+    } else if new.worth_switching_from(&old) {
+        let reason = format!(
+            "replanned: smallest headroom {} → {}",
+            shown(old.smallest()),
+            shown(new.smallest())
+        );
+        (candidate, reason)
+    } else {
+        let reason = format!(
+            "kept: the best other plan raises the smallest headroom only from {} to {} \
+             (below the {:.0}% needed to move a model)",
+            shown(old.smallest()),
+            shown(new.smallest()),
+            HYSTERESIS * 100.0
+        );
+        (kept, reason)
+    };
+    Decision {
+        headroom: headroom(demand, nodes, &assignment),
+        changed: assignment != *current,
+        assignment,
+        reason,
+    }
+}
+
+fn shown(value: Option<f64>) -> String {
+    value.map_or_else(|| "none".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// `current` with what it can no longer be taken out: models a node does not
+/// hold or nobody asks for, more models than fit; then every node with room
+/// left gets the neediest models it holds.
+fn repair(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Assignment {
+    let mut assignment: Assignment = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let mut models: Vec<usize> = current.get(n).cloned().unwrap_or_default();
+            models.retain(|&m| demand.get(m).is_some_and(|d| d.rate > 0.0) && serves(node, m));
+            models.dedup();
+            models.truncate(node.memory.max(1));
+            models
+        })
+        .collect();
+    fill(
+        demand,
+        nodes,
+        &mut assignment,
+        &fastest_first(demand, nodes),
+    );
+    assignment
+}
+
+fn serves(node: &Capacity, model: usize) -> bool {
+    node.rates
+        .get(model)
+        .copied()
+        .flatten()
+        .is_some_and(|r| r > 0.0)
+}
+
+/// Node indices, the fastest (best rate for any demanded model) first.
+fn fastest_first(demand: &[Demand], nodes: &[Capacity]) -> Vec<usize> {
+    let best = |node: &Capacity| {
+        (0..demand.len())
+            .filter(|&m| demand[m].rate > 0.0)
+            .filter_map(|m| node.rates.get(m).copied().flatten())
+            .fold(0.0_f64, f64::max)
+    };
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by(|&a, &b| best(&nodes[b]).total_cmp(&best(&nodes[a])).then(a.cmp(&b)));
+    order
+}
+
+/// Gives each node's free memory, in `order`, to the held models with the
+/// least headroom so far.
+fn fill(demand: &[Demand], nodes: &[Capacity], assignment: &mut Assignment, order: &[usize]) {
+    for &n in order {
+        while assignment[n].len() < nodes[n].memory.max(1) {
+            let capacity = capacities(demand, nodes, assignment);
+            let neediest = (0..demand.len())
+                .filter(|&m| demand[m].rate > 0.0 && serves(&nodes[n], m))
+                .filter(|m| !assignment[n].contains(m))
+                .min_by(|&a, &b| {
+                    // Least headroom; among equals (none yet), the most asked for.
+                    let h = |m: usize| capacity[m] / demand[m].rate;
+                    h(a).total_cmp(&h(b))
+                        .then(demand[b].rate.total_cmp(&demand[a].rate))
+                        .then(a.cmp(&b))
+                });
+            match neediest {
+                Some(m) => assignment[n].push(m),
+                None => break,
+            }
+        }
+    }
+}
+
+fn greedy(demand: &[Demand], nodes: &[Capacity]) -> Assignment {
+    let mut assignment = vec![Vec::new(); nodes.len()];
+    fill(
+        demand,
+        nodes,
+        &mut assignment,
+        &fastest_first(demand, nodes),
+    );
+    assignment
+}
+
+/// A change the local search tries.
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    /// Node, slot, new model.
+    Replace(usize, usize, usize),
+    /// Node a's slot i trades with node b's slot j.
+    Swap(usize, usize, usize, usize),
+}
+
+/// Local search: the best single change (one node's model replaced by
+/// another it holds, or, on fleets up to [`SWAP_SEARCH_NODES`], two nodes
+/// trading models) while it improves the ranking.
+fn improve(demand: &[Demand], nodes: &[Capacity], mut assignment: Assignment) -> Assignment {
+    for _ in 0..MAX_ROUNDS {
+        let mut best = rank(demand, nodes, &assignment);
+        let mut best_move = None;
+        for (n, node) in nodes.iter().enumerate() {
+            for slot in 0..assignment[n].len() {
+                for m in 0..demand.len() {
+                    if demand[m].rate <= 0.0 || !serves(node, m) || assignment[n].contains(&m) {
+                        continue;
+                    }
+                    let previous = std::mem::replace(&mut assignment[n][slot], m);
+                    let ranked = rank(demand, nodes, &assignment);
+                    assignment[n][slot] = previous;
+                    if ranked.better_than(&best) {
+                        best = ranked;
+                        best_move = Some(Move::Replace(n, slot, m));
+                    }
+                }
+            }
+        }
+        if nodes.len() <= SWAP_SEARCH_NODES {
+            // Two nodes trading models, which no single move can reach when
+            // each model needs at least one node.
+            for a in 0..nodes.len() {
+                for b in a + 1..nodes.len() {
+                    for i in 0..assignment[a].len() {
+                        for j in 0..assignment[b].len() {
+                            let (ma, mb) = (assignment[a][i], assignment[b][j]);
+                            if ma == mb
+                                || !serves(&nodes[a], mb)
+                                || !serves(&nodes[b], ma)
+                                || assignment[a].contains(&mb)
+                                || assignment[b].contains(&ma)
+                            {
+                                continue;
+                            }
+                            assignment[a][i] = mb;
+                            assignment[b][j] = ma;
+                            let ranked = rank(demand, nodes, &assignment);
+                            assignment[a][i] = ma;
+                            assignment[b][j] = mb;
+                            if ranked.better_than(&best) {
+                                best = ranked;
+                                best_move = Some(Move::Swap(a, i, b, j));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        match best_move {
+            Some(Move::Replace(n, slot, m)) => assignment[n][slot] = m,
+            Some(Move::Swap(a, i, b, j)) => {
+                let ma = assignment[a][i];
+                assignment[a][i] = assignment[b][j];
+                assignment[b][j] = ma;
+            }
+            None => break,
+        }
+    }
+    assignment
+}
+
+/// `C_m` for every model of the demand list.
+pub fn capacities(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Vec<f64> {
+    let mut capacity = vec![0.0; demand.len()];
+    for (node, models) in nodes.iter().zip(assignment) {
+        let total: f64 = models.iter().map(|&m| demand[m].rate).sum();
+        for &m in models {
+            let share = if total > 0.0 {
+                demand[m].rate / total
+            } else {
+                1.0 / models.len() as f64
+            };
+            capacity[m] += node.rates[m].unwrap_or(0.0) * share;
+        }
+    }
+    capacity
+}
+
+/// Headroom per model; `None` for a model no node holds or nobody asks for.
+fn headroom(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Vec<Option<f64>> {
+    let capacity = capacities(demand, nodes, assignment);
+    (0..demand.len())
+        .map(|m| {
+            let held = nodes.iter().any(|n| serves(n, m));
+            (held && demand[m].rate > 0.0).then(|| capacity[m] / demand[m].rate)
+        })
+        .collect()
+}
+
+/// Headrooms sorted ascending, what plans are compared by.
+#[derive(Debug, Clone, PartialEq)]
+struct Rank(Vec<f64>);
+
+fn rank(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Rank {
+    let mut values: Vec<f64> = headroom(demand, nodes, assignment)
+        .into_iter()
+        .flatten()
+        .collect();
+    values.sort_by(f64::total_cmp);
+    Rank(values)
+}
+
+impl Rank {
+    fn smallest(&self) -> Option<f64> {
+        self.0.first().copied()
+    }
+
+    fn better_than(&self, other: &Rank) -> bool {
+        for (a, b) in self.0.iter().zip(&other.0) {
+            let tolerance = EPSILON * a.abs().max(b.abs()).max(1.0);
+            if (a - b).abs() > tolerance {
+                return a > b;
+            }
+        }
+        false
+    }
+
+    fn worth_switching_from(&self, old: &Rank) -> bool {
+        match (self.smallest(), old.smallest()) {
+            (Some(new), Some(old)) if old <= 0.0 => new > 0.0,
+            (Some(new), Some(old)) => new > old * (1.0 + HYSTERESIS),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demand(rates: &[f64]) -> Vec<Demand> {
+        rates
+            .iter()
+            .enumerate()
+            .map(|(i, &rate)| Demand {
+                model: format!("m{i}"),
+                rate,
+            })
+            .collect()
+    }
+
+    fn node(rates: &[Option<f64>], memory: usize) -> Capacity {
+        Capacity {
+            rates: rates.to_vec(),
+            memory,
+        }
+    }
+
+    fn sorted(mut a: Assignment) -> Assignment {
+        for models in &mut a {
+            models.sort_unstable();
+        }
+        a
+    }
+
+    #[test]
+    fn the_fast_node_takes_the_busy_model_and_the_slow_one_the_other() {
+        // m0: 8 req/s, m1: 1 req/s; the fast node does 10/s, the slow one 2/s.
+        let d = demand(&[8.0, 1.0]);
+        let nodes = [
+            node(&[Some(2.0), Some(2.0)], 1),
+            node(&[Some(10.0), Some(10.0)], 1),
+        ];
+        // Starting with the fast node on the small model, the wrong way round.
+        let decision = plan(&d, &nodes, &vec![vec![0], vec![1]]);
+        assert_eq!(decision.assignment, vec![vec![1], vec![0]]);
+        assert!(decision.changed);
+        let h = decision.headroom;
+        assert!((h[0].unwrap() - 10.0 / 8.0).abs() < 1e-9, "{h:?}");
+        assert!((h[1].unwrap() - 2.0).abs() < 1e-9, "{h:?}");
+    }
+
+    #[test]
+    fn a_model_only_slow_nodes_hold_keeps_them_and_the_fast_node_serves_the_rest() {
+        // m0 is on slow nodes 0 and 1 and on the fast node 2, which also holds m1 and m2.
+        let d = demand(&[1.5, 3.0, 3.0]);
+        let nodes = [
+            node(&[Some(1.0), None, None], 1),
+            node(&[Some(1.0), None, None], 1),
+            node(&[Some(8.0), Some(8.0), Some(8.0)], 1),
+            node(&[None, Some(4.0), Some(4.0)], 1),
+        ];
+        let decision = plan(&d, &nodes, &vec![Vec::new(); 4]);
+        assert_eq!(decision.assignment[0], vec![0]);
+        assert_eq!(decision.assignment[1], vec![0]);
+        // The fast node and node 3 split m1 and m2 between them.
+        let mut rest = vec![decision.assignment[2][0], decision.assignment[3][0]];
+        rest.sort_unstable();
+        assert_eq!(rest, vec![1, 2]);
+        assert!(decision.headroom.iter().all(|h| h.unwrap() >= 1.3));
+    }
+
+    #[test]
+    fn an_impossible_demand_degrades_every_model_evenly() {
+        // Four equal nodes of 1 req/s, two models asking 4 req/s each.
+        let d = demand(&[4.0, 4.0]);
+        let nodes = vec![node(&[Some(1.0), Some(1.0)], 1); 4];
+        let decision = plan(&d, &nodes, &vec![vec![0]; 4]);
+        let on = |m: usize| {
+            decision
+                .assignment
+                .iter()
+                .filter(|s| s.contains(&m))
+                .count()
+        };
+        assert_eq!((on(0), on(1)), (2, 2));
+        assert_eq!(decision.headroom, vec![Some(0.5), Some(0.5)]);
+    }
+
+    #[test]
+    fn nodes_with_room_for_two_models_keep_both_warm() {
+        let d = demand(&[1.0, 1.0]);
+        let nodes = [node(&[Some(4.0), Some(4.0)], 2)];
+        let decision = plan(&d, &nodes, &vec![vec![0]]);
+        assert_eq!(sorted(decision.assignment), vec![vec![0, 1]]);
+        assert_eq!(decision.headroom, vec![Some(2.0), Some(2.0)]);
+    }
+
+    #[test]
+    fn a_model_nobody_asks_for_leaves_the_plan() {
+        let d = demand(&[2.0, 0.0]);
+        let nodes = [
+            node(&[Some(4.0), Some(4.0)], 1),
+            node(&[Some(4.0), Some(4.0)], 1),
+        ];
+        let decision = plan(&d, &nodes, &vec![vec![0], vec![1]]);
+        assert_eq!(decision.assignment, vec![vec![0], vec![0]]);
+        assert_eq!(decision.headroom, vec![Some(4.0), None]);
+    }
+
+    #[test]
+    fn demand_jitter_of_twenty_percent_never_changes_the_plan() {
+        let nodes = [
+            node(&[Some(8.0), Some(8.0), None], 1),
+            node(&[None, Some(6.0), Some(6.0)], 1),
+            node(&[Some(4.0), None, Some(4.0)], 1),
+            node(&[Some(2.5), Some(2.5), None], 1),
+        ];
+        let base = [5.0, 3.0, 2.0];
+        let settled = plan(&demand(&base), &nodes, &vec![Vec::new(); 4]).assignment;
+        // A fixed sequence of factors between 0.8 and 1.2 (no clock, no seed needed).
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..500 {
+            let jittered: Vec<f64> = base
+                .iter()
+                .map(|r| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    r * (0.8 + 0.4 * (x % 10_000) as f64 / 10_000.0)
+                })
+                .collect();
+            let decision = plan(&demand(&jittered), &nodes, &settled);
+            assert_eq!(
+                decision.assignment, settled,
+                "{jittered:?}: {}",
+                decision.reason
+            );
+            assert!(!decision.changed);
+        }
+    }
+
+    #[test]
+    fn a_real_shift_in_demand_moves_a_model() {
+        let nodes = [
+            node(&[Some(10.0), Some(10.0)], 1),
+            node(&[Some(2.0), Some(2.0)], 1),
+        ];
+        let first = plan(&demand(&[8.0, 1.0]), &nodes, &vec![Vec::new(); 2]).assignment;
+        assert_eq!(first, vec![vec![0], vec![1]]);
+        // The popular model changes.
+        let after = plan(&demand(&[1.0, 8.0]), &nodes, &first);
+        assert_eq!(after.assignment, vec![vec![1], vec![0]]);
+        assert!(
+            after.changed && after.reason.starts_with("replanned"),
+            "{}",
+            after.reason
+        );
+    }
+
+    #[test]
+    fn a_model_no_node_holds_is_left_out_of_the_ranking() {
+        let d = demand(&[1.0, 5.0]);
+        let nodes = [node(&[Some(2.0), None], 1)];
+        let decision = plan(&d, &nodes, &vec![Vec::new()]);
+        assert_eq!(decision.assignment, vec![vec![0]]);
+        assert_eq!(decision.headroom, vec![Some(2.0), None]);
+    }
+}

@@ -1,0 +1,129 @@
+//! Fleet-level placement end to end: real coordinator, mock nodes on sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use llm_router_coordinator::config::PlacementMode;
+use llm_router_mock_node::{Endpoint, MockConfig};
+use serde_json::{Value, json};
+use support::fleet::Fleet;
+use support::process::eventually_showing;
+
+fn node(name: &str, models: &[&str], loaded: &str) -> MockConfig {
+    let mut config = MockConfig::named(name).with_models(models.iter().copied());
+    config.loaded_models = vec![loaded.to_owned()];
+    config.parallel = 1;
+    config.tokens_per_sec = 200.0;
+    config.default_tokens = 8;
+    config.load_time = Duration::from_millis(300);
+    config
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": false})
+}
+
+/// `a` holds only m1, `b` holds m1 and m2 with m1 in memory, `c` holds only
+/// m2. Only m2 is asked for: m1 leaves the plan, the plan gives m2 to `b`,
+/// and `b` is warmed before any m2 request reaches it.
+#[tokio::test]
+async fn the_plan_moves_a_model_to_a_node_and_warms_it_before_traffic_arrives() {
+    let fleet = Fleet::start_with(
+        vec![
+            node("a", &["m1"], "m1"),
+            node("b", &["m1", "m2"], "m1"),
+            node("c", &["m2"], "m2"),
+        ],
+        |config| config.proxy.placement_interval = Duration::from_millis(100),
+    )
+    .await;
+
+    let placement =
+        eventually_showing("b planned and warm for m2", Duration::from_secs(20), || {
+            let fleet = &fleet;
+            async move {
+                let response = fleet.post("/api/chat", chat("m2")).await;
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+                let plan: Value = fleet.get_json("/api/placement").await;
+                let b = plan["nodes"]
+                    .as_array()
+                    .and_then(|nodes| nodes.iter().find(|n| n["name"] == "b"))
+                    .cloned();
+                match b {
+                    Some(b) if b["warm"] == json!(["m2:latest"]) => Ok(plan),
+                    _ => Err(plan.to_string()),
+                }
+            }
+        })
+        .await;
+    assert_eq!(placement["enabled"], true);
+    let m2 = placement["demand"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["model"] == "m2:latest")
+        .expect("m2 in the demand");
+    assert!(
+        m2["requests_per_sec"].as_f64().unwrap() > 0.0,
+        "{placement}"
+    );
+    assert!(
+        placement["demand"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["model"] != "m1:latest"),
+        "m1 has no demand and must leave the plan: {placement}"
+    );
+
+    // The load on b was the pre-load: no request had reached it yet.
+    let b = fleet.node("b");
+    assert_eq!(b.stats().model_loads(), 1);
+    assert_eq!(b.stats().requests(Endpoint::Generate), 1, "the pre-load");
+
+    // Traffic for m2 now reaches b, warm.
+    let mut served_by_b = 0;
+    for _ in 0..20 {
+        let response = fleet.post("/api/chat", chat("m2")).await;
+        assert_eq!(response.status(), 200);
+        served_by_b += usize::from(Fleet::served_by(&response) == "b");
+        response.bytes().await.unwrap();
+    }
+    assert!(served_by_b > 0, "the planned node got no traffic");
+    assert_eq!(b.stats().model_loads(), 1, "a request to b had to load");
+    let metrics = fleet.get_text("/metrics").await;
+    assert!(
+        metrics.contains("llm_router_node_cold_loads_total{node=\"b\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("llm_router_placement_preloads_total 1"),
+        "{metrics}"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn with_placement_off_the_endpoint_says_so_and_nothing_is_preloaded() {
+    let fleet = Fleet::start_with(
+        vec![node("b", &["m1", "m2"], "m1"), node("c", &["m2"], "m2")],
+        |config| {
+            config.proxy.placement = PlacementMode::Off;
+            config.proxy.placement_interval = Duration::from_millis(50);
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        let response = fleet.post("/api/chat", chat("m2")).await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    let plan: Value = fleet.get_json("/api/placement").await;
+    assert_eq!(plan["enabled"], false);
+    assert!(plan["reason"].as_str().unwrap().contains("off"), "{plan}");
+    assert_eq!(plan["nodes"], json!([]));
+    assert_eq!(fleet.node("b").stats().model_loads(), 0);
+    fleet.stop().await;
+}
