@@ -167,11 +167,11 @@ impl Drop for GateHold {
 }
 
 /// What an admitted inference request holds until its answer ends: its place
-/// among the requests in flight and the bytes its body takes.
+/// among the requests in flight. (The bytes its body takes are held by the
+/// body itself, for as long as any copy of it lives.)
 #[derive(Debug, Default)]
 pub struct Admission {
     pub in_flight: Option<GateHold>,
-    pub buffer: Option<GateHold>,
 }
 
 #[cfg(test)]

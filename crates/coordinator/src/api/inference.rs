@@ -68,13 +68,12 @@ pub async fn proxy(
         ));
         return reject(error, None, Bytes::new());
     };
-    let (body, buffer) = match read_body(body, limit, state.proxy.buffer_gate(), caps.wait).await {
-        Ok(read) => read,
+    let body = match read_body(body, limit, state.proxy.buffer_gate(), caps.wait).await {
+        Ok(body) => body,
         Err(error) => return reject(error, None, Bytes::new()),
     };
     let admission = Admission {
         in_flight: Some(in_flight),
-        buffer: Some(buffer),
     };
     let facts = match peek(&body, stream_default) {
         Ok(facts) => facts,
@@ -112,7 +111,7 @@ async fn read_body(
     limit: usize,
     gate: &Arc<Gate>,
     wait: Duration,
-) -> Result<(Bytes, GateHold), ProxyError> {
+) -> Result<Bytes, ProxyError> {
     let too_large = || ProxyError::PayloadTooLarge { limit };
     let no_room = || {
         ProxyError::Overloaded(format!(
@@ -159,7 +158,7 @@ async fn read_body(
         }
         buffer.extend_from_slice(&data);
     }
-    let body = match first {
+    let bytes = match first {
         // A small frame is a slice of the connection's read buffer, which it
         // would keep alive (8 KiB or more) for as long as the request lasts:
         // a long stream, and the body is kept for a retry on another node.
@@ -169,7 +168,22 @@ async fn read_body(
         Some(only) if buffer.is_empty() => only,
         _ => Bytes::from(buffer),
     };
-    Ok((body, hold))
+    Ok(Bytes::from_owner(HeldBody { bytes, _hold: hold }))
+}
+
+/// A request body with its share of the buffer cap. The share is given back
+/// when the last copy of the body is dropped, not when the request's handler
+/// ends: an upstream connection still writing it, or the history queue
+/// recording its prompt, keeps the bytes alive, and so the share.
+struct HeldBody {
+    bytes: Bytes,
+    _hold: GateHold,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// The error for a body that could not be read, by its cause.
