@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::ValueEnum;
-use llm_router_coordinator::config::{BalancerMode, Config};
+use llm_router_coordinator::config::{BalancerMode, Config, PlacementMode};
 use llm_router_mock_node::{Endpoint, MockConfig, MockNode, MockState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,6 +48,8 @@ pub const LENGTHS: [u64; 3] = [16, 64, 256];
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat period before scaling.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Placement round period before scaling.
+const PLACEMENT_EVERY: Duration = Duration::from_secs(5);
 /// Most requests one run may send.
 const MAX_ARRIVALS: usize = 50_000;
 /// How long a stopping fleet or coordinator gets before it is abandoned.
@@ -135,6 +137,10 @@ pub struct RoutingArgs {
     /// never loads a model: a target for the policies, not a policy.
     #[arg(long)]
     pub reference: bool,
+    /// The coordinator's fleet-level model placement (`--placement`); its
+    /// rounds run every 5 s before scaling.
+    #[arg(long, value_enum, default_value = "plan")]
+    pub placement: PlacementMode,
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
@@ -446,9 +452,13 @@ fn setup_report(args: &RoutingArgs, workload: &[Arrival]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "routing benchmark: {} nodes, 1 model in memory each, {:.1}s model load stalling the node; time scale {} (every duration × {}), {} CPUs\n",
+        "routing benchmark: {} nodes, 1 model in memory each, {:.1}s model load stalling the node; coordinator placement {}; time scale {} (every duration × {}), {} CPUs\n",
         FLEET.len(),
         args.load_time_secs,
+        match args.placement {
+            PlacementMode::Plan => "plan",
+            PlacementMode::Off => "off",
+        },
         args.time_scale,
         args.time_scale,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -562,7 +572,13 @@ async fn run_policy(
     let heartbeat_every = HEARTBEAT_EVERY
         .mul_f64(scale)
         .max(Duration::from_millis(100));
-    let coordinator = Coordinator::start(data_dir.path(), mode, heartbeat_every)?;
+    let placement_interval = PLACEMENT_EVERY.mul_f64(scale);
+    let coordinator = Coordinator::start(
+        data_dir.path(),
+        mode,
+        heartbeat_every,
+        (args.placement, placement_interval),
+    )?;
 
     let mut heartbeats = Vec::new();
     let result = async {
@@ -1042,9 +1058,12 @@ impl Coordinator {
         data_dir: &std::path::Path,
         mode: BalancerMode,
         heartbeat_every: Duration,
+        (placement, placement_interval): (PlacementMode, Duration),
     ) -> anyhow::Result<Self> {
         let mut config = Config::with_data_dir(data_dir);
         config.proxy.balancer = mode;
+        config.proxy.placement = placement;
+        config.proxy.placement_interval = placement_interval;
         config.heartbeat_interval = heartbeat_every.max(Duration::from_secs(1));
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {

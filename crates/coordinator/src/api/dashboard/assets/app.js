@@ -606,8 +606,48 @@
     } catch (_) { /* the live indicator already says when the coordinator is away */ }
   }
 
+  /** The placement plan: per model, demand against the capacity of the nodes planned for it. */
+  async function refreshPlacement() {
+    let plan;
+    try {
+      plan = await api('GET', '/api/placement');
+    } catch (_) { return; }
+    const summary = $('placement-summary');
+    const table = $('placement-table');
+    const rate = (v) => (typeof v === 'number' ? v.toFixed(2) : '–');
+    if (!plan || !plan.enabled) {
+      summary.textContent = 'Placement is off (--placement off): the balancer alone picks a node for each request.';
+      table.hidden = true;
+      return;
+    }
+    const demand = Array.isArray(plan.demand) ? plan.demand : [];
+    const nodes = Array.isArray(plan.nodes) ? plan.nodes : [];
+    const changed = plan.changed_at
+      ? `Last change ${new Date(plan.changed_at).toLocaleTimeString()}: ${plan.change_reason || ''}`
+      : 'No change yet.';
+    summary.textContent = demand.length
+      ? `${plan.changes || 0} plan change(s). ${changed} Latest round: ${plan.reason}.`
+      : `No demand seen yet: the plan forms once requests arrive. ${plan.reason || ''}`;
+    table.hidden = demand.length === 0;
+    $('placement-body').replaceChildren(...demand.map((d) => {
+      const planned = nodes.filter((n) => (n.models || []).includes(d.model));
+      const on = planned.length
+        ? planned.map((n) => `${n.name}${(n.warm || []).includes(d.model) ? ' ●' : ''}`).join(', ')
+        : 'none';
+      let headroom = 'no node holds it';
+      if (typeof d.headroom === 'number') headroom = `${d.headroom.toFixed(2)}×${d.headroom < 1 ? ' (short)' : ''}`;
+      return h('tr', {},
+        cell('Model', d.model),
+        cell('Demand, requests/s', rate(d.requests_per_sec), 'num'),
+        cell('Capacity, requests/s', rate(d.capacity_per_sec), 'num'),
+        cell('Headroom', headroom, 'num'),
+        cell('Planned on', on));
+    }));
+  }
+
   async function refreshFleetData() {
     refreshHealth();
+    refreshPlacement();
     try {
       const [ts, page] = await Promise.all([
         api('GET', `/api/history/timeseries?minutes=${state.window}`),
