@@ -227,6 +227,7 @@ impl Agent {
             node_id: previous_id,
             agent_version: Some(AGENT_VERSION.to_owned()),
             max_parallel: ollama_num_parallel(),
+            max_loaded_models: ollama_max_loaded_models(),
             node_credential: previous_id.and_then(|id| self.credential_for(id)),
             node_api_key: self
                 .config
@@ -262,6 +263,7 @@ impl Agent {
             ollama_available: ollama.available,
             ollama_version: ollama.version,
             max_parallel: ollama_num_parallel(),
+            max_loaded_models: ollama_max_loaded_models(),
         };
         let credential = self.credential_for(node_id);
         self.coordinator
@@ -319,7 +321,19 @@ impl Agent {
 /// report it over its API). The coordinator's balancer uses it to tell a busy
 /// node from a full one.
 fn ollama_num_parallel() -> Option<u32> {
-    std::env::var("OLLAMA_NUM_PARALLEL")
+    positive_env("OLLAMA_NUM_PARALLEL")
+}
+
+/// Models Ollama keeps in memory at once, when set for the agent as for
+/// Ollama (`OLLAMA_MAX_LOADED_MODELS`): the coordinator's placement plans
+/// that many per node. Unset, it learns from what it sees loaded.
+fn ollama_max_loaded_models() -> Option<u32> {
+    positive_env("OLLAMA_MAX_LOADED_MODELS")
+}
+
+/// A positive integer from the environment variable `name`.
+fn positive_env(name: &str) -> Option<u32> {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .filter(|n| *n > 0)

@@ -38,10 +38,10 @@ use crate::harness::{
 };
 use crate::stats::Latencies;
 
-/// The models of the fleet, A, B and C.
-pub const MODELS: [&str; 3] = ["model-a", "model-b", "model-c"];
-/// Share of the requests for each of [`MODELS`].
-pub const MIX: [f64; 3] = [0.5, 0.3, 0.2];
+/// Model names; a scenario uses the first few.
+pub const MODELS: [&str; 8] = [
+    "model-a", "model-b", "model-c", "model-d", "model-e", "model-f", "model-g", "model-h",
+];
 /// Answer lengths (`options.num_predict`), drawn with equal chance.
 pub const LENGTHS: [u64; 3] = [16, 64, 256];
 /// How long the coordinator may take to route to the nodes just registered.
@@ -97,6 +97,151 @@ pub const FLEET: [NodeSpec; 6] = [
     node("slow-2", 20.0, 1, 300, &[0, 2]),
 ];
 
+/// Model C's only holders are two slow nodes and the fast node, which also
+/// holds A and B and has A in memory at start: C needs the fast node, and A
+/// and B have mid nodes of their own.
+pub const LONE_FAST: [NodeSpec; 7] = [
+    node("fast", 160.0, 4, 40, &[0, 1, 2]),
+    node("mid-a1", 80.0, 2, 80, &[0]),
+    node("mid-b1", 80.0, 2, 80, &[1]),
+    node("mid-a2", 50.0, 2, 120, &[0]),
+    node("mid-b2", 50.0, 2, 120, &[1]),
+    node("slow-c1", 30.0, 1, 200, &[2]),
+    node("slow-c2", 20.0, 1, 300, &[2]),
+];
+
+/// The default fleet's machines, each holding all three models.
+pub const ALL_HOLD: [NodeSpec; 6] = [
+    node("fast-1", 160.0, 4, 40, &[0, 1, 2]),
+    node("fast-2", 120.0, 4, 50, &[1, 2, 0]),
+    node("mid-1", 80.0, 2, 80, &[2, 0, 1]),
+    node("mid-2", 50.0, 2, 120, &[2, 1, 0]),
+    node("slow-1", 30.0, 1, 200, &[1, 0, 2]),
+    node("slow-2", 20.0, 1, 300, &[0, 2, 1]),
+];
+
+/// Six machines holding all eight models, one in memory each.
+pub const EIGHT_MODELS: [NodeSpec; 6] = [
+    node("fast-1", 160.0, 4, 40, &[0, 1, 2, 3, 4, 5, 6, 7]),
+    node("fast-2", 120.0, 4, 50, &[1, 2, 3, 4, 5, 6, 7, 0]),
+    node("mid-1", 80.0, 2, 80, &[2, 3, 4, 5, 6, 7, 0, 1]),
+    node("mid-2", 80.0, 2, 80, &[3, 4, 5, 6, 7, 0, 1, 2]),
+    node("mid-3", 50.0, 2, 120, &[4, 5, 6, 7, 0, 1, 2, 3]),
+    node("mid-4", 50.0, 2, 120, &[5, 6, 7, 0, 1, 2, 3, 4]),
+];
+
+/// The model mix from a point of the run on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phase {
+    /// Where it starts, as a fraction of the arrival window.
+    pub from: f64,
+    /// Share of the requests per model (indices into [`MODELS`]).
+    pub mix: &'static [f64],
+}
+
+/// A fleet and the demand on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// One line for the report.
+    pub about: &'static str,
+    pub fleet: &'static [NodeSpec],
+    /// In order of `from`, the first from 0.
+    pub phases: &'static [Phase],
+}
+
+impl Scenario {
+    /// Models with demand in some phase.
+    pub fn models(&self) -> usize {
+        self.phases.iter().map(|p| p.mix.len()).max().unwrap_or(0)
+    }
+}
+
+/// The benchmark's scenarios, by `--scenarios` name.
+pub const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "lone-fast",
+        about: "model C is held only by two slow nodes and the fast node, which also holds A and B and starts with A in memory",
+        fleet: &LONE_FAST,
+        phases: &[Phase {
+            from: 0.0,
+            mix: &[0.215, 0.215, 0.57],
+        }],
+    },
+    Scenario {
+        name: "shift",
+        about: "every node holds A, B and C; halfway through, the popular model changes from A to C",
+        fleet: &ALL_HOLD,
+        phases: &[
+            Phase {
+                from: 0.0,
+                mix: &[0.5, 0.3, 0.2],
+            },
+            Phase {
+                from: 0.5,
+                mix: &[0.2, 0.3, 0.5],
+            },
+        ],
+    },
+    Scenario {
+        name: "many-models",
+        about: "eight models with demand on six nodes that keep one in memory each: two rare models must share",
+        fleet: &EIGHT_MODELS,
+        phases: &[Phase {
+            from: 0.0,
+            mix: &[0.38, 0.286, 0.095, 0.095, 0.06, 0.06, 0.012, 0.012],
+        }],
+    },
+    Scenario {
+        name: "today",
+        about: "three models on four nodes each, the start state enough for the mix if nothing moves",
+        fleet: &FLEET,
+        phases: &[Phase {
+            from: 0.0,
+            mix: &[0.5, 0.3, 0.2],
+        }],
+    },
+];
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    SCENARIOS
+        .iter()
+        .find(|sc| sc.name == s.trim())
+        .copied()
+        .ok_or_else(|| {
+            let names: Vec<&str> = SCENARIOS.iter().map(|sc| sc.name).collect();
+            format!("unknown scenario {s:?}; one of {}", names.join(", "))
+        })
+}
+
+/// A router run's placement mode, or one of the bench's references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatcher {
+    Router(BalancerMode, PlacementMode),
+    /// Exact state, restricted to a plan computed offline from the true demand.
+    Planned,
+    /// Exact state, each request where it finishes soonest.
+    Greedy,
+}
+
+/// Name of the planned reference in the report.
+pub const PLANNED: &str = "planned reference";
+/// Name of the greedy reference in the report.
+pub const GREEDY: &str = "greedy reference";
+
+impl Dispatcher {
+    fn name(self) -> String {
+        match self {
+            Dispatcher::Router(mode, PlacementMode::Plan) => policy_name(mode),
+            Dispatcher::Router(mode, PlacementMode::Off) => {
+                format!("{} (placement off)", policy_name(mode))
+            }
+            Dispatcher::Planned => PLANNED.to_owned(),
+            Dispatcher::Greedy => GREEDY.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RoutingArgs {
     /// Policies to compare, comma separated, each with a fresh coordinator and fleet.
@@ -131,16 +276,27 @@ pub struct RoutingArgs {
     /// measuring (they warm connections and load no model).
     #[arg(long, default_value_t = 12)]
     pub warmup: usize,
-    /// Also run a reference without the router: the bench sends each
-    /// request straight to the node that has its model in memory at start,
-    /// the one with the fewest requests in flight per unit of capacity. It
-    /// never loads a model: a target for the policies, not a policy.
+    /// Also run the two references without the router, which read the mock
+    /// nodes' true state (their models in memory, every request sent to them
+    /// and its length): the planned one sends each request to the node
+    /// planned for its model (a plan computed offline from the true demand,
+    /// per phase) that finishes it soonest; the greedy one to any holder
+    /// that finishes it soonest, a model load included.
     #[arg(long)]
     pub reference: bool,
-    /// The coordinator's fleet-level model placement (`--placement`); its
-    /// rounds run every 5 s before scaling.
-    #[arg(long, value_enum, default_value = "plan")]
-    pub placement: PlacementMode,
+    /// The coordinator's fleet-level model placement (`--placement`), comma
+    /// separated to run each policy with each; its rounds run every 5 s
+    /// before scaling.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "plan")]
+    pub placement: Vec<PlacementMode>,
+    /// Scenarios to run, comma separated: lone-fast, shift, many-models, today.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "lone-fast,shift,many-models,today",
+        value_parser = parse_scenario
+    )]
+    pub scenarios: Vec<Scenario>,
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
@@ -225,21 +381,21 @@ pub struct Arrival {
 }
 
 /// Poisson arrivals at `rate` per second during `window`: exponential gaps,
-/// the model drawn by `mix` weights, the length uniformly from `lengths`.
-/// The same seed gives the same sequence. At most `max` arrivals.
+/// the model drawn by the weights of the phase the arrival falls in, the
+/// length uniformly from `lengths`. The same seed gives the same sequence.
+/// At most `max` arrivals.
 pub fn arrivals(
     seed: u64,
     rate: f64,
     window: Duration,
-    mix: &[f64],
+    phases: &[Phase],
     lengths: &[u64],
     max: usize,
 ) -> Vec<Arrival> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let total_weight: f64 = mix.iter().sum();
     let mut out = Vec::new();
-    let usable = rate > 0.0 && total_weight > 0.0;
-    if !usable || mix.is_empty() || lengths.is_empty() {
+    let usable = rate > 0.0 && phases.iter().all(|p| p.mix.iter().sum::<f64>() > 0.0);
+    if !usable || phases.is_empty() || lengths.is_empty() {
         return out;
     }
     let end = window.as_secs_f64();
@@ -251,7 +407,8 @@ pub fn arrivals(
         if t >= end {
             break;
         }
-        let mut pick = rng.random::<f64>() * total_weight;
+        let mix = phase_at(phases, t / end).mix;
+        let mut pick = rng.random::<f64>() * mix.iter().sum::<f64>();
         let mut model = mix.len() - 1;
         for (i, w) in mix.iter().enumerate() {
             if pick < *w {
@@ -268,6 +425,15 @@ pub fn arrivals(
         });
     }
     out
+}
+
+/// The phase in force at `fraction` of the window (the first before any).
+pub fn phase_at(phases: &[Phase], fraction: f64) -> &Phase {
+    phases
+        .iter()
+        .rev()
+        .find(|p| p.from <= fraction)
+        .unwrap_or(&phases[0])
 }
 
 /// `/api/chat` body of one arrival (streamed).
@@ -348,6 +514,8 @@ pub struct PolicyRun {
     /// From the first arrival to the last answer.
     pub wall: Duration,
     pub nodes: Vec<NodeCounts>,
+    /// Placement plan changes in the coordinator, when it planned.
+    pub plan_changes: Option<u64>,
 }
 
 impl PolicyRun {
@@ -363,7 +531,13 @@ impl PolicyRun {
             first_error: None,
             wall: Duration::ZERO,
             nodes: vec![NodeCounts::default(); nodes],
+            plan_changes: None,
         }
+    }
+
+    /// Model loads on every node during the run.
+    pub fn loads(&self) -> u64 {
+        self.nodes.iter().map(|n| n.loads).sum()
     }
 
     pub fn throughput(&self) -> f64 {
@@ -385,33 +559,69 @@ enum Outcome {
 
 pub async fn run(args: RoutingArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.policies.is_empty(), "no policy given");
+    anyhow::ensure!(!args.placement.is_empty(), "no placement mode given");
+    anyhow::ensure!(!args.scenarios.is_empty(), "no scenario given");
+    let all_started = std::time::Instant::now();
+    let mut summaries = Vec::new();
+    for scenario in &args.scenarios {
+        summaries.push(run_scenario(&args, scenario).await?);
+    }
+    if args.reference {
+        println!("\n## Against the planned reference, every scenario\n");
+        println!("{}", summary_table(&summaries));
+    }
+    println!(
+        "{} scenarios in {:.0}s.",
+        args.scenarios.len(),
+        all_started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Arrivals per second for `scenario` at `load`.
+fn offered_rate(scenario: &Scenario, load: f64) -> f64 {
+    fleet_capacity(scenario.fleet, mean_tokens(&LENGTHS)) * load
+}
+
+/// Every dispatcher on one scenario; prints its report.
+async fn run_scenario(args: &RoutingArgs, scenario: &Scenario) -> anyhow::Result<ScenarioSummary> {
     let scale = args.time_scale;
-    let mean = mean_tokens(&LENGTHS);
-    let capacity = fleet_capacity(&FLEET, mean);
-    let rate = capacity * args.load;
+    let rate = offered_rate(scenario, args.load);
     let window = Duration::from_secs_f64(args.duration_secs);
     anyhow::ensure!(
         rate * args.duration_secs <= MAX_ARRIVALS as f64 * 0.9,
         "{:.0} requests expected; at most {MAX_ARRIVALS} per run: shorten --duration-secs or lower --load",
         rate * args.duration_secs
     );
-    let workload = arrivals(args.seed, rate, window, &MIX, &LENGTHS, MAX_ARRIVALS);
+    let workload = arrivals(
+        args.seed,
+        rate,
+        window,
+        scenario.phases,
+        &LENGTHS,
+        MAX_ARRIVALS,
+    );
     anyhow::ensure!(!workload.is_empty(), "the workload has no request");
     let timeout = Duration::from_secs_f64(args.timeout_secs * scale);
 
-    println!("{}", setup_report(&args, &workload));
+    println!("{}", setup_report(args, scenario, &workload));
 
-    let mut plans: Vec<Option<BalancerMode>> = args.policies.iter().copied().map(Some).collect();
-    if args.reference {
-        plans.push(None);
+    let mut dispatchers = Vec::new();
+    for &placement in &args.placement {
+        for &mode in &args.policies {
+            dispatchers.push(Dispatcher::Router(mode, placement));
+        }
     }
-    let all_started = std::time::Instant::now();
+    if args.reference {
+        dispatchers.extend([Dispatcher::Planned, Dispatcher::Greedy]);
+    }
     let mut runs = Vec::new();
-    for plan in plans {
+    for dispatcher in dispatchers {
         let started = std::time::Instant::now();
-        let run = run_policy(plan, &args, &workload, timeout).await?;
+        let run = run_dispatcher(dispatcher, args, scenario, &workload, timeout).await?;
         eprintln!(
-            "{}: {} ok, {} errors, {} timed out; took {:.0}s",
+            "{} / {}: {} ok, {} errors, {} timed out; took {:.0}s",
+            scenario.name,
             run.policy,
             run.ok,
             run.errors,
@@ -422,13 +632,20 @@ pub async fn run(args: RoutingArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "\n## Results (wall clock at time scale {scale}; timed-out requests count with the {:.1}s timeout)\n",
+        "\n## {}: results (wall clock at time scale {scale}; timed-out requests count with the {:.1}s timeout)\n",
+        scenario.name,
         timeout.as_secs_f64()
     );
     println!("{}", results_table(&mut runs));
     println!("Requests / model loads per node during the run (requests include retries):\n");
-    println!("{}", nodes_table(&runs));
+    println!("{}", nodes_table(scenario.fleet, &runs));
     for run in &runs {
+        if let Some(changes) = run.plan_changes {
+            println!(
+                "{}: the placement plan changed {changes} times.",
+                run.policy
+            );
+        }
         if let Some(e) = &run.first_error {
             println!("{}: first error: {e}", run.policy);
         }
@@ -436,29 +653,23 @@ pub async fn run(args: RoutingArgs) -> anyhow::Result<()> {
     if let Some(text) = ratios(&mut runs) {
         println!("{text}");
     }
-    println!(
-        "{} runs in {:.0}s.",
-        runs.len(),
-        all_started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    Ok(ScenarioSummary::of(scenario.name, &mut runs))
 }
 
 /// The fleet, the capacity estimate and the offered load.
-fn setup_report(args: &RoutingArgs, workload: &[Arrival]) -> String {
+fn setup_report(args: &RoutingArgs, scenario: &Scenario, workload: &[Arrival]) -> String {
     let mean = mean_tokens(&LENGTHS);
-    let capacity = fleet_capacity(&FLEET, mean);
-    let rate = capacity * args.load;
+    let fleet = scenario.fleet;
+    let capacity = fleet_capacity(fleet, mean);
+    let rate = offered_rate(scenario, args.load);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "routing benchmark: {} nodes, 1 model in memory each, {:.1}s model load stalling the node; coordinator placement {}; time scale {} (every duration × {}), {} CPUs\n",
-        FLEET.len(),
+        "# Scenario {}: {}\n\n{} nodes, 1 model in memory each, {:.1}s model load stalling the node; time scale {} (every duration × {}), {} CPUs\n",
+        scenario.name,
+        scenario.about,
+        fleet.len(),
         args.load_time_secs,
-        match args.placement {
-            PlacementMode::Plan => "plan",
-            PlacementMode::Off => "off",
-        },
         args.time_scale,
         args.time_scale,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -468,7 +679,7 @@ fn setup_report(args: &RoutingArgs, workload: &[Arrival]) -> String {
     );
     out.push_str("| node | tokens/s | slots | first token ms | models (in memory at start first) | capacity req/s |\n");
     out.push_str("|---|---:|---:|---:|---|---:|\n");
-    for spec in &FLEET {
+    for spec in fleet {
         let models: Vec<&str> = spec.models.iter().map(|&m| model_letter(m)).collect();
         let _ = writeln!(
             out,
@@ -483,40 +694,43 @@ fn setup_report(args: &RoutingArgs, workload: &[Arrival]) -> String {
     }
     let _ = writeln!(
         out,
-        "\nCapacity estimate: Σ slots ÷ (first token + {mean:.0} mean tokens ÷ speed) = {capacity:.2} req/s (no model loads)."
-    );
-    let per_model: Vec<String> = MODELS
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
-            let capacity_of = |keep: &dyn Fn(&NodeSpec) -> bool| -> f64 {
-                FLEET
-                    .iter()
-                    .filter(|n| keep(n))
-                    .map(|n| node_capacity(n, mean))
-                    .sum()
-            };
-            format!(
-                "{} {:.0}% = {:.2} req/s (capacity of the nodes holding it {:.2}, of those with it in memory at start {:.2})",
-                model_letter(i),
-                MIX[i] * 100.0,
-                rate * MIX[i],
-                capacity_of(&|n| n.models.contains(&i)),
-                capacity_of(&|n| n.models[0] == i),
-            )
-        })
-        .collect();
-    let _ = writeln!(
-        out,
-        "Offered load: {:.0}% of capacity = {rate:.2} req/s ({:.2} req/s wall clock), Poisson, seed {}; {}.",
+        "\nCapacity estimate: Σ slots ÷ (first token + {mean:.0} mean tokens ÷ speed) = {capacity:.2} req/s (no model loads).\n\
+         Offered load: {:.0}% of capacity = {rate:.2} req/s ({:.2} req/s wall clock), Poisson, seed {}.",
         args.load * 100.0,
         rate / args.time_scale,
         args.seed,
-        per_model.join(", "),
     );
+    for phase in scenario.phases {
+        let plan = offline_plan(fleet, phase, rate, &start_assignment(fleet));
+        let shares: Vec<String> = phase
+            .mix
+            .iter()
+            .enumerate()
+            .map(|(m, share)| {
+                let on: Vec<&str> = plan[m].iter().map(|&n| fleet[n].name).collect();
+                format!(
+                    "{} {:.1}% = {:.2} req/s (planned on {})",
+                    model_letter(m),
+                    share * 100.0,
+                    rate * share,
+                    if on.is_empty() {
+                        "none: loaded where it finishes soonest".to_owned()
+                    } else {
+                        on.join(", ")
+                    }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "From {:.0}% of the run: {}.",
+            phase.from * 100.0,
+            shares.join("; ")
+        );
+    }
     let _ = writeln!(
         out,
-        "Answers of {:?} tokens, equally likely; {} requests over {:.0}s ({:.1}s wall clock) per policy, each cut after {:.0}s ({:.1}s wall clock).",
+        "Answers of {:?} tokens, equally likely; {} requests over {:.0}s ({:.1}s wall clock) per run, each cut after {:.0}s ({:.1}s wall clock).",
         LENGTHS,
         workload.len(),
         args.duration_secs,
@@ -528,45 +742,119 @@ fn setup_report(args: &RoutingArgs, workload: &[Arrival]) -> String {
 }
 
 fn model_letter(i: usize) -> &'static str {
-    ["A", "B", "C"].get(i).copied().unwrap_or("?")
+    ["A", "B", "C", "D", "E", "F", "G", "H"]
+        .get(i)
+        .copied()
+        .unwrap_or("?")
 }
 
-/// Name of the reference run in the report.
-pub const REFERENCE: &str = "reference (no router)";
+/// What each node has in memory at start, as a plan (model → node indices).
+fn start_assignment(fleet: &[NodeSpec]) -> Vec<Vec<usize>> {
+    fleet.iter().map(|n| vec![n.models[0]]).collect()
+}
 
-/// Fresh nodes and a coordinator with `mode` (or the bench-side reference
-/// when `None`), the workload, and what it gave.
-async fn run_policy(
-    mode: Option<BalancerMode>,
+/// The coordinator's planner run on the true demand of `phase` and the
+/// nodes' nominal capacities, from `current` (models per node): the nodes
+/// planned for each model.
+pub fn offline_plan(
+    fleet: &[NodeSpec],
+    phase: &Phase,
+    rate: f64,
+    current: &[Vec<usize>],
+) -> Vec<Vec<usize>> {
+    use llm_router_coordinator::placement::plan;
+    let mean = mean_tokens(&LENGTHS);
+    let demand: Vec<plan::Demand> = phase
+        .mix
+        .iter()
+        .enumerate()
+        .map(|(m, share)| plan::Demand {
+            model: MODELS[m].to_owned(),
+            rate: rate * share,
+        })
+        .collect();
+    let capacity: Vec<plan::Capacity> = fleet
+        .iter()
+        .map(|spec| plan::Capacity {
+            rates: (0..phase.mix.len())
+                .map(|m| spec.models.contains(&m).then(|| node_capacity(spec, mean)))
+                .collect(),
+            memory: 1,
+        })
+        .collect();
+    let current: plan::Assignment = current
+        .iter()
+        .map(|models| {
+            models
+                .iter()
+                .copied()
+                .filter(|&m| m < phase.mix.len())
+                .collect()
+        })
+        .collect();
+    let decision = plan::plan(&demand, &capacity, &current);
+    let mut by_model = vec![Vec::new(); phase.mix.len()];
+    for (n, models) in decision.assignment.iter().enumerate() {
+        for &m in models {
+            by_model[m].push(n);
+        }
+    }
+    by_model
+}
+
+/// The planned nodes of each model, per phase, for the planned reference:
+/// each phase planned from the one before (the first from the start state).
+fn phase_plans(scenario: &Scenario, rate: f64) -> Vec<(f64, Vec<Vec<usize>>)> {
+    let mut current = start_assignment(scenario.fleet);
+    let mut out = Vec::new();
+    for phase in scenario.phases {
+        let by_model = offline_plan(scenario.fleet, phase, rate, &current);
+        current = vec![Vec::new(); scenario.fleet.len()];
+        for (m, nodes) in by_model.iter().enumerate() {
+            for &n in nodes {
+                current[n].push(m);
+            }
+        }
+        out.push((phase.from, by_model));
+    }
+    out
+}
+
+/// Fresh nodes and a coordinator (or a bench-side reference), the
+/// workload, and what it gave.
+async fn run_dispatcher(
+    dispatcher: Dispatcher,
     args: &RoutingArgs,
+    scenario: &Scenario,
     workload: &[Arrival],
     timeout: Duration,
 ) -> anyhow::Result<PolicyRun> {
     let scale = args.time_scale;
-    let policy = mode.map_or_else(|| REFERENCE.to_owned(), policy_name);
-    eprintln!("{policy}: starting a fresh fleet");
-    let fleet = Fleet::start(&FLEET, scale, Duration::from_secs_f64(args.load_time_secs))?;
+    let policy = dispatcher.name();
+    eprintln!("{} / {policy}: starting a fresh fleet", scenario.name);
+    let load_time = Duration::from_secs_f64(args.load_time_secs);
+    let fleet = Fleet::start(scenario.fleet, scale, load_time)?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(1024)
         .build()?;
-    let Some(mode) = mode else {
-        let route = Route::Reference(
-            fleet
-                .nodes
-                .iter()
-                .map(|n| WarmNode {
-                    url: format!("{}/api/chat", n.url).into(),
-                    model: n.spec.models[0],
-                    capacity: node_capacity(n.spec, mean_tokens(&LENGTHS)),
-                    in_flight: Arc::default(),
-                })
-                .collect(),
-        );
-        let run = measure(&policy, &client, &route, &fleet, workload, scale, timeout).await;
-        fleet.stop();
-        return Ok(run);
+    let window = args.duration_secs;
+    let (mode, placement) = match dispatcher {
+        Dispatcher::Router(mode, placement) => (mode, placement),
+        Dispatcher::Planned | Dispatcher::Greedy => {
+            let plans = (dispatcher == Dispatcher::Planned)
+                .then(|| phase_plans(scenario, offered_rate(scenario, args.load)));
+            let route = Route::Exact(ExactDispatch {
+                nodes: fleet.nodes.iter().map(ExactNode::new).collect(),
+                plans,
+                window,
+                load_secs: args.load_time_secs,
+            });
+            let run = measure(&policy, &client, &route, &fleet, workload, scale, timeout).await;
+            fleet.stop();
+            return Ok(run);
+        }
     };
     let data_dir = tempfile::tempdir()?;
     let heartbeat_every = HEARTBEAT_EVERY
@@ -577,7 +865,7 @@ async fn run_policy(
         data_dir.path(),
         mode,
         heartbeat_every,
-        (args.placement, placement_interval),
+        (placement, placement_interval),
     )?;
 
     let mut heartbeats = Vec::new();
@@ -592,11 +880,12 @@ async fn run_policy(
                 heartbeat_every,
             ));
         }
-        for model in MODELS {
+        let models = &MODELS[..scenario.models()];
+        for model in models {
             ready(&client, &coordinator.base, model).await?;
         }
         for _ in 0..args.warmup {
-            for model in MODELS {
+            for model in models {
                 // Best effort: a failure here shows up in the run itself.
                 let _ = show(&client, &coordinator.base, model).await;
             }
@@ -604,7 +893,9 @@ async fn run_policy(
         // Let the coordinator hear from every node once more.
         tokio::time::sleep(heartbeat_every * 2).await;
         let route = Route::Router(format!("{}/api/chat", coordinator.base).into());
-        anyhow::Ok(measure(&policy, &client, &route, &fleet, workload, scale, timeout).await)
+        let mut run = measure(&policy, &client, &route, &fleet, workload, scale, timeout).await;
+        run.plan_changes = plan_changes(&client, &coordinator.base).await;
+        anyhow::Ok(run)
     }
     .await;
     for task in heartbeats {
@@ -626,7 +917,16 @@ async fn measure(
     timeout: Duration,
 ) -> PolicyRun {
     let before: Vec<NodeCounts> = fleet.nodes.iter().map(FleetNode::counts).collect();
-    let mut run = drive(policy, client, route, workload, scale, timeout).await;
+    let mut run = drive(
+        policy,
+        client,
+        route,
+        fleet.nodes.len(),
+        workload,
+        scale,
+        timeout,
+    )
+    .await;
     for ((slot, node), before) in run.nodes.iter_mut().zip(&fleet.nodes).zip(before) {
         let after = node.counts();
         *slot = NodeCounts {
@@ -641,64 +941,166 @@ async fn measure(
 enum Route {
     /// `/api/chat` of the coordinator.
     Router(Arc<str>),
-    /// Straight to the nodes, chosen by the bench (see [`reference_pick`]).
-    Reference(Vec<WarmNode>),
+    /// Straight to the nodes, chosen by the bench from their true state.
+    Exact(ExactDispatch),
 }
 
-/// A node as the reference sees it: the model it has in memory at start.
-struct WarmNode {
+/// The references' dispatcher.
+struct ExactDispatch {
+    nodes: Vec<ExactNode>,
+    /// Per phase (from which fraction of the window), the planned nodes of
+    /// each model; `None` for the greedy reference.
+    plans: Option<Vec<(f64, Vec<Vec<usize>>)>>,
+    /// The arrival window, in nominal seconds.
+    window: f64,
+    /// A model load, in nominal seconds.
+    load_secs: f64,
+}
+
+/// A mock node as the references see it.
+struct ExactNode {
     url: Arc<str>,
-    model: usize,
-    capacity: f64,
-    in_flight: Arc<AtomicUsize>,
+    spec: &'static NodeSpec,
+    state: Arc<MockState>,
+    backlog: Arc<std::sync::Mutex<Backlog>>,
 }
 
-/// Among `(warm model, capacity, requests in flight)` of each node, the one
-/// with `model` in memory that would finish one more request soonest:
-/// fewest requests in flight per unit of capacity.
-pub fn reference_pick(nodes: &[(usize, f64, usize)], model: usize) -> Option<usize> {
-    nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, (warm, capacity, _))| *warm == model && *capacity > 0.0)
-        .min_by(|(_, a), (_, b)| {
-            let score = |(_, capacity, in_flight): &(usize, f64, usize)| {
-                (*in_flight as f64 + 1.0) / capacity
-            };
-            score(a).total_cmp(&score(b))
-        })
-        .map(|(i, _)| i)
+/// What a node has been sent and not finished.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub in_flight: usize,
+    /// Service time (first token + tokens ÷ speed, nominal seconds) of the
+    /// requests in flight.
+    pub work: f64,
+    /// The model of the request sent last: in memory once the node gets to it.
+    pub last_model: Option<usize>,
+}
+
+/// When a node would finish one more request of `service` seconds, in
+/// nominal seconds from now: its backlog shared over its slots, then a load
+/// when `model` is not the one it will have in memory.
+pub fn finish_estimate(
+    backlog: &Backlog,
+    slots: usize,
+    in_memory: bool,
+    service: f64,
+    load_secs: f64,
+) -> f64 {
+    let slots = slots.max(1);
+    let wait = if in_memory && backlog.in_flight < slots {
+        0.0
+    } else {
+        backlog.work / slots as f64
+    };
+    wait + if in_memory { 0.0 } else { load_secs } + service
+}
+
+impl ExactNode {
+    fn new(node: &FleetNode) -> Self {
+        Self {
+            url: format!("{}/api/chat", node.url).into(),
+            spec: node.spec,
+            state: Arc::clone(&node.state),
+            backlog: Arc::default(),
+        }
+    }
+
+    /// Whether the node will have `model` in memory when it gets to one more request.
+    fn warm_for(&self, backlog: &Backlog, model: usize) -> bool {
+        match backlog.last_model {
+            Some(last) if backlog.in_flight > 0 => last == model,
+            _ => self
+                .state
+                .models()
+                .loaded_names()
+                .iter()
+                .any(|name| *name == llm_router_mock_node::normalize_model_name(MODELS[model])),
+        }
+    }
+
+    fn service(&self, tokens: u64) -> f64 {
+        self.spec.ttft.as_secs_f64() + tokens as f64 / self.spec.tokens_per_sec
+    }
+}
+
+impl ExactDispatch {
+    /// The node for one request: among the planned ones for its model (or
+    /// every holder, without a plan or when none is planned), the one that
+    /// finishes it soonest.
+    fn pick(&self, arrival: &Arrival) -> usize {
+        let planned: Option<&Vec<usize>> = self.plans.as_ref().and_then(|plans| {
+            let fraction = arrival.at.as_secs_f64() / self.window;
+            plans
+                .iter()
+                .rev()
+                .find(|(from, _)| *from <= fraction)
+                .or(plans.first())
+                .and_then(|(_, by_model)| by_model.get(arrival.model))
+                .filter(|nodes| !nodes.is_empty())
+        });
+        let candidates: Vec<usize> = match planned {
+            Some(nodes) => nodes.clone(),
+            None => (0..self.nodes.len())
+                .filter(|&n| self.nodes[n].spec.models.contains(&arrival.model))
+                .collect(),
+        };
+        candidates
+            .into_iter()
+            .map(|n| {
+                let node = &self.nodes[n];
+                let backlog = *node.backlog.lock().unwrap_or_else(|e| e.into_inner());
+                let warm = node.warm_for(&backlog, arrival.model);
+                let at = finish_estimate(
+                    &backlog,
+                    node.spec.slots,
+                    warm,
+                    node.service(arrival.tokens),
+                    self.load_secs,
+                );
+                (n, at)
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(0, |(n, _)| n)
+    }
 }
 
 impl Route {
-    /// The URL for a request of `model`, and the in-flight counter to hold meanwhile.
-    fn pick(&self, model: usize) -> (Arc<str>, Option<InFlight>) {
+    /// The URL for `arrival`, and what to hold until its answer ends.
+    fn pick(&self, arrival: &Arrival) -> (Arc<str>, Option<InFlight>) {
         match self {
             Route::Router(url) => (Arc::clone(url), None),
-            Route::Reference(nodes) => {
-                let view: Vec<(usize, f64, usize)> = nodes
-                    .iter()
-                    .map(|n| (n.model, n.capacity, n.in_flight.load(Ordering::Relaxed)))
-                    .collect();
-                // Every model is warm somewhere at start (checked by a test).
-                let i = reference_pick(&view, model).unwrap_or(0);
-                let node = &nodes[i];
-                node.in_flight.fetch_add(1, Ordering::Relaxed);
+            Route::Exact(exact) => {
+                let node = &exact.nodes[exact.pick(arrival)];
+                let work = node.service(arrival.tokens);
+                {
+                    let mut backlog = node.backlog.lock().unwrap_or_else(|e| e.into_inner());
+                    backlog.in_flight += 1;
+                    backlog.work += work;
+                    backlog.last_model = Some(arrival.model);
+                }
                 (
                     Arc::clone(&node.url),
-                    Some(InFlight(Arc::clone(&node.in_flight))),
+                    Some(InFlight {
+                        backlog: Arc::clone(&node.backlog),
+                        work,
+                    }),
                 )
             }
         }
     }
 }
 
-/// Counts one request in flight until dropped.
-struct InFlight(Arc<AtomicUsize>);
+/// Counts one request on its node's backlog until dropped.
+struct InFlight {
+    backlog: Arc<std::sync::Mutex<Backlog>>,
+    work: f64,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        backlog.in_flight = backlog.in_flight.saturating_sub(1);
+        backlog.work = (backlog.work - self.work).max(0.0);
     }
 }
 
@@ -707,6 +1109,7 @@ async fn drive(
     policy: &str,
     client: &reqwest::Client,
     route: &Route,
+    nodes: usize,
     workload: &[Arrival],
     scale: f64,
     timeout: Duration,
@@ -731,7 +1134,7 @@ async fn drive(
         })
     };
     let mut tasks = tokio::task::JoinSet::new();
-    let mut run = PolicyRun::new(policy.to_owned(), FLEET.len());
+    let mut run = PolicyRun::new(policy.to_owned(), nodes);
     let record = |run: &mut PolicyRun, outcome: Outcome| match outcome {
         Outcome::Ok { first, total } => {
             run.ok += 1;
@@ -751,7 +1154,7 @@ async fn drive(
     for arrival in workload {
         tokio::time::sleep_until(start + arrival.at.mul_f64(scale)).await;
         let (client, done) = (client.clone(), Arc::clone(&done));
-        let (url, in_flight) = route.pick(arrival.model);
+        let (url, in_flight) = route.pick(arrival);
         let body = chat_body(arrival);
         tasks.spawn(async move {
             let outcome = one_request(&client, &url, body, timeout).await;
@@ -909,6 +1312,23 @@ fn spawn_heartbeats(
             }
         }
     })
+}
+
+/// How often the coordinator's placement plan changed (`GET /api/placement`).
+async fn plan_changes(client: &reqwest::Client, base: &str) -> Option<u64> {
+    let plan: serde_json::Value = client
+        .get(format!("{base}/api/placement"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    if plan["enabled"] == true {
+        plan["changes"].as_u64()
+    } else {
+        None
+    }
 }
 
 /// Waits until the router routes `model` (`POST /api/show` answers 200).
@@ -1096,11 +1516,11 @@ fn secs(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
 
-/// Latency, first token, throughput and failures per policy.
+/// Latency, first token, throughput, loads and failures per policy.
 pub fn results_table(runs: &mut [PolicyRun]) -> String {
     let mut out = String::new();
-    out.push_str("| policy | sent | ok | errors | timed out | mean s | p50 s | p99 s | first token mean s | first token p50 s | first token p99 s | completed/s |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| policy | sent | ok | errors | timed out | mean s | p50 s | p99 s | first token mean s | first token p50 s | first token p99 s | completed/s | model loads |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in runs.iter_mut() {
         let flag = |n: usize| {
             if n > 0 {
@@ -1111,7 +1531,7 @@ pub fn results_table(runs: &mut [PolicyRun]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
             run.policy,
             run.sent,
             run.ok,
@@ -1124,15 +1544,16 @@ pub fn results_table(runs: &mut [PolicyRun]) -> String {
             secs(run.first.quantile(0.50)),
             secs(run.first.quantile(0.99)),
             run.throughput(),
+            run.loads(),
         );
     }
     out
 }
 
 /// `requests / loads` per node and policy.
-pub fn nodes_table(runs: &[PolicyRun]) -> String {
+pub fn nodes_table(fleet: &[NodeSpec], runs: &[PolicyRun]) -> String {
     let mut out = String::from("| policy |");
-    for spec in &FLEET {
+    for spec in fleet {
         let models: Vec<&str> = spec.models.iter().map(|&m| model_letter(m)).collect();
         let _ = write!(
             out,
@@ -1144,7 +1565,7 @@ pub fn nodes_table(runs: &[PolicyRun]) -> String {
         );
     }
     out.push_str(" loads |\n|---|");
-    for _ in &FLEET {
+    for _ in fleet {
         out.push_str("---:|");
     }
     out.push_str("---:|\n");
@@ -1153,8 +1574,87 @@ pub fn nodes_table(runs: &[PolicyRun]) -> String {
         for n in &run.nodes {
             let _ = write!(out, " {} / {} |", n.requests, n.loads);
         }
-        let loads: u64 = run.nodes.iter().map(|n| n.loads).sum();
-        let _ = writeln!(out, " {loads} |");
+        let _ = writeln!(out, " {} |", run.loads());
+    }
+    out
+}
+
+/// One scenario's figures for the closing comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioSummary {
+    pub scenario: String,
+    /// Per run: name, mean latency (s), model loads, requests lost (errors and timeouts).
+    pub runs: Vec<(String, f64, u64, usize)>,
+}
+
+impl ScenarioSummary {
+    fn of(scenario: &str, runs: &mut [PolicyRun]) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            runs: runs
+                .iter_mut()
+                .map(|r| {
+                    (
+                        r.policy.clone(),
+                        r.total.mean().as_secs_f64(),
+                        r.loads(),
+                        r.errors + r.timeouts,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Per scenario, `auto` (placement on) against the planned reference and
+/// the best other policy, with the bar: mean within 1.3×, loads at most 3×,
+/// no policy better, nothing lost.
+pub fn summary_table(summaries: &[ScenarioSummary]) -> String {
+    let mut out = String::from(
+        "| scenario | auto mean s | planned mean s | auto / planned (≤ 1.3) | auto loads | planned loads | loads ≤ 3× | best other policy | auto / best other (≤ 1) | lost | bar |\n\
+         |---|---:|---:|---:|---:|---:|---|---|---:|---:|---|\n",
+    );
+    for summary in summaries {
+        let find = |name: &str| summary.runs.iter().find(|r| r.0 == name);
+        let (Some(auto), Some(planned)) = (find("auto"), find(PLANNED)) else {
+            let _ = writeln!(
+                out,
+                "| {} | – | – | – | – | – | – | – | – | – | needs auto and the references |",
+                summary.scenario
+            );
+            continue;
+        };
+        let best_other = summary
+            .runs
+            .iter()
+            .filter(|r| r.0 != "auto" && r.0 != PLANNED && r.0 != GREEDY)
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let ratio = if planned.1 > 0.0 {
+            auto.1 / planned.1
+        } else {
+            f64::INFINITY
+        };
+        let loads_ok = auto.2 <= planned.2.max(1) * 3;
+        let (best_name, best_ratio) = best_other.map_or(("–".to_owned(), None), |b| {
+            (b.0.clone(), (b.1 > 0.0).then(|| auto.1 / b.1))
+        });
+        let lost: usize = auto.3;
+        let met = ratio <= 1.3 && loads_ok && best_ratio.is_none_or(|r| r <= 1.0) && lost == 0;
+        let _ = writeln!(
+            out,
+            "| {} | {:.3} | {:.3} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            summary.scenario,
+            auto.1,
+            planned.1,
+            ratio,
+            auto.2,
+            planned.2,
+            if loads_ok { "yes" } else { "no" },
+            best_name,
+            best_ratio.map_or("–".to_owned(), |r| format!("{r:.2}")),
+            lost,
+            if met { "met" } else { "NOT met" },
+        );
     }
     out
 }
@@ -1263,11 +1763,10 @@ mod tests {
             .iter()
             .fold((f64::MAX, 0.0_f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
         assert!(hi / lo >= 8.0);
-        for model in 0..MODELS.len() {
+        for model in 0..TODAY_MIX.len() {
             let holders = FLEET.iter().filter(|n| n.models.contains(&model)).count();
             assert!(holders >= 3, "model {model} on {holders} nodes");
         }
-        assert!((MIX.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         for spec in &FLEET {
             mock_config(spec, 0.5, Duration::from_secs(2))
                 .validate()
@@ -1289,7 +1788,7 @@ mod tests {
         let total = fleet_capacity(&FLEET, mean_tokens(&LENGTHS));
         assert!((11.5..12.5).contains(&total), "{total}");
         // At 70%, each model's holders can carry its share.
-        for (model, share) in MIX.iter().enumerate() {
+        for (model, share) in TODAY_MIX.iter().enumerate() {
             let holders: f64 = FLEET
                 .iter()
                 .filter(|n| n.models.contains(&model))
@@ -1299,13 +1798,19 @@ mod tests {
         }
     }
 
+    const TODAY_MIX: [f64; 3] = [0.5, 0.3, 0.2];
+    const ONE_PHASE: [Phase; 1] = [Phase {
+        from: 0.0,
+        mix: &TODAY_MIX,
+    }];
+
     #[test]
     fn arrivals_are_deterministic_poisson_and_mixed() {
         let window = Duration::from_secs(1000);
-        let a = arrivals(7, 10.0, window, &MIX, &LENGTHS, 100_000);
-        let b = arrivals(7, 10.0, window, &MIX, &LENGTHS, 100_000);
+        let a = arrivals(7, 10.0, window, &ONE_PHASE, &LENGTHS, 100_000);
+        let b = arrivals(7, 10.0, window, &ONE_PHASE, &LENGTHS, 100_000);
         assert_eq!(a, b);
-        let c = arrivals(8, 10.0, window, &MIX, &LENGTHS, 100_000);
+        let c = arrivals(8, 10.0, window, &ONE_PHASE, &LENGTHS, 100_000);
         assert_ne!(a, c);
         // About rate × window, sorted, inside the window.
         assert!((9_500..10_500).contains(&a.len()), "{}", a.len());
@@ -1314,7 +1819,7 @@ mod tests {
         // Mean gap 1 / rate.
         let mean_gap = a.last().unwrap().at.as_secs_f64() / a.len() as f64;
         assert!((0.095..0.105).contains(&mean_gap), "{mean_gap}");
-        for (model, share) in MIX.iter().enumerate() {
+        for (model, share) in TODAY_MIX.iter().enumerate() {
             let n = a.iter().filter(|x| x.model == model).count() as f64;
             let got = n / a.len() as f64;
             assert!((got - share).abs() < 0.02, "model {model}: {got}");
@@ -1324,8 +1829,136 @@ mod tests {
             assert!((n / a.len() as f64 - 1.0 / 3.0).abs() < 0.02);
         }
         assert!(a.iter().all(|x| LENGTHS.contains(&x.tokens)));
-        assert_eq!(arrivals(7, 10.0, window, &MIX, &LENGTHS, 5).len(), 5);
-        assert!(arrivals(7, 0.0, window, &MIX, &LENGTHS, 5).is_empty());
+        assert_eq!(arrivals(7, 10.0, window, &ONE_PHASE, &LENGTHS, 5).len(), 5);
+        assert!(arrivals(7, 0.0, window, &ONE_PHASE, &LENGTHS, 5).is_empty());
+        assert!(arrivals(7, 10.0, window, &[], &LENGTHS, 5).is_empty());
+    }
+
+    #[test]
+    fn demand_shifts_at_the_phase_boundary() {
+        let shift = parse_scenario("shift").unwrap();
+        let window = Duration::from_secs(2000);
+        let a = arrivals(3, 10.0, window, shift.phases, &LENGTHS, 100_000);
+        let share = |half: &[&Arrival], model: usize| {
+            half.iter().filter(|x| x.model == model).count() as f64 / half.len() as f64
+        };
+        let (early, late): (Vec<&Arrival>, Vec<&Arrival>) =
+            a.iter().partition(|x| x.at < window / 2);
+        assert!((share(&early, 0) - 0.5).abs() < 0.03);
+        assert!((share(&early, 2) - 0.2).abs() < 0.03);
+        assert!((share(&late, 0) - 0.2).abs() < 0.03);
+        assert!((share(&late, 2) - 0.5).abs() < 0.03);
+        assert_eq!(phase_at(shift.phases, 0.49).from, 0.0);
+        assert_eq!(phase_at(shift.phases, 0.5).from, 0.5);
+        assert_eq!(phase_at(shift.phases, -1.0).from, 0.0);
+    }
+
+    #[test]
+    fn every_scenario_is_well_formed_and_its_demand_fits_some_plan() {
+        let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["lone-fast", "shift", "many-models", "today"]);
+        assert!(parse_scenario("nope").unwrap_err().contains("lone-fast"));
+        let args = parse(&["--scenarios", "today,shift"]).unwrap();
+        assert_eq!(args.scenarios[0].name, "today");
+        assert_eq!(args.scenarios.len(), 2);
+        assert_eq!(parse(&[]).unwrap().scenarios.len(), 4);
+        for scenario in &SCENARIOS {
+            assert_eq!(scenario.phases[0].from, 0.0, "{}", scenario.name);
+            assert!(scenario.phases.windows(2).all(|w| w[0].from < w[1].from));
+            assert!(scenario.models() <= MODELS.len());
+            for spec in scenario.fleet {
+                assert!(spec.models.iter().all(|&m| m < scenario.models()));
+                mock_config(spec, 0.5, Duration::from_secs(2))
+                    .validate()
+                    .unwrap();
+            }
+            let rate = offered_rate(scenario, 0.7);
+            for phase in scenario.phases {
+                assert!((phase.mix.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+                let plan = offline_plan(
+                    scenario.fleet,
+                    phase,
+                    rate,
+                    &start_assignment(scenario.fleet),
+                );
+                // Every model is held somewhere; the planned ones fit with room.
+                for (m, share) in phase.mix.iter().enumerate() {
+                    assert!(scenario.fleet.iter().any(|n| n.models.contains(&m)));
+                    let planned: f64 = plan[m]
+                        .iter()
+                        .map(|&n| node_capacity(&scenario.fleet[n], mean_tokens(&LENGTHS)))
+                        .sum();
+                    assert!(
+                        plan[m].is_empty() || planned > rate * share,
+                        "{}: model {m} gets {planned:.2} for {:.2}",
+                        scenario.name,
+                        rate * share
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn offline_plans_give_the_fast_node_to_the_model_that_needs_it() {
+        let lone = parse_scenario("lone-fast").unwrap();
+        let rate = offered_rate(&lone, 0.7);
+        let plan = offline_plan(
+            lone.fleet,
+            &lone.phases[0],
+            rate,
+            &start_assignment(lone.fleet),
+        );
+        assert!(plan[2].contains(&0), "C on the fast node: {plan:?}");
+        assert!(!plan[0].contains(&0));
+        // The shift: C gets a fast node in the second phase.
+        let shift = parse_scenario("shift").unwrap();
+        let plans = phase_plans(&shift, offered_rate(&shift, 0.7));
+        assert_eq!(plans.len(), 2);
+        assert!(
+            plans[0].1[0].contains(&0),
+            "A on fast-1 first: {:?}",
+            plans[0]
+        );
+        assert!(
+            plans[1].1[2].iter().any(|&n| n < 2),
+            "C on a fast node after the shift: {:?}",
+            plans[1]
+        );
+        // Eight models on six nodes: the two rare ones are planned nowhere.
+        let many = parse_scenario("many-models").unwrap();
+        let plan = offline_plan(
+            many.fleet,
+            &many.phases[0],
+            offered_rate(&many, 0.7),
+            &start_assignment(many.fleet),
+        );
+        assert!(plan[6].is_empty() && plan[7].is_empty(), "{plan:?}");
+        assert!(plan[..6].iter().all(|nodes| nodes.len() == 1), "{plan:?}");
+    }
+
+    #[test]
+    fn the_exact_estimate_counts_backlog_and_loads() {
+        let idle = Backlog::default();
+        // Warm with a free slot: the service alone.
+        assert_eq!(finish_estimate(&idle, 2, true, 1.5, 3.0), 1.5);
+        // Cold: a load first.
+        assert_eq!(finish_estimate(&idle, 2, false, 1.5, 3.0), 4.5);
+        // All slots busy: the backlog spread over them.
+        let busy = Backlog {
+            in_flight: 2,
+            work: 4.0,
+            last_model: Some(0),
+        };
+        assert_eq!(finish_estimate(&busy, 2, true, 1.0, 3.0), 3.0);
+        // A load waits for the running work too.
+        let one = Backlog {
+            in_flight: 1,
+            work: 2.0,
+            last_model: Some(0),
+        };
+        assert_eq!(finish_estimate(&one, 4, true, 1.0, 3.0), 1.0);
+        assert_eq!(finish_estimate(&one, 4, false, 1.0, 3.0), 4.5);
     }
 
     #[test]
@@ -1361,26 +1994,6 @@ mod tests {
         assert_eq!(ps_names(&serde_json::json!({})), None);
     }
 
-    #[test]
-    fn the_reference_sends_to_the_warm_node_that_finishes_soonest() {
-        // (warm model, capacity, in flight)
-        let nodes = [(0, 5.0, 0), (1, 4.0, 0), (0, 0.2, 0), (2, 1.0, 3)];
-        assert_eq!(reference_pick(&nodes, 0), Some(0));
-        assert_eq!(reference_pick(&nodes, 1), Some(1));
-        assert_eq!(reference_pick(&nodes, 2), Some(3));
-        assert_eq!(reference_pick(&nodes, 7), None);
-        // The slow node only once the fast one has 25 times its backlog.
-        let busy = [(0, 5.0, 24), (0, 0.2, 0)];
-        assert_eq!(reference_pick(&busy, 0), Some(0));
-        let busier = [(0, 5.0, 25), (0, 0.2, 0)];
-        assert_eq!(reference_pick(&busier, 0), Some(1));
-        // Every model is warm somewhere at start.
-        let warm: Vec<(usize, f64, usize)> = FLEET.iter().map(|n| (n.models[0], 1.0, 0)).collect();
-        for model in 0..MODELS.len() {
-            assert!(reference_pick(&warm, model).is_some());
-        }
-    }
-
     fn sample_run(policy: &str, millis: &[u64], timeouts: usize) -> PolicyRun {
         let mut run = PolicyRun::new(policy.into(), FLEET.len());
         for &m in millis {
@@ -1410,13 +2023,13 @@ mod tests {
         assert!(lines[0].starts_with("| policy | sent | ok | errors | timed out | mean s"));
         assert_eq!(
             lines[2],
-            "| round_robin | 4 | 3 | 0 | **1** | 4.000 | 2.000 | 10.000 | 0.400 | 0.200 | 1.000 | 1.50 |"
+            "| round_robin | 4 | 3 | 0 | **1** | 4.000 | 2.000 | 10.000 | 0.400 | 0.200 | 1.000 | 1.50 | 2 |"
         );
         assert_eq!(
             lines[3],
-            "| auto | 4 | 4 | 0 | 0 | 1.250 | 1.000 | 2.000 | 0.125 | 0.100 | 0.200 | 2.00 |"
+            "| auto | 4 | 4 | 0 | 0 | 1.250 | 1.000 | 2.000 | 0.125 | 0.100 | 0.200 | 2.00 | 2 |"
         );
-        let nodes = nodes_table(&runs);
+        let nodes = nodes_table(&FLEET, &runs);
         let lines: Vec<&str> = nodes.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].contains("fast-1 (160 t/s ×4, AB)"), "{}", lines[0]);
@@ -1434,5 +2047,47 @@ mod tests {
         assert!(ratio_lines(1.0, 1.0, 0.9, 0.4).contains("mean: 0.90 (bar ≤ 0.6: NOT met)"));
         assert!(ratio_lines(0.0, 0.0, 1.0, 1.0).contains("–"));
         assert!(ratios(&mut runs[1..]).is_none());
+    }
+
+    #[test]
+    fn the_summary_holds_auto_to_the_bar() {
+        let row =
+            |name: &str, mean: f64, loads: u64, lost: usize| (name.to_owned(), mean, loads, lost);
+        let summaries = [
+            ScenarioSummary {
+                scenario: "good".into(),
+                runs: vec![
+                    row("round_robin", 2.0, 40, 0),
+                    row("auto", 1.2, 6, 0),
+                    row(PLANNED, 1.0, 2, 0),
+                    row(GREEDY, 1.8, 30, 0),
+                ],
+            },
+            ScenarioSummary {
+                scenario: "slow".into(),
+                runs: vec![
+                    row("least_connections", 1.3, 4, 0),
+                    row("auto", 1.4, 7, 0),
+                    row(PLANNED, 1.0, 2, 0),
+                ],
+            },
+            ScenarioSummary {
+                scenario: "lonely".into(),
+                runs: vec![row("auto", 1.0, 0, 0)],
+            },
+        ];
+        let table = summary_table(&summaries);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(
+            lines[2],
+            "| good | 1.200 | 1.000 | 1.20 | 6 | 2 | yes | round_robin | 0.60 | 0 | met |"
+        );
+        // 1.4× the reference, 7 loads against 2, slower than least_connections.
+        assert_eq!(
+            lines[3],
+            "| slow | 1.400 | 1.000 | 1.40 | 7 | 2 | no | least_connections | 1.08 | 0 | NOT met |"
+        );
+        assert!(lines[4].contains("needs auto and the references"));
     }
 }

@@ -22,6 +22,10 @@ pub struct HeartbeatRequest {
     /// Requests the inference server runs at once (Ollama's `OLLAMA_NUM_PARALLEL`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
+    /// Models the inference server keeps in memory at once (Ollama's
+    /// `OLLAMA_MAX_LOADED_MODELS`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_loaded_models: Option<u32>,
 }
 
 fn default_true() -> bool {

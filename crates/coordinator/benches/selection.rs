@@ -76,6 +76,7 @@ fn selection(c: &mut Criterion) {
                         model: "m:latest",
                         now: Instant::now(),
                         planned: None,
+                        assigned: None,
                     };
                     black_box(policy.select(black_box(nodes), &placement))
                 });

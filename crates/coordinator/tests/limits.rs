@@ -309,11 +309,14 @@ async fn six_huge_bodies_at_once_never_take_memory_past_the_buffer_cap() {
     });
     let statuses = futures::future::join_all(sends).await;
     for answer in &statuses {
-        // Passed to the node (which refuses bodies this large itself) or refused for room.
+        // Passed to the node (which refuses bodies this large itself, and may
+        // close the connection before the upload ends: a 502) or refused for room.
         let (status, from_node) = answer.as_ref().expect("every request gets an answer");
         assert!(
-            *from_node || *status == StatusCode::SERVICE_UNAVAILABLE,
-            "{status}"
+            *from_node
+                || *status == StatusCode::SERVICE_UNAVAILABLE
+                || *status == StatusCode::BAD_GATEWAY,
+            "{status} in {statuses:?}"
         );
     }
     let grown = peak_rss(coordinator.pid()).saturating_sub(before);

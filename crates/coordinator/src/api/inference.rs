@@ -19,11 +19,12 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::admission::{Admission, Gate, GateHold};
+use crate::placement::{PRELOAD_KEEP_ALIVE, Placer};
 use crate::proxy::error::ProxyError;
-use crate::proxy::peek::{RequestFacts, peek};
+use crate::proxy::peek::{RequestFacts, peek, with_keep_alive};
 use crate::proxy::{InferenceRequest, RequestMeta};
 use crate::serve::BodyTooSlow;
-use llm_router_common::ApiKind;
+use llm_router_common::{ApiKind, canonical_model_name};
 
 /// Proxies `request` to a node, answering errors in `flavor`'s format.
 /// `stream_default` is the API's default for an absent `stream` field.
@@ -68,8 +69,8 @@ pub async fn proxy(
         ));
         return reject(error, None, Bytes::new());
     };
-    let body = match read_body(body, limit, state.proxy.buffer_gate(), caps.wait).await {
-        Ok(body) => body,
+    let (body, hold) = match read_body(body, limit, state.proxy.buffer_gate(), caps.wait).await {
+        Ok(read) => read,
         Err(error) => return reject(error, None, Bytes::new()),
     };
     let admission = Admission {
@@ -77,7 +78,20 @@ pub async fn proxy(
     };
     let facts = match peek(&body, stream_default) {
         Ok(facts) => facts,
-        Err(e) => return reject(e, None, body),
+        Err(e) => return reject(e, None, held(body, hold)),
+    };
+    // Demand counts at arrival: a queue that grows is demand the plan must see now.
+    let planned_model = state.placer.as_ref().map(|placer| {
+        let model = canonical_model_name(&facts.model);
+        placer.arrived(&model);
+        (placer, model)
+    });
+    let longer = planned_model.and_then(|(placer, model)| {
+        keep_warm(placer, &model, flavor, parts.uri.path(), &facts, &body)
+    });
+    let body = match longer {
+        Some(longer) => held(Bytes::from(longer), hold),
+        None => held(body, hold),
     };
     let path_and_query = parts
         .uri
@@ -111,7 +125,7 @@ async fn read_body(
     limit: usize,
     gate: &Arc<Gate>,
     wait: Duration,
-) -> Result<Bytes, ProxyError> {
+) -> Result<(Bytes, GateHold), ProxyError> {
     let too_large = || ProxyError::PayloadTooLarge { limit };
     let no_room = || {
         ProxyError::Overloaded(format!(
@@ -168,7 +182,40 @@ async fn read_body(
         Some(only) if buffer.is_empty() => only,
         _ => Bytes::from(buffer),
     };
-    Ok(Bytes::from_owner(HeldBody { bytes, _hold: hold }))
+    Ok((bytes, hold))
+}
+
+/// `bytes` holding its share of the buffer cap for as long as it lives.
+fn held(bytes: Bytes, hold: GateHold) -> Bytes {
+    Bytes::from_owner(HeldBody { bytes, _hold: hold })
+}
+
+/// The Ollama paths whose requests say how long the model stays in memory.
+const KEEP_ALIVE_PATHS: [&str; 4] = [
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+];
+
+/// The body with Ollama's `keep_alive` set to the placement's, when the
+/// plan covers the request's model and the client did not set one: the
+/// planned nodes keep it in memory through a pause in its demand.
+fn keep_warm(
+    placer: &Placer,
+    model: &str,
+    flavor: ApiKind,
+    path: &str,
+    facts: &RequestFacts,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    if flavor != ApiKind::Ollama || facts.keep_alive || !KEEP_ALIVE_PATHS.contains(&path) {
+        return None;
+    }
+    if !placer.route_plan().load().by_model.contains_key(model) {
+        return None;
+    }
+    with_keep_alive(body, PRELOAD_KEEP_ALIVE)
 }
 
 /// A request body with its share of the buffer cap. The share is given back

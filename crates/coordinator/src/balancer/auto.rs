@@ -13,9 +13,12 @@
 //!
 //! Under a placement plan for M (see [`crate::placement`]), a node the plan
 //! does not give M, or that is not warm for it yet, pays one `load_time(n)`
-//! more (and, when M is in memory there anyway, `load_time(n) × (1 +
-//! in_flight(n))` instead of nothing), so it is used only when the planned,
-//! warm nodes are saturated beyond what a load would cost.
+//! more (and a node given no model that has M in memory anyway pays
+//! `load_time(n) × (1 + in_flight(n))` instead of nothing), so it is used
+//! only when the planned, warm nodes are saturated beyond what a load would
+//! cost. A node the plan gives other models is priced as if M were not in
+//! memory there and a model in use would be evicted: its requests delay the
+//! switch the plan asks of it, and the pre-load waits for them to finish.
 //!
 //! The cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
 //! tied and take turns, so measurement noise does not pile every request on
@@ -122,11 +125,19 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
     let on_plan = placement
         .planned
         .is_none_or(|planned| planned.contains(&node.id));
+    // A node the plan gives other models is on its way to them (or
+    // serving them): another model's request there delays the switch the
+    // plan wants, so it is priced as a load evicting a model in use.
+    let moving = !on_plan
+        && placement
+            .assigned
+            .is_some_and(|assigned| assigned.contains(&node.id));
     let residency = live.residency(placement.model, placement.now, IN_USE_WINDOW);
     let busy_others = match residency {
         Residency::Resident if on_plan => return wait + service,
-        Residency::Resident => return wait + service + load() * (1.0 + in_flight),
-        Residency::Absent { busy_others } => busy_others as f64,
+        Residency::Resident if !moving => return wait + service + load() * (1.0 + in_flight),
+        Residency::Resident => 1.0,
+        Residency::Absent { busy_others } => busy_others.max(usize::from(moving)) as f64,
     };
     let load = load();
     let evict = load * (in_flight + busy_others);
@@ -175,6 +186,7 @@ mod tests {
     use super::*;
     use crate::balancer::testing::{names, node, place_model};
     use crate::registry::live::SpeedSample;
+    use llm_router_common::NodeId;
 
     fn speed(node: &RoutableNode, model: &str, ttft_ms: u64, tps: f64) {
         node.live.record_speed(
@@ -235,6 +247,35 @@ mod tests {
         // Requests for x keep going to the first node.
         nodes[0].live.route_model("x:latest", now);
         assert_eq!(pick(&nodes, "m:latest"), "idle-other");
+    }
+
+    #[test]
+    fn a_node_the_plan_moves_to_another_model_is_left_to_drain() {
+        use std::collections::HashSet;
+        let nodes = vec![node("mid-planned"), node("fast-moving")];
+        for n in &nodes {
+            loaded(n, &["a:latest"]);
+        }
+        speed(&nodes[0], "a:latest", 100, 40.0);
+        speed(&nodes[1], "a:latest", 40, 160.0);
+        let _queue: Vec<_> = (0..3).map(|_| nodes[0].live.start_request()).collect();
+        let place = |assigned: Option<&HashSet<NodeId>>| {
+            let planned = [nodes[0].id];
+            let placement = Placement {
+                model: "a:latest",
+                now: Instant::now(),
+                planned: Some(&planned),
+                assigned,
+            };
+            nodes[Auto::default().select(&nodes, &placement)]
+                .machine_name
+                .clone()
+        };
+        // The fast node is planned for nothing: a free warm node takes the overflow.
+        assert_eq!(place(Some(&HashSet::from([nodes[0].id]))), "fast-moving");
+        // Planned for another model: it is left to drain for its switch.
+        let both = HashSet::from([nodes[0].id, nodes[1].id]);
+        assert_eq!(place(Some(&both)), "mid-planned");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod least_connections;
 pub mod metrics;
 pub mod round_robin;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,28 +38,40 @@ pub struct Placement<'a> {
     /// The nodes the placement plan gives this model, when there is a plan
     /// for it (see [`crate::placement`]); `auto` follows it.
     pub planned: Option<&'a [NodeId]>,
+    /// The nodes the plan gives any model, when there is a plan.
+    pub assigned: Option<&'a HashSet<NodeId>>,
 }
 
 /// The nodes a placement plan gives each model (canonical names), published
 /// by [`crate::placement`] and read by the proxy on every request.
 #[derive(Debug, Default)]
-pub struct RoutePlan(ArcSwap<HashMap<String, Vec<NodeId>>>);
+pub struct RoutePlan(ArcSwap<PlanRoutes>);
+
+/// A plan as routing reads it.
+#[derive(Debug, Default)]
+pub struct PlanRoutes {
+    /// Per model (canonical name), the nodes planned for it.
+    pub by_model: HashMap<String, Vec<NodeId>>,
+    /// Every node planned for some model.
+    pub assigned: HashSet<NodeId>,
+}
 
 /// A plan as one request reads it.
-pub type RoutePlanGuard = arc_swap::Guard<Arc<HashMap<String, Vec<NodeId>>>>;
+pub type RoutePlanGuard = arc_swap::Guard<Arc<PlanRoutes>>;
 
 impl RoutePlan {
     pub fn load(&self) -> RoutePlanGuard {
         self.0.load()
     }
 
-    pub fn store(&self, plan: HashMap<String, Vec<NodeId>>) {
-        self.0.store(Arc::new(plan));
+    pub fn store(&self, by_model: HashMap<String, Vec<NodeId>>) {
+        let assigned = by_model.values().flatten().copied().collect();
+        self.0.store(Arc::new(PlanRoutes { by_model, assigned }));
     }
 
     /// The nodes `plan` gives `model`, if it covers the model.
     pub fn nodes_for<'a>(plan: &'a RoutePlanGuard, model: &str) -> Option<&'a [NodeId]> {
-        plan.get(model).map(Vec::as_slice)
+        plan.by_model.get(model).map(Vec::as_slice)
     }
 }
 
@@ -162,6 +174,7 @@ pub(crate) mod testing {
             model,
             now: tokio::time::Instant::now(),
             planned: None,
+            assigned: None,
         };
         policy.select(nodes, &placement)
     }

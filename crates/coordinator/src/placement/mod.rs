@@ -1,10 +1,11 @@
 //! Fleet-level model placement: which node keeps which model warm, planned
 //! from what the fleet is asked for, and the routing that follows the plan.
 //!
-//! - **Demand**: every finished or refused request is counted per model (a
-//!   [`RequestSink`]); each round turns the counts into a rate smoothed over
-//!   [`WINDOW_ROUNDS`] rounds, and the completion tokens into a mean work per
-//!   request. A model whose rate falls under half a request per window
+//! - **Demand**: every request is counted per model as it arrives (a queue
+//!   that grows is demand now, not when it drains); each round turns the
+//!   counts into a rate smoothed over [`WINDOW_ROUNDS`] rounds, and the
+//!   completion tokens of finished requests (a [`RequestSink`]) into a mean
+//!   work per request. A model whose rate falls under half a request per window
 //!   leaves the demand, and with it the plan.
 //! - **Capacity**: per node and model, requests per second from the node's
 //!   slots and its learned speeds (see [`plan`] for the formula); how many
@@ -49,7 +50,9 @@ use crate::proxy::{HOP_HEADER, UpstreamClient};
 use crate::registry::{NodeRegistry, RoutableNode, RoutableSnapshot};
 
 /// Rounds a demand rate is smoothed over.
-pub const WINDOW_ROUNDS: f64 = 6.0;
+pub const WINDOW_ROUNDS: f64 = 4.0;
+/// How often per planning round the nodes to pre-load are looked for.
+const PRELOAD_CHECKS_PER_ROUND: u32 = 5;
 /// How long a pre-loaded model stays in memory without requests (Ollama's `keep_alive`).
 pub const PRELOAD_KEEP_ALIVE: &str = "30m";
 
@@ -357,19 +360,39 @@ impl Placer {
     }
 }
 
+impl Placer {
+    /// Counts a request for `model` (a canonical name) as it arrives.
+    pub fn arrived(&self, model: &str) {
+        let mut tallies = self.tallies.lock();
+        match tallies.get_mut(model) {
+            Some(tally) => tally.requests += 1,
+            None => {
+                tallies.insert(
+                    model.to_owned(),
+                    Tally {
+                        requests: 1,
+                        ..Tally::default()
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Finished requests tell the work per request (their completion tokens).
 impl RequestSink for Placer {
     fn record(&self, record: &RequestRecord) {
         if record.model.is_empty() {
             return;
         }
+        let Some(tokens) = record.usage.completion_tokens.filter(|&t| t > 0) else {
+            return;
+        };
         let model = canonical_model_name(&record.model);
         let mut tallies = self.tallies.lock();
         let tally = tallies.entry(model).or_default();
-        tally.requests += 1;
-        if let Some(tokens) = record.usage.completion_tokens.filter(|&t| t > 0) {
-            tally.tokens += tokens;
-            tally.measured += 1;
-        }
+        tally.tokens += tokens;
+        tally.measured += 1;
     }
 }
 
@@ -456,10 +479,17 @@ pub async fn run_planner(
     stop: impl Future<Output = ()> + Send,
 ) {
     let interval = placer.interval;
-    crate::health::every(interval, stop, move || {
+    let mut planned_at: Option<Instant> = None;
+    // Pre-loads are looked for more often than plans are made: a node the
+    // plan moved is warmed soon after its last request ends.
+    let check = (interval / PRELOAD_CHECKS_PER_ROUND).max(Duration::from_millis(50));
+    crate::health::every(check, stop, move || {
         let snapshot = registry.snapshot();
         let now = Instant::now();
-        placer.replan(&snapshot, now);
+        if planned_at.is_none_or(|at| now.saturating_duration_since(at) + check / 2 >= interval) {
+            planned_at = Some(now);
+            placer.replan(&snapshot, now);
+        }
         for (node, model) in placer.to_preload(&snapshot, now) {
             if !placer.start_warming(node.id, &model) {
                 continue;

@@ -36,6 +36,9 @@ pub struct Tap {
     model: String,
     /// Whether the model had to be loaded for this request.
     cold: bool,
+    /// Whether it waited behind the node's busy slots: its first byte then
+    /// says how long the node's queue was, not how fast the node starts.
+    queued: bool,
     /// The request's place under the caps, given back when the answer ends.
     _admission: Admission,
 }
@@ -60,8 +63,15 @@ impl Tap {
             node,
             model,
             cold,
+            queued: false,
             _admission: Admission::default(),
         }
+    }
+
+    /// Marks the request as sent to a node whose slots were all busy.
+    pub fn queued(mut self, queued: bool) -> Self {
+        self.queued = queued;
+        self
     }
 
     /// Keeps the request's place under the caps until the answer ends.
@@ -130,7 +140,8 @@ impl Tap {
             }
         };
         SpeedSample {
-            ttft,
+            // Queue time is no first-token time (nor a load time).
+            ttft: ttft.filter(|_| !self.queued),
             tokens_per_sec,
             completion_tokens: usage.completion_tokens,
             cold: self.cold,

@@ -420,6 +420,7 @@ impl Proxy {
                 planned: plan
                     .as_ref()
                     .and_then(|plan| RoutePlan::nodes_for(plan, &model)),
+                assigned: plan.as_ref().map(|plan| &plan.assigned),
             };
             let index = self.policy.select(&pool, &placement);
             let node = pool.swap_remove(index);
@@ -479,6 +480,12 @@ impl Proxy {
         if cold {
             node.live.count_cold_load();
         }
+        // Sent while every slot the node reports was busy (this request is
+        // counted in flight already).
+        let queued = node
+            .live
+            .parallel()
+            .is_some_and(|slots| node.live.in_flight() > u64::from(slots));
         let upstream = upstream_request(node, request).map_err(|message| AttemptFailure {
             message,
             counts_against_node: true,
@@ -589,6 +596,7 @@ impl Proxy {
                 model.to_owned(),
                 cold,
             )
+            .queued(queued)
             .holding(admission.take().unwrap_or_default())
         };
         // hyper knows the length when the node announced one.

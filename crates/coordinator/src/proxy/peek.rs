@@ -17,6 +17,9 @@ struct Fields<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
+    /// Only whether the client set one.
+    #[serde(default)]
+    keep_alive: Option<serde::de::IgnoredAny>,
 }
 
 /// What the router reads of an inference request.
@@ -25,6 +28,8 @@ pub struct RequestFacts {
     pub model: String,
     /// Whether the client asked for a streamed answer (with the API's default applied).
     pub stream: bool,
+    /// Whether the client said how long the model stays in memory (Ollama's `keep_alive`).
+    pub keep_alive: bool,
 }
 
 /// Parses `model` and `stream`; `stream_default` is the API's default when absent.
@@ -56,7 +61,36 @@ pub fn peek(body: &[u8], stream_default: bool) -> Result<RequestFacts, ProxyErro
             )));
         }
     };
-    Ok(RequestFacts { model, stream })
+    Ok(RequestFacts {
+        model,
+        stream,
+        keep_alive: fields.keep_alive.is_some(),
+    })
+}
+
+/// `body` (a JSON object) with `"keep_alive": value` added as its first
+/// field; `None` when it does not start with `{`. The rest is kept byte for
+/// byte.
+pub fn with_keep_alive(body: &[u8], value: &str) -> Option<Vec<u8>> {
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[open] != b'{' {
+        return None;
+    }
+    let rest = &body[open + 1..];
+    let empty = rest
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'}');
+    let field = serde_json::to_string(value).ok()?;
+    let mut out = Vec::with_capacity(body.len() + field.len() + 16);
+    out.extend_from_slice(&body[..open]);
+    out.extend_from_slice(b"{\"keep_alive\":");
+    out.extend_from_slice(field.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -80,6 +114,36 @@ mod tests {
                 .unwrap()
                 .stream
         );
+    }
+
+    #[test]
+    fn keep_alive_is_seen_and_added_without_touching_the_rest() {
+        assert!(!peek(br#"{"model":"m"}"#, true).unwrap().keep_alive);
+        assert!(
+            peek(br#"{"model":"m","keep_alive":"1h"}"#, true)
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            peek(br#"{"model":"m","keep_alive":-1}"#, true)
+                .unwrap()
+                .keep_alive
+        );
+        let body = br#" {"model":"m","messages":[{"content":"{x}"}]}"#;
+        let added = with_keep_alive(body, "30m").unwrap();
+        assert_eq!(
+            added,
+            br#" {"keep_alive":"30m","model":"m","messages":[{"content":"{x}"}]}"#
+        );
+        let facts = peek(&added, true).unwrap();
+        assert!(facts.keep_alive);
+        assert_eq!(facts.model, "m");
+        assert_eq!(
+            with_keep_alive(b"{ }", "5m").unwrap(),
+            br#"{"keep_alive":"5m" }"#
+        );
+        assert_eq!(with_keep_alive(b"[1]", "5m"), None);
+        assert_eq!(with_keep_alive(b"", "5m"), None);
     }
 
     #[test]

@@ -117,6 +117,15 @@ struct Resident {
     routed: Vec<(String, Instant)>,
     /// Most models ever seen loaded at once (at least 1): how many fit.
     capacity: usize,
+    /// How many the agent says fit (`OLLAMA_MAX_LOADED_MODELS`), when it knows.
+    declared: Option<usize>,
+}
+
+impl Resident {
+    /// Models that fit in memory at once: as declared, else as seen.
+    fn slots(&self) -> usize {
+        self.declared.unwrap_or(0).max(self.capacity).max(1)
+    }
 }
 
 /// Speeds per model. Placement looks a model up in every candidate's table,
@@ -367,7 +376,7 @@ impl NodeLive {
         let was = Self::is_resident_locked(&resident, model, now);
         resident.routed.retain(|(m, _)| m != model);
         resident.routed.push((model.to_owned(), now));
-        let keep = resident.capacity.max(1);
+        let keep = resident.slots();
         let excess = resident.routed.len().saturating_sub(keep);
         resident.routed.drain(..excess);
         was
@@ -395,7 +404,7 @@ impl NodeLive {
             .iter()
             .filter(|(_, at)| now.saturating_duration_since(*at) < RESIDENT_TTL)
             .count();
-        let room = resident.capacity.saturating_sub(recent);
+        let room = resident.slots().saturating_sub(recent);
         resident
             .reported
             .iter()
@@ -404,10 +413,16 @@ impl NodeLive {
             .any(|m| m == model)
     }
 
-    /// How many models the node keeps in memory at once: the most it was
-    /// ever seen holding (at least 1).
+    /// How many models the node keeps in memory at once: what its agent
+    /// declares, else the most it was ever seen holding (at least 1).
     pub fn memory_capacity(&self) -> usize {
-        self.resident.lock().capacity.max(1)
+        self.resident.lock().slots()
+    }
+
+    /// Stores how many models the node's agent says fit in memory (`None`:
+    /// it does not know, and the most seen loaded counts).
+    pub fn record_memory_slots(&self, declared: Option<u32>) {
+        self.resident.lock().declared = declared.map(|n| n as usize).filter(|&n| n > 0);
     }
 
     /// The models (canonical names) believed to be in memory here, of `held`.
@@ -568,6 +583,27 @@ mod tests {
             "capacity 1: a was evicted"
         );
         assert!(live.route_model("b:latest", now));
+    }
+
+    #[test]
+    fn a_declared_memory_size_counts_before_any_is_seen() {
+        let live = NodeLive::default();
+        let now = Instant::now();
+        assert_eq!(live.memory_capacity(), 1);
+        live.record_memory_slots(Some(3));
+        assert_eq!(live.memory_capacity(), 3);
+        live.record_heartbeat(0.0, 0.0, None, Some(vec!["a:latest".into()]));
+        // Room for two more before a is pushed out.
+        live.route_model("b:latest", now);
+        live.route_model("c:latest", now);
+        assert!(live.is_resident("a:latest", now));
+        live.route_model("d:latest", now);
+        assert!(!live.is_resident("a:latest", now));
+        // Not declared any more: what was seen (one at once) counts.
+        live.record_memory_slots(None);
+        assert_eq!(live.memory_capacity(), 1);
+        live.record_memory_slots(Some(0));
+        assert_eq!(live.memory_capacity(), 1);
     }
 
     #[test]

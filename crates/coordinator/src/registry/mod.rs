@@ -564,6 +564,7 @@ impl NodeRegistry {
     pub fn register(&self, req: RegisterRequest) -> Result<(RegisterResponse, u64), RegistryError> {
         let (machine_name, api_url) = validate::registration(&req)?;
         let req_parallel = req.max_parallel;
+        let req_memory_slots = req.max_loaded_models;
         let now = Instant::now();
         let wall = Utc::now();
         let mut nodes = self.nodes.write();
@@ -678,6 +679,7 @@ impl NodeRegistry {
             }
         };
         if let Some(record) = nodes.get(&status.0) {
+            record.live.record_memory_slots(req_memory_slots);
             record.live.record_registration(
                 req_parallel,
                 Some(
@@ -766,6 +768,7 @@ impl NodeRegistry {
         record.alive_since.get_or_insert(now);
         record.offline_reason = None;
         record.ollama_available = hb.ollama_available;
+        record.live.record_memory_slots(hb.max_loaded_models);
         record.live.record_heartbeat(
             hb.metrics.cpu_percent,
             hb.metrics.memory_percent,

@@ -37,6 +37,7 @@ fn request(name: &str, port: u16, models: &[&str]) -> RegisterRequest {
         node_id: None,
         agent_version: None,
         max_parallel: None,
+        max_loaded_models: None,
         node_credential: None,
         node_api_key: None,
     }
