@@ -516,6 +516,10 @@ pub struct PolicyRun {
     pub nodes: Vec<NodeCounts>,
     /// Placement plan changes in the coordinator, when it planned.
     pub plan_changes: Option<u64>,
+    /// Models the coordinator's placement pre-loaded.
+    pub preloads: Option<u64>,
+    /// The plan near the end of the arrivals: per node, the models planned there.
+    pub final_plan: Option<String>,
 }
 
 impl PolicyRun {
@@ -532,6 +536,8 @@ impl PolicyRun {
             wall: Duration::ZERO,
             nodes: vec![NodeCounts::default(); nodes],
             plan_changes: None,
+            preloads: None,
+            final_plan: None,
         }
     }
 
@@ -640,10 +646,11 @@ async fn run_scenario(args: &RoutingArgs, scenario: &Scenario) -> anyhow::Result
     println!("Requests / model loads per node during the run (requests include retries):\n");
     println!("{}", nodes_table(scenario.fleet, &runs));
     for run in &runs {
-        if let Some(changes) = run.plan_changes {
+        if let (Some(changes), Some(plan)) = (run.plan_changes, &run.final_plan) {
             println!(
-                "{}: the placement plan changed {changes} times.",
-                run.policy
+                "{}: the placement plan changed {changes} times, {} pre-loads; near the end of the arrivals: {plan}.",
+                run.policy,
+                run.preloads.map_or("?".to_owned(), |n| n.to_string())
             );
         }
         if let Some(e) = &run.first_error {
@@ -893,8 +900,25 @@ async fn run_dispatcher(
         // Let the coordinator hear from every node once more.
         tokio::time::sleep(heartbeat_every * 2).await;
         let route = Route::Router(format!("{}/api/chat", coordinator.base).into());
+        // The plan as it stands near the end of the arrivals, while demand lasts.
+        let late_plan = {
+            let (client, base) = (client.clone(), coordinator.base.clone());
+            let at = workload
+                .last()
+                .map_or(Duration::ZERO, |a| a.at.mul_f64(0.9 * scale));
+            tokio::spawn(async move {
+                tokio::time::sleep(at).await;
+                placement_state(&client, &base).await
+            })
+        };
         let mut run = measure(&policy, &client, &route, &fleet, workload, scale, timeout).await;
-        run.plan_changes = plan_changes(&client, &coordinator.base).await;
+        if let Ok(Some((_, plan))) = late_plan.await {
+            run.final_plan = Some(plan);
+        }
+        run.plan_changes = placement_state(&client, &coordinator.base)
+            .await
+            .map(|(changes, _)| changes);
+        run.preloads = preloads(&client, &coordinator.base).await;
         anyhow::Ok(run)
     }
     .await;
@@ -1314,8 +1338,9 @@ fn spawn_heartbeats(
     })
 }
 
-/// How often the coordinator's placement plan changed (`GET /api/placement`).
-async fn plan_changes(client: &reqwest::Client, base: &str) -> Option<u64> {
+/// How often the coordinator's placement plan changed (`GET /api/placement`),
+/// and the plan in force, per node.
+async fn placement_state(client: &reqwest::Client, base: &str) -> Option<(u64, String)> {
     let plan: serde_json::Value = client
         .get(format!("{base}/api/placement"))
         .send()
@@ -1324,11 +1349,40 @@ async fn plan_changes(client: &reqwest::Client, base: &str) -> Option<u64> {
         .json()
         .await
         .ok()?;
-    if plan["enabled"] == true {
-        plan["changes"].as_u64()
-    } else {
-        None
+    if plan["enabled"] != true {
+        return None;
     }
+    if std::env::var_os("LLM_ROUTER_BENCH_DEBUG_PLAN").is_some() {
+        eprintln!("placement: {plan:#}");
+    }
+    let nodes: Vec<String> = plan["nodes"]
+        .as_array()?
+        .iter()
+        .map(|n| {
+            let models: Vec<&str> = n["models"]
+                .as_array()
+                .map(|m| m.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            format!("{} {}", n["name"].as_str().unwrap_or("?"), models.join("+"))
+        })
+        .collect();
+    Some((plan["changes"].as_u64()?, nodes.join(", ")))
+}
+
+/// Pre-loads the coordinator made, from its `/metrics`.
+async fn preloads(client: &reqwest::Client, base: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("llm_router_placement_preloads_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// Waits until the router routes `model` (`POST /api/show` answers 200).

@@ -16,9 +16,12 @@
 //! more (and a node given no model that has M in memory anyway pays
 //! `load_time(n) × (1 + in_flight(n))` instead of nothing), so it is used
 //! only when the planned, warm nodes are saturated beyond what a load would
-//! cost. A node the plan gives other models is priced as if M were not in
-//! memory there and a model in use would be evicted: its requests delay the
-//! switch the plan asks of it, and the pre-load waits for them to finish.
+//! cost. A node the plan gives other models is not used for M while a node
+//! planned for M, or one the plan leaves free, can take the request: in the
+//! routing benchmark, overflow onto such nodes evicted models their own
+//! traffic needed, and the loads that followed cascaded, costing far more
+//! than the queue they saved. It also lets a node the plan moved drain, so
+//! its pre-load can start.
 //!
 //! The cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
 //! tied and take turns, so measurement noise does not pile every request on
@@ -53,6 +56,10 @@ pub(crate) const DEFAULT_TTFT_SECS: f64 = 0.5;
 pub(crate) const DEFAULT_TOKENS_PER_SEC: f64 = 30.0;
 /// Model load time assumed until one was observed on the node.
 const DEFAULT_LOAD_SECS: f64 = 5.0;
+/// Added to the cost of a node the plan gives other models only: it is
+/// chosen only when no node planned for the request's model (or free of
+/// the plan) can take it, and then by its own cost.
+const PLANNED_ELSEWHERE: f64 = 1.0e6;
 /// A resident model routed to within this window counts as still in use.
 const IN_USE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -125,19 +132,22 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
     let on_plan = placement
         .planned
         .is_none_or(|planned| planned.contains(&node.id));
-    // A node the plan gives other models is on its way to them (or
-    // serving them): another model's request there delays the switch the
-    // plan wants, so it is priced as a load evicting a model in use.
-    let moving = !on_plan
+    // A node the plan gives other models is left to them while a planned
+    // node can take the request: sending it there evicts a model its own
+    // traffic needs, and the loads that follow cascade (see the module
+    // documentation).
+    if !on_plan
         && placement
             .assigned
-            .is_some_and(|assigned| assigned.contains(&node.id));
+            .is_some_and(|assigned| assigned.contains(&node.id))
+    {
+        return PLANNED_ELSEWHERE + wait + service;
+    }
     let residency = live.residency(placement.model, placement.now, IN_USE_WINDOW);
     let busy_others = match residency {
         Residency::Resident if on_plan => return wait + service,
-        Residency::Resident if !moving => return wait + service + load() * (1.0 + in_flight),
-        Residency::Resident => 1.0,
-        Residency::Absent { busy_others } => busy_others.max(usize::from(moving)) as f64,
+        Residency::Resident => return wait + service + load() * (1.0 + in_flight),
+        Residency::Absent { busy_others } => busy_others as f64,
     };
     let load = load();
     let evict = load * (in_flight + busy_others);

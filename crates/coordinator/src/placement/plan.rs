@@ -21,19 +21,23 @@
 //! ```
 //!
 //! and the headroom `h_m = C_m / λ_m` (above 1: its demand fits). The plan
-//! maximises the smallest headroom, then the next smallest, and so on (the
-//! headrooms sorted ascending, compared lexicographically): every model gets
-//! room before any gets more, and when the fleet cannot carry the demand all
-//! models fall short by as even a factor as whole nodes allow.
+//! first minimises the demand left with no capacity at all, `Σ λ_m` over
+//! the models it gives no node (there are more models than room in memory:
+//! the rare ones are left out, to be loaded where a request finds room, not
+//! the popular ones); then it maximises the smallest headroom, then the next
+//! smallest, and so on (the headrooms sorted ascending, compared
+//! lexicographically): every model gets room before any gets more, and when
+//! the fleet cannot carry the demand all models fall short by as even a
+//! factor as whole nodes allow.
 //!
 //! It is found by a greedy start (the fastest nodes first, each to the model
 //! with the least headroom so far) and a local search that moves one node's
 //! model at a time while that improves the ranking; the same search also runs
 //! from the plan in force, and the better of the two results is the candidate.
 //!
-//! **Hysteresis**: the candidate replaces the plan in force only if it raises
-//! the smallest headroom by more than [`HYSTERESIS`] (or gives room to a
-//! model that had none). Demand that wobbles by ±20% therefore keeps the plan,
+//! **Hysteresis**: the candidate replaces the plan in force only if it cuts
+//! the demand left with no capacity by more than [`HYSTERESIS`], or leaves as
+//! much and raises the smallest headroom by more than that. Demand that wobbles by ±20% therefore keeps the plan,
 //! and with it the nodes warm; moving a model costs a load that stalls a node.
 //! What the plan in force no longer can be is repaired without that test:
 //! a node that left, a model no longer held there, a model with no demand
@@ -317,26 +321,42 @@ fn headroom(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> V
         .collect()
 }
 
-/// Headrooms sorted ascending, what plans are compared by.
+/// What plans are compared by: first the demand left with no capacity at
+/// all (requests per second of models held somewhere but planned nowhere),
+/// less is better; then the headrooms of every model, sorted ascending.
 #[derive(Debug, Clone, PartialEq)]
-struct Rank(Vec<f64>);
+struct Rank {
+    unserved: f64,
+    headrooms: Vec<f64>,
+}
 
 fn rank(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Rank {
-    let mut values: Vec<f64> = headroom(demand, nodes, assignment)
-        .into_iter()
-        .flatten()
-        .collect();
-    values.sort_by(f64::total_cmp);
-    Rank(values)
+    let rooms = headroom(demand, nodes, assignment);
+    let unserved = rooms
+        .iter()
+        .zip(demand)
+        .filter(|(room, _)| room.is_some_and(|h| h <= 0.0))
+        .map(|(_, d)| d.rate)
+        .sum();
+    let mut headrooms: Vec<f64> = rooms.into_iter().flatten().collect();
+    headrooms.sort_by(f64::total_cmp);
+    Rank {
+        unserved,
+        headrooms,
+    }
 }
 
 impl Rank {
     fn smallest(&self) -> Option<f64> {
-        self.0.first().copied()
+        self.headrooms.first().copied()
     }
 
     fn better_than(&self, other: &Rank) -> bool {
-        for (a, b) in self.0.iter().zip(&other.0) {
+        let tolerance = EPSILON * self.unserved.max(other.unserved).max(1.0);
+        if (self.unserved - other.unserved).abs() > tolerance {
+            return self.unserved < other.unserved;
+        }
+        for (a, b) in self.headrooms.iter().zip(&other.headrooms) {
             let tolerance = EPSILON * a.abs().max(b.abs()).max(1.0);
             if (a - b).abs() > tolerance {
                 return a > b;
@@ -345,10 +365,21 @@ impl Rank {
         false
     }
 
+    /// Whether this plan is enough better than `old` to move models: it
+    /// serves demand that had no capacity (a quarter of it at least), or
+    /// it serves as much and raises the smallest headroom by [`HYSTERESIS`].
     fn worth_switching_from(&self, old: &Rank) -> bool {
-        match (self.smallest(), old.smallest()) {
-            (Some(new), Some(old)) if old <= 0.0 => new > 0.0,
+        let tolerance = EPSILON * self.unserved.max(old.unserved).max(1.0);
+        if self.unserved > old.unserved + tolerance {
+            return false;
+        }
+        if self.unserved < old.unserved - tolerance {
+            return self.unserved <= old.unserved * (1.0 - HYSTERESIS);
+        }
+        let served = |rank: &Rank| rank.headrooms.iter().copied().find(|&h| h > 0.0);
+        match (served(self), served(old)) {
             (Some(new), Some(old)) => new > old * (1.0 + HYSTERESIS),
+            (Some(_), None) => true,
             _ => false,
         }
     }
@@ -398,6 +429,26 @@ mod tests {
         let h = decision.headroom;
         assert!((h[0].unwrap() - 10.0 / 8.0).abs() < 1e-9, "{h:?}");
         assert!((h[1].unwrap() - 2.0).abs() < 1e-9, "{h:?}");
+    }
+
+    #[test]
+    fn with_more_models_than_room_the_rare_ones_are_left_out_not_the_popular_ones() {
+        // Three nodes that keep one model each; four models, the last rare.
+        let d = demand(&[5.0, 4.0, 3.0, 0.1]);
+        let all = || node(&[Some(10.0), Some(10.0), Some(10.0), Some(10.0)], 1);
+        let nodes = [all(), all(), all()];
+        // Whatever they start with (here: the rare model in place of a popular one).
+        for start in [
+            vec![vec![0], vec![1], vec![3]],
+            vec![vec![3], vec![], vec![]],
+            vec![vec![]; 3],
+        ] {
+            let decision = plan(&d, &nodes, &start);
+            let mut planned: Vec<usize> = decision.assignment.concat();
+            planned.sort_unstable();
+            assert_eq!(planned, vec![0, 1, 2], "from {start:?}: {decision:?}");
+            assert_eq!(decision.headroom[3], Some(0.0));
+        }
     }
 
     #[test]
