@@ -486,7 +486,11 @@ pub async fn run_planner(
     crate::health::every(check, stop, move || {
         let snapshot = registry.snapshot();
         let now = Instant::now();
-        if planned_at.is_none_or(|at| now.saturating_duration_since(at) + check / 2 >= interval) {
+        // Until a plan covers some demand, every check is a round: the first
+        // requests get a plan within a fraction of a round.
+        let due = planned_at.is_none_or(|at| now.saturating_duration_since(at) + check / 2 >= interval)
+            || placer.current().demand.is_empty();
+        if due {
             planned_at = Some(now);
             placer.replan(&snapshot, now);
         }
@@ -522,6 +526,7 @@ pub async fn preload(
     timeout: Duration,
 ) -> Result<(), String> {
     let _running = node.live.start_request();
+    node.live.note_loading();
     let base = node
         .base
         .as_ref()
@@ -548,6 +553,8 @@ pub async fn preload(
     let _ = Limited::new(response.into_body(), 64 * 1024)
         .collect()
         .await;
+    // Answered, loaded or not: the node is not held by it any more.
+    node.live.loaded();
     if !status.is_success() {
         return Err(format!("the node answered {status}"));
     }

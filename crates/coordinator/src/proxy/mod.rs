@@ -476,16 +476,18 @@ impl Proxy {
         tried: &[TriedNode],
         admission: &mut Option<Admission>,
     ) -> Result<Response, AttemptFailure> {
+        // Sent while every slot the node reports was busy (this request is
+        // counted in flight already), or behind a model load: its first
+        // token then measures the wait.
+        let queued = node.live.is_loading()
+            || node
+                .live
+                .parallel()
+                .is_some_and(|slots| node.live.in_flight() > u64::from(slots));
         let cold = !node.live.route_model(model, Instant::now());
         if cold {
             node.live.count_cold_load();
         }
-        // Sent while every slot the node reports was busy (this request is
-        // counted in flight already).
-        let queued = node
-            .live
-            .parallel()
-            .is_some_and(|slots| node.live.in_flight() > u64::from(slots));
         let upstream = upstream_request(node, request).map_err(|message| AttemptFailure {
             message,
             counts_against_node: true,

@@ -157,6 +157,9 @@ pub struct NodeLive {
     load_ms: Ewma,
     resident: Mutex<Resident>,
     cold_loads: AtomicU64,
+    /// Until when (ms after `epoch`) a model load sent here is expected to
+    /// hold the node; 0 when none was.
+    loading_until_ms: AtomicU64,
 }
 
 impl Default for NodeLive {
@@ -180,6 +183,7 @@ impl Default for NodeLive {
                 ..Resident::default()
             }),
             cold_loads: AtomicU64::new(0),
+            loading_until_ms: AtomicU64::new(0),
         }
     }
 }
@@ -346,6 +350,8 @@ impl NodeLive {
         if let Some(ttft) = sample.ttft {
             let ms = ttft.as_secs_f64() * 1000.0;
             if sample.cold {
+                // The load is over: its first token came.
+                self.loading_until_ms.store(0, Ordering::Relaxed);
                 // The first token waited for the load: learn the load time, not a TTFT.
                 let warm = per_model
                     .ttft_ms()
@@ -441,6 +447,26 @@ impl NodeLive {
     /// Counts a request sent here for a model it did not have in memory.
     pub fn count_cold_load(&self) {
         self.cold_loads.fetch_add(1, Ordering::Relaxed);
+        self.note_loading();
+    }
+
+    /// Notes that a model load was just sent here: for about as long as
+    /// loads take on this node (5 s until one was measured), requests wait
+    /// behind it, and their first tokens measure the load, not the node.
+    pub fn note_loading(&self) {
+        let load = self.load_ms().unwrap_or(5_000.0).max(0.0) as u64;
+        self.loading_until_ms
+            .fetch_max(self.millis_now() + load, Ordering::Relaxed);
+    }
+
+    /// Notes that the load sent here is over (a pre-load was answered).
+    pub fn loaded(&self) {
+        self.loading_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether a model load sent here is likely still holding the node.
+    pub fn is_loading(&self) -> bool {
+        self.millis_now() < self.loading_until_ms.load(Ordering::Relaxed)
     }
 
     /// Requests sent here for a model it did not have in memory, since it registered.
@@ -583,6 +609,25 @@ mod tests {
             "capacity 1: a was evicted"
         );
         assert!(live.route_model("b:latest", now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_sent_here_holds_the_node_for_about_a_load_time() {
+        let live = NodeLive::default();
+        assert!(!live.is_loading());
+        live.count_cold_load();
+        assert_eq!(live.cold_loads(), 1);
+        assert!(live.is_loading());
+        // No load measured yet: 5 s.
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        assert!(live.is_loading());
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(!live.is_loading());
+        // A load that is answered is over at once.
+        live.note_loading();
+        assert!(live.is_loading());
+        live.loaded();
+        assert!(!live.is_loading());
     }
 
     #[test]
