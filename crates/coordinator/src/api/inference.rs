@@ -190,6 +190,10 @@ fn held(bytes: Bytes, hold: GateHold) -> Bytes {
     Bytes::from_owner(HeldBody { bytes, _hold: hold })
 }
 
+/// Bodies up to this size get `keep_alive` added: the splice copies the
+/// body, and a copy of a larger one would take memory the buffer cap does
+/// not count. Larger ones are forwarded untouched.
+const KEEP_ALIVE_MAX_BODY: usize = 1024 * 1024;
 /// The Ollama paths whose requests say how long the model stays in memory.
 const KEEP_ALIVE_PATHS: [&str; 4] = [
     "/api/chat",
@@ -209,7 +213,11 @@ fn keep_warm(
     facts: &RequestFacts,
     body: &[u8],
 ) -> Option<Vec<u8>> {
-    if flavor != ApiKind::Ollama || facts.keep_alive || !KEEP_ALIVE_PATHS.contains(&path) {
+    if flavor != ApiKind::Ollama
+        || facts.keep_alive
+        || body.len() > KEEP_ALIVE_MAX_BODY
+        || !KEEP_ALIVE_PATHS.contains(&path)
+    {
         return None;
     }
     if !placer.route_plan().load().by_model.contains_key(model) {

@@ -3,7 +3,8 @@
 //!
 //! - **Demand**: every request is counted per model as it arrives (a queue
 //!   that grows is demand now, not when it drains); each round turns the
-//!   counts into a rate smoothed over [`WINDOW_ROUNDS`] rounds, and the
+//!   counts into a rate smoothed over [`WINDOW_ROUNDS`] rounds (a rise far
+//!   beyond noise is taken at once), and the
 //!   completion tokens of finished requests (a [`RequestSink`]) into a mean
 //!   work per request. A model whose rate falls under half a request per window
 //!   leaves the demand, and with it the plan.
@@ -51,6 +52,8 @@ use crate::registry::{NodeRegistry, RoutableNode, RoutableSnapshot};
 
 /// Rounds a demand rate is smoothed over.
 pub const WINDOW_ROUNDS: f64 = 4.0;
+/// Poisson deviations from the smoothed rate that make a round's count a shift.
+const SHIFT_SIGMAS: f64 = 3.0;
 /// How often per planning round the nodes to pre-load are looked for.
 const PRELOAD_CHECKS_PER_ROUND: u32 = 5;
 /// How long a pre-loaded model stays in memory without requests (Ollama's `keep_alive`).
@@ -397,7 +400,11 @@ impl RequestSink for Placer {
 }
 
 /// Folds one round's counts into the smoothed demand; drops models whose
-/// rate fell under half a request per window.
+/// rate fell under half a request per window. A round whose count is far
+/// above the smoothed rate (more than [`SHIFT_SIGMAS`] Poisson deviations,
+/// and by half or more) is a shift, not noise: the rate jumps to it, so the
+/// plan moves once, to where the demand went, instead of step by step.
+/// Demand that falls is followed smoothly: a pause is not the end of it.
 fn smooth(
     demand: &mut HashMap<String, Smoothed>,
     tallies: &HashMap<String, Tally>,
@@ -406,26 +413,32 @@ fn smooth(
 ) {
     let window = interval * WINDOW_ROUNDS;
     let alpha = (elapsed / window).min(1.0);
-    for smoothed in demand.values_mut() {
-        smoothed.rate *= 1.0 - alpha;
+    for (model, smoothed) in demand.iter_mut() {
+        let tally = tallies.get(model).copied().unwrap_or_default();
+        let count = tally.requests as f64;
+        let raw = count / elapsed;
+        let expected = smoothed.rate * elapsed;
+        let surprising = (count - expected).abs() > SHIFT_SIGMAS * expected.max(1.0).sqrt();
+        let large = raw > smoothed.rate * 1.5;
+        smoothed.rate = if surprising && large {
+            raw
+        } else {
+            smoothed.rate + alpha * (raw - smoothed.rate)
+        };
+        if tally.measured > 0 {
+            let mean = tally.tokens as f64 / tally.measured as f64;
+            smoothed.tokens = Some(
+                smoothed
+                    .tokens
+                    .map_or(mean, |t| t + alpha.max(0.2) * (mean - t)),
+            );
+        }
     }
     for (model, tally) in tallies {
-        let rate = tally.requests as f64 / elapsed;
-        let mean = (tally.measured > 0).then(|| tally.tokens as f64 / tally.measured as f64);
-        match demand.get_mut(model) {
-            Some(smoothed) => {
-                smoothed.rate += alpha * rate;
-                if let Some(mean) = mean {
-                    smoothed.tokens = Some(
-                        smoothed
-                            .tokens
-                            .map_or(mean, |t| t + alpha.max(0.2) * (mean - t)),
-                    );
-                }
-            }
-            None => {
-                demand.insert(model.clone(), Smoothed { rate, tokens: mean });
-            }
+        if !demand.contains_key(model) {
+            let mean = (tally.measured > 0).then(|| tally.tokens as f64 / tally.measured as f64);
+            let rate = tally.requests as f64 / elapsed;
+            demand.insert(model.clone(), Smoothed { rate, tokens: mean });
         }
     }
     demand.retain(|_, smoothed| smoothed.rate * window >= 0.5);
@@ -560,4 +573,55 @@ pub async fn preload(
     }
     node.live.route_model(model, Instant::now());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(demand: &mut HashMap<String, Smoothed>, requests: u64) {
+        let tallies = HashMap::from([(
+            "m".to_owned(),
+            Tally {
+                requests,
+                ..Tally::default()
+            },
+        )]);
+        smooth(demand, &tallies, 5.0, 5.0);
+    }
+
+    #[test]
+    fn noise_is_smoothed_and_a_shift_is_followed_at_once() {
+        let mut demand = HashMap::new();
+        // 2 requests/s, 10 per 5 s round.
+        for _ in 0..8 {
+            round(&mut demand, 10);
+        }
+        assert!((demand["m"].rate - 2.0).abs() < 1e-9);
+        // 20% more is noise: a quarter of the way.
+        round(&mut demand, 12);
+        assert!(
+            (demand["m"].rate - 2.1).abs() < 1e-9,
+            "{}",
+            demand["m"].rate
+        );
+        // Three times as many is a shift.
+        round(&mut demand, 30);
+        assert!(
+            (demand["m"].rate - 6.0).abs() < 1e-9,
+            "{}",
+            demand["m"].rate
+        );
+        // A round without requests decays it, by a quarter; enough of them drop the model.
+        round(&mut demand, 0);
+        assert!(
+            (demand["m"].rate - 4.5).abs() < 1e-9,
+            "{}",
+            demand["m"].rate
+        );
+        for _ in 0..40 {
+            smooth(&mut demand, &HashMap::new(), 5.0, 5.0);
+        }
+        assert!(!demand.contains_key("m"));
+    }
 }
