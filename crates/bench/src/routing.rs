@@ -1341,14 +1341,8 @@ fn spawn_heartbeats(
 /// How often the coordinator's placement plan changed (`GET /api/placement`),
 /// and the plan in force, per node.
 async fn placement_state(client: &reqwest::Client, base: &str) -> Option<(u64, String)> {
-    let plan: serde_json::Value = client
-        .get(format!("{base}/api/placement"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let plan: serde_json::Value =
+        serde_json::from_str(&get_text(client, &format!("{base}/api/placement")).await?).ok()?;
     if plan["enabled"] != true {
         return None;
     }
@@ -1371,18 +1365,17 @@ async fn placement_state(client: &reqwest::Client, base: &str) -> Option<(u64, S
 
 /// Pre-loads the coordinator made, from its `/metrics`.
 async fn preloads(client: &reqwest::Client, base: &str) -> Option<u64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
+    get_text(client, &format!("{base}/metrics"))
+        .await?
+        .lines()
         .find_map(|l| l.strip_prefix("llm_router_placement_preloads_total "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
+}
+
+/// The body of a `GET url`, if it answered at all.
+async fn get_text(client: &reqwest::Client, url: &str) -> Option<String> {
+    client.get(url).send().await.ok()?.text().await.ok()
 }
 
 /// Waits until the router routes `model` (`POST /api/show` answers 200).

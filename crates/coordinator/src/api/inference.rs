@@ -80,13 +80,10 @@ pub async fn proxy(
         Ok(facts) => facts,
         Err(e) => return reject(e, None, held(body, hold)),
     };
+    let model = canonical_model_name(&facts.model);
     // Demand counts at arrival: a queue that grows is demand the plan must see now.
-    let planned_model = state.placer.as_ref().map(|placer| {
-        let model = canonical_model_name(&facts.model);
+    let longer = state.placer.as_ref().and_then(|placer| {
         placer.arrived(&model);
-        (placer, model)
-    });
-    let longer = planned_model.and_then(|(placer, model)| {
         keep_warm(placer, &model, flavor, parts.uri.path(), &facts, &body)
     });
     let body = match longer {
@@ -105,6 +102,7 @@ pub async fn proxy(
         headers: parts.headers,
         body,
         facts,
+        model,
         meta: meta.clone(),
     };
     match state.proxy.forward(request, admission).await {

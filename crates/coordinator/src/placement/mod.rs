@@ -52,7 +52,7 @@ use crate::registry::{NodeRegistry, RoutableNode, RoutableSnapshot};
 
 /// Rounds a demand rate is smoothed over.
 pub const WINDOW_ROUNDS: f64 = 4.0;
-/// Poisson deviations from the smoothed rate that make a round's count a shift.
+/// Poisson deviations above the smoothed rate that make a round's count a shift.
 const SHIFT_SIGMAS: f64 = 3.0;
 /// How often per planning round the nodes to pre-load are looked for.
 const PRELOAD_CHECKS_PER_ROUND: u32 = 5;
@@ -361,9 +361,7 @@ impl Placer {
     fn done_warming(&self, node: NodeId, model: &str) {
         self.warming.lock().remove(&(node, model.to_owned()));
     }
-}
 
-impl Placer {
     /// Counts a request for `model` (a canonical name) as it arrives.
     pub fn arrived(&self, model: &str) {
         let mut tallies = self.tallies.lock();
@@ -418,7 +416,7 @@ fn smooth(
         let count = tally.requests as f64;
         let raw = count / elapsed;
         let expected = smoothed.rate * elapsed;
-        let surprising = (count - expected).abs() > SHIFT_SIGMAS * expected.max(1.0).sqrt();
+        let surprising = count - expected > SHIFT_SIGMAS * expected.max(1.0).sqrt();
         let large = raw > smoothed.rate * 1.5;
         smoothed.rate = if surprising && large {
             raw

@@ -37,8 +37,9 @@
 //!
 //! **Hysteresis**: the candidate replaces the plan in force only if it cuts
 //! the demand left with no capacity by more than [`HYSTERESIS`], or leaves as
-//! much and raises the smallest headroom by more than that. Demand that wobbles by ±20% therefore keeps the plan,
-//! and with it the nodes warm; moving a model costs a load that stalls a node.
+//! much and raises the smallest headroom by more than that. Demand that
+//! wobbles by ±20% therefore keeps the plan, and with it the nodes warm;
+//! moving a model costs a load that stalls a node.
 //! What the plan in force no longer can be is repaired without that test:
 //! a node that left, a model no longer held there, a model with no demand
 //! left (it leaves the plan), a node with room and nothing planned.

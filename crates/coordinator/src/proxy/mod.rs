@@ -34,7 +34,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use llm_router_common::canonical_model_name;
 use tokio::time::Instant;
 
 use crate::admission::{Admission, Gate};
@@ -162,6 +161,8 @@ pub struct InferenceRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub facts: RequestFacts,
+    /// The model's canonical name (`name:tag`), what routing matches on.
+    pub model: String,
     /// What the history knows of the request so far.
     pub meta: RequestMeta,
 }
@@ -364,13 +365,13 @@ impl Proxy {
                 "every registered node is offline or draining"
             }));
         }
-        let model = canonical_model_name(&request.facts.model);
+        let model = request.model.as_str();
         // An OpenAI-compatible server added without an agent cannot answer Ollama's API.
         let ollama_only = request.flavor == ApiKind::Ollama;
         let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = snapshot
             .nodes
             .iter()
-            .filter(|node| node.holds(&model) && (node.api == ApiKind::Ollama || !ollama_only))
+            .filter(|node| node.holds(model) && (node.api == ApiKind::Ollama || !ollama_only))
             .cloned()
             .partition(|node| !node.live.is_unhealthy());
         if pool.is_empty() && reserve.is_empty() {
@@ -415,11 +416,11 @@ impl Proxy {
                 continue;
             }
             let placement = Placement {
-                model: &model,
+                model,
                 now: Instant::now(),
                 planned: plan
                     .as_ref()
-                    .and_then(|plan| RoutePlan::nodes_for(plan, &model)),
+                    .and_then(|plan| RoutePlan::nodes_for(plan, model)),
                 assigned: plan.as_ref().map(|plan| &plan.assigned),
             };
             let index = self.policy.select(&pool, &placement);
@@ -434,7 +435,7 @@ impl Proxy {
                 name: node.machine_name.clone(),
             });
             match self
-                .attempt(&node, guard, request, &model, tried, admission)
+                .attempt(&node, guard, request, model, tried, admission)
                 .await
             {
                 Ok(response) => return Ok(response),
