@@ -14,6 +14,7 @@ mod stats;
 mod streams;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// The allocator the `llm-router` binary uses, so that the router measured here
 /// costs what it costs there.
@@ -47,13 +48,19 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The coordinators started here pay for logging as `llm-router` does
-    // (same filter: RUST_LOG, else info); the lines are then thrown away.
+    // (same filter: RUST_LOG, else info); the lines are then thrown away,
+    // unless LLM_ROUTER_BENCH_LOG is set (then they go to stderr).
+    let writer = if std::env::var_os("LLM_ROUTER_BENCH_LOG").is_some() {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::sink)
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::sink)
+        .with_writer(writer)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1180,8 +1180,9 @@ async fn drive(
         let (client, done) = (client.clone(), Arc::clone(&done));
         let (url, in_flight) = route.pick(arrival);
         let body = chat_body(arrival);
+        let arrival = *arrival;
         tasks.spawn(async move {
-            let outcome = one_request(&client, &url, body, timeout).await;
+            let outcome = one_request(&client, &url, body, timeout, &arrival).await;
             drop(in_flight);
             done.fetch_add(1, Ordering::Relaxed);
             outcome
@@ -1210,9 +1211,11 @@ async fn one_request(
     url: &str,
     body: Bytes,
     timeout: Duration,
+    arrival: &Arrival,
 ) -> Outcome {
     let sent = Instant::now();
     let mut first = None;
+    let mut node = None;
     let exchange = async {
         let mut response = client
             .post(url)
@@ -1222,6 +1225,7 @@ async fn one_request(
             .await
             .map_err(|e| error_chain(&e))?;
         let status = response.status();
+        node = response.headers().get("x-llm-router-node").cloned();
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
             if first.is_none() && !chunk.is_empty() {
@@ -1237,7 +1241,23 @@ async fn one_request(
         }
         Ok(())
     };
-    match tokio::time::timeout(timeout, exchange).await {
+    let ended = tokio::time::timeout(timeout, exchange).await;
+    if let Some(slow) = std::env::var("LLM_ROUTER_BENCH_SLOW_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        && sent.elapsed().as_secs_f64() >= slow
+    {
+        eprintln!(
+            "slow: {} ({} tokens) sent at {:.1}s on {:?}: first {:?}, total {:.1}s",
+            MODELS[arrival.model],
+            arrival.tokens,
+            arrival.at.as_secs_f64(),
+            node,
+            first,
+            sent.elapsed().as_secs_f64()
+        );
+    }
+    match ended {
         Ok(Ok(())) => {
             let total = sent.elapsed();
             Outcome::Ok {

@@ -13,7 +13,10 @@
 //!   models it keeps in memory is the most it was seen holding.
 //! - **Plan**: [`plan::plan`], once per round and with hysteresis; the
 //!   assignment in force is the starting point, so a plan moves only what
-//!   is worth a load.
+//!   is worth a load. Until the demand was seen for a window and the
+//!   speeds of the nodes that could serve it are measured (for
+//!   [`LEARNING_WINDOWS`] windows at most), a plan only gives capacity to
+//!   demand that has none: guesses are no reason to move a warm model.
 //! - **Routing**: the `auto` policy prices a node that the plan does not give
 //!   the request's model, or that is not warm for it yet, as if it had to
 //!   load the model: such a node is used only when the planned, warm ones are
@@ -52,6 +55,10 @@ use crate::registry::{NodeRegistry, RoutableNode, RoutableSnapshot};
 
 /// Rounds a demand rate is smoothed over.
 pub const WINDOW_ROUNDS: f64 = 4.0;
+/// Rounds after a shift in which every rate that moved follows the round.
+const SETTLING_ROUNDS: u32 = 2;
+/// Windows after which the plan may move models on guessed speeds too.
+const LEARNING_WINDOWS: f64 = 3.0;
 /// Poisson deviations above the smoothed rate that make a round's count a shift.
 const SHIFT_SIGMAS: f64 = 3.0;
 /// How often per planning round the nodes to pre-load are looked for.
@@ -80,6 +87,10 @@ struct Rounds {
     /// The plan in force: canonical model names per node.
     assignment: HashMap<NodeId, Vec<String>>,
     last: Option<Instant>,
+    /// Rounds planned with some demand so far.
+    count: u32,
+    /// Rounds after a shift in which rates still follow each round (see [`smooth`]).
+    settling: u32,
 }
 
 /// The plan as `GET /api/placement` shows it.
@@ -191,12 +202,17 @@ impl Placer {
             .max(Duration::from_millis(1))
             .as_secs_f64();
         rounds.last = Some(now);
+        let state = &mut *rounds;
         smooth(
-            &mut rounds.demand,
+            &mut state.demand,
+            &mut state.settling,
             &tallies,
             elapsed,
             self.interval.as_secs_f64(),
         );
+        if !state.demand.is_empty() {
+            state.count = state.count.saturating_add(1);
+        }
 
         let nodes: Vec<&Arc<RoutableNode>> = snapshot.nodes.iter().collect();
         let mut models: Vec<(&String, &Smoothed)> = rounds.demand.iter().collect();
@@ -251,7 +267,23 @@ impl Placer {
                     .collect()
             })
             .collect();
-        let decision = plan::plan(&demand, &capacity, &current);
+        // Until the demand was seen for a window and every node that could
+        // serve it has a measured speed (or a few windows have passed), the
+        // plan's inputs are partly guesses: only demand with no capacity at
+        // all moves a model.
+        let measured = nodes.iter().all(|node| {
+            node.live.speed().tokens_per_sec().is_some()
+                || !models.iter().any(|(model, _)| node.holds(model))
+        });
+        let rounds_seen = f64::from(rounds.count);
+        let moves = if (measured && rounds_seen >= WINDOW_ROUNDS)
+            || rounds_seen > LEARNING_WINDOWS * WINDOW_ROUNDS
+        {
+            plan::Moves::Any
+        } else {
+            plan::Moves::CoverageOnly
+        };
+        let decision = plan::plan_with(&demand, &capacity, &current, moves);
         let changed = decision.changed;
         // Nodes the plan leaves empty start again from what they have in memory.
         rounds.assignment = nodes
@@ -280,7 +312,11 @@ impl Placer {
             next.changes += 1;
             next.changed_at = next.planned_at;
             next.change_reason = Some(decision.reason.clone());
-            tracing::info!(reason = %decision.reason, "placement plan changed");
+            let rates: Vec<String> = demand
+                .iter()
+                .map(|d| format!("{} {:.2}/s", d.model, d.rate))
+                .collect();
+            tracing::info!(reason = %decision.reason, demand = %rates.join(", "), "placement plan changed");
         }
         let mut by_model: HashMap<String, Vec<NodeId>> = HashMap::new();
         for (node, models) in nodes.iter().zip(&decision.assignment) {
@@ -401,24 +437,42 @@ impl RequestSink for Placer {
 /// rate fell under half a request per window. A round whose count is far
 /// above the smoothed rate (more than [`SHIFT_SIGMAS`] Poisson deviations,
 /// and by half or more) is a shift, not noise: the rate jumps to it, so the
-/// plan moves once, to where the demand went, instead of step by step.
-/// Demand that falls is followed smoothly: a pause is not the end of it.
+/// plan moves once, to where the demand went, instead of step by step; so
+/// do the other models' rates that moved by more than a deviation, in that
+/// round and the [`SETTLING_ROUNDS`] after it. Otherwise demand that falls is followed smoothly: a pause is not
+/// the end of it.
 fn smooth(
     demand: &mut HashMap<String, Smoothed>,
+    settling: &mut u32,
     tallies: &HashMap<String, Tally>,
     elapsed: f64,
     interval: f64,
 ) {
     let window = interval * WINDOW_ROUNDS;
     let alpha = (elapsed / window).min(1.0);
+    let count = |model: &str| tallies.get(model).map_or(0.0, |t| t.requests as f64);
+    // Poisson deviations of this round's count from the smoothed rate.
+    let deviations = |model: &str, smoothed: &Smoothed| {
+        let expected = smoothed.rate * elapsed;
+        (count(model) - expected) / expected.max(1.0).sqrt()
+    };
+    let shifted = demand.iter().any(|(model, smoothed)| {
+        deviations(model, smoothed) > SHIFT_SIGMAS && count(model) / elapsed > smoothed.rate * 1.5
+    });
+    // A round may straddle the shift: the next ones follow it too.
+    let following = shifted || *settling > 0;
+    *settling = if shifted {
+        SETTLING_ROUNDS
+    } else {
+        settling.saturating_sub(1)
+    };
     for (model, smoothed) in demand.iter_mut() {
         let tally = tallies.get(model).copied().unwrap_or_default();
-        let count = tally.requests as f64;
-        let raw = count / elapsed;
-        let expected = smoothed.rate * elapsed;
-        let surprising = count - expected > SHIFT_SIGMAS * expected.max(1.0).sqrt();
-        let large = raw > smoothed.rate * 1.5;
-        smoothed.rate = if surprising && large {
+        let raw = count(model) / elapsed;
+        // Demand that jumps on one model has usually left another: in a shift,
+        // every model that moved beyond a deviation starts again from this
+        // round, so the plan moves once, not again as each old rate decays.
+        smoothed.rate = if following && deviations(model, smoothed).abs() > 1.0 {
             raw
         } else {
             smoothed.rate + alpha * (raw - smoothed.rate)
@@ -577,15 +631,27 @@ pub async fn preload(
 mod tests {
     use super::*;
 
+    /// One round's counts of requests per model.
+    fn counts(requests: &[(&str, u64)]) -> HashMap<String, Tally> {
+        requests
+            .iter()
+            .map(|&(model, requests)| {
+                let tally = Tally {
+                    requests,
+                    ..Tally::default()
+                };
+                (model.to_owned(), tally)
+            })
+            .collect()
+    }
+
+    fn assert_rate(demand: &HashMap<String, Smoothed>, model: &str, rate: f64) {
+        let got = demand[model].rate;
+        assert!((got - rate).abs() < 1e-9, "{model}: {got}, not {rate}");
+    }
+
     fn round(demand: &mut HashMap<String, Smoothed>, requests: u64) {
-        let tallies = HashMap::from([(
-            "m".to_owned(),
-            Tally {
-                requests,
-                ..Tally::default()
-            },
-        )]);
-        smooth(demand, &tallies, 5.0, 5.0);
+        smooth(demand, &mut 0, &counts(&[("m", requests)]), 5.0, 5.0);
     }
 
     #[test]
@@ -618,8 +684,41 @@ mod tests {
             demand["m"].rate
         );
         for _ in 0..40 {
-            smooth(&mut demand, &HashMap::new(), 5.0, 5.0);
+            smooth(&mut demand, &mut 0, &HashMap::new(), 5.0, 5.0);
         }
         assert!(!demand.contains_key("m"));
+    }
+
+    #[test]
+    fn demand_that_moves_between_models_is_followed_on_both_at_once() {
+        let mut demand = HashMap::new();
+        let mut settling = 0;
+        let mut round = |demand: &mut HashMap<String, Smoothed>, a: u64, c: u64| {
+            smooth(
+                demand,
+                &mut settling,
+                &counts(&[("a", a), ("c", c)]),
+                5.0,
+                5.0,
+            );
+        };
+        // 4 and 0.8 requests/s.
+        for _ in 0..8 {
+            round(&mut demand, 20, 4);
+        }
+        // The round the popular model changes in: c jumps, a has barely begun to fall.
+        round(&mut demand, 18, 14);
+        assert_rate(&demand, "c", 2.8);
+        assert_rate(&demand, "a", 3.9);
+        // The next round is followed on both, not smoothed over a window.
+        round(&mut demand, 8, 20);
+        assert_rate(&demand, "a", 1.6);
+        assert_rate(&demand, "c", 4.0);
+        // Once settled, noise is smoothed again.
+        for _ in 0..3 {
+            round(&mut demand, 8, 20);
+        }
+        round(&mut demand, 12, 20);
+        assert_rate(&demand, "a", 1.8);
     }
 }
