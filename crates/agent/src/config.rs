@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use llm_router_common::cli::LogFormat;
 use llm_router_common::{DEFAULT_HEARTBEAT_INTERVAL_SECS, DEFAULT_OLLAMA_PORT, MAX_NAME_LEN};
 use reqwest::Url;
 
@@ -152,6 +153,17 @@ pub struct Cli {
     #[arg(long)]
     pub print_config: bool,
 
+    /// Check every setting, print each with where its value came from (flag, env, file,
+    /// default; secrets redacted), and exit: 0 when the agent can run, 1 when not.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Log lines as text, or as one JSON object per line (for log collectors); the level
+    /// filter is RUST_LOG (default info).
+    #[arg(long, env = "LLM_ROUTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text,
+          help_heading = "Logging")]
+    pub log_format: LogFormat,
+
     /// Arguments that came from their default rather than the command line or environment:
     /// only those may be replaced by the settings file.
     #[arg(skip)]
@@ -171,8 +183,14 @@ impl Cli {
 
     /// Parses the process's own arguments; prints help or the error and exits on failure.
     pub fn parse_args() -> Self {
+        Self::parse_args_with_matches().0
+    }
+
+    /// [`Cli::parse_args`], with clap's matches (they tell where each value came from).
+    pub fn parse_args_with_matches() -> (Self, ArgMatches) {
         let matches = Self::command().get_matches();
-        Self::from_matches_with_sources(&matches).unwrap_or_else(|error| error.exit())
+        let cli = Self::from_matches_with_sources(&matches).unwrap_or_else(|error| error.exit());
+        (cli, matches)
     }
 
     fn from_matches_with_sources(matches: &ArgMatches) -> Result<Self, clap::Error> {

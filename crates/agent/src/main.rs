@@ -1,25 +1,20 @@
 //! `llm-router-agent`: parses the settings, wires Ctrl-C and SIGTERM, and calls [`run`].
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::{ArgMatches, CommandFactory as _};
 use llm_router_agent::settings_file::SettingsFile;
 use llm_router_agent::{Cli, run};
-use tracing_subscriber::EnvFilter;
+use llm_router_common::cli::{effective_settings, init_logging, render};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs go to stderr so that stdout carries only what was asked for (`--print-config`).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
-    match agent_main().await {
+    let (cli, matches) = Cli::parse_args_with_matches();
+    // Logs go to stderr so that stdout carries only what was asked for
+    // (`--print-config`); flushed when main returns.
+    let _logs = init_logging(cli.log_format);
+    match agent_main(cli, &matches).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -28,17 +23,31 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn agent_main() -> anyhow::Result<()> {
-    let cli = Cli::parse_args();
+async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let settings = match cli.settings_file_path(env) {
         Some(path) => SettingsFile::load(&path)?,
         None => None,
     };
-    let print_config = cli.print_config;
+    let (print_config, check_config) = (cli.print_config, cli.check_config);
+    if check_config {
+        print!(
+            "{}",
+            render(&effective_settings(&Cli::command(), matches, |id| {
+                settings.as_ref().and_then(|file| file.value_of(id))
+            }))
+        );
+    }
     let config = cli
         .into_config(settings.as_ref(), env, sysinfo::System::host_name)
         .context("invalid configuration")?;
+    if check_config {
+        println!(
+            "\nconfiguration OK: registers as {:?} with {}",
+            config.machine_name, config.coordinator_url
+        );
+        return Ok(());
+    }
     if print_config {
         println!("{config}");
         return Ok(());

@@ -94,6 +94,14 @@ impl SettingsFile {
         Ok(Some(settings))
     }
 
+    /// The file's value for the setting `key` (a known key), as text.
+    pub fn value_of(&self, key: &str) -> Option<String> {
+        match serde_json::to_value(self).ok()?.get(key)? {
+            serde_json::Value::String(text) => Some(text.clone()),
+            value => Some(value.to_string()),
+        }
+    }
+
     /// Parses the JSON text; also returns the keys this version does not know, so that a
     /// typo is reported instead of silently doing nothing.
     pub fn parse(text: &str) -> Result<(Self, BTreeSet<String>), serde_json::Error> {

@@ -1,12 +1,15 @@
-//! Wire types shared by the coordinator and the agent.
+//! Wire types shared by the coordinator and the agent, and what both do
+//! the same way at start-up.
 //!
 //! Layout:
 //! - [`registration`]: what an agent sends to join the fleet and what it gets back;
 //! - [`heartbeat`]: the periodic report of machine metrics and models;
 //! - [`node`]: the coordinator's view of a node, as `GET /api/agents` returns it;
 //! - [`model`]: model names and the model lists Ollama reports;
-//! - [`error`]: the JSON error body every management endpoint answers with.
+//! - [`error`]: the JSON error body every management endpoint answers with;
+//! - [`cli`]: log output (`--log-format`) and the effective settings `--check-config` prints.
 
+pub mod cli;
 pub mod error;
 pub mod heartbeat;
 pub mod model;

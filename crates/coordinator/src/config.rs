@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use llm_router_common::cli::LogFormat;
+
 use crate::auth::{AccessSettings, AdminMode};
 use crate::registry::live::HealthThresholds;
 use crate::serve::{ConnectionLimits, Threads};
@@ -19,10 +21,16 @@ pub const MAX_DEMO_NODES: usize = 16;
 #[command(
     name = "llm-router",
     version,
-    about = "llm-router coordinator: one endpoint for a fleet of Ollama machines",
-    long_about = "llm-router coordinator: keeps the registry of inference nodes that agents \
-                  register, watches their heartbeats, and serves the management API.\n\n\
-                  Run `llm-router-agent` beside Ollama on each machine to add it to the fleet."
+    about = "llm-router coordinator: one endpoint for a fleet of Ollama and OpenAI-compatible machines",
+    long_about = "llm-router coordinator: one endpoint for a fleet of inference machines.\n\n\
+                  It keeps the registry of nodes (agents register themselves; servers without \
+                  an agent are added by URL) and takes silent ones offline, proxies the Ollama \
+                  and OpenAI APIs to the best node for each request (model-aware, load-aware, \
+                  streaming, failing over, with fleet-level model placement), records a \
+                  request history, and serves the dashboard at /dashboard and Prometheus \
+                  metrics at /metrics.\n\n\
+                  Run `llm-router-agent` beside Ollama on each machine to add it to the fleet; \
+                  `llm-router --demo` starts a simulated fleet to try at once."
 )]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -440,6 +448,36 @@ pub struct Cli {
     )]
     pub history_queue: usize,
 
+    /// Seconds that running requests may take to finish on SIGTERM or Ctrl-C: new
+    /// ones get 503 meanwhile; those still running at the end are cut with an error
+    /// in their API's format.
+    #[arg(
+        long = "shutdown-grace-secs",
+        env = "LLM_ROUTER_SHUTDOWN_GRACE_SECS",
+        default_value_t = 30,
+        value_name = "SECS",
+        help_heading = "Server"
+    )]
+    pub shutdown_grace_secs: u64,
+
+    /// Log lines as text, or as one JSON object per line (for log collectors). The level
+    /// filter is RUST_LOG (default info); one line per finished request has target
+    /// `llm_router::request`.
+    #[arg(
+        long = "log-format",
+        env = "LLM_ROUTER_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true,
+        help_heading = "Logging"
+    )]
+    pub log_format: LogFormat,
+
+    /// Check every setting, print the effective configuration with where each value
+    /// came from (secrets redacted), and exit: 0 when it can run, 1 when not.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
     /// Start N simulated nodes with agents beside the coordinator (default 3), with data in a
     /// temporary folder unless --data-dir is given: a working fleet to try at once.
     #[arg(long = "demo", value_name = "N", num_args = 0..=1, default_missing_value = "3", help_heading = "Demo")]
@@ -660,6 +698,8 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// The threads serving client connections.
     pub threads: Threads,
+    /// How long running requests may take to finish when the coordinator stops.
+    pub shutdown_grace: Duration,
 }
 
 /// PEM files for `--tls-cert` and `--tls-key`.
@@ -683,6 +723,7 @@ impl Config {
             tls: None,
             limits: ConnectionLimits::default(),
             threads: Threads::default(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -854,6 +895,7 @@ impl Cli {
                 count: self.threads,
                 ..Threads::default()
             },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         })
     }
 }

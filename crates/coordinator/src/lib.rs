@@ -21,7 +21,8 @@
 //! - [`tls`]: HTTPS for the coordinator's own listener (`--tls-cert`/`--tls-key`, rustls);
 //! - [`error`]: the error type every endpoint answers with;
 //! - [`commands`]: the `keys` and `admin` subcommands;
-//! - [`server`]: start-up (`run(listener, config, shutdown)`) and shutdown.
+//! - [`server`]: `--check-config`, start-up (`run(listener, config, shutdown)`) and the
+//!   graceful shutdown.
 
 pub mod admission;
 pub mod agentless;

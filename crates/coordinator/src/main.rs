@@ -1,12 +1,9 @@
 //! `llm-router`: parses the command line and runs the coordinator (and,
 //! with `--demo`, a simulated fleet beside it).
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use llm_router_coordinator::Cli;
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc: the request path allocates small buffers on every thread, and glibc's
 /// allocator spent a sixth of the router's CPU on them.
@@ -15,14 +12,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let mut cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Flushed when main returns: the last lines of a shutdown are not lost.
+    let logs = llm_router_common::cli::init_logging(cli.log_format);
+    if cli.check_config {
+        if llm_router_coordinator::server::check_config(&cli, &matches) {
+            return Ok(());
+        }
+        drop(logs);
+        std::process::exit(1);
+    }
     // The demo keeps its data in a temporary folder, so it never touches a real registry.
     let demo_dir = match (cli.demo, &cli.data_dir) {
         (Some(_), None) => {

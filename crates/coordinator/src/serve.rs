@@ -100,33 +100,40 @@ pub fn raise_open_file_limit() -> usize {
     usize::try_from(cap).unwrap_or(usize::MAX)
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets the
-/// requests under way finish (their connections close as they end) and returns.
-/// Connections run on the calling runtime.
-pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    limits: ConnectionLimits,
-    shutdown: CancellationToken,
-) where
+/// How a server stops: `accepting` ends the accept loops, closes idle
+/// connections and lets each busy one finish the request it serves;
+/// `connections`, later, closes those still open (a client that stopped
+/// reading, an answer cut at the end of the grace).
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    pub accepting: CancellationToken,
+    pub connections: CancellationToken,
+}
+
+/// Serves `router` on `listener` until `stop.accepting` is cancelled, then
+/// lets the requests under way finish (their connections close as they end,
+/// or all at once on `stop.connections`) and returns. Connections run on the
+/// calling runtime.
+pub async fn serve<L>(listener: L, router: Router, limits: ConnectionLimits, stop: Stop)
+where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let slots = connection_slots(&limits);
-    serve_with(listener, router, limits, &slots, &shutdown).await;
+    serve_with(listener, router, limits, &slots, &stop).await;
 }
 
-/// Accepts on `listener` until `shutdown`, then waits for its connections to end.
+/// Accepts on `listener` until `stop`, then waits for its connections to end.
 async fn serve_with<L>(
     listener: L,
     router: Router,
     limits: ConnectionLimits,
     slots: &Slots,
-    shutdown: &CancellationToken,
+    stop: &Stop,
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let connections = TaskTracker::new();
-    accept(listener, router, limits, slots, &connections, shutdown).await;
+    accept(listener, router, limits, slots, &connections, stop).await;
     connections.close();
     connections.wait().await;
 }
@@ -173,7 +180,7 @@ pub async fn serve_on_threads<L, W>(
     router: Router,
     limits: ConnectionLimits,
     threads: &Threads,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) -> io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
@@ -189,17 +196,20 @@ where
     let mut failed = None;
     for index in 0..count {
         match start_thread(
-            index, &listener, &wrap, &router, limits, &slots, threads, &shutdown,
+            index, &listener, &wrap, &router, limits, &slots, threads, &stop,
         ) {
             Ok(finished) => ended.push(finished),
             Err(error) => {
                 // Those started stop too: a coordinator serves fully or not at all.
-                shutdown.cancel();
+                stop.accepting.cancel();
                 failed = Some(error);
                 break;
             }
         }
     }
+    // Each thread has its own copy: once they stop accepting, the port
+    // closes and new clients are refused instead of waiting in its backlog.
+    drop(listener);
     if failed.is_none() {
         tracing::info!(threads = count, "serving threads started");
     }
@@ -219,7 +229,7 @@ fn start_thread<L, W>(
     limits: ConnectionLimits,
     slots: &Arc<Slots>,
     threads: &Threads,
-    shutdown: &CancellationToken,
+    stop: &Stop,
 ) -> io::Result<tokio::sync::oneshot::Receiver<()>>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
@@ -230,11 +240,11 @@ where
         .enable_all()
         .build()?;
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    let (router, slots, wrap, shutdown) = (
+    let (router, slots, wrap, stop) = (
         router.clone(),
         Arc::clone(slots),
         Arc::clone(wrap),
-        shutdown.clone(),
+        stop.clone(),
     );
     std::thread::Builder::new()
         .name(threads.name.clone())
@@ -248,7 +258,7 @@ where
                         return;
                     }
                 };
-                serve_with(listener, router, limits, &slots, &shutdown).await;
+                serve_with(listener, router, limits, &slots, &stop).await;
             });
             // The receiver learns of the end when `done` is dropped.
             drop(done);
@@ -277,14 +287,14 @@ fn connection_slots(limits: &ConnectionLimits) -> Arc<Slots> {
 }
 
 /// Accepts connections while a slot is free, each served by a task of
-/// `connections`, until `shutdown` is cancelled.
+/// `connections`, until `stop.accepting` is cancelled.
 async fn accept<L>(
     mut listener: L,
     router: Router,
     limits: ConnectionLimits,
     slots: &Slots,
     connections: &TaskTracker,
-    shutdown: &CancellationToken,
+    stop: &Stop,
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
@@ -302,7 +312,7 @@ async fn accept<L>(
                 }
                 tokio::select! {
                     slot = Arc::clone(&slots.free).acquire_owned() => slot.expect("the semaphore is never closed"),
-                    () = shutdown.cancelled() => break,
+                    () = stop.accepting.cancelled() => break,
                 }
             }
         };
@@ -312,11 +322,11 @@ async fn accept<L>(
         }
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
+            () = stop.accepting.cancelled() => break,
         };
-        let (router, shutdown) = (router.clone(), shutdown.clone());
+        let (router, stop) = (router.clone(), stop.clone());
         connections.spawn(async move {
-            serve_connection(io, peer, router, limits, shutdown).await;
+            serve_connection(io, peer, router, limits, stop).await;
             drop(slot);
         });
     }
@@ -327,7 +337,7 @@ async fn serve_connection<I>(
     peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -358,9 +368,13 @@ async fn serve_connection<I>(
                 }
                 return;
             }
-            () = shutdown.cancelled(), if !closing => {
+            () = stop.accepting.cancelled(), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            () = stop.connections.cancelled() => {
+                tracing::debug!(%peer, "closed: the server stopped");
+                return;
             }
             () = tokio::time::sleep_until(check) => match state.verdict(Instant::now(), &limits) {
                 Verdict::Keep => {}

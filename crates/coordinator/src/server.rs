@@ -1,5 +1,6 @@
-//! Start-up and shutdown: load the registry, start the background tasks,
-//! serve on a listener the caller bound.
+//! Start-up and shutdown: check the configuration (`--check-config`), load
+//! the registry, start the background tasks, serve on a listener the caller
+//! bound, and stop within the grace given to running requests.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,11 +13,85 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, app};
 use crate::auth::node_token::TokenSource;
 use crate::auth::{Access, StartNotices, machine_host_name};
-use crate::config::Config;
+use crate::config::{Cli, Config};
 use crate::health::{run_health_monitor, run_node_prober};
 use crate::registry::persist::{PersistQueue, run_writer};
 use crate::registry::store::{Loaded, RegistryStore};
 use crate::registry::{NodeRegistry, RegistrySettings};
+use crate::serve::Stop;
+
+/// `llm-router --check-config`: prints every setting with where its value
+/// came from (secrets redacted), then checks what the coordinator needs to
+/// start: the settings themselves, the TLS files, the node CA file and a
+/// writable data folder. Every problem found goes to stderr; `false` when
+/// there was one.
+pub fn check_config(cli: &Cli, matches: &clap::ArgMatches) -> bool {
+    use clap::CommandFactory as _;
+    use llm_router_common::cli::{effective_settings, render};
+
+    print!(
+        "{}",
+        render(&effective_settings(&Cli::command(), matches, |_| None))
+    );
+    let mut problems = Vec::new();
+    match cli.config() {
+        Ok(config) => {
+            if let Some(tls) = &config.tls
+                && let Err(e) = crate::tls::server_config(&tls.cert, &tls.key)
+            {
+                problems.push(format!("{e:#}"));
+            }
+            if let Err(e) = crate::proxy::upstream_client(&config.proxy) {
+                problems.push(format!("{e:#}"));
+            }
+            if let Some(problem) = data_dir_problem(&config.data_dir) {
+                problems.push(problem);
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    if let Ok(config) = cli.config() {
+        println!(
+            "\nlistens on {}, keeps its data in {}",
+            std::net::SocketAddr::new(cli.host(), cli.port),
+            config.data_dir.display()
+        );
+    }
+    if problems.is_empty() {
+        println!("configuration OK: the coordinator can start with these settings");
+        return true;
+    }
+    eprintln!(
+        "the configuration has {} problem(s):\n  - {}",
+        problems.len(),
+        problems.join("\n  - ")
+    );
+    false
+}
+
+/// Why the coordinator could not keep its data in `dir`: it must be a
+/// writable folder, or be creatable in one.
+fn data_dir_problem(dir: &std::path::Path) -> Option<String> {
+    let shown = dir.display();
+    let writable_in = match dir.try_exists() {
+        Ok(true) if !dir.is_dir() => {
+            return Some(format!("the data folder {shown} is not a folder"));
+        }
+        Ok(true) => dir,
+        // Created at start, in the nearest folder that exists.
+        Ok(false) => match dir.ancestors().skip(1).find(|p| p.is_dir()) {
+            Some(parent) => parent,
+            None => return Some(format!("the data folder {shown} cannot be created")),
+        },
+        Err(e) => return Some(format!("the data folder {shown} cannot be read: {e}")),
+    };
+    tempfile::tempfile_in(writable_in).err().map(|e| {
+        format!(
+            "the data folder {shown} is not writable ({}: {e})",
+            writable_in.display()
+        )
+    })
+}
 
 /// Loads the registry from `config.data_dir`, moving a corrupt file aside.
 pub fn load_registry(config: &Config) -> anyhow::Result<(Arc<NodeRegistry>, RegistryStore)> {
@@ -112,6 +187,7 @@ pub async fn run(
 
     // Request history: a writer thread fed by a sink of the proxy.
     let mut sinks = crate::proxy::record::RequestSinks::default();
+    sinks.add(Arc::new(crate::proxy::record::RequestLog));
     let history = if config.history.enabled {
         let history = crate::history::History::start(&config.data_dir, config.history.clone());
         sinks.add(history.sink());
@@ -129,6 +205,8 @@ pub async fn run(
         .with_access(access)
         .with_history(Arc::clone(&history));
     let shutting_down = state.shutdown.clone();
+    let cutoff = Arc::clone(state.proxy.cutoff());
+    let in_flight = Arc::clone(state.proxy.in_flight_gate());
     let prober = tokio::spawn(run_node_prober(
         Arc::clone(&registry),
         state.proxy.client().clone(),
@@ -151,13 +229,33 @@ pub async fn run(
             stop.clone().cancelled_owned(),
         ))
     });
-    let stop_serving = CancellationToken::new();
-    tokio::spawn({
+    let stop_serving = Stop::default();
+    let grace = config.shutdown_grace;
+    let running_at_stop = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stopping = tokio::spawn({
         let stop_serving = stop_serving.clone();
+        let cutoff = Arc::clone(&cutoff);
+        let running_at_stop = Arc::clone(&running_at_stop);
         async move {
             shutdown.await;
+            let running = in_flight.used();
+            running_at_stop.store(running, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                running,
+                grace_secs = grace.as_secs_f64(),
+                "stopping: new requests get 503; running ones may finish within the grace"
+            );
             shutting_down.cancel();
-            stop_serving.cancel();
+            stop_serving.accepting.cancel();
+            tokio::time::sleep(grace).await;
+            tracing::warn!(
+                running = in_flight.used(),
+                "grace over: cutting the requests still running"
+            );
+            cutoff.cut();
+            // Their error chunks go out; then whatever is still open is closed.
+            tokio::time::sleep(CUT_FLUSH).await;
+            stop_serving.connections.cancel();
         }
     });
     let router = app(state);
@@ -193,6 +291,19 @@ pub async fn run(
             .await
         }
     };
+    stopping.abort();
+    let cut = cutoff.count();
+    let running = running_at_stop.load(std::sync::atomic::Ordering::Relaxed) as u64;
+    let drained = running.saturating_sub(cut);
+    if cut > 0 {
+        tracing::warn!(
+            drained,
+            cut,
+            "stopped serving; some requests were cut at the end of the grace"
+        );
+    } else {
+        tracing::info!(drained, "stopped serving; every running request finished");
+    }
     stop.cancel();
     let _ = keys_reloader.await;
     let _ = monitor.await;
@@ -208,13 +319,20 @@ pub async fn run(
     Ok(())
 }
 
+/// How long answers cut at the end of the grace have to send their error
+/// chunk before their connections are closed.
+const CUT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How often `keys.json` is checked for changes made by `llm-router keys …`.
 const KEYS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Tells whoever started the coordinator what its security needs from them: the
 /// agent command line with the node token it made, and the one-time setup link.
-/// Printed on stdout, not logged, so that no token ends up in a log collector.
+/// Printed on stdout, not logged, so that no token ends up in a log collector;
+/// under systemd, whose journal keeps stdout, only where to find them.
 fn announce(access: &Access, notices: &StartNotices, scheme: &str, addr: std::net::SocketAddr) {
+    // systemd sets this when stdout goes to the journal.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let host = if addr.ip().is_unspecified() {
         machine_host_name().unwrap_or_else(|| "<this machine's address>".to_owned())
     } else {
@@ -224,7 +342,14 @@ fn announce(access: &Access, notices: &StartNotices, scheme: &str, addr: std::ne
     match &notices.node_token_source {
         Some(TokenSource::Generated(path) | TokenSource::Stored(path)) => {
             tracing::info!(path = %path.display(), "agents must present the node token stored in the data folder");
-            if let Some(token) = &notices.stored_node_token {
+            if notices.stored_node_token.is_some() && journal {
+                println!(
+                    "\nAgents join this coordinator with its node token, kept in {} \
+                     (not printed: this output goes to the journal):\n\n    \
+                     LLM_ROUTER_NODE_TOKEN=<that token> llm-router-agent --coordinator-url {base}\n",
+                    path.display()
+                );
+            } else if let Some(token) = &notices.stored_node_token {
                 println!(
                     "\nAgents join this coordinator with its node token (kept in {}):\n\n    \
                      LLM_ROUTER_NODE_TOKEN={token} llm-router-agent --coordinator-url {base}\n",
@@ -245,7 +370,13 @@ fn announce(access: &Access, notices: &StartNotices, scheme: &str, addr: std::ne
         }
         Some(_) => tracing::info!("the dashboard and management API require an operator login"),
     }
-    if let Some(token) = &notices.setup_token {
+    if notices.setup_token.is_some() && journal {
+        println!(
+            "\nNo admin password is set. Set LLM_ROUTER_ADMIN_PASSWORD (in the service's \
+             environment file) and restart, or run `llm-router admin set-password` \
+             (the one-time setup link is not printed: this output goes to the journal).\n"
+        );
+    } else if let Some(token) = &notices.setup_token {
         println!(
             "\nNo admin password is set. Open this link once to choose one \
              (or run `llm-router admin set-password`):\n\n    {base}/setup?token={token}\n"

@@ -18,12 +18,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use llm_router_coordinator::serve::{ConnectionLimits, serve};
+use llm_router_coordinator::serve::{ConnectionLimits, Stop, serve};
 use llm_router_coordinator::tls::{TlsListener, server_config};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Shorter than the listener's 10 s handshake timeout on purpose: a client
 /// served only after a stalled one timed out would miss it.
@@ -82,7 +81,7 @@ async fn start_server() -> Server {
             max_connections: Some(64),
             ..ConnectionLimits::default()
         };
-        serve(listener, app, limits, CancellationToken::new()).await;
+        serve(listener, app, limits, Stop::default()).await;
     });
     Server {
         addr,

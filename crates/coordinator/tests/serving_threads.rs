@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use llm_router_coordinator::serve::{ConnectionLimits, Threads, serve_on_threads, serving_thread};
-use tokio_util::sync::CancellationToken;
+use llm_router_coordinator::serve::{
+    ConnectionLimits, Stop, Threads, serve_on_threads, serving_thread,
+};
 
 const THREADS: usize = 3;
 
@@ -21,7 +22,7 @@ async fn requests_run_on_the_serving_threads_and_a_shutdown_ends_them() {
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Router::new().route("/thread", get(which_thread));
-    let shutdown = CancellationToken::new();
+    let shutdown = Stop::default();
     let threads = Threads {
         count: Some(THREADS),
         name: "test-serving".to_owned(),
@@ -52,7 +53,7 @@ async fn requests_run_on_the_serving_threads_and_a_shutdown_ends_them() {
         assert!(index < THREADS, "thread index {index} out of range");
     }
 
-    shutdown.cancel();
+    shutdown.accepting.cancel();
     let ended = tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("the serving threads did not end after the shutdown");

@@ -51,6 +51,7 @@ pub async fn proxy(
             .extensions
             .get::<super::access::ClientKeyName>()
             .map(|k| std::sync::Arc::clone(&k.0)),
+        method: parts.method.clone(),
         started: Instant::now(),
         started_at: chrono::Utc::now(),
     };
@@ -61,6 +62,10 @@ pub async fn proxy(
         }
         error.with(flavor).into_response()
     };
+    // A stopping coordinator takes no new work; the client can retry elsewhere.
+    if state.shutdown.is_cancelled() {
+        return reject(ProxyError::ShuttingDown, None, Bytes::new());
+    }
     let caps = state.proxy.settings().admission;
     let Some(in_flight) = state.proxy.in_flight_gate().take(1, caps.wait).await else {
         let error = ProxyError::Overloaded(format!(

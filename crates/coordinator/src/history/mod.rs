@@ -424,6 +424,7 @@ mod tests {
             started_at: chrono::Utc::now(),
             client_ip: None,
             flavor: ApiKind::Ollama,
+            method: axum::http::Method::POST,
             endpoint: "/api/generate".into(),
             model: "m".into(),
             stream: true,

@@ -60,7 +60,7 @@ impl StatusFilter {
 pub const MIN_SEARCH_CHARS: usize = 3;
 
 /// Values of `outcome`.
-pub const OUTCOMES: [&str; 4] = ["completed", "rejected", "failed", "cancelled"];
+pub const OUTCOMES: [&str; 5] = ["completed", "rejected", "failed", "cancelled", "cut"];
 
 /// Largest page of the history list.
 pub const MAX_LIMIT: u32 = 500;

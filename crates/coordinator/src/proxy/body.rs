@@ -1,8 +1,10 @@
 //! The response body sent back to the client: the node's bytes as they
 //! arrive, with the request's in-flight guard inside, an idle timeout, and a
-//! terminal error chunk when the node fails mid-stream.
+//! terminal error chunk when the node fails mid-stream or a stopping
+//! coordinator cuts it.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,10 +12,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::error::stream_error_chunk;
 use super::record::{Outcome, RequestRecord, RequestSinks};
 use super::usage::parse_tail;
+use super::{CUT_MESSAGE, Cutoff};
 use crate::admission::Admission;
 use crate::registry::live::SpeedSample;
 use crate::registry::{InFlightGuard, RoutableNode};
@@ -197,6 +201,10 @@ pub struct ProxiedBody {
     /// Bytes still to come when the node announced a length: the server stops
     /// polling once that many went out, so the end must be noticed here.
     remaining: Option<u64>,
+    /// Ends the answer when a stopping coordinator's grace is over.
+    cutoff: Option<Arc<Cutoff>>,
+    /// Waits for the cutoff; made the first time the node makes us wait.
+    cut_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 /// The node of a [`ProxiedBody`] and the thresholds its health is judged by.
@@ -237,12 +245,34 @@ impl ProxiedBody {
             finished: false,
             guard: Some(guard),
             tap: Some(tap),
+            cutoff: None,
+            cut_wait: None,
         };
         if content_length == Some(0) {
             // Nothing to send: the server will not ask for a frame.
             body.complete();
         }
         body
+    }
+
+    /// Ends this answer early if `cutoff` is cut before it is over.
+    pub fn cut_by(mut self, cutoff: Arc<Cutoff>) -> Self {
+        self.cutoff = Some(cutoff);
+        self
+    }
+
+    /// The grace of a stopping coordinator ran out: end the answer with an
+    /// error (the node's health is not at stake).
+    fn cut(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.finished = true;
+        self.guard = None;
+        if let Some(cutoff) = &self.cutoff {
+            cutoff.counted();
+        }
+        if let Some(tap) = self.tap.take() {
+            tap.finish(Outcome::Cut, Some(CUT_MESSAGE.to_owned()));
+        }
+        self.error_frame(CUT_MESSAGE)
     }
 
     /// The whole answer went through: release the slot and report it.
@@ -265,9 +295,15 @@ impl ProxiedBody {
         if let Some(tap) = self.tap.take() {
             tap.finish(Outcome::Failed, Some(message.clone()));
         }
+        self.error_frame(&message)
+    }
+
+    /// The frame that ends a failed answer: an error chunk in the stream's
+    /// format, or an error that aborts a single JSON document.
+    fn error_frame(&self, message: &str) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.failure {
             FailureReport::ErrorChunk(flavor) => {
-                let chunk = stream_error_chunk(flavor, &message);
+                let chunk = stream_error_chunk(flavor, message);
                 let chunk = if self.at_line_start {
                     chunk
                 } else {
@@ -278,7 +314,9 @@ impl ProxiedBody {
                 };
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
-            FailureReport::Abort => Poll::Ready(Some(Err(std::io::Error::other(message)))),
+            FailureReport::Abort => {
+                Poll::Ready(Some(Err(std::io::Error::other(message.to_owned()))))
+            }
         }
     }
 }
@@ -294,6 +332,10 @@ impl Body for ProxiedBody {
         let this = &mut *self;
         if this.finished {
             return Poll::Ready(None);
+        }
+        // An answer that streams without pause is cut between two chunks.
+        if this.cutoff.as_ref().is_some_and(|c| c.is_cut()) {
+            return this.cut();
         }
         match Pin::new(&mut this.upstream).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -327,17 +369,25 @@ impl Body for ProxiedBody {
                 this.complete();
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => {
+            Poll::Pending => {
+                if this.idle.as_mut().poll(cx).is_ready() {
                     let message = format!(
                         "node {} sent nothing for {} s; response ended",
                         this.health.node.machine_name,
                         this.idle_timeout.as_secs()
                     );
-                    this.fail(message)
+                    return this.fail(message);
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                if let Some(cutoff) = &this.cutoff {
+                    let wait = this
+                        .cut_wait
+                        .get_or_insert_with(|| Box::pin(cutoff.cancelled_owned()));
+                    if wait.as_mut().poll(cx).is_ready() {
+                        return this.cut();
+                    }
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -380,6 +430,7 @@ mod tests {
             request_id: "r".into(),
             client_ip: None,
             api_key: None,
+            method: axum::http::Method::POST,
             started: Instant::now(),
             started_at: chrono::Utc::now(),
         };

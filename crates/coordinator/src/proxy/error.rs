@@ -48,6 +48,12 @@ pub enum ProxyError {
         limit: &'static str,
         retry_after: std::time::Duration,
     },
+    /// The coordinator is stopping: new requests are refused; running ones
+    /// still waiting for a node when the grace ends are cut.
+    #[error(
+        "the router is shutting down; retry shortly (on another instance, or after the restart)"
+    )]
+    ShuttingDown,
 }
 
 impl ProxyError {
@@ -66,6 +72,7 @@ impl ProxyError {
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -88,6 +95,7 @@ impl ProxyError {
             ProxyError::Unsupported(_) => ("invalid_request_error", Some("unsupported_endpoint")),
             ProxyError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             ProxyError::RateLimited { .. } => ("requests", Some("rate_limit_exceeded")),
+            ProxyError::ShuttingDown => ("server_error", Some("shutting_down")),
         }
     }
 
@@ -134,6 +142,17 @@ impl IntoResponse for FlavoredError {
                     retry_after_value(OVERLOADED_RETRY_AFTER),
                 );
             }
+            ProxyError::ShuttingDown => {
+                let headers = response.headers_mut();
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    retry_after_value(SHUTTING_DOWN_RETRY_AFTER),
+                );
+                headers.insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
             ProxyError::Unauthorized(_) => {
                 response.headers_mut().insert(
                     axum::http::header::WWW_AUTHENTICATE,
@@ -145,6 +164,9 @@ impl IntoResponse for FlavoredError {
         response
     }
 }
+
+/// When a client refused by a stopping coordinator is told to come back.
+const SHUTTING_DOWN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// When a client refused for a full cap is told to come back.
 const OVERLOADED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);

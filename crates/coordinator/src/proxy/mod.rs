@@ -149,6 +149,55 @@ pub struct Proxy {
     in_flight: Arc<Gate>,
     /// Bytes of request bodies held (`buffer_bytes`).
     buffered: Arc<Gate>,
+    /// Ends the requests still running when a stopping coordinator's grace is over.
+    cutoff: Arc<Cutoff>,
+}
+
+/// The end of the grace a stopping coordinator gives running requests:
+/// once [`Cutoff::cut`] is called, answers still streaming end with an error
+/// chunk in their API's format (a single JSON answer is aborted), and
+/// requests still waiting for a node are answered 503. Each is recorded
+/// with the outcome `cut`.
+#[derive(Debug, Default)]
+pub struct Cutoff {
+    token: tokio_util::sync::CancellationToken,
+    count: std::sync::atomic::AtomicU64,
+}
+
+/// The error chunk of an answer cut at shutdown.
+pub const CUT_MESSAGE: &str =
+    "the router is shutting down and its grace for running requests ran out; this answer was cut";
+
+impl Cutoff {
+    /// Cuts every running request, now and from now on.
+    pub fn cut(&self) {
+        self.token.cancel();
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Completes when [`Cutoff::cut`] is called.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// [`Cutoff::cancelled`], owning what it waits on.
+    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
+    }
+
+    /// Counts one request cut.
+    pub fn counted(&self) {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Requests cut so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// One inference request as the handlers hand it over.
@@ -174,6 +223,7 @@ pub struct RequestMeta {
     pub client_ip: Option<std::net::IpAddr>,
     /// Name of the API key the request came with.
     pub api_key: Option<Arc<str>>,
+    pub method: Method,
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
@@ -194,6 +244,7 @@ impl RequestMeta {
             client_ip: self.client_ip,
             api_key: self.api_key.clone(),
             flavor,
+            method: self.method.clone(),
             endpoint: endpoint.to_owned(),
             model: facts.map(|f| f.model.clone()).unwrap_or_default(),
             stream: facts.is_some_and(|f| f.stream),
@@ -278,7 +329,13 @@ impl Proxy {
             settings,
             route_plan: None,
             sinks: RequestSinks::default(),
+            cutoff: Arc::default(),
         })
+    }
+
+    /// The end of the grace for running requests (see [`Cutoff`]).
+    pub fn cutoff(&self) -> &Arc<Cutoff> {
+        &self.cutoff
     }
 
     /// Routes within a placement plan (the `auto` policy follows it).
@@ -333,20 +390,30 @@ impl Proxy {
     ) -> Result<Response, ProxyError> {
         let mut tried = Vec::new();
         let mut admission = Some(admission);
-        let result = self
-            .forward_inner(&request, &mut tried, &mut admission)
-            .await;
+        let mut cut = false;
+        let result = tokio::select! {
+            result = self.forward_inner(&request, &mut tried, &mut admission) => result,
+            () = self.cutoff.cancelled() => {
+                cut = true;
+                self.cutoff.counted();
+                Err(ProxyError::ShuttingDown)
+            }
+        };
         if let Err(error) = &result
             && !self.sinks.is_empty()
         {
-            self.sinks.record(&request.meta.rejected(
+            let mut record = request.meta.rejected(
                 request.flavor,
                 request.endpoint(),
                 Some(&request.facts),
                 request.body.clone(),
                 error,
                 tried,
-            ));
+            );
+            if cut {
+                record.outcome = Outcome::Cut;
+            }
+            self.sinks.record(&record);
         }
         result
     }
@@ -615,7 +682,8 @@ impl Proxy {
             guard,
             tap,
             content_length,
-        );
+        )
+        .cut_by(Arc::clone(&self.cutoff));
         builder.body(Body::new(body)).map_err(|e| AttemptFailure {
             message: format!("{}: unusable response head: {e}", node.machine_name),
             counts_against_node: false,

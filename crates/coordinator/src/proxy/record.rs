@@ -26,6 +26,8 @@ pub enum Outcome {
     Failed,
     /// The client went away before the answer ended.
     Cancelled,
+    /// The coordinator was stopping and the grace for running requests ran out.
+    Cut,
 }
 
 impl Outcome {
@@ -35,6 +37,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Failed => "failed",
             Outcome::Cancelled => "cancelled",
+            Outcome::Cut => "cut",
         }
     }
 }
@@ -74,6 +77,7 @@ pub struct RequestRecord {
     /// Name of the client's API key, when it sent a valid one.
     pub api_key: Option<std::sync::Arc<str>>,
     pub flavor: ApiKind,
+    pub method: axum::http::Method,
     /// Path called, e.g. `/api/chat`.
     pub endpoint: String,
     /// Model as the client named it (empty when the body had none).
@@ -98,6 +102,35 @@ pub struct RequestRecord {
     /// Bytes of the response beyond the capture limit (0 when complete).
     pub response_bytes_dropped: u64,
     pub error: Option<String>,
+}
+
+/// Logs one line per finished request at info, with target
+/// `llm_router::request`: its id, method, path, model, node, status, outcome,
+/// duration, time to first byte, tokens and error. Never a body, a header or
+/// a key (the key's name is in the history, not here).
+#[derive(Debug, Default)]
+pub struct RequestLog;
+
+impl RequestSink for RequestLog {
+    fn record(&self, r: &RequestRecord) {
+        let millis = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "llm_router::request",
+            request_id = r.request_id.as_str(),
+            method = r.method.as_str(),
+            path = r.endpoint.as_str(),
+            model = r.model.as_str(),
+            node = r.node_name.as_deref(),
+            status = r.status,
+            outcome = r.outcome.as_str(),
+            duration_ms = millis(r.duration),
+            ttft_ms = r.time_to_first_byte.map(millis),
+            prompt_tokens = r.usage.prompt_tokens,
+            completion_tokens = r.usage.completion_tokens,
+            error = r.error.as_deref(),
+            "request finished"
+        );
+    }
 }
 
 /// Receives every finished request. Must not block.

@@ -282,7 +282,7 @@ pub fn build_registry(families: &Families, nodes: Arc<NodeRegistry>) -> Registry
     let mut registry = Registry::default();
     registry.register(
         "llm_router_requests",
-        "Inference requests answered, by endpoint, model (\"other\" when no node holds it), node (\"none\" when none was tried), HTTP status and outcome (completed, rejected, failed, cancelled)",
+        "Inference requests answered, by endpoint, model (\"other\" when no node holds it), node (\"none\" when none was tried), HTTP status and outcome (completed, rejected, failed, cancelled, cut)",
         families.requests.clone(),
     );
     registry.register(

@@ -1,0 +1,240 @@
+//! What both binaries do the same way at start-up: their log output, and
+//! the effective configuration that `--check-config` prints.
+
+use std::fmt;
+use std::io::IsTerminal as _;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and the event's fields at the top level, for log collectors.
+    Json,
+}
+
+/// Keeps the log writer running; dropping it flushes what is still queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
+/// Sends log lines to stderr in `format`, filtered by `RUST_LOG` (default
+/// `info`). A thread of its own writes them, so no request waits on a slow
+/// terminal or pipe; when its queue is full, callers wait rather than lose
+/// lines.
+pub fn init_logging(format: LogFormat) -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("llm-router-log")
+        .finish(std::io::stderr());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    LogGuard(guard)
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    /// The environment variable named.
+    Env(String),
+    /// The settings file.
+    File,
+    Default,
+    /// Not set, and no default: the program decides (see `--help`).
+    Unset,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag => f.write_str("flag"),
+            Source::Env(name) => write!(f, "env {name}"),
+            Source::File => f.write_str("file"),
+            Source::Default => f.write_str("default"),
+            Source::Unset => f.write_str("unset"),
+        }
+    }
+}
+
+/// One setting as the program will run with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    /// `--the-flag`.
+    pub flag: String,
+    /// Its value; secrets show only whether they are set.
+    pub value: String,
+    pub source: Source,
+}
+
+/// Shown instead of a secret's value.
+pub const REDACTED: &str = "(set, redacted)";
+
+/// The settings of `command` as parsed into `matches`, each with its
+/// source. `file` gives the settings file's value of an argument (by its
+/// id), used where no flag or variable set it. Arguments whose environment
+/// values clap hides (`hide_env_values`) are secrets and are redacted;
+/// actions (`--help`, `--check-config`) and hidden arguments are left out.
+pub fn effective_settings(
+    command: &Command,
+    matches: &ArgMatches,
+    file: impl Fn(&str) -> Option<String>,
+) -> Vec<Effective> {
+    let mut settings = Vec::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        let is_switch = matches!(
+            arg.get_action(),
+            ArgAction::SetTrue | ArgAction::SetFalse | ArgAction::Count
+        );
+        let is_action = matches!(
+            arg.get_action(),
+            ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+        );
+        // Switches with no variable are one-off actions (`--check-config`).
+        if is_action || arg.is_hide_set() || (is_switch && arg.get_env().is_none()) {
+            continue;
+        }
+        let raw: Option<Vec<String>> = matches.get_raw(id).map(|values| {
+            values
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        });
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Source::Flag,
+            Some(ValueSource::EnvVariable) => Source::Env(
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            Some(ValueSource::DefaultValue) => Source::Default,
+            _ => Source::Unset,
+        };
+        let (value, source) = match (source, file(id)) {
+            (Source::Default | Source::Unset, Some(from_file)) => (Some(from_file), Source::File),
+            (source, _) => (raw.map(|values| values.join(",")), source),
+        };
+        let value = match value {
+            Some(_) if arg.is_hide_env_values_set() => REDACTED.to_owned(),
+            Some(value) if value.is_empty() => "(empty)".to_owned(),
+            Some(value) => value,
+            None => "(none)".to_owned(),
+        };
+        settings.push(Effective {
+            flag: format!("--{long}"),
+            value,
+            source,
+        });
+    }
+    settings
+}
+
+/// `settings` as an aligned table: flag, value, source.
+pub fn render(settings: &[Effective]) -> String {
+    let flag_width = settings.iter().map(|s| s.flag.len()).max().unwrap_or(0);
+    let value_width = settings
+        .iter()
+        .map(|s| s.value.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(60);
+    let mut text = String::new();
+    for s in settings {
+        let line = format!(
+            "{:flag_width$}  {:value_width$}  ({})",
+            s.flag, s.value, s.source
+        );
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, ArgAction};
+
+    fn command() -> Command {
+        Command::new("t")
+            .arg(
+                Arg::new("port")
+                    .long("port")
+                    .env("T_PORT")
+                    .default_value("8080"),
+            )
+            .arg(Arg::new("host").long("host").env("T_HOST"))
+            .arg(
+                Arg::new("token")
+                    .long("token")
+                    .env("T_TOKEN")
+                    .hide_env_values(true),
+            )
+            .arg(Arg::new("name").long("name"))
+            .arg(
+                Arg::new("check")
+                    .long("check-config")
+                    .action(ArgAction::SetTrue),
+            )
+    }
+
+    fn find<'a>(settings: &'a [Effective], flag: &str) -> &'a Effective {
+        settings.iter().find(|s| s.flag == flag).unwrap()
+    }
+
+    #[test]
+    fn every_setting_carries_its_source_and_secrets_are_redacted() {
+        let matches = command()
+            .try_get_matches_from([
+                "t",
+                "--host",
+                "10.0.0.1",
+                "--token",
+                "s3cret",
+                "--check-config",
+            ])
+            .unwrap();
+        let settings = effective_settings(&command(), &matches, |id| {
+            (id == "name" || id == "port").then(|| "from-file".to_owned())
+        });
+        assert_eq!(find(&settings, "--host").source, Source::Flag);
+        assert_eq!(find(&settings, "--host").value, "10.0.0.1");
+        // A default gives way to the file; nothing set at all too.
+        assert_eq!(find(&settings, "--port").source, Source::File);
+        assert_eq!(find(&settings, "--name").value, "from-file");
+        let token = find(&settings, "--token");
+        assert_eq!(token.value, REDACTED);
+        assert!(!render(&settings).contains("s3cret"));
+        // One-off actions are not settings.
+        assert!(settings.iter().all(|s| s.flag != "--check-config"));
+    }
+
+    #[test]
+    fn an_unset_setting_says_so() {
+        let matches = command().try_get_matches_from(["t"]).unwrap();
+        let settings = effective_settings(&command(), &matches, |_| None);
+        assert_eq!(find(&settings, "--port").source, Source::Default);
+        assert_eq!(find(&settings, "--host").source, Source::Unset);
+        assert_eq!(find(&settings, "--host").value, "(none)");
+        assert_eq!(find(&settings, "--token").value, "(none)");
+    }
+}
