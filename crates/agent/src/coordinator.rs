@@ -180,6 +180,24 @@ impl CoordinatorClient {
             .map(drop)
     }
 
+    /// `POST /api/agents/{id}/drain`: no new requests for this node
+    /// (`draining`), or take them again.
+    pub async fn set_draining(
+        &self,
+        node_id: NodeId,
+        draining: bool,
+        credential: Option<&str>,
+    ) -> Result<(), CoordinatorError> {
+        let url = self.endpoint(&format!("api/agents/{node_id}/drain"));
+        let request = self
+            .http
+            .post(url.clone())
+            .json(&serde_json::json!({ "draining": draining }));
+        self.send(with_bearer(request, credential), &url)
+            .await
+            .map(drop)
+    }
+
     fn endpoint(&self, path: &str) -> Url {
         // `base` ends in '/', and `path` is relative and fixed, so joining cannot fail.
         self.base.join(path).unwrap_or_else(|_| self.base.clone())

@@ -13,11 +13,14 @@
 //! - [`backoff`]: the registration retry schedule, a pure function;
 //! - [`registration`]: the registration retry loop;
 //! - [`heartbeat`]: the heartbeat loop;
-//! - [`lifecycle`]: [`run`], which ties them together from start-up to the shutdown notice.
+//! - [`lifecycle`]: [`run`], which ties them together from start-up to the shutdown notice;
+//! - [`status`]: what the agent is doing, for the tray and the settings panel, and their commands;
+//! - [`desktop`]: the tray's menu for each status, and what each item does.
 
 pub mod backoff;
 pub mod config;
 pub mod coordinator;
+pub mod desktop;
 pub mod heartbeat;
 pub mod http;
 pub mod identity;
@@ -27,6 +30,7 @@ pub mod node_file;
 pub mod ollama;
 pub mod registration;
 pub mod settings_file;
+pub mod status;
 
 pub use config::{AgentConfig, Cli, ConfigError};
-pub use lifecycle::{AGENT_VERSION, AgentError, run};
+pub use lifecycle::{AGENT_VERSION, AgentError, run, run_controlled};

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use llm_router_common::{
     HeartbeatRequest, NodeId, RegisterRequest, RegisterResponse, RegistrationStatus,
@@ -19,6 +19,8 @@ use crate::metrics::MetricsCollector;
 use crate::node_file::{self, NodeIdentity};
 use crate::ollama::{OllamaClient, OllamaSnapshot};
 use crate::registration::{RegisterError, RegistrationFailure, register_with_retry};
+use crate::status::{self, AgentStatus, Command, Link, Reporter};
+use tokio::sync::watch;
 
 /// Version reported to the coordinator.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -45,10 +47,25 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
+    let (mut reporter, _controls) = status::channels(initial);
+    run_controlled(config, shutdown, &mut reporter).await
+}
+
+/// [`run`], publishing what the agent does on `reporter.status` and acting
+/// on `reporter.commands` (the tray's Pause and Resume).
+pub async fn run_controlled(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    reporter: &mut Reporter,
+) -> Result<(), AgentError> {
     config.validate()?;
+    reporter.status.send_modify(|status| {
+        *status = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
+    });
     let mut shutdown = pin!(shutdown);
     let agent = tokio::select! {
-        agent = Agent::start(config) => agent?,
+        agent = Agent::start(config, reporter.status.clone()) => agent?,
         () = &mut shutdown => return Ok(()),
     };
     let mut node_id: Option<NodeId> = agent.credential().map(|(id, _)| id);
@@ -85,11 +102,15 @@ pub async fn run(
             agent.config.heartbeat_interval,
         );
         tracing::debug!(interval_secs = interval.as_secs_f64(), "heartbeats start");
-        tokio::select! {
-            () = heartbeat_until_forgotten(interval, || agent.heartbeat(id)) => {}
-            () = &mut shutdown => {
-                agent.say_goodbye(id).await;
-                return Ok(());
+        let mut beats = pin!(heartbeat_until_forgotten(interval, || agent.heartbeat(id)));
+        loop {
+            tokio::select! {
+                () = &mut beats => break,
+                () = &mut shutdown => {
+                    agent.say_goodbye(id).await;
+                    return Ok(());
+                }
+                Some(command) = reporter.commands.recv() => agent.perform(id, command).await,
             }
         }
     }
@@ -108,10 +129,15 @@ struct Agent {
     registration_in_flight: AtomicBool,
     /// The node's id and the credential the coordinator issued it, once known.
     identity: Mutex<Option<NodeIdentity>>,
+    /// What the desktop shows of this agent.
+    status: Arc<watch::Sender<AgentStatus>>,
 }
 
 impl Agent {
-    async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+    async fn start(
+        config: AgentConfig,
+        status: Arc<watch::Sender<AgentStatus>>,
+    ) -> Result<Self, AgentError> {
         let coordinator = CoordinatorClient::new(
             &config.coordinator_url,
             config.coordinator_ca_file.as_deref(),
@@ -142,7 +168,53 @@ impl Agent {
             ollama_was_up: Mutex::new(None),
             registration_in_flight: AtomicBool::new(false),
             identity: Mutex::new(identity),
+            status,
         })
+    }
+
+    /// Records how the last exchange with the coordinator went.
+    fn report_link<T, E: std::fmt::Display>(&self, outcome: &Result<T, E>) {
+        let link = match outcome {
+            Ok(_) => Link::Connected,
+            Err(error) => Link::Retrying {
+                reason: error.to_string(),
+            },
+        };
+        self.status.send_if_modified(|status| {
+            let changed = status.link != link;
+            status.link = link;
+            changed
+        });
+    }
+
+    /// Carries out a command of the desktop for node `node_id`.
+    async fn perform(&self, node_id: NodeId, command: Command) {
+        match command {
+            Command::Drain(draining) => {
+                let credential = self.credential_for(node_id);
+                match self
+                    .coordinator
+                    .set_draining(node_id, draining, credential.as_deref())
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(
+                            draining,
+                            "the coordinator {} this node",
+                            if draining {
+                                "drains"
+                            } else {
+                                "sends requests to"
+                            }
+                        );
+                        self.status.send_modify(|status| status.draining = draining);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, draining, "could not change draining on the coordinator");
+                    }
+                }
+            }
+        }
     }
 
     /// The node's id and credential, when it has been issued one.
@@ -239,10 +311,13 @@ impl Agent {
         let node_token = self.config.node_token.as_ref().map(Secret::expose);
         let answer = self.coordinator.register(&request, node_token).await;
         self.registration_in_flight.store(false, Ordering::Release);
+        self.report_link(&answer);
         let answer = answer?;
         if let Some(credential) = &answer.node_credential {
             self.remember(answer.node_id, credential.clone());
         }
+        self.status
+            .send_modify(|status| status.node_id = Some(answer.node_id));
         Ok(answer)
     }
 
@@ -266,9 +341,12 @@ impl Agent {
             max_loaded_models: ollama_max_loaded_models(),
         };
         let credential = self.credential_for(node_id);
-        self.coordinator
+        let sent = self
+            .coordinator
             .heartbeat(node_id, &request, credential.as_deref())
-            .await
+            .await;
+        self.report_link(&sent);
+        sent
     }
 
     /// Asks Ollama what it has, logging when it goes away or comes back.
@@ -279,6 +357,11 @@ impl Agent {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .replace(snapshot.available);
+        self.status.send_if_modified(|status| {
+            let changed = status.ollama_up != Some(snapshot.available);
+            status.ollama_up = Some(snapshot.available);
+            changed
+        });
         match (was_up, snapshot.available) {
             (Some(true), true) | (Some(false), false) => {}
             (_, true) => tracing::info!(

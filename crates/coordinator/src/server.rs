@@ -245,6 +245,7 @@ pub async fn run(
                 grace_secs = grace.as_secs_f64(),
                 "stopping: new requests get 503; running ones may finish within the grace"
             );
+            cutoff.stop_accepting();
             shutting_down.cancel();
             stop_serving.accepting.cancel();
             tokio::time::sleep(grace).await;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::process::{Proc, binary, eventually};
+use support::process::{Proc, binary, eventually, list_nodes};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Streams under way when the coordinator is told to stop.
@@ -273,15 +273,8 @@ async fn json_logs_carry_one_line_per_request_and_no_secret_reaches_any_log() {
     };
     let client = reqwest::Client::new();
     eventually("the agent's node online", DEADLINE, || async {
-        let nodes: Value = client
-            .get(format!("http://{addr}/api/agents"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (nodes.as_array()?.iter().any(|n| n["status"] == "online")).then_some(())
+        let nodes = list_nodes(&client, &format!("http://{addr}")).await?;
+        (nodes.iter().any(|n| n["status"] == "online")).then_some(())
     })
     .await;
     let answer = client

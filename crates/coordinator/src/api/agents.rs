@@ -25,6 +25,7 @@ pub fn agent_routes() -> Router<AppState> {
         .route("/register", post(register))
         .route("/{id}/heartbeat", post(heartbeat))
         .route("/{id}/shutdown", post(shutdown))
+        .route("/{id}/drain", post(drain))
 }
 
 /// What operators use to see and manage nodes.
@@ -181,6 +182,34 @@ async fn shutdown(
         .check_credential(id, bearer_token(&headers))?;
     state.registry.mark_offline(id, OfflineReason::ShutDown)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/agents/{id}/drain {"draining": bool}`: the node's own agent
+/// pauses it (no new requests; those running finish) or resumes it, with
+/// the node's credential.
+async fn drain(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<NodeId>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<DrainRequest>,
+) -> Result<Json<Node>, ApiError> {
+    state
+        .registry
+        .check_credential(id, bearer_token(&headers))?;
+    let patch = NodePatch {
+        draining: Some(body.draining),
+        ..NodePatch::default()
+    };
+    let (node, generation) = state.registry.patch(id, patch)?;
+    durable(&state, generation).await?;
+    tracing::info!(node = %node.machine_name, draining = body.draining, "the node's agent changed draining");
+    Ok(Json(node))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainRequest {
+    draining: bool,
 }
 
 async fn disconnect(

@@ -63,7 +63,7 @@ pub async fn proxy(
         error.with(flavor).into_response()
     };
     // A stopping coordinator takes no new work; the client can retry elsewhere.
-    if state.shutdown.is_cancelled() {
+    if state.proxy.cutoff().is_stopping() {
         return reject(ProxyError::ShuttingDown, None, Bytes::new());
     }
     let caps = state.proxy.settings().admission;

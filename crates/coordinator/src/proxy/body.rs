@@ -216,10 +216,17 @@ pub struct BodyHealth {
 impl Drop for ProxiedBody {
     fn drop(&mut self) {
         if let Some(tap) = self.tap.take() {
-            tap.finish(
-                Outcome::Cancelled,
-                Some("client closed the connection".into()),
-            );
+            // A client that stopped reading is closed at the end of the grace.
+            match &self.cutoff {
+                Some(cutoff) if cutoff.is_cut() => {
+                    cutoff.counted();
+                    tap.finish(Outcome::Cut, Some(CUT_MESSAGE.to_owned()));
+                }
+                _ => tap.finish(
+                    Outcome::Cancelled,
+                    Some("client closed the connection".into()),
+                ),
+            }
         }
     }
 }
@@ -333,10 +340,6 @@ impl Body for ProxiedBody {
         if this.finished {
             return Poll::Ready(None);
         }
-        // An answer that streams without pause is cut between two chunks.
-        if this.cutoff.as_ref().is_some_and(|c| c.is_cut()) {
-            return this.cut();
-        }
         match Pin::new(&mut this.upstream).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let deadline = Instant::now() + this.idle_timeout;
@@ -378,10 +381,15 @@ impl Body for ProxiedBody {
                     );
                     return this.fail(message);
                 }
+                // Looked at only while the node makes us wait: an answer
+                // whose end is already here is never cut.
                 if let Some(cutoff) = &this.cutoff {
+                    if cutoff.is_cut() {
+                        return this.cut();
+                    }
                     let wait = this
                         .cut_wait
-                        .get_or_insert_with(|| Box::pin(cutoff.cancelled_owned()));
+                        .get_or_insert_with(|| Box::pin(cutoff.cancelled()));
                     if wait.as_mut().poll(cx).is_ready() {
                         return this.cut();
                     }

@@ -21,6 +21,7 @@ pub mod peek;
 pub mod record;
 pub mod usage;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
@@ -158,45 +159,73 @@ pub struct Proxy {
 /// chunk in their API's format (a single JSON answer is aborted), and
 /// requests still waiting for a node are answered 503. Each is recorded
 /// with the outcome `cut`.
+///
+/// On the request path it is atomics: the flags are read with one load, and
+/// a request waits on a token of its serving thread's own (a child of the
+/// coordinator's), so no two threads share a lock for it.
 #[derive(Debug, Default)]
 pub struct Cutoff {
+    stopping: AtomicBool,
+    cut: AtomicBool,
     token: tokio_util::sync::CancellationToken,
-    count: std::sync::atomic::AtomicU64,
+    count: AtomicU64,
 }
 
 /// The error chunk of an answer cut at shutdown.
 pub const CUT_MESSAGE: &str =
     "the router is shutting down and its grace for running requests ran out; this answer was cut";
 
+thread_local! {
+    /// This thread's child of a [`Cutoff`]'s token, with the cutoff it belongs to.
+    static LOCAL_CUT: std::cell::RefCell<Option<(usize, tokio_util::sync::CancellationToken)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl Cutoff {
+    /// The coordinator stops taking new requests (those running go on).
+    pub fn stop_accepting(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// Cuts every running request, now and from now on.
     pub fn cut(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.cut.store(true, Ordering::Release);
         self.token.cancel();
     }
 
     pub fn is_cut(&self) -> bool {
-        self.token.is_cancelled()
+        self.cut.load(Ordering::Acquire)
     }
 
     /// Completes when [`Cutoff::cut`] is called.
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.token.cancelled()
-    }
-
-    /// [`Cutoff::cancelled`], owning what it waits on.
-    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.token.clone().cancelled_owned()
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        let key = std::ptr::from_ref(self) as usize;
+        LOCAL_CUT.with_borrow_mut(|local| {
+            let token = match local {
+                Some((owner, token)) if *owner == key => token.clone(),
+                _ => {
+                    let token = self.token.child_token();
+                    *local = Some((key, token.clone()));
+                    token
+                }
+            };
+            token.cancelled_owned()
+        })
     }
 
     /// Counts one request cut.
     pub fn counted(&self) {
-        self.count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests cut so far.
     pub fn count(&self) -> u64 {
-        self.count.load(std::sync::atomic::Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed)
     }
 }
 

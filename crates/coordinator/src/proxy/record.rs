@@ -127,9 +127,20 @@ impl RequestSink for RequestLog {
             ttft_ms = r.time_to_first_byte.map(millis),
             prompt_tokens = r.usage.prompt_tokens,
             completion_tokens = r.usage.completion_tokens,
-            error = r.error.as_deref(),
+            error = r.error.as_deref().map(loggable_error),
             "request finished"
         );
+    }
+}
+
+/// Most characters of an error in the request log: a node's error answer
+/// may echo its input (validation errors of some servers quote the prompt).
+const LOGGED_ERROR_CHARS: usize = 160;
+
+fn loggable_error(error: &str) -> &str {
+    match error.char_indices().nth(LOGGED_ERROR_CHARS) {
+        Some((end, _)) => &error[..end],
+        None => error,
     }
 }
 

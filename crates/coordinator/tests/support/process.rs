@@ -178,3 +178,15 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// `GET {base}/api/agents` of an open coordinator, `None` while it does not answer.
+pub async fn list_nodes(client: &reqwest::Client, base: &str) -> Option<Vec<serde_json::Value>> {
+    client
+        .get(format!("{base}/api/agents"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
