@@ -149,6 +149,13 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub settings_file: Option<PathBuf>,
 
+    /// Start `ollama serve` (found on PATH) when Ollama does not answer, start it
+    /// again with backoff if it dies, and stop it with the agent: on or off
+    /// [default: on for a desktop start, off headless or under a service manager].
+    #[arg(long, env = "LLM_ROUTER_MANAGE_OLLAMA", value_name = "on|off",
+          value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Ollama")]
+    pub manage_ollama: Option<bool>,
+
     /// Print the effective settings and exit.
     #[arg(long)]
     pub print_config: bool,

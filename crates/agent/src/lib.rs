@@ -15,7 +15,8 @@
 //! - [`heartbeat`]: the heartbeat loop;
 //! - [`lifecycle`]: [`run`], which ties them together from start-up to the shutdown notice;
 //! - [`status`]: what the agent is doing, for the tray and the settings panel, and their commands;
-//! - [`desktop`]: the tray's menu for each status, and what each item does.
+//! - [`desktop`]: the tray's menu for each status, and what each item does;
+//! - [`supervise`]: `--manage-ollama`, running `ollama serve` when no Ollama answers.
 
 pub mod backoff;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod ollama;
 pub mod registration;
 pub mod settings_file;
 pub mod status;
+pub mod supervise;
 
 pub use config::{AgentConfig, Cli, ConfigError};
 pub use lifecycle::{AGENT_VERSION, AgentError, run, run_controlled};

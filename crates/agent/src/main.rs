@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{ArgMatches, CommandFactory as _};
 use llm_router_agent::settings_file::SettingsFile;
-use llm_router_agent::{Cli, run};
+use llm_router_agent::{Cli, run, supervise};
 use llm_router_common::cli::{effective_settings, init_logging, render};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,6 +31,9 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         None => None,
     };
     let (print_config, check_config) = (cli.print_config, cli.check_config);
+    let manage_ollama = cli
+        .manage_ollama
+        .unwrap_or_else(|| llm_router_desktop::tray_unavailable(false, env).is_none());
     if check_config {
         print!(
             "{}",
@@ -55,8 +59,41 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
 
     // Installed before anything else runs, so that an early signal is not lost.
     let shutdown = shutdown_signal()?;
-    run(config, shutdown).await?;
+    let stop = CancellationToken::new();
+    let supervisor = manage_ollama
+        .then(|| supervise_ollama(&config, stop.clone()))
+        .flatten();
+    let ran = run(config, async {
+        shutdown.await;
+        stop.cancel();
+    })
+    .await;
+    // The agent said goodbye; now the Ollama it started, if any, stops.
+    stop.cancel();
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.await;
+    }
+    ran?;
     Ok(())
+}
+
+/// Supervises Ollama until `stop`, when an `ollama` binary is on PATH.
+fn supervise_ollama(
+    config: &llm_router_agent::AgentConfig,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let path = std::env::var_os("PATH");
+    let Some(binary) = supervise::find_ollama(path.as_deref()) else {
+        tracing::info!("no ollama binary on PATH: Ollama is not supervised");
+        return None;
+    };
+    let (state, _) = tokio::sync::watch::channel(supervise::Supervision::Checking);
+    Some(tokio::spawn(supervise::supervise(
+        binary,
+        config.ollama_api_base.clone(),
+        state,
+        stop.cancelled_owned(),
+    )))
 }
 
 /// Completes on Ctrl-C, or on SIGTERM where there is one (service managers, containers).
