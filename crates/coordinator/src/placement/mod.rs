@@ -13,10 +13,7 @@
 //!   models it keeps in memory is the most it was seen holding.
 //! - **Plan**: [`plan::plan`], once per round and with hysteresis; the
 //!   assignment in force is the starting point, so a plan moves only what
-//!   is worth a load. Until the demand was seen for a window and the
-//!   speeds of the nodes that could serve it are measured (for
-//!   [`LEARNING_WINDOWS`] windows at most), a plan only gives capacity to
-//!   demand that has none: guesses are no reason to move a warm model.
+//!   is worth a load.
 //! - **Routing**: the `auto` policy prices a node that the plan does not give
 //!   the request's model, or that is not warm for it yet, as if it had to
 //!   load the model: such a node is used only when the planned, warm ones are
@@ -57,8 +54,6 @@ use crate::registry::{NodeRegistry, RoutableNode, RoutableSnapshot};
 pub const WINDOW_ROUNDS: f64 = 4.0;
 /// Rounds after a shift in which every rate that moved follows the round.
 const SETTLING_ROUNDS: u32 = 2;
-/// Windows after which the plan may move models on guessed speeds too.
-const LEARNING_WINDOWS: f64 = 3.0;
 /// Poisson deviations above the smoothed rate that make a round's count a shift.
 const SHIFT_SIGMAS: f64 = 3.0;
 /// How often per planning round the nodes to pre-load are looked for.
@@ -87,8 +82,6 @@ struct Rounds {
     /// The plan in force: canonical model names per node.
     assignment: HashMap<NodeId, Vec<String>>,
     last: Option<Instant>,
-    /// Rounds planned with some demand so far.
-    count: u32,
     /// Rounds after a shift in which rates still follow each round (see [`smooth`]).
     settling: u32,
 }
@@ -210,9 +203,6 @@ impl Placer {
             elapsed,
             self.interval.as_secs_f64(),
         );
-        if !state.demand.is_empty() {
-            state.count = state.count.saturating_add(1);
-        }
 
         let nodes: Vec<&Arc<RoutableNode>> = snapshot.nodes.iter().collect();
         let mut models: Vec<(&String, &Smoothed)> = rounds.demand.iter().collect();
@@ -267,23 +257,7 @@ impl Placer {
                     .collect()
             })
             .collect();
-        // Until the demand was seen for a window and every node that could
-        // serve it has a measured speed (or a few windows have passed), the
-        // plan's inputs are partly guesses: only demand with no capacity at
-        // all moves a model.
-        let measured = nodes.iter().all(|node| {
-            node.live.speed().tokens_per_sec().is_some()
-                || !models.iter().any(|(model, _)| node.holds(model))
-        });
-        let rounds_seen = f64::from(rounds.count);
-        let moves = if (measured && rounds_seen >= WINDOW_ROUNDS)
-            || rounds_seen > LEARNING_WINDOWS * WINDOW_ROUNDS
-        {
-            plan::Moves::Any
-        } else {
-            plan::Moves::CoverageOnly
-        };
-        let decision = plan::plan_with(&demand, &capacity, &current, moves);
+        let decision = plan::plan(&demand, &capacity, &current);
         let changed = decision.changed;
         // Nodes the plan leaves empty start again from what they have in memory.
         rounds.assignment = nodes

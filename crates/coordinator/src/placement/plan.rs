@@ -94,44 +94,19 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Which changes a plan may make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moves {
-    /// Any change worth its loads.
-    Any,
-    /// Only changes that give capacity to demand that had none: the
-    /// capacities are guesses until the nodes' speeds are measured, and a
-    /// guess is no reason to move a warm model. A node with room is given
-    /// only models no node serves (it stays free of the plan otherwise).
-    CoverageOnly,
-}
-
 /// Plans `nodes` for `demand`, starting from `current` (the plan in force,
 /// or what the nodes have in memory when there is none yet).
 pub fn plan(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Decision {
-    plan_with(demand, nodes, current, Moves::Any)
-}
-
-/// [`plan`], making only the changes `moves` allows.
-pub fn plan_with(
-    demand: &[Demand],
-    nodes: &[Capacity],
-    current: &Assignment,
-    moves: Moves,
-) -> Decision {
-    let kept = repair(demand, nodes, current, moves);
+    let kept = repair(demand, nodes, current);
     let repaired = kept != *current;
-    let candidate = match moves {
-        Moves::Any => {
-            let from_kept = improve(demand, nodes, kept.clone(), moves);
-            let from_greedy = improve(demand, nodes, greedy(demand, nodes), moves);
-            if rank(demand, nodes, &from_greedy).better_than(&rank(demand, nodes, &from_kept)) {
-                from_greedy
-            } else {
-                from_kept
-            }
+    let candidate = {
+        let from_kept = improve(demand, nodes, kept.clone());
+        let from_greedy = improve(demand, nodes, greedy(demand, nodes));
+        if rank(demand, nodes, &from_greedy).better_than(&rank(demand, nodes, &from_kept)) {
+            from_greedy
+        } else {
+            from_kept
         }
-        Moves::CoverageOnly => improve(demand, nodes, kept.clone(), moves),
     };
     let old = rank(demand, nodes, &kept);
     let new = rank(demand, nodes, &candidate);
@@ -142,7 +117,7 @@ pub fn plan_with(
             "unchanged: no better plan".to_owned()
         };
         (kept, reason)
-    } else if new.worth_switching_from(&old, moves) {
+    } else if new.worth_switching_from(&old) {
         let reason = format!(
             "replanned: smallest headroom {} → {}",
             shown(old.smallest()),
@@ -184,9 +159,8 @@ fn shown(value: Option<f64>) -> String {
 
 /// `current` with what it can no longer be taken out: models a node does not
 /// hold or nobody asks for, more models than fit; then every node with room
-/// left gets the neediest models it holds (only unserved ones, under
-/// [`Moves::CoverageOnly`]).
-fn repair(demand: &[Demand], nodes: &[Capacity], current: &Assignment, moves: Moves) -> Assignment {
+/// left gets the neediest models it holds.
+fn repair(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Assignment {
     let mut assignment: Assignment = nodes
         .iter()
         .enumerate()
@@ -203,7 +177,6 @@ fn repair(demand: &[Demand], nodes: &[Capacity], current: &Assignment, moves: Mo
         nodes,
         &mut assignment,
         &fastest_first(demand, nodes),
-        moves,
     );
     assignment
 }
@@ -230,22 +203,14 @@ fn fastest_first(demand: &[Demand], nodes: &[Capacity]) -> Vec<usize> {
 }
 
 /// Gives each node's free memory, in `order`, to the held models with the
-/// least headroom so far (only to models with no capacity, under
-/// [`Moves::CoverageOnly`]).
-fn fill(
-    demand: &[Demand],
-    nodes: &[Capacity],
-    assignment: &mut Assignment,
-    order: &[usize],
-    moves: Moves,
-) {
+/// least headroom so far.
+fn fill(demand: &[Demand], nodes: &[Capacity], assignment: &mut Assignment, order: &[usize]) {
     for &n in order {
         while assignment[n].len() < nodes[n].memory.max(1) {
             let capacity = capacities(demand, nodes, assignment);
             let neediest = (0..demand.len())
                 .filter(|&m| demand[m].rate > 0.0 && serves(&nodes[n], m))
                 .filter(|m| !assignment[n].contains(m))
-                .filter(|&m| moves == Moves::Any || capacity[m] <= 0.0)
                 .min_by(|&a, &b| {
                     // Least headroom; among equals (none yet), the most asked for.
                     let h = |m: usize| capacity[m] / demand[m].rate;
@@ -268,7 +233,6 @@ fn greedy(demand: &[Demand], nodes: &[Capacity]) -> Assignment {
         nodes,
         &mut assignment,
         &fastest_first(demand, nodes),
-        Moves::Any,
     );
     assignment
 }
@@ -284,18 +248,8 @@ enum Move {
 
 /// Local search: the best single change (one node's model replaced by
 /// another it holds, or, on fleets up to [`SWAP_SEARCH_NODES`], two nodes
-/// trading models) while it improves the ranking (only its demand left
-/// unserved, under [`Moves::CoverageOnly`]).
-fn improve(
-    demand: &[Demand],
-    nodes: &[Capacity],
-    mut assignment: Assignment,
-    moves: Moves,
-) -> Assignment {
-    let better = |a: &Rank, b: &Rank| match moves {
-        Moves::Any => a.better_than(b),
-        Moves::CoverageOnly => a.serves_more_than(b),
-    };
+/// trading models) while it improves the ranking.
+fn improve(demand: &[Demand], nodes: &[Capacity], mut assignment: Assignment) -> Assignment {
     for _ in 0..MAX_ROUNDS {
         let mut best = rank(demand, nodes, &assignment);
         let mut best_move = None;
@@ -308,7 +262,7 @@ fn improve(
                     let previous = std::mem::replace(&mut assignment[n][slot], m);
                     let ranked = rank(demand, nodes, &assignment);
                     assignment[n][slot] = previous;
-                    if better(&ranked, &best) {
+                    if ranked.better_than(&best) {
                         best = ranked;
                         best_move = Some(Move::Replace(n, slot, m));
                     }
@@ -336,7 +290,7 @@ fn improve(
                             let ranked = rank(demand, nodes, &assignment);
                             assignment[a][i] = ma;
                             assignment[b][j] = mb;
-                            if better(&ranked, &best) {
+                            if ranked.better_than(&best) {
                                 best = ranked;
                                 best_move = Some(Move::Swap(a, i, b, j));
                             }
@@ -416,12 +370,6 @@ impl Rank {
         self.headrooms.first().copied()
     }
 
-    /// Whether this plan leaves less demand with no capacity.
-    fn serves_more_than(&self, other: &Rank) -> bool {
-        let tolerance = EPSILON * self.unserved.max(other.unserved).max(1.0);
-        self.unserved < other.unserved - tolerance
-    }
-
     fn better_than(&self, other: &Rank) -> bool {
         let tolerance = EPSILON * self.unserved.max(other.unserved).max(1.0);
         if (self.unserved - other.unserved).abs() > tolerance {
@@ -438,21 +386,17 @@ impl Rank {
 
     /// Whether this plan is enough better than `old` to move models: it
     /// serves demand that had no capacity (a quarter of it at least), or
-    /// it serves as much and (where `moves` allows that) raises the smallest
-    /// headroom by [`HYSTERESIS`], or by less where that divides the
-    /// queueing it implies by [`QUEUEING_GAIN`]: close to saturation (not
-    /// past it, where estimates are least sure) a small gain in headroom is
-    /// a large one in waiting.
-    fn worth_switching_from(&self, old: &Rank, moves: Moves) -> bool {
+    /// it serves as much and raises the smallest headroom by [`HYSTERESIS`],
+    /// or by less where that divides the queueing it implies by
+    /// [`QUEUEING_GAIN`]: close to saturation (not past it, where estimates
+    /// are least sure) a small gain in headroom is a large one in waiting.
+    fn worth_switching_from(&self, old: &Rank) -> bool {
         let tolerance = EPSILON * self.unserved.max(old.unserved).max(1.0);
         if self.unserved > old.unserved + tolerance {
             return false;
         }
         if self.unserved < old.unserved - tolerance {
             return self.unserved <= old.unserved * (1.0 - HYSTERESIS);
-        }
-        if moves == Moves::CoverageOnly {
-            return false;
         }
         let served = |rank: &Rank| rank.headrooms.iter().copied().find(|&h| h > 0.0);
         match (served(self), served(old)) {
@@ -655,41 +599,6 @@ mod tests {
         assert!(swap(1.09, 1.34));
         // 2.18 → 2.68 is as much more headroom, and little less queueing.
         assert!(!swap(2.18, 2.68));
-    }
-
-    #[test]
-    fn while_speeds_are_guesses_only_uncovered_demand_moves_a_model() {
-        let nodes = [
-            node(&[Some(10.0), Some(10.0), Some(10.0)], 1),
-            node(&[Some(2.0), Some(2.0), Some(2.0)], 1),
-        ];
-        // The slow node has the popular model: a better plan, not a covering one.
-        let held = vec![vec![1], vec![0]];
-        let kept = plan_with(&demand(&[8.0, 1.0]), &nodes, &held, Moves::CoverageOnly);
-        assert!(!kept.changed, "{}", kept.reason);
-        assert!(plan(&demand(&[8.0, 1.0]), &nodes, &held).changed);
-        // Demand no node serves is given one.
-        let covered = plan_with(
-            &demand(&[8.0, 1.0, 3.0]),
-            &nodes,
-            &held,
-            Moves::CoverageOnly,
-        );
-        assert!(covered.changed, "{}", covered.reason);
-        assert!(covered.assignment.iter().any(|models| models.contains(&2)));
-        // A node whose model nobody asked for yet stays free of the plan
-        // (and warm for it), rather than being given a model others serve.
-        let waiting = plan_with(
-            &demand(&[5.0]),
-            &nodes,
-            &vec![vec![0], Vec::new()],
-            Moves::CoverageOnly,
-        );
-        assert_eq!(waiting.assignment, vec![vec![0], Vec::new()]);
-        assert_eq!(
-            plan(&demand(&[5.0]), &nodes, &vec![vec![0], Vec::new()]).assignment[1],
-            vec![0]
-        );
     }
 
     #[test]

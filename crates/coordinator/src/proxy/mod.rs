@@ -163,8 +163,10 @@ pub struct Proxy {
 /// On the request path it is atomics: the flags are read with one load, and
 /// a request waits on a token of its serving thread's own (a child of the
 /// coordinator's), so no two threads share a lock for it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Cutoff {
+    /// Tells this cutoff's per-thread tokens from those of an earlier one.
+    id: u64,
     stopping: AtomicBool,
     cut: AtomicBool,
     token: tokio_util::sync::CancellationToken,
@@ -176,9 +178,22 @@ pub const CUT_MESSAGE: &str =
     "the router is shutting down and its grace for running requests ran out; this answer was cut";
 
 thread_local! {
-    /// This thread's child of a [`Cutoff`]'s token, with the cutoff it belongs to.
-    static LOCAL_CUT: std::cell::RefCell<Option<(usize, tokio_util::sync::CancellationToken)>> =
+    /// This thread's child of a [`Cutoff`]'s token, with the id of the cutoff it belongs to.
+    static LOCAL_CUT: std::cell::RefCell<Option<(u64, tokio_util::sync::CancellationToken)>> =
         const { std::cell::RefCell::new(None) };
+}
+
+impl Default for Cutoff {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            stopping: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            token: tokio_util::sync::CancellationToken::new(),
+            count: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Cutoff {
@@ -204,13 +219,12 @@ impl Cutoff {
 
     /// Completes when [`Cutoff::cut`] is called.
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        let key = std::ptr::from_ref(self) as usize;
         LOCAL_CUT.with_borrow_mut(|local| {
             let token = match local {
-                Some((owner, token)) if *owner == key => token.clone(),
+                Some((owner, token)) if *owner == self.id => token.clone(),
                 _ => {
                     let token = self.token.child_token();
-                    *local = Some((key, token.clone()));
+                    *local = Some((self.id, token.clone()));
                     token
                 }
             };
