@@ -418,8 +418,8 @@ impl AgentConfig {
 impl fmt::Display for AgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let or_auto = |value: Option<String>| value.unwrap_or_else(|| "(auto)".to_owned());
-        writeln!(f, "coordinator_url = {}", self.coordinator_url)?;
-        writeln!(f, "ollama_api_base = {}", self.ollama_api_base)?;
+        writeln!(f, "coordinator_url = {}", redacted(&self.coordinator_url))?;
+        writeln!(f, "ollama_api_base = {}", redacted(&self.ollama_api_base))?;
         writeln!(f, "ollama_port = {}", self.ollama_port())?;
         writeln!(
             f,
@@ -441,7 +441,7 @@ impl fmt::Display for AgentConfig {
         writeln!(
             f,
             "api_url = {}",
-            or_auto(self.api_url.as_ref().map(Url::to_string))
+            or_auto(self.api_url.as_ref().map(redacted))
         )?;
         let set = |secret: &Option<Secret>| if secret.is_some() { "(set)" } else { "(none)" };
         writeln!(f, "node_token = {}", set(&self.node_token))?;
@@ -462,6 +462,16 @@ impl fmt::Display for AgentConfig {
                 .map_or_else(|| "(memory only)".to_owned(), |p| p.display().to_string())
         )
     }
+}
+
+/// `url` with a password in it replaced, for printing.
+fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only a URL that cannot have a password fails here; this one has one.
+        let _ = shown.set_password(Some("redacted"));
+    }
+    shown.to_string()
 }
 
 /// A setting, named the way an operator sets it.

@@ -46,9 +46,12 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         .into_config(settings.as_ref(), env, sysinfo::System::host_name)
         .context("invalid configuration")?;
     if check_config {
+        // What the unset ones resolve to (machine name, Ollama URL, identity file…).
+        println!("\nresolved:\n{config}");
         println!(
             "\nconfiguration OK: registers as {:?} with {}",
-            config.machine_name, config.coordinator_url
+            config.machine_name,
+            config.coordinator_url.origin().ascii_serialization()
         );
         return Ok(());
     }

@@ -136,7 +136,7 @@ pub fn effective_settings(
         let value = match value {
             Some(_) if arg.is_hide_env_values_set() => REDACTED.to_owned(),
             Some(value) if value.is_empty() => "(empty)".to_owned(),
-            Some(value) => value,
+            Some(value) => without_url_password(&value),
             None => "(none)".to_owned(),
         };
         settings.push(Effective {
@@ -146,6 +146,26 @@ pub fn effective_settings(
         });
     }
     settings
+}
+
+/// `value` with the password of a URL in it (`scheme://user:password@host`)
+/// replaced.
+fn without_url_password(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &value[authority_start..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:redacted{}",
+            &value[..authority_start],
+            &authority[..colon],
+            &value[authority_start + at..]
+        ),
+        _ => value.to_owned(),
+    }
 }
 
 /// `settings` as an aligned table: flag, value, source.
@@ -226,6 +246,20 @@ mod tests {
         assert!(!render(&settings).contains("s3cret"));
         // One-off actions are not settings.
         assert!(settings.iter().all(|s| s.flag != "--check-config"));
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_redacted() {
+        assert_eq!(
+            without_url_password("http://u:pw@10.0.0.5:8080/x"),
+            "http://u:redacted@10.0.0.5:8080/x"
+        );
+        assert_eq!(
+            without_url_password("http://10.0.0.5:8080"),
+            "http://10.0.0.5:8080"
+        );
+        assert_eq!(without_url_password("http://u@h/a:b@c"), "http://u@h/a:b@c");
+        assert_eq!(without_url_password("plain:value"), "plain:value");
     }
 
     #[test]
