@@ -36,6 +36,11 @@ pub fn check_config(cli: &Cli, matches: &clap::ArgMatches) -> bool {
     let mut problems = Vec::new();
     match cli.config() {
         Ok(config) => {
+            println!(
+                "\nlistens on {}, keeps its data in {}",
+                std::net::SocketAddr::new(cli.host(), cli.port),
+                config.data_dir.display()
+            );
             if let Some(tls) = &config.tls
                 && let Err(e) = crate::tls::server_config(&tls.cert, &tls.key)
             {
@@ -49,13 +54,6 @@ pub fn check_config(cli: &Cli, matches: &clap::ArgMatches) -> bool {
             }
         }
         Err(e) => problems.push(e.to_string()),
-    }
-    if let Ok(config) = cli.config() {
-        println!(
-            "\nlistens on {}, keeps its data in {}",
-            std::net::SocketAddr::new(cli.host(), cli.port),
-            config.data_dir.display()
-        );
     }
     if problems.is_empty() {
         println!("configuration OK: the coordinator can start with these settings");

@@ -13,28 +13,20 @@ use llm_router_agent::status::{self, AgentStatus, Link};
 use llm_router_agent::{AgentConfig, run_controlled};
 use llm_router_desktop::IconState;
 use serde_json::Value;
-use support::process::{Proc, binary, eventually, list_nodes};
-use tokio::net::TcpListener;
+use support::fleet::Fleet;
+use support::process::{Proc, binary, eventually};
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-async fn node_field(client: &reqwest::Client, base: &str, field: &str) -> Option<Value> {
-    Some(list_nodes(client, base).await?.first()?[field].clone())
+async fn node_field(fleet: &Fleet, field: &str) -> Option<Value> {
+    Some(fleet.agents().await.first()?[field].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_quit_from_the_tray_act_on_the_coordinator() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let config = llm_router_coordinator::Config::with_data_dir(data_dir.path());
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", tcp.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let coordinator = tokio::spawn(llm_router_coordinator::run(
-        tcp,
-        config,
-        stop.clone().cancelled_owned(),
-    ));
+    let fleet = Fleet::empty_with(|_| {}).await;
+    let base = fleet.url("");
     let ollama =
         llm_router_mock_node::MockNode::start(llm_router_mock_node::MockConfig::named("desk"))
             .await
@@ -73,9 +65,8 @@ async fn pause_resume_and_quit_from_the_tray_act_on_the_coordinator() {
         panic!("Pause is not offered to a connected agent");
     };
     controls.commands.send(command).await.unwrap();
-    let client = reqwest::Client::new();
     eventually("the node draining", DEADLINE, || async {
-        (node_field(&client, &base, "draining").await? == true).then_some(())
+        (node_field(&fleet, "draining").await? == true).then_some(())
     })
     .await;
     let paused = tokio::time::timeout(DEADLINE, watched.wait_for(|s| s.draining))
@@ -90,35 +81,28 @@ async fn pause_resume_and_quit_from_the_tray_act_on_the_coordinator() {
     };
     controls.commands.send(command).await.unwrap();
     eventually("the node taking requests again", DEADLINE, || async {
-        (node_field(&client, &base, "draining").await? == false).then_some(())
+        (node_field(&fleet, "draining").await? == false).then_some(())
     })
     .await;
 
     // The drain endpoint is the node's own: another credential is refused.
     let id = connected.node_id.unwrap();
-    let refused = client
-        .post(format!("{base}/api/agents/{id}/drain"))
+    let refused = reqwest::Client::new()
+        .post(fleet.url(&format!("/api/agents/{id}/drain")))
         .bearer_auth("llmr_nc_not-this-node")
         .json(&serde_json::json!({"draining": true}))
         .send()
         .await
         .unwrap();
     assert!(refused.status().is_client_error(), "{}", refused.status());
-    assert_eq!(
-        node_field(&client, &base, "draining").await,
-        Some(false.into())
-    );
+    assert_eq!(node_field(&fleet, "draining").await, Some(false.into()));
 
     // Quit: the goodbye takes the node offline, and the agent ends cleanly.
     assert_eq!(desktop::effect(QUIT, &connected, None), Some(Effect::Quit));
     quit.cancel();
     agent_task.await.unwrap().unwrap();
-    assert_eq!(
-        node_field(&client, &base, "status").await,
-        Some("offline".into())
-    );
-    stop.cancel();
-    coordinator.await.unwrap().unwrap();
+    assert_eq!(node_field(&fleet, "status").await, Some("offline".into()));
+    fleet.stop().await;
 }
 
 /// An agent process supervising Ollama at `ollama`, with a fake `ollama` on

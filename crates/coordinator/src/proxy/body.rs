@@ -213,15 +213,18 @@ pub struct BodyHealth {
     pub thresholds: crate::registry::live::HealthThresholds,
 }
 
+/// Counts and records an answer cut at the end of a stopping coordinator's grace.
+fn record_cut(cutoff: &Cutoff, tap: Tap) {
+    cutoff.counted();
+    tap.finish(Outcome::Cut, Some(CUT_MESSAGE.to_owned()));
+}
+
 impl Drop for ProxiedBody {
     fn drop(&mut self) {
         if let Some(tap) = self.tap.take() {
             // A client that stopped reading is closed at the end of the grace.
             match &self.cutoff {
-                Some(cutoff) if cutoff.is_cut() => {
-                    cutoff.counted();
-                    tap.finish(Outcome::Cut, Some(CUT_MESSAGE.to_owned()));
-                }
+                Some(cutoff) if cutoff.is_cut() => record_cut(cutoff, tap),
                 _ => tap.finish(
                     Outcome::Cancelled,
                     Some("client closed the connection".into()),
@@ -273,11 +276,8 @@ impl ProxiedBody {
     fn cut(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.finished = true;
         self.guard = None;
-        if let Some(cutoff) = &self.cutoff {
-            cutoff.counted();
-        }
-        if let Some(tap) = self.tap.take() {
-            tap.finish(Outcome::Cut, Some(CUT_MESSAGE.to_owned()));
+        if let (Some(cutoff), Some(tap)) = (&self.cutoff, self.tap.take()) {
+            record_cut(cutoff, tap);
         }
         self.error_frame(CUT_MESSAGE)
     }
