@@ -156,6 +156,28 @@ pub struct Cli {
           value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Ollama")]
     pub manage_ollama: Option<bool>,
 
+    /// Run without the tray icon, as from a terminal (also `LLM_ROUTER_TRAY=0`); under a
+    /// service manager or without a desktop session there is none anyway.
+    #[arg(long, help_heading = "Desktop")]
+    pub no_tray: bool,
+
+    /// Serve the settings panel on 127.0.0.1, where this machine's user edits and applies
+    /// the settings without a restart: on or off [default: on for a desktop start, off
+    /// headless]. Its link, with a token new at each start, is printed and in the tray.
+    #[arg(long, env = "LLM_ROUTER_SETTINGS_PANEL", value_name = "on|off",
+          value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Desktop")]
+    pub settings_panel: Option<bool>,
+
+    /// Port of the settings panel on 127.0.0.1; 0 lets the system pick a free one.
+    #[arg(
+        long,
+        env = "LLM_ROUTER_SETTINGS_PORT",
+        default_value_t = 0,
+        value_name = "PORT",
+        help_heading = "Desktop"
+    )]
+    pub settings_port: u16,
+
     /// Print the effective settings and exit.
     #[arg(long)]
     pub print_config: bool,

@@ -167,6 +167,15 @@ impl CoordinatorClient {
         .map(drop)
     }
 
+    /// `POST /api/agents/check-token`: whether the coordinator answers and would
+    /// accept `node_token`, without registering (the settings panel's test).
+    pub async fn check_token(&self, node_token: Option<&str>) -> Result<(), CoordinatorError> {
+        let url = self.endpoint("api/agents/check-token");
+        self.send(with_bearer(self.http.post(url.clone()), node_token), &url)
+            .await
+            .map(drop)
+    }
+
     /// `POST /api/agents/{id}/shutdown`: this node is going away on purpose.
     pub async fn shutdown(
         &self,

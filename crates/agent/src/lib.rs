@@ -16,6 +16,8 @@
 //! - [`lifecycle`]: [`run`], which ties them together from start-up to the shutdown notice;
 //! - [`status`]: what the agent is doing, for the tray and the settings panel, and their commands;
 //! - [`desktop`]: the tray's menu for each status, and what each item does;
+//! - [`panel`]: the settings panel on 127.0.0.1, which edits `agent-settings.json` and
+//!   applies it live;
 //! - [`supervise`]: `--manage-ollama`, running `ollama serve` when no Ollama answers.
 
 pub mod backoff;
@@ -29,10 +31,11 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod node_file;
 pub mod ollama;
+pub mod panel;
 pub mod registration;
 pub mod settings_file;
 pub mod status;
 pub mod supervise;
 
 pub use config::{AgentConfig, Cli, ConfigError};
-pub use lifecycle::{AGENT_VERSION, AgentError, run, run_controlled};
+pub use lifecycle::{AGENT_VERSION, AgentError, run, run_controlled, run_reconfigurable};

@@ -116,6 +116,86 @@ pub async fn run_controlled(
     }
 }
 
+/// [`run_controlled`], started again with each new configuration on
+/// `configs` (the settings panel's Save): the agent says goodbye to the
+/// coordinator it was with and registers with the new settings, without a
+/// restart of the process. A registration that fails for good (a wrong node
+/// token) does not end it: the status says why, and it waits for new settings.
+pub async fn run_reconfigurable(
+    mut configs: watch::Receiver<AgentConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+    reporter: &mut Reporter,
+) -> Result<(), AgentError> {
+    let mut shutdown = pin!(shutdown);
+    let mut previous: Option<AgentConfig> = None;
+    loop {
+        let config = configs.borrow_and_update().clone();
+        if let Some(previous) = &previous {
+            keep_node_on_rename(previous, &config);
+        }
+        previous = Some(config.clone());
+        let stopping = AtomicBool::new(false);
+        let until = async {
+            tokio::select! {
+                () = &mut shutdown => stopping.store(true, Ordering::Release),
+                changed = configs.changed() => {
+                    if changed.is_err() {
+                        // No one can change the settings any more.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        let ran = run_controlled(config, until, reporter).await;
+        if stopping.load(Ordering::Acquire) {
+            return ran;
+        }
+        if let Err(error) = ran {
+            tracing::warn!(%error, "the agent cannot run with these settings; waiting for new ones");
+            reporter.status.send_modify(|status| {
+                status.link = Link::Retrying {
+                    reason: format!("{error} (change the settings to try again)"),
+                };
+            });
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                changed = configs.changed() => if changed.is_err() { return Err(error) },
+            }
+        }
+        tracing::info!("settings changed: starting again with the new ones");
+    }
+}
+
+/// When only the machine name changed, the node keeps its id (and its
+/// history on the dashboard): the stored identity moves to the new name.
+fn keep_node_on_rename(previous: &AgentConfig, next: &AgentConfig) {
+    let same_place = previous.coordinator_url == next.coordinator_url
+        && previous.identity_file == next.identity_file;
+    let (Some(path), true) = (&next.identity_file, same_place) else {
+        return;
+    };
+    if previous.machine_name == next.machine_name {
+        return;
+    }
+    let coordinator = crate::http::directory_url(&next.coordinator_url);
+    match node_file::carry_over(
+        path,
+        &coordinator,
+        &previous.machine_name,
+        &next.machine_name,
+    ) {
+        Ok(true) => tracing::info!(
+            from = %previous.machine_name,
+            to = %next.machine_name,
+            "machine renamed: the node keeps its id"
+        ),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, "could not keep the node's id across the rename; it registers as a new node");
+        }
+    }
+}
+
 /// Everything one agent holds: its settings, its clients and what it last saw of Ollama.
 struct Agent {
     config: AgentConfig,

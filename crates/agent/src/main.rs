@@ -4,9 +4,16 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{ArgMatches, CommandFactory as _};
+use std::sync::Arc;
+
+use clap::parser::ValueSource;
+use llm_router_agent::panel::form::Locks;
+use llm_router_agent::panel::{BuildConfig, Panel, PanelSettings};
 use llm_router_agent::settings_file::SettingsFile;
-use llm_router_agent::{Cli, run, supervise};
+use llm_router_agent::status::{self, AgentStatus};
+use llm_router_agent::{Cli, run, run_reconfigurable, supervise};
 use llm_router_common::cli::{effective_settings, init_logging, render};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -31,9 +38,14 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         None => None,
     };
     let (print_config, check_config) = (cli.print_config, cli.check_config);
-    let manage_ollama = cli
-        .manage_ollama
-        .unwrap_or_else(|| llm_router_desktop::tray_unavailable(false, env).is_none());
+    let no_tray = llm_router_desktop::tray_unavailable(
+        cli.no_tray || llm_router_desktop::tray_off_by_env(env),
+        env,
+    );
+    let desktop_start = no_tray.is_none();
+    let manage_ollama = cli.manage_ollama.unwrap_or(desktop_start);
+    let panel_on = cli.settings_panel.unwrap_or(desktop_start);
+    let (settings_port, settings_path) = (cli.settings_port, cli.settings_file_path(env));
     if check_config {
         print!(
             "{}",
@@ -42,6 +54,7 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
             }))
         );
     }
+    let base_cli = cli.clone();
     let config = cli
         .into_config(settings.as_ref(), env, sysinfo::System::host_name)
         .context("invalid configuration")?;
@@ -59,6 +72,9 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         println!("{config}");
         return Ok(());
     }
+    if let Some(reason) = &no_tray {
+        tracing::info!("no tray icon ({reason}): running headless");
+    }
 
     // Installed before anything else runs, so that an early signal is not lost.
     let shutdown = shutdown_signal()?;
@@ -66,11 +82,62 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     let supervisor = manage_ollama
         .then(|| supervise_ollama(&config, stop.clone()))
         .flatten();
-    let ran = run(config, async {
+    let until_shutdown = async {
         shutdown.await;
         stop.cancel();
-    })
-    .await;
+    };
+    let ran = match settings_path.filter(|_| panel_on) {
+        None => {
+            if panel_on {
+                tracing::warn!(
+                    "no settings panel: no data folder to save settings in (set LLM_ROUTER_DATA_DIR or --settings-file)"
+                );
+            }
+            run(config, until_shutdown).await
+        }
+        Some(settings_path) => {
+            let first_start = desktop_start
+                && settings.is_none()
+                && matches.value_source("coordinator_url") == Some(ValueSource::DefaultValue);
+            let locks = Locks::from_matches(matches, env);
+            let build: Arc<BuildConfig> = Arc::new(move |file: &SettingsFile| {
+                base_cli.clone().into_config(
+                    Some(file),
+                    |name| std::env::var(name).ok(),
+                    sysinfo::System::host_name,
+                )
+            });
+            let (configs, watched) = watch::channel(config.clone());
+            let initial =
+                AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
+            let (mut reporter, controls) = status::channels(initial);
+            let panel = Panel::start(
+                PanelSettings {
+                    port: settings_port,
+                    settings_path,
+                    locks,
+                    build,
+                    configs,
+                    status: controls.status.clone(),
+                },
+                stop.clone(),
+            )
+            .await
+            .with_context(|| {
+                format!("cannot start the settings panel on 127.0.0.1:{settings_port}")
+            })?;
+            announce_panel(&panel, env);
+            if first_start {
+                tracing::info!("nothing is configured yet: opening the settings panel");
+                if let Err(problem) = llm_router_desktop::open_in_browser(&panel.url) {
+                    tracing::warn!("{problem}");
+                }
+            }
+            let ran = run_reconfigurable(watched, until_shutdown, &mut reporter).await;
+            drop(controls);
+            ran
+        }
+    };
     // The agent said goodbye; now the Ollama it started, if any, stops.
     stop.cancel();
     if let Some(supervisor) = supervisor {
@@ -78,6 +145,19 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     }
     ran?;
     Ok(())
+}
+
+/// Says where the settings panel is. Its link carries this start's token: it
+/// goes to the terminal (stdout), never into the log, and not into a service
+/// manager's journal.
+fn announce_panel(panel: &Panel, env: impl Fn(&str) -> Option<String>) {
+    tracing::info!(
+        address = %panel.addr,
+        "settings panel listening on 127.0.0.1 (its link, with this start's token, is on stdout and in the tray)"
+    );
+    if env("JOURNAL_STREAM").is_none() {
+        println!("Settings panel: {}", panel.url);
+    }
 }
 
 /// Supervises Ollama until `stop`, when an `ollama` binary is on PATH.

@@ -5,7 +5,6 @@
 //! and replaced atomically (temp file, fsync, rename). A file that cannot be
 //! used is reported and ignored; the agent then registers as a new node.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use llm_router_common::NodeId;
@@ -82,25 +81,29 @@ pub fn load(path: &Path, coordinator: &Url, machine_name: &str) -> Option<NodeId
 
 /// Replaces the file at `path` with `identity`, readable by its owner only.
 pub fn save(path: &Path, identity: &NodeIdentity) -> Result<(), SaveError> {
-    let fail = |source| SaveError {
+    let text = serde_json::to_vec_pretty(identity).expect("an identity always serialises");
+    crate::settings_file::write_private(path, &text).map_err(|source| SaveError {
         path: path.to_owned(),
         source,
+    })
+}
+
+/// Keeps the node when its machine is renamed: the identity stored for
+/// `from` at `coordinator` is stored again for `to`, so that the next
+/// registration renames the node instead of adding another. `Ok(false)` when
+/// there is no identity for `from` to carry over.
+pub fn carry_over(path: &Path, coordinator: &Url, from: &str, to: &str) -> Result<bool, SaveError> {
+    let Some(identity) = load(path, coordinator, from) else {
+        return Ok(false);
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".agent-node.tmp-");
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
-    let mut temp = builder.tempfile_in(dir).map_err(fail)?;
-    let text = serde_json::to_vec_pretty(identity).expect("an identity always serialises");
-    temp.write_all(&text).map_err(fail)?;
-    temp.as_file().sync_all().map_err(fail)?;
-    temp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    save(
+        path,
+        &NodeIdentity {
+            machine_name: to.to_owned(),
+            ..identity
+        },
+    )?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -135,6 +138,23 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_renamed_machine_keeps_its_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(NODE_FILE_NAME);
+        let url = Url::parse("http://c:8080/").unwrap();
+        let saved = identity(url.as_str());
+        save(&path, &saved).unwrap();
+        assert!(!carry_over(&path, &url, "not-box", "x").unwrap());
+        assert!(carry_over(&path, &url, "box", "desk").unwrap());
+        let moved = load(&path, &url, "desk").unwrap();
+        assert_eq!(
+            (moved.node_id, moved.node_credential),
+            (saved.node_id, saved.node_credential)
+        );
+        assert_eq!(load(&path, &url, "box"), None);
     }
 
     #[test]

@@ -120,6 +120,27 @@ impl SettingsFile {
     }
 }
 
+/// Replaces the file at `path` with `contents` in one step (a temporary file
+/// beside it, synced, then renamed over it), readable by its owner only: the
+/// agent's files hold secrets. Creates the folder if needed.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".llm-router-agent.tmp-");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let mut temp = builder.tempfile_in(dir)?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
 /// The data directory: `LLM_ROUTER_DATA_DIR`, else `~/.llm-router/`. `None` when neither
 /// that variable nor a home directory is known. `env` looks up one environment variable.
 pub fn data_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {

@@ -352,3 +352,72 @@ async fn login_keys_and_foreign_pages_in_a_real_browser() {
     coordinator.stop().await;
     foreign_site.abort();
 }
+
+/// The agent's settings panel (`settings.test.mjs`): the real agent binary with
+/// its panel on, a settings file that points at the wrong coordinator, and the
+/// Ollama URL set by the environment (so locked); the script tests, fixes and
+/// saves the settings, and the node joins the coordinator without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_settings_panel_in_a_real_browser() {
+    require_prerequisites().await;
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let foreign = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let foreign_site = format!("http://{}/", foreign.local_addr().unwrap());
+    let foreign_server = tokio::spawn(serve_foreign_site(foreign));
+    let fleet = support::fleet::Fleet::empty_with(|_| {}).await;
+    let ollama =
+        llm_router_mock_node::MockNode::start(llm_router_mock_node::MockConfig::named("panel"))
+            .await
+            .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let settings_file = data.path().join("agent-settings.json");
+    std::fs::write(
+        &settings_file,
+        r#"{"coordinator_url": "http://127.0.0.1:1/unused", "keep_this": "unknown keys are kept"}"#,
+    )
+    .unwrap();
+
+    let mut command = std::process::Command::new(support::process::binary("llm-router-agent"));
+    command
+        .args(["--settings-panel", "on", "--settings-port", "0"])
+        .args(["--register-retry-secs", "1"])
+        .env("LLM_ROUTER_DATA_DIR", data.path())
+        .env("OLLAMA_API_BASE", ollama.url())
+        .env_remove("COORDINATOR_URL")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("OLLAMA_AGENT_MACHINE_NAME")
+        .env_remove("OLLAMA_MACHINE_NAME");
+    let agent = support::process::Proc::spawn("agent", command);
+    let link = agent.wait_for_line(
+        "the settings panel's link",
+        Duration::from_secs(30),
+        |line| line.strip_prefix("Settings panel: ").map(str::to_owned),
+    );
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    let output = agent.output();
+    assert_eq!(
+        output.lines().filter(|line| line.contains(&token)).count(),
+        1,
+        "the panel's token must be printed once, on stdout, and never logged; output:\n{output}"
+    );
+
+    let mut script = BrowserScript::start(
+        "settings.test.mjs",
+        &link,
+        &[
+            ("COORDINATOR", fleet.url("")),
+            (
+                "OLLAMA",
+                ollama.url().trim_end_matches('/').to_owned() + "/",
+            ),
+            ("SETTINGS_FILE", settings_file.display().to_string()),
+            ("FOREIGN_SITE", foreign_site),
+        ],
+    );
+    if let Some(command) = script.next_command().await {
+        panic!("the settings script asked for {command:?}, which this harness does not offer");
+    }
+    script.finish().await;
+    drop(agent);
+    foreign_server.abort();
+}

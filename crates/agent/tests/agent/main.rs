@@ -4,6 +4,7 @@ mod binary;
 mod credentials;
 mod heartbeat;
 mod ollama;
+mod panel;
 mod registration;
 mod shutdown;
 mod support;

@@ -23,6 +23,7 @@ use crate::registry::{AgentlessTarget, OfflineReason, validate};
 pub fn agent_routes() -> Router<AppState> {
     Router::new()
         .route("/register", post(register))
+        .route("/check-token", post(check_token))
         .route("/{id}/heartbeat", post(heartbeat))
         .route("/{id}/shutdown", post(shutdown))
         .route("/{id}/drain", post(drain))
@@ -58,6 +59,32 @@ async fn durable(state: &AppState, generation: u64) -> Result<(), ApiError> {
     }
 }
 
+/// `POST /api/agents/check-token`: whether this coordinator would accept the
+/// node token presented (204) or not (401), without registering anything; the
+/// agent's settings panel tests a connection with it.
+async fn check_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer_token(&headers);
+    if state.access.node_tokens.accepts(token) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Unauthorized(
+            refused_token_message(token.is_some()).into(),
+        ))
+    }
+}
+
+/// Why a node token was refused, for the agent's operator.
+fn refused_token_message(token_sent: bool) -> &'static str {
+    if token_sent {
+        "the node token is not valid for this coordinator"
+    } else {
+        "this coordinator requires a node token: start the agent with --node-token (or LLM_ROUTER_NODE_TOKEN)"
+    }
+}
+
 async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -67,12 +94,7 @@ async fn register(
     if !state.access.node_tokens.accepts(token) {
         tracing::warn!(machine = %req.machine_name, token_sent = token.is_some(), "registration refused: wrong or missing node token");
         return Err(ApiError::Unauthorized(
-            if token.is_some() {
-                "the node token is not valid for this coordinator"
-            } else {
-                "this coordinator requires a node token: start the agent with --node-token (or LLM_ROUTER_NODE_TOKEN)"
-            }
-            .into(),
+            refused_token_message(token.is_some()).into(),
         ));
     }
     let (answer, generation) = state.registry.register(req)?;

@@ -68,7 +68,7 @@ static LOGIN_SCRIPT: Asset = Asset {
     content_type: "text/javascript; charset=utf-8",
 };
 static STYLE: Asset = Asset {
-    body: include_str!("assets/app.css"),
+    body: llm_router_desktop::STYLESHEET,
     content_type: "text/css; charset=utf-8",
 };
 
