@@ -3,8 +3,10 @@
 //! `llm_router_desktop`'s.
 
 use llm_router_desktop::{IconState, Item, Menu};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::status::{AgentStatus, Command, Link};
+use crate::status::{AgentStatus, Command, Controls, Link};
 
 /// Menu actions.
 pub const OPEN_DASHBOARD: &str = "open-dashboard";
@@ -100,6 +102,55 @@ pub fn effect(action: &str, status: &AgentStatus, settings: Option<&str>) -> Opt
         RESUME => Some(Effect::Agent(Command::Drain(false))),
         QUIT => Some(Effect::Quit),
         _ => None,
+    }
+}
+
+/// Keeps the tray in step with the agent and carries out what is chosen in
+/// it, until `quit` is cancelled (choosing Quit cancels it).
+///
+/// `settings` is the settings panel's link; `show` puts a menu in the tray
+/// (`false` once the tray is gone); `open` opens a link in the browser.
+pub async fn drive(
+    mut controls: Controls,
+    settings: Option<String>,
+    mut chosen: mpsc::UnboundedReceiver<String>,
+    show: impl Fn(Menu) -> bool,
+    open: impl Fn(&str),
+    quit: CancellationToken,
+) {
+    let settings = settings.as_deref();
+    if !show(menu(&controls.status.borrow_and_update(), settings)) {
+        return;
+    }
+    loop {
+        tokio::select! {
+            changed = controls.status.changed() => {
+                let menu = match changed {
+                    Ok(()) => menu(&controls.status.borrow_and_update(), settings),
+                    Err(_) => return,
+                };
+                if !show(menu) {
+                    return;
+                }
+            }
+            action = chosen.recv() => {
+                let Some(action) = action else { return };
+                let status = controls.status.borrow().clone();
+                match effect(&action, &status, settings) {
+                    Some(Effect::Open(url)) => open(&url),
+                    Some(Effect::Agent(command)) => {
+                        let _ = controls.commands.send(command).await;
+                    }
+                    Some(Effect::Quit) => {
+                        tracing::info!("Quit chosen in the tray: saying goodbye to the coordinator");
+                        quit.cancel();
+                        return;
+                    }
+                    None => tracing::debug!(action, "a tray item that is not available now"),
+                }
+            }
+            () = quit.cancelled() => return,
+        }
     }
 }
 

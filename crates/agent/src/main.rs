@@ -1,4 +1,6 @@
-//! `llm-router-agent`: parses the settings, wires Ctrl-C and SIGTERM, and calls [`run`].
+//! `llm-router-agent`: parses the settings, wires Ctrl-C and SIGTERM, and runs the agent:
+//! headless (a terminal, a service manager), or with the tray icon on the main thread
+//! and the agent beside it (a desktop start).
 
 use std::process::ExitCode;
 
@@ -11,18 +13,49 @@ use llm_router_agent::panel::form::Locks;
 use llm_router_agent::panel::{BuildConfig, Panel, PanelSettings};
 use llm_router_agent::settings_file::SettingsFile;
 use llm_router_agent::status::{self, AgentStatus};
-use llm_router_agent::{Cli, run, run_reconfigurable, supervise};
+use llm_router_agent::{Cli, desktop, run, run_reconfigurable, supervise};
 use llm_router_common::cli::{effective_settings, init_logging, render};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let (cli, matches) = Cli::parse_args_with_matches();
     // Logs go to stderr so that stdout carries only what was asked for
     // (`--print-config`); flushed when main returns.
     let _logs = init_logging(cli.log_format);
-    match agent_main(cli, &matches).await {
+    let env = |name: &str| std::env::var(name).ok();
+    let no_tray = llm_router_desktop::tray_unavailable(
+        cli.no_tray || llm_router_desktop::tray_off_by_env(env),
+        env,
+    );
+    let one_off = cli.print_config || cli.check_config;
+    match no_tray {
+        _ if one_off => run_headless(cli, &matches, false),
+        Some(reason) => {
+            tracing::info!("no tray icon ({reason}): running headless");
+            run_headless(cli, &matches, false)
+        }
+        None => run_with_tray(cli, matches),
+    }
+}
+
+/// The agent on a runtime of its own, on this thread.
+fn run_headless(cli: Cli, matches: &ArgMatches, desktop_start: bool) -> ExitCode {
+    exit_code(
+        runtime()
+            .and_then(|runtime| runtime.block_on(agent_main(cli, matches, desktop_start, None))),
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn exit_code(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -31,18 +64,61 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
+/// The tray on this thread (the desktop wants its main thread), the agent on
+/// another; the process ends when the agent does (Quit, a signal).
+fn run_with_tray(cli: Cli, matches: ArgMatches) -> ExitCode {
+    let (chosen, actions) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let initial = desktop::menu(&AgentStatus::starting(&cli.coordinator_url, ""), None);
+    let fallback = (cli.clone(), matches.clone());
+    let mut worker = None;
+    let shown = llm_router_desktop::tray::run(
+        initial,
+        |handle| {
+            worker = Some(std::thread::spawn(move || {
+                let outcome = runtime().and_then(|runtime| {
+                    let tray = Tray {
+                        handle: handle.clone(),
+                        actions,
+                    };
+                    runtime.block_on(agent_main(cli, &matches, true, Some(tray)))
+                });
+                handle.close();
+                exit_code(outcome)
+            }));
+        },
+        |action| {
+            let _ = chosen.send(action.to_owned());
+        },
+    );
+    match (shown, worker) {
+        (_, Some(worker)) => worker.join().unwrap_or(ExitCode::FAILURE),
+        (Err(problem), None) => {
+            tracing::warn!("no tray icon ({problem}): running headless");
+            let (cli, matches) = fallback;
+            run_headless(cli, &matches, true)
+        }
+        (Ok(()), None) => ExitCode::SUCCESS,
+    }
+}
+
+/// The tray's side, for the agent: where to show menus, what was chosen.
+struct Tray {
+    handle: llm_router_desktop::tray::TrayHandle,
+    actions: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+async fn agent_main(
+    cli: Cli,
+    matches: &ArgMatches,
+    desktop_start: bool,
+    tray: Option<Tray>,
+) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let settings = match cli.settings_file_path(env) {
         Some(path) => SettingsFile::load(&path)?,
         None => None,
     };
     let (print_config, check_config) = (cli.print_config, cli.check_config);
-    let no_tray = llm_router_desktop::tray_unavailable(
-        cli.no_tray || llm_router_desktop::tray_off_by_env(env),
-        env,
-    );
-    let desktop_start = no_tray.is_none();
     let manage_ollama = cli.manage_ollama.unwrap_or(desktop_start);
     let panel_on = cli.settings_panel.unwrap_or(desktop_start);
     let (settings_port, settings_path) = (cli.settings_port, cli.settings_file_path(env));
@@ -72,30 +148,39 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         println!("{config}");
         return Ok(());
     }
-    if let Some(reason) = &no_tray {
-        tracing::info!("no tray icon ({reason}): running headless");
-    }
-
     // Installed before anything else runs, so that an early signal is not lost.
     let shutdown = shutdown_signal()?;
     let stop = CancellationToken::new();
     let supervisor = manage_ollama
         .then(|| supervise_ollama(&config, stop.clone()))
         .flatten();
-    let until_shutdown = async {
-        shutdown.await;
-        stop.cancel();
-    };
-    let ran = match settings_path.filter(|_| panel_on) {
-        None => {
-            if panel_on {
-                tracing::warn!(
-                    "no settings panel: no data folder to save settings in (set LLM_ROUTER_DATA_DIR or --settings-file)"
-                );
+    // Quit in the tray ends the agent as a signal does.
+    let quit = CancellationToken::new();
+    let until_shutdown = {
+        let quit = quit.clone();
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = quit.cancelled() => {}
             }
-            run(config, until_shutdown).await
+            stop.cancel();
         }
-        Some(settings_path) => {
+    };
+    let settings_path = settings_path.filter(|_| panel_on);
+    if panel_on && settings_path.is_none() {
+        tracing::warn!(
+            "no settings panel: no data folder to save settings in (set LLM_ROUTER_DATA_DIR or --settings-file)"
+        );
+    }
+    let ran = if settings_path.is_none() && tray.is_none() {
+        run(config, until_shutdown).await
+    } else {
+        let (configs, watched) = watch::channel(config.clone());
+        let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
+        let (mut reporter, controls) = status::channels(initial);
+        let mut panel_url = None;
+        if let Some(settings_path) = settings_path {
             let first_start = desktop_start
                 && settings.is_none()
                 && matches.value_source("coordinator_url") == Some(ValueSource::DefaultValue);
@@ -107,10 +192,6 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                     sysinfo::System::host_name,
                 )
             });
-            let (configs, watched) = watch::channel(config.clone());
-            let initial =
-                AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
-            let (mut reporter, controls) = status::channels(initial);
             let panel = Panel::start(
                 PanelSettings {
                     port: settings_port,
@@ -133,10 +214,25 @@ async fn agent_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                     tracing::warn!("{problem}");
                 }
             }
-            let ran = run_reconfigurable(watched, until_shutdown, &mut reporter).await;
-            drop(controls);
-            ran
+            panel_url = Some(panel.url);
         }
+        if let Some(Tray { handle, actions }) = tray {
+            tokio::spawn(desktop::drive(
+                controls.clone(),
+                panel_url,
+                actions,
+                move |menu| handle.show(menu),
+                |url| {
+                    if let Err(problem) = llm_router_desktop::open_in_browser(url) {
+                        tracing::warn!("{problem}");
+                    }
+                },
+                quit.clone(),
+            ));
+        }
+        let ran = run_reconfigurable(watched, until_shutdown, &mut reporter).await;
+        drop(controls);
+        ran
     };
     // The agent said goodbye; now the Ollama it started, if any, stops.
     stop.cancel();

@@ -28,6 +28,52 @@ pub enum IconState {
     Problem,
 }
 
+/// Side of the tray icon, in pixels.
+pub const ICON_SIZE: u32 = 32;
+
+impl IconState {
+    /// The state's colour: green, amber, red (the dashboard's status dots).
+    pub fn colour(self) -> [u8; 3] {
+        match self {
+            IconState::Ok => [0x15, 0x80, 0x3d],
+            IconState::Retrying => [0xb4, 0x53, 0x09],
+            IconState::Problem => [0xb9, 0x1c, 0x1c],
+        }
+    }
+
+    /// The icon as RGBA pixels, [`ICON_SIZE`] square: a disc in the state's
+    /// colour inside a white ring with a dark edge, so that it reads on light
+    /// and dark panels alike.
+    pub fn pixels(self) -> Vec<u8> {
+        let [r, g, b] = self.colour();
+        let centre = (ICON_SIZE as f32 - 1.0) / 2.0;
+        let mut pixels = Vec::with_capacity((ICON_SIZE * ICON_SIZE * 4) as usize);
+        for y in 0..ICON_SIZE {
+            for x in 0..ICON_SIZE {
+                let distance = (x as f32 - centre).hypot(y as f32 - centre);
+                let pixel = match distance {
+                    d if d <= 11.5 => [r, g, b, 255],
+                    d if d <= 14.5 => [255, 255, 255, 255],
+                    d if d <= 15.5 => [40, 40, 40, 200],
+                    _ => [0, 0, 0, 0],
+                };
+                pixels.extend_from_slice(&pixel);
+            }
+        }
+        pixels
+    }
+}
+
+/// Whether this build has the tray icon: every Windows and macOS build, and
+/// Linux builds with the cargo feature `tray`.
+pub const HAS_TRAY: bool = cfg!(any(feature = "tray", windows, target_os = "macos"));
+
+#[cfg_attr(
+    not(any(feature = "tray", windows, target_os = "macos")),
+    path = "no_tray.rs"
+)]
+pub mod tray;
+
 /// One line of the menu.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
@@ -88,7 +134,7 @@ pub fn tray_unavailable(asked_off: bool, env: impl Fn(&str) -> Option<String>) -
     if asked_off {
         return Some("--no-tray or LLM_ROUTER_TRAY=0".to_owned());
     }
-    if !cfg!(feature = "tray") {
+    if !HAS_TRAY {
         return Some("this build has no tray (cargo feature `tray`)".to_owned());
     }
     if cfg!(target_os = "linux") || cfg!(target_os = "freebsd") {
@@ -118,6 +164,24 @@ pub fn tray_off_by_env(env: impl Fn(&str) -> Option<String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_state_has_its_own_icon_of_the_right_size() {
+        let icons: Vec<Vec<u8>> = [IconState::Ok, IconState::Retrying, IconState::Problem]
+            .into_iter()
+            .map(IconState::pixels)
+            .collect();
+        for icon in &icons {
+            assert_eq!(icon.len(), (ICON_SIZE * ICON_SIZE * 4) as usize);
+            // Corners are transparent, the centre is opaque.
+            assert_eq!(icon[3], 0);
+            let centre = ((ICON_SIZE / 2 * ICON_SIZE + ICON_SIZE / 2) * 4) as usize;
+            assert_eq!(icon[centre + 3], 255);
+        }
+        assert_ne!(icons[0], icons[1]);
+        assert_ne!(icons[1], icons[2]);
+        assert_ne!(icons[0], icons[2]);
+    }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {

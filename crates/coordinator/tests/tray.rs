@@ -1,0 +1,302 @@
+//! The agent's tray icon on a real X display: Xvfb with `trayer` as the
+//! system tray, the agent binary built with its tray, and the menu driven
+//! with `xdotool` as a user would (a right click on the icon, the arrow keys,
+//! Return). What the icon shows is read back from screenshots (ImageMagick's
+//! `import`): red while Ollama does not answer, green once a settings change
+//! made in the settings panel points the agent at a working Ollama. Pause,
+//! Resume and Quit act on the coordinator; Quit ends the agent with exit 0.
+//!
+//! Needs the workspace built with the tray (`--features llm-router-agent/tray`,
+//! with libgtk-3-dev, libayatana-appindicator3-dev and libxdo-dev) and the
+//! packages xvfb, trayer, xdotool and imagemagick; `.ci/run` installs them.
+//! Anything missing fails the test with what to install: it is never skipped.
+
+mod support;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use llm_router_desktop::IconState;
+use serde_json::{Value, json};
+use support::fleet::Fleet;
+use support::process::{Proc, binary, eventually, eventually_showing};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const INSTALL_HINT: &str = "build with the tray and install the display tools as .ci/run does: \
+     `apt-get install -y libgtk-3-dev libayatana-appindicator3-dev libxdo-dev xvfb trayer xdotool \
+     imagemagick`, then `cargo test --workspace --features llm-router-agent/tray`";
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Xvfb on a display number it picks itself (`-displayfd`), and the display's name.
+fn start_display() -> (Killed, String) {
+    let mut xvfb = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "640x240x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start Xvfb ({e}): {INSTALL_HINT}"));
+    let mut stdout = xvfb.stdout.take().unwrap();
+    let mut number = String::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        number.push(byte[0] as char);
+    }
+    assert!(
+        !number.trim().is_empty(),
+        "Xvfb did not say which display it took"
+    );
+    (Killed(xvfb), format!(":{}", number.trim()))
+}
+
+fn on_display(program: &str, display: &str) -> Command {
+    let mut command = Command::new(program);
+    command.env("DISPLAY", display);
+    command
+}
+
+/// Every pixel of the screen, from ImageMagick's text format.
+fn screen(display: &str, save_as: Option<&Path>) -> Vec<(u32, u32, [u8; 3])> {
+    if let Some(path) = save_as {
+        let saved = on_display("import", display)
+            .args(["-window", "root"])
+            .arg(path)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run import ({e}): {INSTALL_HINT}"));
+        assert!(saved.success(), "import could not save {}", path.display());
+    }
+    let output = on_display("import", display)
+        .args(["-window", "root", "-depth", "8", "txt:-"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run import ({e}): {INSTALL_HINT}"));
+    assert!(output.status.success(), "import failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            // "x,y: (r,g,b)  #RRGGBB  srgb(…)"
+            let (at, rest) = line.split_once(':')?;
+            let (x, y) = at.split_once(',')?;
+            let hex = rest.split_whitespace().find(|w| w.starts_with('#'))?;
+            let value = u32::from_str_radix(hex.get(1..7)?, 16).ok()?;
+            let [_, r, g, b] = value.to_be_bytes();
+            Some((x.parse().ok()?, y.parse().ok()?, [r, g, b]))
+        })
+        .collect()
+}
+
+/// Where the icon for `state` is on the screen (the centre of its colour), if shown.
+fn find_icon(display: &str, state: IconState) -> Option<(u32, u32)> {
+    let colour = state.colour();
+    let spots: Vec<(u32, u32)> = screen(display, None)
+        .into_iter()
+        .filter(|(_, _, rgb)| *rgb == colour)
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    // The disc is about 23 pixels across: far more than a stray pixel of the same colour.
+    (spots.len() > 100).then(|| {
+        let n = spots.len() as u32;
+        let (sx, sy) = spots
+            .iter()
+            .fold((0, 0), |(sx, sy), (x, y)| (sx + x, sy + y));
+        (sx / n, sy / n)
+    })
+}
+
+fn xdotool(display: &str, args: &[&str]) {
+    let status = on_display("xdotool", display)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run xdotool ({e}): {INSTALL_HINT}"));
+    assert!(status.success(), "xdotool {args:?} failed");
+}
+
+/// Opens the tray menu with a right click on the icon and picks the `n`th
+/// item that can be chosen, with the arrow keys (as a keyboard user would).
+async fn choose(display: &str, at: (u32, u32), n: usize, shot: Option<&Path>) {
+    let (x, y) = (at.0.to_string(), at.1.to_string());
+    xdotool(display, &["mousemove", &x, &y, "click", "3"]);
+    // The menu is up when the screen holds more than the bar and the icon.
+    eventually("the tray menu to open", DEADLINE, || async {
+        let light = screen(display, None)
+            .iter()
+            .filter(|(_, y, rgb)| *y > 40 && rgb.iter().all(|c| *c > 200))
+            .count();
+        (light > 2000).then_some(())
+    })
+    .await;
+    if let Some(path) = shot {
+        screen(display, Some(path));
+    }
+    for _ in 0..n {
+        xdotool(display, &["key", "Down"]);
+    }
+    xdotool(display, &["key", "Return"]);
+}
+
+fn shots_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tray");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn the_node(fleet: &Fleet) -> Option<Value> {
+    fleet.agents().await.into_iter().next()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tray_shows_the_agents_state_and_pauses_resumes_and_quits() {
+    if !llm_router_desktop::HAS_TRAY {
+        panic!("this build has no tray: {INSTALL_HINT}");
+    }
+    let (_xvfb, display) = start_display();
+    let _trayer = Killed(
+        on_display("trayer", &display)
+            .args([
+                "--edge",
+                "top",
+                "--align",
+                "right",
+                "--widthtype",
+                "request",
+            ])
+            .args([
+                "--height",
+                "32",
+                "--transparent",
+                "false",
+                "--tint",
+                "0x303030",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start trayer ({e}): {INSTALL_HINT}")),
+    );
+
+    let fleet = Fleet::empty_with(|_| {}).await;
+    let ollama =
+        llm_router_mock_node::MockNode::start(llm_router_mock_node::MockConfig::named("tray"))
+            .await
+            .unwrap();
+    // An Ollama address where nothing answers: bound, never listening.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("agent-settings.json"),
+        json!({ "ollama_api_base": closed_url }).to_string(),
+    )
+    .unwrap();
+
+    let mut command = Command::new(binary("llm-router-agent"));
+    command
+        .args(["--coordinator-url", &fleet.url("")])
+        .args([
+            "--machine-name",
+            "tray-desk",
+            "--heartbeat-interval-secs",
+            "1",
+        ])
+        .args(["--manage-ollama", "off"])
+        .env("DISPLAY", &display)
+        .env("LLM_ROUTER_DATA_DIR", data.path())
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("LLM_ROUTER_TRAY")
+        .env_remove("OLLAMA_API_BASE");
+    let mut agent = Proc::spawn("agent", command);
+    agent.wait_for_line("the tray icon", DEADLINE, |line| {
+        line.contains("tray icon shown").then_some(())
+    });
+    let panel = agent.wait_for_line("the settings panel's link", DEADLINE, |line| {
+        line.strip_prefix("Settings panel: ").map(str::to_owned)
+    });
+
+    // Registered, but Ollama does not answer: the problem icon.
+    eventually("the node registered", DEADLINE, || async {
+        the_node(&fleet).await
+    })
+    .await;
+    let shots = shots_dir();
+    let red = eventually("the red icon (Ollama not reachable)", DEADLINE, || async {
+        find_icon(&display, IconState::Problem)
+    })
+    .await;
+    screen(&display, Some(&shots.join("tray-problem.png")));
+    choose(&display, red, 0, Some(&shots.join("tray-menu-problem.png"))).await;
+    xdotool(&display, &["key", "Escape"]);
+
+    // The settings panel points the agent at a working Ollama: green, without a restart.
+    let token = panel.split("token=").nth(1).unwrap();
+    let origin = panel.split("/?").next().unwrap();
+    let saved = reqwest::Client::new()
+        .put(format!("{origin}/api/settings"))
+        .header("x-settings-token", token)
+        .json(&json!({ "ollama_api_base": ollama.url() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200, "{}", saved.text().await.unwrap());
+    let green = eventually("the green icon (connected)", DEADLINE, || async {
+        find_icon(&display, IconState::Ok)
+    })
+    .await;
+    screen(&display, Some(&shots.join("tray-ok.png")));
+
+    // Pause is the third item that can be chosen (Open dashboard, Settings…, Pause).
+    choose(&display, green, 3, Some(&shots.join("tray-menu.png"))).await;
+    eventually_showing("the node draining", DEADLINE, || async {
+        let node = the_node(&fleet).await.unwrap_or_default();
+        if node["draining"] == true {
+            Ok(())
+        } else {
+            Err(format!("{node:#}"))
+        }
+    })
+    .await;
+    // Resume takes Pause's place.
+    choose(
+        &display,
+        green,
+        3,
+        Some(&shots.join("tray-menu-paused.png")),
+    )
+    .await;
+    eventually("the node taking requests again", DEADLINE, || async {
+        let node = the_node(&fleet).await?;
+        (node["draining"] == false && node["status"] == "online").then_some(())
+    })
+    .await;
+
+    // Quit, the fourth: a goodbye (offline at once) and exit 0.
+    choose(&display, green, 4, None).await;
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0), "{}", agent.output());
+    let node = the_node(&fleet).await.unwrap();
+    assert_eq!(node["status"], "offline", "{node:#}");
+    assert!(
+        agent.output().contains("Quit chosen in the tray"),
+        "{}",
+        agent.output()
+    );
+    drop(closed);
+}
