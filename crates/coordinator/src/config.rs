@@ -478,6 +478,11 @@ pub struct Cli {
     #[arg(long = "check-config")]
     pub check_config: bool,
 
+    /// Run without the tray icon on a desktop (also `LLM_ROUTER_TRAY=0`); under a
+    /// service manager or without a display there is none anyway.
+    #[arg(long, help_heading = "Server")]
+    pub no_tray: bool,
+
     /// Start N simulated nodes with agents beside the coordinator (default 3), with data in a
     /// temporary folder unless --data-dir is given: a working fleet to try at once.
     #[arg(long = "demo", value_name = "N", num_args = 0..=1, default_missing_value = "3", help_heading = "Demo")]

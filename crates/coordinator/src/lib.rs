@@ -21,6 +21,7 @@
 //! - [`tls`]: HTTPS for the coordinator's own listener (`--tls-cert`/`--tls-key`, rustls);
 //! - [`error`]: the error type every endpoint answers with;
 //! - [`commands`]: the `keys` and `admin` subcommands;
+//! - [`tray`]: the tray's menu on a desktop start (nodes taking requests, Open dashboard, Quit);
 //! - [`server`]: `--check-config`, start-up (`run(listener, config, shutdown)`) and the
 //!   graceful shutdown.
 
@@ -43,9 +44,10 @@ pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod tls;
+pub mod tray;
 
 #[cfg(test)]
 mod fuzz;
 
 pub use config::{Cli, Config};
-pub use server::run;
+pub use server::{run, run_observed};

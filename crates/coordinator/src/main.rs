@@ -1,19 +1,22 @@
 //! `llm-router`: parses the command line and runs the coordinator (and,
-//! with `--demo`, a simulated fleet beside it).
+//! with `--demo`, a simulated fleet beside it): headless on a server, with
+//! the tray icon on the main thread on a desktop start.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use llm_router_coordinator::Cli;
+use llm_router_coordinator::{Cli, tray};
+use tokio_util::sync::CancellationToken;
 
 /// mimalloc: the request path allocates small buffers on every thread, and glibc's
 /// allocator spent a sixth of the router's CPU on them.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Flushed when main returns: the last lines of a shutdown are not lost.
     let logs = llm_router_common::cli::init_logging(cli.log_format);
     if cli.check_config {
@@ -23,6 +26,77 @@ async fn main() -> anyhow::Result<()> {
         drop(logs);
         std::process::exit(1);
     }
+    let env = |name: &str| std::env::var(name).ok();
+    let no_tray = match cli.command {
+        Some(_) => None,
+        None => Some(llm_router_desktop::tray_unavailable(
+            cli.no_tray || llm_router_desktop::tray_off_by_env(env),
+            env,
+        )),
+    };
+    match no_tray {
+        // A subcommand, or a server without a desktop.
+        None => runtime()?.block_on(coordinator_main(cli, None)),
+        Some(Some(reason)) => {
+            tracing::info!("no tray icon ({reason}): running headless");
+            runtime()?.block_on(coordinator_main(cli, None))
+        }
+        Some(None) => run_with_tray(cli),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The tray's side, for the coordinator: where to show menus, what was chosen.
+struct Tray {
+    handle: llm_router_desktop::tray::TrayHandle,
+    actions: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// The tray on this thread (the desktop wants its main thread), the
+/// coordinator on another; the process ends when the coordinator does.
+fn run_with_tray(cli: Cli) -> anyhow::Result<()> {
+    let (chosen, actions) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let initial = tray::menu("…", None);
+    let mut fallback = Some(cli.clone());
+    let mut worker = None;
+    let shown = llm_router_desktop::tray::run(
+        initial,
+        |handle| {
+            fallback = None;
+            worker = Some(std::thread::spawn(move || {
+                let tray = Tray {
+                    handle: handle.clone(),
+                    actions,
+                };
+                let outcome =
+                    runtime().and_then(|rt| rt.block_on(coordinator_main(cli, Some(tray))));
+                handle.close();
+                outcome
+            }));
+        },
+        |action| {
+            let _ = chosen.send(action.to_owned());
+        },
+    );
+    match (shown, worker, fallback) {
+        (_, Some(worker), _) => worker
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the coordinator thread panicked"))),
+        (Err(problem), None, Some(cli)) => {
+            tracing::warn!("no tray icon ({problem}): running headless");
+            runtime()?.block_on(coordinator_main(cli, None))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn coordinator_main(mut cli: Cli, tray: Option<Tray>) -> anyhow::Result<()> {
     // The demo keeps its data in a temporary folder, so it never touches a real registry.
     let demo_dir = match (cli.demo, &cli.data_dir) {
         (Some(_), None) => {
@@ -58,11 +132,63 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {host}:{}", cli.port))?;
 
-    let Some(nodes) = cli.demo else {
-        return llm_router_coordinator::run(listener, config, shutdown_signal()).await;
+    // Quit in the tray stops the coordinator as a signal does.
+    let quit = CancellationToken::new();
+    let address = {
+        let addr = listener.local_addr()?;
+        let shown = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        } else {
+            addr
+        };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{shown}")
+    };
+    let tray_quit = quit.clone();
+    let observe = move |registry: Arc<llm_router_coordinator::registry::NodeRegistry>| {
+        let Some(Tray { handle, actions }) = tray else {
+            return;
+        };
+        tokio::spawn(tray::drive(
+            address,
+            move || {
+                Some(tray::Fleet {
+                    nodes: registry.len() as u64,
+                    routable: registry.snapshot().nodes.len() as u64,
+                })
+            },
+            actions,
+            move |menu| handle.show(menu),
+            tray_quit,
+        ));
+    };
+    let shutdown = {
+        let quit = quit.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = quit.cancelled() => {}
+            }
+        }
     };
 
-    run_demo(listener, config, nodes, demo_token.flatten()).await?;
+    let Some(nodes) = cli.demo else {
+        return llm_router_coordinator::run_observed(listener, config, shutdown, observe).await;
+    };
+
+    run_demo(
+        listener,
+        config,
+        nodes,
+        demo_token.flatten(),
+        shutdown,
+        observe,
+    )
+    .await?;
     drop(demo_dir);
     Ok(())
 }
@@ -74,21 +200,23 @@ async fn run_demo(
     config: llm_router_coordinator::config::Config,
     nodes: usize,
     token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    observe: impl FnOnce(Arc<llm_router_coordinator::registry::NodeRegistry>) + Send + 'static,
 ) -> anyhow::Result<()> {
     use llm_router_coordinator::demo::{DemoFleet, banner};
-    use tokio_util::sync::CancellationToken;
 
     let url = format!("http://{}", listener.local_addr()?);
     let stop_server = CancellationToken::new();
-    let mut server = tokio::spawn(llm_router_coordinator::run(
+    let mut server = tokio::spawn(llm_router_coordinator::run_observed(
         listener,
         config,
         stop_server.clone().cancelled_owned(),
+        observe,
     ));
     let fleet = DemoFleet::start_with_token(&url, nodes, token).await?;
     println!("{}", banner(&url, &fleet));
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = shutdown => {}
         ended = &mut server => {
             fleet.stop().await;
             return ended.context("coordinator task failed")?;
@@ -106,6 +234,8 @@ async fn run_demo(
     _config: llm_router_coordinator::config::Config,
     _nodes: usize,
     _token: Option<String>,
+    _shutdown: impl Future<Output = ()> + Send + 'static,
+    _observe: impl FnOnce(Arc<llm_router_coordinator::registry::NodeRegistry>) + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::bail!(
         "this llm-router was built without the demo (cargo feature `demo`); \

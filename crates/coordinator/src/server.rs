@@ -142,6 +142,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_observed(listener, config, shutdown, |_| {}).await
+}
+
+/// [`run`], handing `observe` the registry once it is loaded (the tray reads
+/// the fleet's size from it).
+pub async fn run_observed(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    observe: impl FnOnce(Arc<NodeRegistry>),
+) -> anyhow::Result<()> {
     // A bad certificate or key stops the start before anything else runs.
     let tls = config
         .tls
@@ -149,6 +160,7 @@ pub async fn run(
         .map(|files| crate::tls::server_config(&files.cert, &files.key))
         .transpose()?;
     let (registry, store) = load_registry(&config)?;
+    observe(Arc::clone(&registry));
     let stop = CancellationToken::new();
     let writer = tokio::spawn(run_writer(
         Arc::clone(&registry),

@@ -1,12 +1,14 @@
-//! The agent's tray icon on a real X display: Xvfb with `trayer` as the
-//! system tray, the agent binary built with its tray, and the menu driven
-//! with `xdotool` as a user would (a right click on the icon, the arrow keys,
-//! Return). What the icon shows is read back from screenshots (ImageMagick's
-//! `import`): red while Ollama does not answer, green once a settings change
-//! made in the settings panel points the agent at a working Ollama. Pause,
-//! Resume and Quit act on the coordinator; Quit ends the agent with exit 0.
+//! The tray icons of the agent and the coordinator on a real X display:
+//! Xvfb with `trayer` as the system tray, the binaries built with their
+//! trays, and the menus driven with `xdotool` as a user would (a right click
+//! on the icon, the arrow keys, Return). What an icon shows is read back from
+//! screenshots (ImageMagick's `import`). The agent's is red while Ollama does
+//! not answer and green once a change made in the settings panel points it at
+//! a working Ollama; its Pause, Resume and Quit act on the coordinator, and
+//! Quit ends it with exit 0. The coordinator's counts its nodes and quits.
 //!
-//! Needs the workspace built with the tray (`--features llm-router-agent/tray`,
+//! Needs the workspace built with the trays (`--features
+//! llm-router-agent/tray,llm-router-coordinator/tray`,
 //! with libgtk-3-dev, libayatana-appindicator3-dev and libxdo-dev) and the
 //! packages xvfb, trayer, xdotool and imagemagick; `.ci/run` installs them.
 //! Anything missing fails the test with what to install: it is never skipped.
@@ -26,7 +28,7 @@ use support::process::{Proc, binary, eventually, eventually_showing};
 const DEADLINE: Duration = Duration::from_secs(30);
 const INSTALL_HINT: &str = "build with the tray and install the display tools as .ci/run does: \
      `apt-get install -y libgtk-3-dev libayatana-appindicator3-dev libxdo-dev xvfb trayer xdotool \
-     imagemagick`, then `cargo test --workspace --features llm-router-agent/tray`";
+     imagemagick`, then `cargo test --workspace --features llm-router-agent/tray,llm-router-coordinator/tray`";
 
 /// A child process killed when dropped.
 struct Killed(Child);
@@ -65,6 +67,38 @@ fn start_display() -> (Killed, String) {
         "Xvfb did not say which display it took"
     );
     (Killed(xvfb), format!(":{}", number.trim()))
+}
+
+/// An X display with a system tray on it: what a desktop session offers.
+fn start_desktop() -> (Killed, Killed, String) {
+    if !llm_router_desktop::HAS_TRAY {
+        panic!("this build has no tray: {INSTALL_HINT}");
+    }
+    let (xvfb, display) = start_display();
+    let trayer = Killed(
+        on_display("trayer", &display)
+            .args([
+                "--edge",
+                "top",
+                "--align",
+                "right",
+                "--widthtype",
+                "request",
+            ])
+            .args([
+                "--height",
+                "32",
+                "--transparent",
+                "false",
+                "--tint",
+                "0x303030",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start trayer ({e}): {INSTALL_HINT}")),
+    );
+    (xvfb, trayer, display)
 }
 
 fn on_display(program: &str, display: &str) -> Command {
@@ -163,33 +197,7 @@ async fn the_node(fleet: &Fleet) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tray_shows_the_agents_state_and_pauses_resumes_and_quits() {
-    if !llm_router_desktop::HAS_TRAY {
-        panic!("this build has no tray: {INSTALL_HINT}");
-    }
-    let (_xvfb, display) = start_display();
-    let _trayer = Killed(
-        on_display("trayer", &display)
-            .args([
-                "--edge",
-                "top",
-                "--align",
-                "right",
-                "--widthtype",
-                "request",
-            ])
-            .args([
-                "--height",
-                "32",
-                "--transparent",
-                "false",
-                "--tint",
-                "0x303030",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start trayer ({e}): {INSTALL_HINT}")),
-    );
+    let (_xvfb, _trayer, display) = start_desktop();
 
     let fleet = Fleet::empty_with(|_| {}).await;
     let ollama =
@@ -299,4 +307,46 @@ async fn the_tray_shows_the_agents_state_and_pauses_resumes_and_quits() {
         agent.output()
     );
     drop(closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinators_tray_counts_its_nodes_and_quits() {
+    let (_xvfb, _trayer, display) = start_desktop();
+    let data = tempfile::tempdir().unwrap();
+    let mut command = Command::new(binary("llm-router"));
+    command
+        .args(["--demo", "2", "--port", "0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("DISPLAY", &display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("LLM_ROUTER_TRAY");
+    let mut coordinator = Proc::spawn("coordinator", command);
+    coordinator.wait_for_line("the tray icon", DEADLINE, |line| {
+        line.contains("tray icon shown").then_some(())
+    });
+    // Green once the demo's two nodes take requests.
+    let green = eventually("the green icon", DEADLINE, || async {
+        find_icon(&display, IconState::Ok)
+    })
+    .await;
+    let shots = shots_dir();
+    // Quit is the second item that can be chosen (Open dashboard, Quit).
+    choose(
+        &display,
+        green,
+        2,
+        Some(&shots.join("coordinator-tray-menu.png")),
+    )
+    .await;
+    assert_eq!(
+        coordinator.wait_exit(DEADLINE),
+        Some(0),
+        "{}",
+        coordinator.output()
+    );
+    let output = coordinator.output();
+    assert!(output.contains("Quit chosen in the tray"), "{output}");
 }

@@ -31,6 +31,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut command: Command) -> Proc {
+        // No tray icons from tests run on a desktop, unless a test asks for one.
+        if !command.get_envs().any(|(key, _)| key == "LLM_ROUTER_TRAY") {
+            command.env("LLM_ROUTER_TRAY", "0");
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
