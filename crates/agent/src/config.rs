@@ -178,6 +178,15 @@ pub struct Cli {
     )]
     pub settings_port: u16,
 
+    /// Start this agent at login, with the flags given here (not secrets: keep the node
+    /// token in the settings file), and exit.
+    #[arg(long, conflicts_with = "remove_autostart", help_heading = "Desktop")]
+    pub install_autostart: bool,
+
+    /// Stop starting this agent at login, and exit.
+    #[arg(long, help_heading = "Desktop")]
+    pub remove_autostart: bool,
+
     /// Print the effective settings and exit.
     #[arg(long)]
     pub print_config: bool,

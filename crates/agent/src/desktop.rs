@@ -47,34 +47,41 @@ pub fn menu(status: &AgentStatus, settings: Option<&str>) -> Menu {
         (PAUSE, "Pause (finish running requests, take no new ones)")
     };
     let line = status_line(status);
+    let mut items = vec![Item::Label(line.clone())];
+    if let Some(supervision) = &status.supervision {
+        items.push(Item::Label(supervision.clone()));
+    }
+    items.push(Item::Separator);
     Menu {
         icon,
         tooltip: format!("llm-router agent: {line}"),
-        items: vec![
-            Item::Label(line),
-            Item::Separator,
-            Item::Action {
-                action: OPEN_DASHBOARD,
-                label: "Open dashboard".to_owned(),
-                enabled: true,
-            },
-            Item::Action {
-                action: SETTINGS,
-                label: "Settings…".to_owned(),
-                enabled: settings.is_some(),
-            },
-            Item::Action {
-                action: pause,
-                label: label.to_owned(),
-                enabled: connected,
-            },
-            Item::Separator,
-            Item::Action {
-                action: QUIT,
-                label: "Quit".to_owned(),
-                enabled: true,
-            },
-        ],
+        items: [
+            items,
+            vec![
+                Item::Action {
+                    action: OPEN_DASHBOARD,
+                    label: "Open dashboard".to_owned(),
+                    enabled: true,
+                },
+                Item::Action {
+                    action: SETTINGS,
+                    label: "Settings…".to_owned(),
+                    enabled: settings.is_some(),
+                },
+                Item::Action {
+                    action: pause,
+                    label: label.to_owned(),
+                    enabled: connected,
+                },
+                Item::Separator,
+                Item::Action {
+                    action: QUIT,
+                    label: "Quit".to_owned(),
+                    enabled: true,
+                },
+            ],
+        ]
+        .concat(),
     }
 }
 
@@ -248,6 +255,29 @@ mod tests {
             effect(RESUME, &status, PANEL),
             Some(Effect::Agent(Command::Drain(false)))
         );
+    }
+
+    #[test]
+    fn what_the_agent_does_about_ollama_is_a_line_of_its_own() {
+        let status = AgentStatus {
+            ollama_up: Some(false),
+            supervision: crate::supervise::Supervision::Restarting {
+                reason: "exit status: 1".into(),
+                in_secs: 4,
+            }
+            .describe(),
+            ..connected()
+        };
+        let menu = menu(&status, PANEL);
+        assert_eq!(
+            menu.labels()[..3],
+            [
+                "Ollama not reachable",
+                "Ollama exited (exit status: 1); starting it again in 4 s",
+                "---"
+            ]
+        );
+        assert_eq!(enabled(&menu), [OPEN_DASHBOARD, SETTINGS, PAUSE, QUIT]);
     }
 
     #[test]

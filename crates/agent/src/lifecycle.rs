@@ -61,7 +61,10 @@ pub async fn run_controlled(
 ) -> Result<(), AgentError> {
     config.validate()?;
     reporter.status.send_modify(|status| {
+        // What the supervisor said of Ollama stays true across a restart.
+        let supervision = status.supervision.take();
         *status = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
+        status.supervision = supervision;
     });
     let mut shutdown = pin!(shutdown);
     let agent = tokio::select! {

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     // Logs go to stderr so that stdout carries only what was asked for
     // (`--print-config`); flushed when main returns.
     let _logs = init_logging(cli.log_format);
+    if cli.install_autostart || cli.remove_autostart {
+        return exit_code(autostart(cli.install_autostart));
+    }
     let env = |name: &str| std::env::var(name).ok();
     let no_tray = llm_router_desktop::tray_unavailable(
         cli.no_tray || llm_router_desktop::tray_off_by_env(env),
@@ -45,6 +48,41 @@ fn run_headless(cli: Cli, matches: &ArgMatches, desktop_start: bool) -> ExitCode
         runtime()
             .and_then(|runtime| runtime.block_on(agent_main(cli, matches, desktop_start, None))),
     )
+}
+
+/// `--install-autostart` (`install`) or `--remove-autostart`.
+fn autostart(install: bool) -> anyhow::Result<()> {
+    use llm_router_desktop::autostart;
+    const NAME: &str = "llm-router-agent";
+    let exe = std::env::current_exe().context("cannot tell where this program is")?;
+    let location = autostart::location(NAME);
+    if !install {
+        let removed = autostart::remove(NAME, &exe).map_err(anyhow::Error::msg)?;
+        println!(
+            "{}",
+            if removed {
+                format!("the agent no longer starts at login (removed {location})")
+            } else {
+                "the agent was not set to start at login".to_owned()
+            }
+        );
+        return Ok(());
+    }
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let (args, left_out) = autostart::recorded_args(&given);
+    autostart::install(NAME, &exe, &args).map_err(anyhow::Error::msg)?;
+    println!(
+        "the agent starts at login: {} {} ({location})",
+        exe.display(),
+        args.join(" ")
+    );
+    if !left_out.is_empty() {
+        println!(
+            "not recorded, being secret: {}; save them in the settings panel or agent-settings.json",
+            left_out.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -179,6 +217,12 @@ async fn agent_main(
         let (configs, watched) = watch::channel(config.clone());
         let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
         let (mut reporter, controls) = status::channels(initial);
+        if let Some((_, supervision)) = &supervisor {
+            tokio::spawn(report_supervision(
+                supervision.clone(),
+                Arc::clone(&reporter.status),
+            ));
+        }
         let mut panel_url = None;
         if let Some(settings_path) = settings_path {
             let first_start = desktop_start
@@ -236,7 +280,7 @@ async fn agent_main(
     };
     // The agent said goodbye; now the Ollama it started, if any, stops.
     stop.cancel();
-    if let Some(supervisor) = supervisor {
+    if let Some((supervisor, _)) = supervisor {
         let _ = supervisor.await;
     }
     ran?;
@@ -260,19 +304,41 @@ fn announce_panel(panel: &Panel, env: impl Fn(&str) -> Option<String>) {
 fn supervise_ollama(
     config: &llm_router_agent::AgentConfig,
     stop: CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<(
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Receiver<supervise::Supervision>,
+)> {
     let path = std::env::var_os("PATH");
     let Some(binary) = supervise::find_ollama(path.as_deref()) else {
         tracing::info!("no ollama binary on PATH: Ollama is not supervised");
         return None;
     };
-    let (state, _) = tokio::sync::watch::channel(supervise::Supervision::Checking);
-    Some(tokio::spawn(supervise::supervise(
+    let (state, watched) = tokio::sync::watch::channel(supervise::Supervision::Checking);
+    let task = tokio::spawn(supervise::supervise(
         binary,
         config.ollama_api_base.clone(),
         state,
         stop.cancelled_owned(),
-    )))
+    ));
+    Some((task, watched))
+}
+
+/// Keeps the desktop's status in step with what the supervisor does.
+async fn report_supervision(
+    mut supervision: tokio::sync::watch::Receiver<supervise::Supervision>,
+    status: Arc<watch::Sender<AgentStatus>>,
+) {
+    loop {
+        let described = supervision.borrow_and_update().describe();
+        status.send_if_modified(|status| {
+            let changed = status.supervision != described;
+            status.supervision = described;
+            changed
+        });
+        if supervision.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Completes on Ctrl-C, or on SIGTERM where there is one (service managers, containers).

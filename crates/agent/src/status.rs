@@ -33,6 +33,9 @@ pub struct AgentStatus {
     pub ollama_up: Option<bool>,
     /// Whether the node is draining (paused from the tray).
     pub draining: bool,
+    /// What the agent does about Ollama under `--manage-ollama`, when it
+    /// does something (see [`crate::supervise::Supervision::describe`]).
+    pub supervision: Option<String>,
 }
 
 impl AgentStatus {
@@ -44,6 +47,7 @@ impl AgentStatus {
             link: Link::Starting,
             ollama_up: None,
             draining: false,
+            supervision: None,
         }
     }
 

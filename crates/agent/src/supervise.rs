@@ -38,6 +38,27 @@ pub enum Supervision {
     Stopped,
 }
 
+impl Supervision {
+    /// What the tray says of it; `None` when there is nothing to say (the
+    /// agent runs no Ollama of its own).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Supervision::Checking | Supervision::External => None,
+            Supervision::Running { pid, starts } if *starts > 1 => Some(format!(
+                "Ollama started by the agent (pid {pid}, restarted {} times)",
+                starts - 1
+            )),
+            Supervision::Running { pid, .. } => {
+                Some(format!("Ollama started by the agent (pid {pid})"))
+            }
+            Supervision::Restarting { reason, in_secs } => Some(format!(
+                "Ollama exited ({reason}); starting it again in {in_secs} s"
+            )),
+            Supervision::Stopped => Some("Ollama stopped with the agent".to_owned()),
+        }
+    }
+}
+
 /// The `ollama` binary on `path` (a `PATH` value), if there is one.
 pub fn find_ollama(path: Option<&OsStr>) -> Option<PathBuf> {
     let name = if cfg!(windows) {

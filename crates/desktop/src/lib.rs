@@ -8,10 +8,14 @@
 //!   settings panel;
 //! - [`tray_unavailable`]: the hybrid start, a tray on a desktop session and
 //!   none under a service manager or with no display;
+//! - [`autostart`]: starting at login (`--install-autostart`), with
+//!   `auto-launch`;
 //! - [`STYLESHEET`]: the look the dashboard and the agent's settings panel
 //!   share;
 //! - `tray` (feature `tray`): the icon and its menu with `tray-icon`, on an
 //!   event loop of `tao` that owns the main thread.
+
+pub mod autostart;
 
 /// The stylesheet of the coordinator's dashboard and of the agent's settings
 /// panel, so that both look the same (colours chosen for WCAG 2.1 AA).

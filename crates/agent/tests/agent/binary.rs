@@ -137,3 +137,44 @@ async fn sigterm_makes_the_binary_send_shutdown_and_exit_0() {
 async fn ctrl_c_makes_the_binary_send_shutdown_and_exit_0() {
     signal_makes_the_binary_send_shutdown_and_exit_0("-INT").await;
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn install_autostart_records_the_flags_but_no_secret_and_remove_undoes_it() {
+    let home = tempfile::tempdir().unwrap();
+    let entry = home
+        .path()
+        .join(".config/autostart/llm-router-agent.desktop");
+    let mut install = agent_command(home.path());
+    install.env("HOME", home.path()).args([
+        "--install-autostart",
+        "--coordinator-url",
+        "http://coordinator:8080",
+        "--node-token",
+        "llmr_nt_do-not-record",
+    ]);
+    let installed = output(install).await;
+    let stdout = String::from_utf8_lossy(&installed.stdout);
+    assert!(installed.status.success(), "{installed:?}");
+    assert!(
+        stdout.contains("--node-token"),
+        "says what it left out: {stdout}"
+    );
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let exec = text.lines().find(|l| l.starts_with("Exec=")).unwrap();
+    assert_eq!(
+        exec,
+        format!("Exec={BINARY} --coordinator-url http://coordinator:8080")
+    );
+    assert!(!text.contains("do-not-record"), "{text}");
+
+    let mut remove = agent_command(home.path());
+    remove.env("HOME", home.path()).arg("--remove-autostart");
+    let removed = output(remove).await;
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(!entry.exists(), "the login entry is gone");
+    let mut again = agent_command(home.path());
+    again.env("HOME", home.path()).arg("--remove-autostart");
+    let again = output(again).await;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("was not set"));
+}
