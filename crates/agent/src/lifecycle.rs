@@ -422,6 +422,7 @@ impl Agent {
             ollama_version: ollama.version,
             max_parallel: ollama_num_parallel(),
             max_loaded_models: ollama_max_loaded_models(),
+            ollama_supervision: self.status.borrow().supervision.clone(),
         };
         let credential = self.credential_for(node_id);
         let sent = self

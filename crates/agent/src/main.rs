@@ -13,7 +13,7 @@ use llm_router_agent::panel::form::Locks;
 use llm_router_agent::panel::{BuildConfig, Panel, PanelSettings};
 use llm_router_agent::settings_file::SettingsFile;
 use llm_router_agent::status::{self, AgentStatus};
-use llm_router_agent::{Cli, desktop, run, run_reconfigurable, supervise};
+use llm_router_agent::{Cli, desktop, run_controlled, run_reconfigurable, supervise};
 use llm_router_common::cli::{effective_settings, init_logging, render};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -212,7 +212,15 @@ async fn agent_main(
         );
     }
     let ran = if settings_path.is_none() && tray.is_none() {
-        run(config, until_shutdown).await
+        let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
+        let (mut reporter, _controls) = status::channels(initial);
+        if let Some((_, supervision)) = &supervisor {
+            tokio::spawn(report_supervision(
+                supervision.clone(),
+                Arc::clone(&reporter.status),
+            ));
+        }
+        run_controlled(config, until_shutdown, &mut reporter).await
     } else {
         let (configs, watched) = watch::channel(config.clone());
         let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);

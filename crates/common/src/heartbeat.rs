@@ -26,6 +26,10 @@ pub struct HeartbeatRequest {
     /// `OLLAMA_MAX_LOADED_MODELS`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_loaded_models: Option<u32>,
+    /// What the agent does about its inference server under `--manage-ollama`
+    /// ("Ollama started by the agent (pid 4242)"), when it does something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_supervision: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -42,6 +42,10 @@ pub struct Node {
     pub api_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ollama_version: Option<String>,
+    /// What the node's agent does about its inference server (it started
+    /// Ollama itself, restarts it…), from the last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_supervision: Option<String>,
     pub status: NodeStatus,
     /// Why the node is offline, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -108,7 +108,12 @@ async fn pause_resume_and_quit_from_the_tray_act_on_the_coordinator() {
 /// An agent process supervising Ollama at `ollama`, with a fake `ollama` on
 /// its PATH that serves a mock node and appends its pid to `marker`.
 #[cfg(unix)]
-fn supervising_agent(dir: &std::path::Path, ollama: &str, marker: &std::path::Path) -> Proc {
+fn supervising_agent(
+    dir: &std::path::Path,
+    ollama: &str,
+    marker: &std::path::Path,
+    coordinator: &str,
+) -> Proc {
     use std::os::unix::fs::PermissionsExt as _;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -132,8 +137,8 @@ fn supervising_agent(dir: &std::path::Path, ollama: &str, marker: &std::path::Pa
         .env("FAKE_OLLAMA_MOCK", binary("llm-router-mock-node"))
         .env("OLLAMA_API_BASE", ollama)
         .env("OLLAMA_AGENT_MACHINE_NAME", "supervisor")
-        // Nothing listens there: registration retries, supervision goes on.
-        .env("COORDINATOR_URL", "http://127.0.0.1:1")
+        .env("COORDINATOR_URL", coordinator)
+        .env("AGENT_HEARTBEAT_INTERVAL_SECS", "1")
         .env("LLM_ROUTER_DATA_DIR", dir.join("agent"));
     Proc::spawn("agent", command)
 }
@@ -165,12 +170,25 @@ async fn a_missing_ollama_is_started_restarted_after_sigkill_and_stopped_with_th
     // Accepts connections and never answers: Ollama is "not reachable".
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ollama = format!("http://{}", silent.local_addr().unwrap());
-    let mut agent = supervising_agent(dir.path(), &ollama, &marker);
+    let fleet = Fleet::empty_with(|_| {}).await;
+    let mut agent = supervising_agent(dir.path(), &ollama, &marker, &fleet.url(""));
 
     let first = eventually("ollama serve started", DEADLINE, || async {
         started_pids(&marker).first().copied()
     })
     .await;
+    // The heartbeats say so, for the dashboard.
+    let said = eventually("the supervision in a heartbeat", DEADLINE, || async {
+        let said = node_field(&fleet, "ollama_supervision").await?;
+        said.as_str()?
+            .contains("started by the agent")
+            .then_some(said)
+    })
+    .await;
+    assert!(
+        said.as_str().unwrap().contains(&first.to_string()),
+        "{said}"
+    );
     let host = std::fs::read_to_string(&marker).unwrap();
     assert!(
         host.contains(ollama.trim_start_matches("http://")),
@@ -209,7 +227,8 @@ async fn an_ollama_that_answers_already_is_left_alone() {
         llm_router_mock_node::MockNode::start(llm_router_mock_node::MockConfig::named("running"))
             .await
             .unwrap();
-    let mut agent = supervising_agent(dir.path(), &ollama.url(), &marker);
+    // Nothing listens there: registration retries, supervision goes on.
+    let mut agent = supervising_agent(dir.path(), &ollama.url(), &marker, "http://127.0.0.1:1");
     agent.wait_for_line("the agent leaving Ollama alone", DEADLINE, |line| {
         line.contains("left alone").then_some(())
     });

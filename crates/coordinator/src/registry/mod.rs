@@ -147,6 +147,9 @@ impl HeartbeatGaps {
     }
 }
 
+/// Longest agent's word on its inference server that is kept.
+const MAX_SUPERVISION_CHARS: usize = 200;
+
 /// One node as the registry holds it.
 #[derive(Debug)]
 struct NodeRecord {
@@ -156,6 +159,8 @@ struct NodeRecord {
     ip_address: IpAddr,
     api_url: String,
     ollama_version: Option<String>,
+    /// The agent's word on its inference server, from the last heartbeat; not persisted.
+    ollama_supervision: Option<String>,
     agent_version: Option<String>,
     registered_at: DateTime<Utc>,
     last_seen: DateTime<Utc>,
@@ -205,6 +210,7 @@ impl NodeRecord {
             id,
             machine_name,
             display_name: None,
+            ollama_supervision: None,
             ip_address,
             api_url,
             ollama_version: None,
@@ -287,6 +293,7 @@ impl NodeRecord {
             ip_address: self.ip_address,
             api_url: self.api_url.clone(),
             ollama_version: self.ollama_version.clone(),
+            ollama_supervision: self.ollama_supervision.clone(),
             status: self.status(),
             status_reason: self.status_reason().map(|r| r.text().to_owned()),
             draining: self.draining,
@@ -343,6 +350,7 @@ impl NodeRecord {
             id: p.id,
             machine_name: p.machine_name,
             display_name: p.display_name,
+            ollama_supervision: None,
             ip_address: p.ip_address,
             api_url: p.api_url,
             ollama_version: p.ollama_version,
@@ -785,6 +793,9 @@ impl NodeRegistry {
         if hb.ollama_version.is_some() {
             record.ollama_version = hb.ollama_version;
         }
+        record.ollama_supervision = hb
+            .ollama_supervision
+            .map(|text| text.chars().take(MAX_SUPERVISION_CHARS).collect());
         let mut models_changed = false;
         if let Some(models) = hb.models
             && models != record.models

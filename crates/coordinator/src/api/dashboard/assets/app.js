@@ -698,6 +698,7 @@
       ...fact('IP address', n.ip_address),
       ...fact('API URL', n.api_url),
       ...fact('Ollama version', n.ollama_version || 'unknown'),
+      ...fact('Ollama supervision', n.ollama_supervision),
       ...fact('Agent version', n.agent_version),
       ...fact('Operating system', [sys.os, sys.os_version, sys.arch].filter(Boolean).join(' · ')),
       ...fact('CPU', [sys.cpu_model, sys.cpu_cores ? `${sys.cpu_cores} cores` : null].filter(Boolean).join(', ')),
