@@ -10,7 +10,7 @@
 //! Needs the workspace built with the trays (`--features
 //! llm-router-agent/tray,llm-router-coordinator/tray`,
 //! with libgtk-3-dev, libayatana-appindicator3-dev and libxdo-dev) and the
-//! packages xvfb, trayer, xdotool and imagemagick; `.ci/run` installs them.
+//! packages xvfb, trayer, xdotool, imagemagick and dbus; `.ci/run` installs them.
 //! Anything missing fails the test with what to install: it is never skipped.
 
 mod support;
@@ -28,7 +28,7 @@ use support::process::{Proc, binary, eventually, eventually_showing};
 const DEADLINE: Duration = Duration::from_secs(30);
 const INSTALL_HINT: &str = "build with the tray and install the display tools as .ci/run does: \
      `apt-get install -y libgtk-3-dev libayatana-appindicator3-dev libxdo-dev xvfb trayer xdotool \
-     imagemagick`, then `cargo test --workspace --features llm-router-agent/tray,llm-router-coordinator/tray`";
+     imagemagick dbus`, then `cargo test --workspace --features llm-router-agent/tray,llm-router-coordinator/tray`";
 
 /// A child process killed when dropped.
 struct Killed(Child);
@@ -99,6 +99,15 @@ fn start_desktop() -> (Killed, Killed, String) {
             .unwrap_or_else(|e| panic!("cannot start trayer ({e}): {INSTALL_HINT}")),
     );
     (xvfb, trayer, display)
+}
+
+/// `program` in a D-Bus session of its own, as on a desktop (appindicator
+/// looks for a tray host there first); the session ends with it, and its exit
+/// code is the program's.
+fn in_session(program: PathBuf) -> Command {
+    let mut command = Command::new("dbus-run-session");
+    command.arg("--").arg(program);
+    command
 }
 
 fn on_display(program: &str, display: &str) -> Command {
@@ -215,7 +224,7 @@ async fn the_tray_shows_the_agents_state_and_pauses_resumes_and_quits() {
     )
     .unwrap();
 
-    let mut command = Command::new(binary("llm-router-agent"));
+    let mut command = in_session(binary("llm-router-agent"));
     command
         .args(["--coordinator-url", &fleet.url("")])
         .args([
@@ -313,7 +322,7 @@ async fn the_tray_shows_the_agents_state_and_pauses_resumes_and_quits() {
 async fn the_coordinators_tray_counts_its_nodes_and_quits() {
     let (_xvfb, _trayer, display) = start_desktop();
     let data = tempfile::tempdir().unwrap();
-    let mut command = Command::new(binary("llm-router"));
+    let mut command = in_session(binary("llm-router"));
     command
         .args(["--demo", "2", "--port", "0"])
         .arg("--data-dir")

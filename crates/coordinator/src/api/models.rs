@@ -13,6 +13,9 @@ use crate::registry::NodeRegistry;
 pub struct FleetModel {
     /// Canonical name (`name:tag`).
     pub name: String,
+    /// The name as a server speaking OpenAI's API lists it (`tiny`, not
+    /// `tiny:latest`), when one holds the model: what OpenAI clients are shown.
+    pub served_as: Option<String>,
     pub size: Option<u64>,
     pub digest: Option<String>,
     pub modified_at: Option<String>,
@@ -34,11 +37,14 @@ pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ApiKind) -> Vec<
         if api == ApiKind::Ollama && node.api_kind == ApiKind::OpenAi {
             continue;
         }
+        let openai_node = node.api_kind == ApiKind::OpenAi;
+        let as_served = |name: &str| openai_node.then(|| name.trim().to_owned());
         let entries: Vec<FleetModel> = if loaded {
             node.loaded_models
                 .iter()
                 .map(|m| FleetModel {
                     name: canonical_model_name(&m.name),
+                    served_as: as_served(&m.name),
                     size: m.size,
                     digest: None,
                     modified_at: None,
@@ -53,6 +59,7 @@ pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ApiKind) -> Vec<
                 .iter()
                 .map(|m| FleetModel {
                     name: canonical_model_name(&m.name),
+                    served_as: as_served(&m.name),
                     size: m.size,
                     digest: m.digest.clone(),
                     modified_at: m.modified_at.clone(),
@@ -64,7 +71,9 @@ pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ApiKind) -> Vec<
                 .collect()
         };
         for entry in entries {
+            let served_as = entry.served_as.clone();
             let merged = union.entry(entry.name.clone()).or_insert(entry);
+            merged.served_as = merged.served_as.take().or(served_as);
             merged.nodes.push(node.machine_name.clone());
         }
     }
@@ -110,5 +119,6 @@ pub fn openai_model(model: &FleetModel) -> Value {
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map_or(0, |t| t.timestamp());
-    json!({ "id": model.name, "object": "model", "created": created, "owned_by": "library" })
+    let id = model.served_as.as_deref().unwrap_or(&model.name);
+    json!({ "id": id, "object": "model", "created": created, "owned_by": "library" })
 }

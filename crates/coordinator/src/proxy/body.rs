@@ -153,6 +153,15 @@ impl Tap {
     }
 
     fn finish(mut self, outcome: Outcome, error: Option<String>) {
+        // A node's error status is a failure, whatever the transfer did.
+        let status = self.record.status;
+        let (outcome, error) = match (outcome, error) {
+            (Outcome::Completed, None) if status >= 400 => (
+                Outcome::Failed,
+                Some(node_error(status, self.tail_window())),
+            ),
+            other => other,
+        };
         self.record.outcome = outcome;
         self.record.duration = self.started.elapsed();
         self.record.usage = parse_tail(self.tail_window());
@@ -169,6 +178,14 @@ impl Tap {
         }
         self.sinks.record(&self.record);
     }
+}
+
+/// What the node said with its error status, for the history.
+fn node_error(status: u16, body: &[u8]) -> String {
+    format!(
+        "the node answered {status}: {}",
+        super::node_error_message(&String::from_utf8_lossy(body))
+    )
 }
 
 /// How a failure after the first byte is reported.
@@ -432,6 +449,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::proxy::RequestMeta;
+
+    #[test]
+    fn a_node_error_says_what_the_node_said() {
+        assert_eq!(
+            node_error(
+                500,
+                br#"{"error":{"message":"model must be created with embedding=True"}}"#
+            ),
+            "the node answered 500: model must be created with embedding=True"
+        );
+        assert_eq!(node_error(400, b""), "the node answered 400: (empty body)");
+    }
 
     fn tap() -> Tap {
         let meta = RequestMeta {

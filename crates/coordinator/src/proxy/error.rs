@@ -32,6 +32,13 @@ pub enum ProxyError {
     Overloaded(String),
     #[error("model \"{}\" not found on any online node", crate::registry::validate::shown(.0))]
     ModelNotFound(String),
+    /// An Ollama request for a model that only servers speaking OpenAI's API hold.
+    #[error(
+        "model \"{}\" is served only by nodes that speak OpenAI's API, which cannot answer Ollama's; \
+         call it through /v1/chat/completions (or /v1/embeddings), or put it on an Ollama node",
+        crate::registry::validate::shown(.0)
+    )]
+    OnlyOnOpenAiNodes(String),
     #[error("no node is available: {0}")]
     NoNodeAvailable(&'static str),
     /// Every node tried failed; the message says how.
@@ -65,7 +72,9 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::ModelNotFound(_) | ProxyError::OnlyOnOpenAiNodes(_) => {
+                StatusCode::NOT_FOUND
+            }
             ProxyError::NoNodeAvailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NodesFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -87,7 +96,9 @@ impl ProxyError {
             }
             ProxyError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
             ProxyError::Overloaded(_) => ("server_error", Some("overloaded")),
-            ProxyError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            ProxyError::ModelNotFound(_) | ProxyError::OnlyOnOpenAiNodes(_) => {
+                ("invalid_request_error", Some("model_not_found"))
+            }
             ProxyError::NoNodeAvailable(_) => ("server_error", Some("no_available_node")),
             ProxyError::Loop { .. } => ("server_error", Some("routing_loop")),
             ProxyError::NodesFailed(_) => ("server_error", Some("upstream_error")),

@@ -478,14 +478,28 @@ impl Proxy {
         let model = request.model.as_str();
         // An OpenAI-compatible server added without an agent cannot answer Ollama's API.
         let ollama_only = request.flavor == ApiKind::Ollama;
+        let embedding = is_embedding(request.endpoint());
         let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = snapshot
             .nodes
             .iter()
             .filter(|node| node.holds(model) && (node.api == ApiKind::Ollama || !ollama_only))
             .cloned()
-            .partition(|node| !node.live.is_unhealthy());
+            // A node that said it cannot embed is the last resort for embeddings.
+            .partition(|node| {
+                let refused = embedding && node.live.cannot_embed();
+                !node.live.is_unhealthy() && !refused
+            });
         if pool.is_empty() && reserve.is_empty() {
-            return Err(ProxyError::ModelNotFound(request.facts.model.clone()));
+            let elsewhere = ollama_only
+                && snapshot
+                    .nodes
+                    .iter()
+                    .any(|node| node.api == ApiKind::OpenAi && node.holds(model));
+            return Err(if elsewhere {
+                ProxyError::OnlyOnOpenAiNodes(request.facts.model.clone())
+            } else {
+                ProxyError::ModelNotFound(request.facts.model.clone())
+            });
         }
 
         let plan = self.route_plan.as_ref().map(|plan| plan.load());
@@ -642,6 +656,16 @@ impl Proxy {
                 Ok(Ok(body)) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
                 _ => String::new(),
             };
+            // "This server cannot embed" is about this kind of request, not the node.
+            let embed_refused = is_embedding(request.endpoint()) && says_no_embeddings(&text);
+            if embed_refused {
+                node.live.mark_no_embeddings();
+                tracing::info!(
+                    node = %node.machine_name,
+                    for_secs = crate::registry::live::NO_EMBEDDINGS_FOR.as_secs(),
+                    "the node cannot answer embedding requests; it gets none for a while"
+                );
+            }
             return Err(AttemptFailure {
                 message: format!(
                     "{} answered {}: {}",
@@ -649,7 +673,7 @@ impl Proxy {
                     status.as_u16(),
                     node_error_message(&text)
                 ),
-                counts_against_node: status.is_server_error(),
+                counts_against_node: status.is_server_error() && !embed_refused,
                 timed_out: false,
                 lacks_model: status == StatusCode::NOT_FOUND,
             });
@@ -913,7 +937,33 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The `error` text of a node's JSON error body (either API's format), else the body itself, shortened.
-fn node_error_message(body: &str) -> String {
+/// Whether `endpoint` asks for embeddings (Ollama's or OpenAI's).
+fn is_embedding(endpoint: &str) -> bool {
+    matches!(
+        endpoint,
+        "/api/embed" | "/api/embeddings" | "/v1/embeddings"
+    )
+}
+
+/// Whether an error body says the server cannot do embeddings at all
+/// (llama.cpp: "model must be created with embedding=True"; vLLM: "does not
+/// support embeddings"), as opposed to failing this once.
+fn says_no_embeddings(body: &str) -> bool {
+    let text = body.to_ascii_lowercase();
+    text.contains("embedding")
+        && [
+            "must be",
+            "not support",
+            "does not support",
+            "not enabled",
+            "unsupported",
+            "only",
+        ]
+        .iter()
+        .any(|phrase| text.contains(phrase))
+}
+
+pub(crate) fn node_error_message(body: &str) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let message = parsed.as_ref().and_then(|v| {
         v["error"]
@@ -997,6 +1047,22 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.starts_with("unusable URL"), "{err}");
+    }
+
+    #[test]
+    fn a_server_that_cannot_embed_is_told_from_one_that_failed() {
+        assert!(says_no_embeddings(
+            r#"{"error":{"message":"Llama model must be created with embedding=True to call this method"}}"#
+        ));
+        assert!(says_no_embeddings(
+            r#"{"object":"error","message":"The model does not support Embeddings API"}"#
+        ));
+        assert!(!says_no_embeddings(r#"{"error":"out of memory"}"#));
+        assert!(!says_no_embeddings(
+            r#"{"error":"embedding failed: CUDA error"}"#
+        ));
+        assert!(is_embedding("/v1/embeddings") && is_embedding("/api/embed"));
+        assert!(!is_embedding("/api/chat"));
     }
 
     #[test]

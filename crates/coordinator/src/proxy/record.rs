@@ -22,7 +22,8 @@ pub enum Outcome {
     Completed,
     /// The router answered an error without a node's answer (no node, bad input, all failed).
     Rejected,
-    /// The node's answer broke off after it started (node died, idle timeout).
+    /// The node's answer broke off after it started (node died, idle timeout),
+    /// or the node answered an error status (its message is the error).
     Failed,
     /// The client went away before the answer ended.
     Cancelled,

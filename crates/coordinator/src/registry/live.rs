@@ -160,7 +160,15 @@ pub struct NodeLive {
     /// Until when (ms after `epoch`) a model load sent here is expected to
     /// hold the node; 0 when none was.
     loading_until_ms: AtomicU64,
+    /// Until when (ms after `epoch`) the node is taken to be unable to
+    /// answer embedding requests (it said so); 0 when it never did.
+    no_embeddings_until_ms: AtomicU64,
 }
+
+/// How long a node that said it cannot embed gets no embedding requests
+/// before it is tried again (its server may have been restarted with
+/// embeddings on).
+pub const NO_EMBEDDINGS_FOR: Duration = Duration::from_secs(600);
 
 impl Default for NodeLive {
     fn default() -> Self {
@@ -184,6 +192,7 @@ impl Default for NodeLive {
             }),
             cold_loads: AtomicU64::new(0),
             loading_until_ms: AtomicU64::new(0),
+            no_embeddings_until_ms: AtomicU64::new(0),
         }
     }
 }
@@ -465,6 +474,18 @@ impl NodeLive {
     }
 
     /// Whether a model load sent here is likely still holding the node.
+    /// The node said it cannot answer embedding requests: it gets none for
+    /// [`NO_EMBEDDINGS_FOR`], and its health is not at stake.
+    pub fn mark_no_embeddings(&self) {
+        let until = self.millis_now() + NO_EMBEDDINGS_FOR.as_millis() as u64;
+        self.no_embeddings_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether the node said lately that it cannot embed.
+    pub fn cannot_embed(&self) -> bool {
+        self.millis_now() < self.no_embeddings_until_ms.load(Ordering::Relaxed)
+    }
+
     pub fn is_loading(&self) -> bool {
         self.millis_now() < self.loading_until_ms.load(Ordering::Relaxed)
     }
