@@ -23,6 +23,27 @@ pub const DEFAULT_COORDINATOR_URL: &str = "http://localhost:8080";
 /// Default `COORDINATOR_REGISTER_RETRY_SECS`.
 pub const DEFAULT_REGISTER_RETRY_SECS: u64 = 5;
 
+/// The kind of inference server the agent reports for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Ollama: `/api/tags`, `/api/ps`, `/api/version`.
+    #[default]
+    Ollama,
+    /// A server with an OpenAI-compatible `/v1` API only.
+    #[value(name = "openai")]
+    OpenAi,
+}
+
+impl Backend {
+    /// The API the coordinator will speak to the node.
+    pub fn api_kind(self) -> llm_router_common::ApiKind {
+        match self {
+            Backend::Ollama => llm_router_common::ApiKind::Ollama,
+            Backend::OpenAi => llm_router_common::ApiKind::OpenAi,
+        }
+    }
+}
+
 /// Command line of `llm-router-agent`.
 ///
 /// Parse it with [`Cli::parse_args`] or [`Cli::try_parse_args`], not clap's `Parser::parse`:
@@ -69,9 +90,18 @@ pub struct Cli {
           value_name = "PORT", help_heading = "Ollama")]
     pub ollama_port: u16,
 
-    /// Base URL of the local Ollama [default: http://127.0.0.1:${OLLAMA_PORT}].
+    /// The inference server beside the agent: `ollama`, or `openai` for any server with an
+    /// OpenAI-compatible `/v1` API (llama.cpp's server, vLLM, SGLang, LM Studio): its models
+    /// from `/v1/models`, its readiness from `/health` where it has one.
+    #[arg(long, env = "LLM_ROUTER_BACKEND", value_enum, default_value_t = Backend::Ollama,
+          help_heading = "Ollama")]
+    pub backend: Backend,
+
+    /// Base URL of the local Ollama, or of the OpenAI-compatible server with `--backend
+    /// openai` (`--api-base` too) [default: http://127.0.0.1:${OLLAMA_PORT}].
     #[arg(
         long,
+        visible_alias = "api-base",
         env = "OLLAMA_API_BASE",
         value_name = "URL",
         help_heading = "Ollama"
@@ -329,6 +359,7 @@ impl Cli {
 
         let config = AgentConfig {
             coordinator_url: parse_url(Setting::CoordinatorUrl, &coordinator_url)?,
+            backend: self.backend,
             ollama_api_base: parse_url(Setting::OllamaApiBase, &ollama_api_base)?,
             heartbeat_interval: Duration::from_secs(heartbeat_secs),
             register_retry: Duration::from_secs(retry_secs),
@@ -354,7 +385,9 @@ impl Cli {
 pub struct AgentConfig {
     /// Base URL of the coordinator (a path prefix is kept).
     pub coordinator_url: Url,
-    /// Base URL of the local Ollama; its port is the one advertised.
+    /// The kind of inference server at [`AgentConfig::ollama_api_base`].
+    pub backend: Backend,
+    /// Base URL of the local Ollama (or OpenAI-compatible server); its port is the one advertised.
     pub ollama_api_base: Url,
     /// Heartbeat period unless the coordinator asks for another at registration.
     pub heartbeat_interval: Duration,
@@ -402,6 +435,7 @@ impl AgentConfig {
     ) -> Self {
         Self {
             coordinator_url,
+            backend: Backend::Ollama,
             ollama_api_base,
             heartbeat_interval: Duration::from_secs(DEFAULT_HEARTBEAT_INTERVAL_SECS),
             register_retry: Duration::from_secs(DEFAULT_REGISTER_RETRY_SECS),
@@ -450,6 +484,7 @@ impl fmt::Display for AgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let or_auto = |value: Option<String>| value.unwrap_or_else(|| "(auto)".to_owned());
         writeln!(f, "coordinator_url = {}", redacted(&self.coordinator_url))?;
+        writeln!(f, "backend = {}", self.backend.api_kind().as_str())?;
         writeln!(f, "ollama_api_base = {}", redacted(&self.ollama_api_base))?;
         writeln!(f, "ollama_port = {}", self.ollama_port())?;
         writeln!(

@@ -37,5 +37,5 @@ pub mod settings_file;
 pub mod status;
 pub mod supervise;
 
-pub use config::{AgentConfig, Cli, ConfigError};
+pub use config::{AgentConfig, Backend, Cli, ConfigError};
 pub use lifecycle::{AGENT_VERSION, AgentError, run, run_controlled, run_reconfigurable};

@@ -11,7 +11,7 @@ use llm_router_common::{
     HeartbeatRequest, NodeId, RegisterRequest, RegisterResponse, RegistrationStatus,
 };
 
-use crate::config::{AgentConfig, ConfigError, Secret};
+use crate::config::{AgentConfig, Backend, ConfigError, Secret};
 use crate::coordinator::{CoordinatorClient, CoordinatorError, SHUTDOWN_NOTICE_TIMEOUT};
 use crate::heartbeat::{effective_heartbeat_interval, heartbeat_until_forgotten};
 use crate::identity::route_local_ip;
@@ -369,6 +369,7 @@ impl Agent {
             machine_name: self.config.machine_name.clone(),
             ip_address: ip?,
             ollama_port: self.config.ollama_port(),
+            api_kind: self.config.backend.api_kind(),
             api_url: self
                 .config
                 .api_url
@@ -435,7 +436,10 @@ impl Agent {
 
     /// Asks Ollama what it has, logging when it goes away or comes back.
     async fn look_at_ollama(&self) -> OllamaSnapshot {
-        let snapshot = self.ollama.snapshot().await;
+        let snapshot = match self.config.backend {
+            Backend::Ollama => self.ollama.snapshot().await,
+            Backend::OpenAi => self.ollama.openai_snapshot().await,
+        };
         let was_up = self
             .ollama_was_up
             .lock()

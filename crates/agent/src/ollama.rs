@@ -95,6 +95,87 @@ impl OllamaClient {
         }
     }
 
+    /// What an OpenAI-compatible server offers: its models from `/v1/models`
+    /// (all of them in memory: such a server serves what it loaded), and
+    /// whether it is ready: `/health` where it has one (llama.cpp answers 503
+    /// while it loads the model), else `/v1/models` answering.
+    pub async fn openai_snapshot(&self) -> OllamaSnapshot {
+        let (health, models) = tokio::join!(self.health(), self.openai_models());
+        let models = match (health, models) {
+            (Err(error), _) | (_, Err(error)) => {
+                return OllamaSnapshot {
+                    available: false,
+                    version: None,
+                    models: None,
+                    loaded_models: None,
+                    error: Some(error.to_string()),
+                };
+            }
+            (Ok(()), Ok(models)) => models,
+        };
+        let loaded = models
+            .iter()
+            .map(|m| LoadedModel {
+                name: m.name.clone(),
+                size: None,
+                size_vram: None,
+                expires_at: None,
+            })
+            .collect();
+        OllamaSnapshot {
+            available: true,
+            version: None,
+            models: Some(models),
+            loaded_models: Some(loaded),
+            error: None,
+        }
+    }
+
+    /// `GET /health`: fine when the server has none (404) or answers 2xx.
+    async fn health(&self) -> Result<(), OllamaError> {
+        let url = self
+            .base
+            .join("health")
+            .unwrap_or_else(|_| self.base.clone());
+        let response =
+            self.http
+                .get(url.clone())
+                .send()
+                .await
+                .map_err(|error| OllamaError::Unreachable {
+                    url: url.clone(),
+                    reason: crate::http::describe_transport_error(&error),
+                })?;
+        let status = response.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(OllamaError::Status { url, status })
+    }
+
+    /// `GET /v1/models`: `{"data": [{"id": …}, …]}`.
+    pub async fn openai_models(&self) -> Result<Vec<ModelInfo>, OllamaError> {
+        let (url, body) = self.get_json("v1/models").await?;
+        let Some(Value::Array(entries)) = body.get("data") else {
+            return Err(OllamaError::InvalidBody {
+                url,
+                reason: "no \"data\" list".to_owned(),
+            });
+        };
+        Ok(entries
+            .iter()
+            .take(MAX_MODELS_PER_NODE)
+            .filter_map(|entry| entry.get("id")?.as_str())
+            .map(|id| ModelInfo {
+                name: id.chars().take(llm_router_common::MAX_NAME_LEN).collect(),
+                size: None,
+                digest: None,
+                modified_at: None,
+                details: None,
+            })
+            .collect())
+    }
+
     pub async fn version(&self) -> Result<String, OllamaError> {
         let (url, body) = self.get_json("api/version").await?;
         body.get("version")

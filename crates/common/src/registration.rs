@@ -16,6 +16,10 @@ pub struct RegisterRequest {
     /// Port of the node's Ollama; ignored when `api_url` is given.
     #[serde(default = "default_ollama_port")]
     pub ollama_port: u16,
+    /// The API the node's inference server speaks: Ollama's (the default), or
+    /// OpenAI's only (llama.cpp's server, vLLM, SGLang, LM Studio).
+    #[serde(default)]
+    pub api_kind: crate::ApiKind,
     /// Full base URL of the node's inference API (overrides `ip_address` + `ollama_port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,

@@ -117,3 +117,45 @@ async fn an_openai_style_server_keeps_its_names_its_errors_and_its_place_in_rota
     );
     fleet.stop().await;
 }
+
+/// `llm-router-agent --backend openai` in front of such a server: the node
+/// registers as OpenAI-style, with the server's models as it names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_the_openai_backend_registers_the_server_as_such() {
+    let fleet = Fleet::empty_with(|_| {}).await;
+    let server = chat_only_server(Arc::new(AtomicUsize::new(0))).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(support::process::binary("llm-router-agent"));
+    command
+        .args(["--backend", "openai", "--api-base", &server])
+        .args([
+            "--coordinator-url",
+            &fleet.url(""),
+            "--machine-name",
+            "llama-box",
+        ])
+        .env("LLM_ROUTER_DATA_DIR", data.path())
+        .env_remove("OLLAMA_API_BASE")
+        .env_remove("LLM_ROUTER_BACKEND");
+    let _agent = support::process::Proc::spawn("agent", command);
+    let node = eventually("the node online", DEADLINE, || async {
+        let node = fleet.agents().await.into_iter().next()?;
+        (node["status"] == "online").then_some(node)
+    })
+    .await;
+    assert_eq!(node["api_kind"], "openai", "{node:#}");
+    assert_eq!(node["models"][0]["name"], "tiny", "{node:#}");
+    assert_eq!(node["agentless"], false, "{node:#}");
+    let models: Value = fleet.get_json("/v1/models").await;
+    assert_eq!(models["data"][0]["id"], "tiny", "{models}");
+    // OpenAI requests reach it (this server refuses chats with a 400).
+    let response = fleet
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["x-llm-router-node"], "llama-box");
+    fleet.stop().await;
+}

@@ -434,6 +434,23 @@ async fn test_ollama(config: &AgentConfig) -> Value {
         Ok(client) => client,
         Err(e) => return verdict(false, e.to_string()),
     };
+    if config.backend == crate::Backend::OpenAi {
+        return match client.openai_models().await {
+            Ok(models) => verdict(
+                true,
+                format!(
+                    "the server at {} answers, serving {}",
+                    client.base_url(),
+                    match models.len() {
+                        0 => "no model yet".to_owned(),
+                        1 => models[0].name.clone(),
+                        n => format!("{n} models"),
+                    }
+                ),
+            ),
+            Err(e) => verdict(false, e.to_string()),
+        };
+    }
     match client.version().await {
         Ok(version) => verdict(
             true,

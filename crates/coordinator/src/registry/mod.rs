@@ -636,7 +636,7 @@ impl NodeRegistry {
                     tracing::info!(node_id = %record.id, api_url = %record.api_url, "an agent now reports for this node; the coordinator stops probing it");
                 }
                 record.agentless = false;
-                record.api_kind = ApiKind::Ollama;
+                record.api_kind = req.api_kind;
                 record.node_api_key = req.node_api_key;
                 record.last_seen = wall;
                 record.last_heartbeat = now;
@@ -667,7 +667,7 @@ impl NodeRegistry {
                         machine_name,
                         req.ip_address,
                         api_url,
-                        ApiKind::Ollama,
+                        req.api_kind,
                         now,
                         wall,
                     )

@@ -28,6 +28,7 @@ fn request(name: &str, port: u16, models: &[&str]) -> RegisterRequest {
         machine_name: name.into(),
         ip_address: "127.0.0.1".parse().unwrap(),
         ollama_port: port,
+        api_kind: Default::default(),
         api_url: None,
         ollama_version: Some("0.12.0".into()),
         ollama_available: true,
