@@ -15,6 +15,7 @@ use llm_router_agent::settings_file::SettingsFile;
 use llm_router_agent::status::{self, AgentStatus};
 use llm_router_agent::{Cli, desktop, run_controlled, run_reconfigurable, supervise};
 use llm_router_common::cli::{effective_settings, init_logging, render};
+use llm_router_desktop::Tray;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -102,47 +103,20 @@ fn exit_code(outcome: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// The tray on this thread (the desktop wants its main thread), the agent on
-/// another; the process ends when the agent does (Quit, a signal).
+/// The tray on this thread, the agent beside it; the process ends when the
+/// agent does (Quit, a signal).
 fn run_with_tray(cli: Cli, matches: ArgMatches) -> ExitCode {
-    let (chosen, actions) = tokio::sync::mpsc::unbounded_channel::<String>();
     let initial = desktop::menu(&AgentStatus::starting(&cli.coordinator_url, ""), None);
-    let fallback = (cli.clone(), matches.clone());
-    let mut worker = None;
-    let shown = llm_router_desktop::tray::run(
+    llm_router_desktop::run_beside(
         initial,
-        |handle| {
-            worker = Some(std::thread::spawn(move || {
-                let outcome = runtime().and_then(|runtime| {
-                    let tray = Tray {
-                        handle: handle.clone(),
-                        actions,
-                    };
-                    runtime.block_on(agent_main(cli, &matches, true, Some(tray)))
-                });
-                handle.close();
-                exit_code(outcome)
-            }));
+        move |tray| {
+            exit_code(
+                runtime()
+                    .and_then(|runtime| runtime.block_on(agent_main(cli, &matches, true, tray))),
+            )
         },
-        |action| {
-            let _ = chosen.send(action.to_owned());
-        },
-    );
-    match (shown, worker) {
-        (_, Some(worker)) => worker.join().unwrap_or(ExitCode::FAILURE),
-        (Err(problem), None) => {
-            tracing::warn!("no tray icon ({problem}): running headless");
-            let (cli, matches) = fallback;
-            run_headless(cli, &matches, true)
-        }
-        (Ok(()), None) => ExitCode::SUCCESS,
-    }
-}
-
-/// The tray's side, for the agent: where to show menus, what was chosen.
-struct Tray {
-    handle: llm_router_desktop::tray::TrayHandle,
-    actions: tokio::sync::mpsc::UnboundedReceiver<String>,
+        || ExitCode::FAILURE,
+    )
 }
 
 async fn agent_main(
@@ -152,14 +126,15 @@ async fn agent_main(
     tray: Option<Tray>,
 ) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
-    let settings = match cli.settings_file_path(env) {
-        Some(path) => SettingsFile::load(&path)?,
+    let settings_path = cli.settings_file_path(env);
+    let settings = match &settings_path {
+        Some(path) => SettingsFile::load(path)?,
         None => None,
     };
     let (print_config, check_config) = (cli.print_config, cli.check_config);
     let manage_ollama = cli.manage_ollama.unwrap_or(desktop_start);
     let panel_on = cli.settings_panel.unwrap_or(desktop_start);
-    let (settings_port, settings_path) = (cli.settings_port, cli.settings_file_path(env));
+    let settings_port = cli.settings_port;
     if check_config {
         print!(
             "{}",
@@ -211,26 +186,18 @@ async fn agent_main(
             "no settings panel: no data folder to save settings in (set LLM_ROUTER_DATA_DIR or --settings-file)"
         );
     }
+    let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
+    let (mut reporter, controls) = status::channels(initial);
+    if let Some((_, supervision)) = &supervisor {
+        tokio::spawn(report_supervision(
+            supervision.clone(),
+            Arc::clone(&reporter.status),
+        ));
+    }
     let ran = if settings_path.is_none() && tray.is_none() {
-        let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
-        let (mut reporter, _controls) = status::channels(initial);
-        if let Some((_, supervision)) = &supervisor {
-            tokio::spawn(report_supervision(
-                supervision.clone(),
-                Arc::clone(&reporter.status),
-            ));
-        }
         run_controlled(config, until_shutdown, &mut reporter).await
     } else {
         let (configs, watched) = watch::channel(config.clone());
-        let initial = AgentStatus::starting(config.coordinator_url.as_str(), &config.machine_name);
-        let (mut reporter, controls) = status::channels(initial);
-        if let Some((_, supervision)) = &supervisor {
-            tokio::spawn(report_supervision(
-                supervision.clone(),
-                Arc::clone(&reporter.status),
-            ));
-        }
         let mut panel_url = None;
         if let Some(settings_path) = settings_path {
             let first_start = desktop_start
@@ -282,10 +249,9 @@ async fn agent_main(
                 quit.clone(),
             ));
         }
-        let ran = run_reconfigurable(watched, until_shutdown, &mut reporter).await;
-        drop(controls);
-        ran
+        run_reconfigurable(watched, until_shutdown, &mut reporter).await
     };
+    drop(controls);
     // The agent said goodbye; now the Ollama it started, if any, stops.
     stop.cancel();
     if let Some((supervisor, _)) = supervisor {

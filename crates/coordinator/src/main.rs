@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use llm_router_coordinator::{Cli, tray};
+use llm_router_desktop::Tray;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc: the request path allocates small buffers on every thread, and glibc's
@@ -52,48 +53,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// The tray's side, for the coordinator: where to show menus, what was chosen.
-struct Tray {
-    handle: llm_router_desktop::tray::TrayHandle,
-    actions: tokio::sync::mpsc::UnboundedReceiver<String>,
-}
-
-/// The tray on this thread (the desktop wants its main thread), the
-/// coordinator on another; the process ends when the coordinator does.
+/// The tray on this thread, the coordinator beside it; the process ends when
+/// the coordinator does.
 fn run_with_tray(cli: Cli) -> anyhow::Result<()> {
-    let (chosen, actions) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let initial = tray::menu("…", None);
-    let mut fallback = Some(cli.clone());
-    let mut worker = None;
-    let shown = llm_router_desktop::tray::run(
-        initial,
-        |handle| {
-            fallback = None;
-            worker = Some(std::thread::spawn(move || {
-                let tray = Tray {
-                    handle: handle.clone(),
-                    actions,
-                };
-                let outcome =
-                    runtime().and_then(|rt| rt.block_on(coordinator_main(cli, Some(tray))));
-                handle.close();
-                outcome
-            }));
-        },
-        |action| {
-            let _ = chosen.send(action.to_owned());
-        },
-    );
-    match (shown, worker, fallback) {
-        (_, Some(worker), _) => worker
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the coordinator thread panicked"))),
-        (Err(problem), None, Some(cli)) => {
-            tracing::warn!("no tray icon ({problem}): running headless");
-            runtime()?.block_on(coordinator_main(cli, None))
-        }
-        _ => Ok(()),
-    }
+    llm_router_desktop::run_beside(
+        tray::menu("…", None),
+        move |tray| runtime()?.block_on(coordinator_main(cli, tray)),
+        || Err(anyhow::anyhow!("the coordinator thread panicked")),
+    )
 }
 
 async fn coordinator_main(mut cli: Cli, tray: Option<Tray>) -> anyhow::Result<()> {

@@ -78,6 +78,56 @@ pub const HAS_TRAY: bool = cfg!(any(feature = "tray", windows, target_os = "maco
 )]
 pub mod tray;
 
+/// What the program's work gets of the tray: where to show menus, and the
+/// actions chosen in them.
+#[derive(Debug)]
+pub struct Tray {
+    pub handle: tray::TrayHandle,
+    pub actions: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Runs `work` beside the tray: the tray on this thread (the desktop wants
+/// the main thread), `work` on a thread of its own, and the tray closes when
+/// `work` returns. When no tray can be shown, says why and runs `work`
+/// (given `None`) here. Returns what `work` returned.
+pub fn run_beside<T: Send + 'static>(
+    initial: Menu,
+    work: impl FnOnce(Option<Tray>) -> T + Send + 'static,
+    failed: impl FnOnce() -> T,
+) -> T {
+    let (chosen, actions) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut work = Some(work);
+    let mut worker = None;
+    let shown = tray::run(
+        initial,
+        |handle| {
+            let work = work.take().expect("the tray starts its work once");
+            worker = Some(std::thread::spawn(move || {
+                let tray = Tray {
+                    handle: handle.clone(),
+                    actions,
+                };
+                let outcome = work(Some(tray));
+                handle.close();
+                outcome
+            }));
+        },
+        |action| {
+            let _ = chosen.send(action.to_owned());
+        },
+    );
+    match (worker, work, shown) {
+        (Some(worker), _, _) => worker.join().unwrap_or_else(|_| failed()),
+        (None, Some(work), Err(problem)) => {
+            tracing::warn!("no tray icon ({problem}): running headless");
+            work(None)
+        }
+        // The loop ended before it started anything.
+        (None, Some(work), Ok(())) => work(None),
+        (None, None, _) => failed(),
+    }
+}
+
 /// One line of the menu.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {

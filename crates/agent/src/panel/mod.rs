@@ -328,8 +328,7 @@ fn candidate(
         .map_err(|problem| Refusal::new(StatusCode::CONFLICT, problem))?;
     let next = form::apply_edit(&file, edit, &settings.locks)?;
     let unprocessable = |message: String| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, message);
-    let parsed = SettingsFile::parse(&Value::Object(next.clone()).to_string())
-        .map(|(parsed, _unknown)| parsed)
+    let parsed: SettingsFile = serde_json::from_value(Value::Object(next.clone()))
         .map_err(|e| unprocessable(e.to_string()))?;
     let config = (settings.build)(&parsed).map_err(|e| unprocessable(e.to_string()))?;
     Ok((next, config))
