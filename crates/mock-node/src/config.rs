@@ -1,5 +1,5 @@
 //! Start-up configuration of a mock node: what it serves, how fast, how many
-//! requests at once, and how it misbehaves.
+//! requests at once, how it pulls models, and how it misbehaves.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -51,6 +51,18 @@ pub struct MockConfig {
     /// `Set-Cookie` and `Access-Control-Allow-Origin: *` (for tests of what a router
     /// passes back).
     pub hostile_headers: bool,
+    /// Download speed of `POST /api/pull`, in bytes per second; 0 = instant.
+    pub pull_bytes_per_sec: f64,
+    /// Time between two progress lines of a pull (at least 1 ms).
+    pub pull_tick: Duration,
+    /// Bytes a pull downloads; `None` = the model's own (synthesised) size.
+    pub pull_size_bytes: Option<u64>,
+    /// A pull fails with an error line once this many bytes of the weights
+    /// layer are done.
+    pub pull_fail_after_bytes: Option<u64>,
+    /// A pull stops making progress at this many bytes of the weights layer
+    /// and stays open, sending nothing, until the client leaves.
+    pub pull_stall_after_bytes: Option<u64>,
 }
 
 impl Default for MockConfig {
@@ -74,6 +86,11 @@ impl Default for MockConfig {
             record_capacity: 64,
             keep_alive: Duration::from_secs(300),
             hostile_headers: false,
+            pull_bytes_per_sec: 0.0,
+            pull_tick: crate::control::DEFAULT_PULL_TICK,
+            pull_size_bytes: None,
+            pull_fail_after_bytes: None,
+            pull_stall_after_bytes: None,
         }
     }
 }
@@ -97,6 +114,10 @@ pub enum ConfigError {
     BlankModel,
     #[error("node name {0:?} cannot be sent as an HTTP header value")]
     Name(String),
+    #[error("pull_bytes_per_sec must be a finite number >= 0, got {0}")]
+    PullBytesPerSec(f64),
+    #[error("pull_tick must be at least 1 ms")]
+    PullTick,
 }
 
 impl MockConfig {
@@ -136,6 +157,12 @@ impl MockConfig {
         self
     }
 
+    /// Sets the pull speed in bytes per second (0 = instant).
+    pub fn with_pull_bytes_per_sec(mut self, bytes_per_sec: f64) -> Self {
+        self.pull_bytes_per_sec = bytes_per_sec;
+        self
+    }
+
     /// Checks the values that would make the node misbehave in ways nobody
     /// asked for.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -153,6 +180,12 @@ impl MockConfig {
         }
         if self.embedding_dim == 0 {
             return Err(ConfigError::EmbeddingDim);
+        }
+        if !self.pull_bytes_per_sec.is_finite() || self.pull_bytes_per_sec < 0.0 {
+            return Err(ConfigError::PullBytesPerSec(self.pull_bytes_per_sec));
+        }
+        if self.pull_tick < Duration::from_millis(1) {
+            return Err(ConfigError::PullTick);
         }
         if axum::http::HeaderValue::from_str(&self.name).is_err() {
             return Err(ConfigError::Name(self.name.clone()));
@@ -210,5 +243,12 @@ mod tests {
             ..MockConfig::default()
         };
         assert_eq!(loaded_ok.validate(), Ok(()));
+        let pull = MockConfig::default().with_pull_bytes_per_sec(-1.0);
+        assert_eq!(pull.validate(), Err(ConfigError::PullBytesPerSec(-1.0)));
+        let tick = MockConfig {
+            pull_tick: Duration::ZERO,
+            ..MockConfig::default()
+        };
+        assert_eq!(tick.validate(), Err(ConfigError::PullTick));
     }
 }

@@ -1,6 +1,6 @@
 //! Knobs that tests (or `POST /mock/config`) turn while the node runs:
-//! latency, speed and failure injection. Plain atomics, read once per
-//! request, so the request path never waits on them.
+//! latency, speed, failure injection and how model pulls behave. Plain
+//! atomics, read once per request, so the request path never waits on them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -10,8 +10,15 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::config::MockConfig;
 use crate::hashing::{splitmix64, unit_f64};
 
-/// `die_after_tokens` is stored as a plain number; this one means "never".
+/// Optional counts (`die_after_tokens`, the `pull_*` byte knobs) are stored
+/// as plain numbers; this one means "not set".
 const NEVER: u64 = u64::MAX;
+
+/// Time between two progress lines of a pull, unless configured.
+pub const DEFAULT_PULL_TICK: Duration = Duration::from_millis(100);
+
+/// Shortest pull tick accepted, so a pull never turns into a busy loop.
+const MIN_PULL_TICK_MICROS: u64 = 1_000;
 
 /// Runtime knobs of one node. Every change applies to requests that start
 /// after it (a generation already under way keeps the pace it started with).
@@ -24,6 +31,11 @@ pub struct MockControl {
     fail_rate_bits: AtomicU64,
     die_after_tokens: AtomicU64,
     roll_counter: AtomicU64,
+    pull_bytes_per_sec_bits: AtomicU64,
+    pull_tick_micros: AtomicU64,
+    pull_size_bytes: AtomicU64,
+    pull_fail_after_bytes: AtomicU64,
+    pull_stall_after_bytes: AtomicU64,
 }
 
 /// The knobs at one moment, as `GET`/`POST /mock/config` shows them.
@@ -35,10 +47,22 @@ pub struct ControlSnapshot {
     pub default_tokens: u64,
     pub fail_rate: f64,
     pub die_after_tokens: Option<u64>,
+    /// Download speed of `POST /api/pull`; 0 = instant.
+    pub pull_bytes_per_sec: f64,
+    /// Time between two progress lines of a pull.
+    pub pull_tick_ms: f64,
+    /// Bytes a pull downloads; `None` = the model's own (synthesised) size.
+    pub pull_size_bytes: Option<u64>,
+    /// A pull fails once this many bytes of the weights layer are done.
+    pub pull_fail_after_bytes: Option<u64>,
+    /// A pull stops making progress (and stays open) at this many bytes of
+    /// the weights layer.
+    pub pull_stall_after_bytes: Option<u64>,
 }
 
 /// A partial change of the knobs: absent fields stay as they are.
-/// `die_after_tokens: null` turns that failure off.
+/// `null` turns the optional ones off (`die_after_tokens`, `pull_size_bytes`,
+/// `pull_fail_after_bytes`, `pull_stall_after_bytes`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlUpdate {
@@ -49,6 +73,14 @@ pub struct ControlUpdate {
     pub fail_rate: Option<f64>,
     #[serde(default, deserialize_with = "present_or_null")]
     pub die_after_tokens: Option<Option<u64>>,
+    pub pull_bytes_per_sec: Option<f64>,
+    pub pull_tick_ms: Option<f64>,
+    #[serde(default, deserialize_with = "present_or_null")]
+    pub pull_size_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present_or_null")]
+    pub pull_fail_after_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present_or_null")]
+    pub pull_stall_after_bytes: Option<Option<u64>>,
     /// Replaces the list of held models.
     pub models: Option<Vec<String>>,
 }
@@ -81,6 +113,39 @@ fn millis_to_micros(field: &'static str, ms: f64) -> Result<u64, InvalidKnob> {
     }
 }
 
+/// A pull tick of at least a millisecond, in microseconds.
+fn pull_tick_micros(ms: f64) -> Result<u64, InvalidKnob> {
+    match millis_to_micros("pull_tick_ms", ms) {
+        Ok(micros) if micros >= MIN_PULL_TICK_MICROS => Ok(micros),
+        _ => Err(InvalidKnob {
+            field: "pull_tick_ms",
+            problem: "must be a finite number >= 1",
+        }),
+    }
+}
+
+fn optional_to_stored(value: Option<u64>) -> u64 {
+    match value {
+        Some(n) => n.min(NEVER - 1),
+        None => NEVER,
+    }
+}
+
+fn stored_to_optional(stored: u64) -> Option<u64> {
+    (stored != NEVER).then_some(stored)
+}
+
+/// How the pulls that start now behave: the `pull_*` knobs read at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PullKnobs {
+    /// Bytes per second; 0 = instant.
+    pub(crate) bytes_per_sec: f64,
+    pub(crate) tick: Duration,
+    pub(crate) size_bytes: Option<u64>,
+    pub(crate) fail_after_bytes: Option<u64>,
+    pub(crate) stall_after_bytes: Option<u64>,
+}
+
 impl MockControl {
     /// Knobs starting from the configuration's values.
     pub fn new(config: &MockConfig) -> Self {
@@ -92,12 +157,22 @@ impl MockControl {
             fail_rate_bits: AtomicU64::new(0f64.to_bits()),
             die_after_tokens: AtomicU64::new(NEVER),
             roll_counter: AtomicU64::new(0),
+            pull_bytes_per_sec_bits: AtomicU64::new(0f64.to_bits()),
+            pull_tick_micros: AtomicU64::new(0),
+            pull_size_bytes: AtomicU64::new(NEVER),
+            pull_fail_after_bytes: AtomicU64::new(NEVER),
+            pull_stall_after_bytes: AtomicU64::new(NEVER),
         };
         control.set_ttft(config.ttft);
         control.set_tokens_per_sec(config.tokens_per_sec);
         control.set_load_time(config.load_time);
         control.set_fail_rate(config.fail_rate);
         control.set_die_after_tokens(config.die_after_tokens);
+        control.set_pull_bytes_per_sec(config.pull_bytes_per_sec);
+        control.set_pull_tick(config.pull_tick);
+        control.set_pull_size_bytes(config.pull_size_bytes);
+        control.set_pull_fail_after_bytes(config.pull_fail_after_bytes);
+        control.set_pull_stall_after_bytes(config.pull_stall_after_bytes);
         control
     }
 
@@ -172,18 +247,81 @@ impl MockControl {
 
     /// After how many tokens a generation drops its connection, if at all.
     pub fn die_after_tokens(&self) -> Option<u64> {
-        match self.die_after_tokens.load(Relaxed) {
-            NEVER => None,
-            n => Some(n),
-        }
+        stored_to_optional(self.die_after_tokens.load(Relaxed))
     }
 
     pub fn set_die_after_tokens(&self, tokens: Option<u64>) {
-        let stored = match tokens {
-            Some(n) => n.min(NEVER - 1),
-            None => NEVER,
+        self.die_after_tokens
+            .store(optional_to_stored(tokens), Relaxed);
+    }
+
+    /// Download speed of a pull, in bytes per second; 0 means instant.
+    pub fn pull_bytes_per_sec(&self) -> f64 {
+        f64::from_bits(self.pull_bytes_per_sec_bits.load(Relaxed))
+    }
+
+    /// Sets the pull speed; negative or non-finite values count as 0
+    /// (instant).
+    pub fn set_pull_bytes_per_sec(&self, bytes_per_sec: f64) {
+        let value = if bytes_per_sec.is_finite() && bytes_per_sec > 0.0 {
+            bytes_per_sec
+        } else {
+            0.0
         };
-        self.die_after_tokens.store(stored, Relaxed);
+        self.pull_bytes_per_sec_bits.store(value.to_bits(), Relaxed);
+    }
+
+    /// Time between two progress lines of a pull.
+    pub fn pull_tick(&self) -> Duration {
+        Duration::from_micros(self.pull_tick_micros.load(Relaxed))
+    }
+
+    /// Sets the pull tick; anything under a millisecond counts as one.
+    pub fn set_pull_tick(&self, tick: Duration) {
+        let micros = u64::try_from(tick.as_micros()).unwrap_or(u64::MAX);
+        self.pull_tick_micros
+            .store(micros.max(MIN_PULL_TICK_MICROS), Relaxed);
+    }
+
+    /// Bytes a pull downloads; `None` means the model's own size.
+    pub fn pull_size_bytes(&self) -> Option<u64> {
+        stored_to_optional(self.pull_size_bytes.load(Relaxed))
+    }
+
+    pub fn set_pull_size_bytes(&self, bytes: Option<u64>) {
+        self.pull_size_bytes
+            .store(optional_to_stored(bytes), Relaxed);
+    }
+
+    /// After how many bytes of the weights layer a pull fails, if at all.
+    pub fn pull_fail_after_bytes(&self) -> Option<u64> {
+        stored_to_optional(self.pull_fail_after_bytes.load(Relaxed))
+    }
+
+    pub fn set_pull_fail_after_bytes(&self, bytes: Option<u64>) {
+        self.pull_fail_after_bytes
+            .store(optional_to_stored(bytes), Relaxed);
+    }
+
+    /// At how many bytes of the weights layer a pull stalls, if at all.
+    pub fn pull_stall_after_bytes(&self) -> Option<u64> {
+        stored_to_optional(self.pull_stall_after_bytes.load(Relaxed))
+    }
+
+    pub fn set_pull_stall_after_bytes(&self, bytes: Option<u64>) {
+        self.pull_stall_after_bytes
+            .store(optional_to_stored(bytes), Relaxed);
+    }
+
+    /// The pull knobs as they are now, for a pull that starts.
+    pub(crate) fn pull_knobs(&self) -> PullKnobs {
+        PullKnobs {
+            bytes_per_sec: self.pull_bytes_per_sec(),
+            tick: self.pull_tick(),
+            size_bytes: self.pull_size_bytes(),
+            fail_after_bytes: self.pull_fail_after_bytes(),
+            stall_after_bytes: self.pull_stall_after_bytes(),
+        }
     }
 
     /// Decides whether this request gets an injected failure. The sequence
@@ -230,6 +368,16 @@ impl MockControl {
                 problem: "must be between 0 and 1",
             });
         }
+        if update
+            .pull_bytes_per_sec
+            .is_some_and(|bps| !(bps.is_finite() && bps >= 0.0))
+        {
+            return Err(InvalidKnob {
+                field: "pull_bytes_per_sec",
+                problem: "must be a finite number >= 0",
+            });
+        }
+        let pull_tick = update.pull_tick_ms.map(pull_tick_micros).transpose()?;
         if let Some(micros) = ttft {
             self.ttft_micros.store(micros, Relaxed);
         }
@@ -248,7 +396,27 @@ impl MockControl {
         if let Some(die) = update.die_after_tokens {
             self.set_die_after_tokens(die);
         }
+        self.apply_pull(update, pull_tick);
         Ok(())
+    }
+
+    /// Applies the (already checked) pull knobs of `update`.
+    fn apply_pull(&self, update: &ControlUpdate, tick_micros: Option<u64>) {
+        if let Some(bps) = update.pull_bytes_per_sec {
+            self.set_pull_bytes_per_sec(bps);
+        }
+        if let Some(micros) = tick_micros {
+            self.pull_tick_micros.store(micros, Relaxed);
+        }
+        if let Some(size) = update.pull_size_bytes {
+            self.set_pull_size_bytes(size);
+        }
+        if let Some(fail) = update.pull_fail_after_bytes {
+            self.set_pull_fail_after_bytes(fail);
+        }
+        if let Some(stall) = update.pull_stall_after_bytes {
+            self.set_pull_stall_after_bytes(stall);
+        }
     }
 
     /// The knobs as they are now.
@@ -260,6 +428,11 @@ impl MockControl {
             default_tokens: self.default_tokens(),
             fail_rate: self.fail_rate(),
             die_after_tokens: self.die_after_tokens(),
+            pull_bytes_per_sec: self.pull_bytes_per_sec(),
+            pull_tick_ms: self.pull_tick().as_secs_f64() * 1000.0,
+            pull_size_bytes: self.pull_size_bytes(),
+            pull_fail_after_bytes: self.pull_fail_after_bytes(),
+            pull_stall_after_bytes: self.pull_stall_after_bytes(),
         }
     }
 }
@@ -281,6 +454,52 @@ mod tests {
         let null: ControlUpdate = serde_json::from_str(r#"{"die_after_tokens": null}"#).unwrap();
         control.apply(&null).unwrap();
         assert_eq!(control.die_after_tokens(), None);
+    }
+
+    #[test]
+    fn pull_knobs_update_and_null_turns_them_off() {
+        let control = MockControl::new(&MockConfig::default());
+        assert_eq!(control.pull_bytes_per_sec(), 0.0);
+        assert_eq!(control.pull_tick(), DEFAULT_PULL_TICK);
+        let set: ControlUpdate = serde_json::from_str(
+            r#"{"pull_bytes_per_sec": 2e8, "pull_tick_ms": 50, "pull_size_bytes": 5000000000,
+                "pull_fail_after_bytes": 7, "pull_stall_after_bytes": 9}"#,
+        )
+        .unwrap();
+        control.apply(&set).unwrap();
+        let knobs = control.pull_knobs();
+        assert_eq!(knobs.bytes_per_sec, 2e8);
+        assert_eq!(knobs.tick, Duration::from_millis(50));
+        assert_eq!(knobs.size_bytes, Some(5_000_000_000));
+        assert_eq!(knobs.fail_after_bytes, Some(7));
+        assert_eq!(knobs.stall_after_bytes, Some(9));
+        let snapshot = serde_json::to_value(control.snapshot()).unwrap();
+        assert_eq!(snapshot["pull_tick_ms"], 50.0);
+        assert_eq!(snapshot["pull_size_bytes"], 5_000_000_000u64);
+        let null: ControlUpdate = serde_json::from_str(
+            r#"{"pull_size_bytes": null, "pull_fail_after_bytes": null, "pull_stall_after_bytes": null}"#,
+        )
+        .unwrap();
+        control.apply(&null).unwrap();
+        let knobs = control.pull_knobs();
+        assert_eq!(
+            (
+                knobs.size_bytes,
+                knobs.fail_after_bytes,
+                knobs.stall_after_bytes
+            ),
+            (None, None, None)
+        );
+        assert_eq!(knobs.bytes_per_sec, 2e8, "absent fields stay as they are");
+        for bad in [
+            r#"{"pull_tick_ms": 0}"#,
+            r#"{"pull_tick_ms": 0.2}"#,
+            r#"{"pull_bytes_per_sec": -1}"#,
+        ] {
+            let update: ControlUpdate = serde_json::from_str(bad).unwrap();
+            assert!(control.apply(&update).is_err(), "{bad}");
+        }
+        assert_eq!(control.pull_tick(), Duration::from_millis(50));
     }
 
     #[test]

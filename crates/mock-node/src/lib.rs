@@ -10,10 +10,12 @@
 //! - [`control`]: [`MockControl`], the knobs tests turn while the node runs
 //!   (also `POST /mock/config`).
 //! - [`stats`]: [`MockStats`], request counts, in-flight and cancelled
-//!   generations, recorded request bodies (also `GET /mock/stats`).
+//!   generations, how pulls ended, recorded request bodies (also
+//!   `GET /mock/stats`).
 //! - [`models`]: the held and loaded models, with made-up metadata.
 //! - `scheduler`: generation slots and model loading.
 //! - `generation`: generated text, token pacing and the streamed body.
+//! - `pull`: simulated model pulls: layers, download clock, progress stream.
 //! - [`embedding`]: deterministic embedding vectors.
 //! - [`api`]: the router: Ollama API, OpenAI API and `/mock/...` routes.
 //! - [`state`]: [`MockState`], everything a running node shares.
@@ -23,7 +25,7 @@
 //!
 //! Ollama: `GET|HEAD /`, `GET /api/version`, `/api/tags`, `/api/ps`,
 //! `POST /api/show`, `/api/chat`, `/api/generate`, `/api/embed`,
-//! `/api/embeddings`, `/api/pull`. OpenAI: `GET /v1/models`,
+//! `/api/embeddings`, `/api/pull`, `/api/copy`, `DELETE /api/delete`. OpenAI: `GET /v1/models`,
 //! `/v1/models/{model}`, `POST /v1/chat/completions`, `/v1/completions`,
 //! `/v1/embeddings`. Mock: `GET /health`, `GET|POST /mock/config` (a
 //! partial [`ControlUpdate`]), `GET /mock/stats`, `GET /mock/requests`.
@@ -32,6 +34,12 @@
 //! Generated text is `"<name> token1 token2 ..."`, one word per token, as
 //! many tokens as `options.num_predict` / `max_tokens` ask, else
 //! `default_tokens`.
+//!
+//! `POST /api/pull` streams Ollama's progress (`pulling manifest`, one
+//! `pulling <digest>` line per layer and tick, `verifying sha256 digest`,
+//! `writing manifest`, `success`) at `pull_bytes_per_sec` (0 = at once),
+//! and can fail (`pull_fail_after_bytes`) or stall (`pull_stall_after_bytes`)
+//! on demand; the model is held only once the pull succeeded.
 //!
 //! # Example
 //!
@@ -53,6 +61,7 @@ pub mod embedding;
 mod generation;
 mod hashing;
 pub mod models;
+mod pull;
 mod scheduler;
 pub mod server;
 pub mod state;

@@ -148,6 +148,37 @@ struct Cli {
     #[arg(long, env = "MOCK_DIE_AFTER_TOKENS", help_heading = "Failures")]
     die_after_tokens: Option<u64>,
 
+    /// Download speed of POST /api/pull, in bytes per second; 0 pulls at once.
+    #[arg(
+        long,
+        env = "MOCK_PULL_BYTES_PER_SEC",
+        default_value_t = 0.0,
+        help_heading = "Pulls"
+    )]
+    pull_bytes_per_sec: f64,
+
+    /// Time between two progress lines of a pull, in milliseconds (at least 1).
+    #[arg(
+        long,
+        env = "MOCK_PULL_TICK_MS",
+        default_value_t = 100,
+        help_heading = "Pulls"
+    )]
+    pull_tick_ms: u64,
+
+    /// Bytes every pull downloads (e.g. 5000000000 for 5 GB); default: the model's own size.
+    #[arg(long, env = "MOCK_PULL_SIZE_BYTES", help_heading = "Pulls")]
+    pull_size_bytes: Option<u64>,
+
+    /// Fail every pull with an error line once this many bytes of the model weights are done.
+    #[arg(long, env = "MOCK_PULL_FAIL_AFTER_BYTES", help_heading = "Pulls")]
+    pull_fail_after_bytes: Option<u64>,
+
+    /// Stall every pull (no more progress, connection kept open) at this many bytes of the
+    /// model weights.
+    #[arg(long, env = "MOCK_PULL_STALL_AFTER_BYTES", help_heading = "Pulls")]
+    pull_stall_after_bytes: Option<u64>,
+
     /// How many recent requests to remember, byte for byte (GET /mock/requests); 0 = none.
     #[arg(
         long,
@@ -177,6 +208,11 @@ impl Cli {
             die_after_tokens: self.die_after_tokens,
             embedding_dim: self.embedding_dim,
             record_capacity: self.record,
+            pull_bytes_per_sec: self.pull_bytes_per_sec,
+            pull_tick: Duration::from_millis(self.pull_tick_ms),
+            pull_size_bytes: self.pull_size_bytes,
+            pull_fail_after_bytes: self.pull_fail_after_bytes,
+            pull_stall_after_bytes: self.pull_stall_after_bytes,
             ..MockConfig::default()
         }
     }
@@ -233,6 +269,34 @@ mod tests {
         assert_eq!(config.ttft, Duration::from_millis(20));
         assert_eq!(config.die_after_tokens, Some(3));
         assert_eq!(config.version, "0.1.2");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.pull_bytes_per_sec, 0.0);
+        assert_eq!(config.pull_tick, Duration::from_millis(100));
+        assert_eq!(config.pull_size_bytes, None);
+    }
+
+    #[test]
+    fn pull_flags_map_onto_the_config() {
+        let cli = Cli::try_parse_from([
+            "mock",
+            "--pull-bytes-per-sec",
+            "200000000",
+            "--pull-tick-ms",
+            "50",
+            "--pull-size-bytes",
+            "5000000000",
+            "--pull-fail-after-bytes",
+            "1000",
+            "--pull-stall-after-bytes",
+            "2000",
+        ])
+        .unwrap();
+        let config = cli.into_config();
+        assert_eq!(config.pull_bytes_per_sec, 200_000_000.0);
+        assert_eq!(config.pull_tick, Duration::from_millis(50));
+        assert_eq!(config.pull_size_bytes, Some(5_000_000_000));
+        assert_eq!(config.pull_fail_after_bytes, Some(1000));
+        assert_eq!(config.pull_stall_after_bytes, Some(2000));
         assert_eq!(config.validate(), Ok(()));
     }
 }

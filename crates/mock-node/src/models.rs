@@ -29,6 +29,17 @@ fn names_match(held: &str, requested: &str) -> bool {
     held == requested || held.strip_suffix(":latest") == Some(requested)
 }
 
+/// 64 hex digits (like a sha256) made up from `seed`.
+pub(crate) fn hex_digest(seed: u64) -> String {
+    let mut digest = String::with_capacity(64);
+    let mut word = seed;
+    for _ in 0..4 {
+        word = splitmix64(word);
+        digest.push_str(&format!("{word:016x}"));
+    }
+    digest
+}
+
 /// Metadata of a held model. All values are derived from the name, so two
 /// nodes holding the same model report the same digest and size.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,12 +62,7 @@ impl ModelInfo {
     pub fn synthesize(name: &str, modified_at: DateTime<Utc>) -> Self {
         let name = normalize_model_name(name);
         let seed = fnv1a64(name.as_bytes());
-        let mut digest = String::with_capacity(64);
-        let mut word = seed;
-        for _ in 0..4 {
-            word = splitmix64(word);
-            digest.push_str(&format!("{word:016x}"));
-        }
+        let digest = hex_digest(seed);
         let (base, tag) = name.rsplit_once(':').unwrap_or((&name, "latest"));
         let base = base.rsplit('/').next().unwrap_or(base);
         let family: String = base
@@ -163,6 +169,42 @@ impl ModelCatalog {
         let info = Arc::new(ModelInfo::synthesize(name, Utc::now()));
         inner.held.push(info.clone());
         info
+    }
+
+    /// Adds `info` unless a model of that name is already held; returns the
+    /// held one either way.
+    pub fn insert(&self, info: ModelInfo) -> Arc<ModelInfo> {
+        let mut inner = self.inner.lock();
+        if let Some(found) = inner.held.iter().find(|m| m.name == info.name) {
+            return found.clone();
+        }
+        let info = Arc::new(info);
+        inner.held.push(info.clone());
+        info
+    }
+
+    /// Copies the held model `source` to `destination` (same size and
+    /// digest, like `ollama cp`), replacing a model already called so.
+    /// `None` when `source` is not held.
+    pub fn copy(&self, source: &str, destination: &str) -> Option<Arc<ModelInfo>> {
+        let destination = normalize_model_name(destination);
+        let mut inner = self.inner.lock();
+        let source = inner.held.iter().find(|m| names_match(&m.name, source))?;
+        if source.name == destination {
+            return Some(source.clone());
+        }
+        let copy = Arc::new(ModelInfo {
+            name: destination,
+            modified_at: Utc::now(),
+            ..ModelInfo::clone(source)
+        });
+        match inner.held.iter_mut().find(|m| m.name == copy.name) {
+            Some(existing) => *existing = copy.clone(),
+            None => inner.held.push(copy.clone()),
+        }
+        // A model loaded under the old contents of that name is gone.
+        inner.loaded.retain(|l| l.info.name != copy.name);
+        Some(copy)
     }
 
     /// Forgets a model (and unloads it). Returns whether it was held.
@@ -290,6 +332,32 @@ mod tests {
         assert_eq!(a.family, "llama");
         assert_eq!(a.owner(), "library");
         assert_eq!(ModelInfo::synthesize("acme/foo", t).owner(), "acme");
+    }
+
+    #[test]
+    fn copy_keeps_size_and_digest_and_replaces_an_existing_destination() {
+        let catalog = ModelCatalog::new(&["llama3.2".into(), "qwen3".into()], &[], 1);
+        let source = catalog.find("llama3.2").unwrap();
+        let copy = catalog.copy("llama3.2", "mine").unwrap();
+        assert_eq!(copy.name, "mine:latest");
+        assert_eq!((copy.size, &copy.digest), (source.size, &source.digest));
+        let over = catalog.copy("llama3.2:latest", "qwen3").unwrap();
+        assert_eq!(over.digest, source.digest);
+        let names: Vec<String> = catalog.held().iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names, ["llama3.2:latest", "qwen3:latest", "mine:latest"]);
+        assert!(catalog.copy("nothing", "x").is_none());
+        assert!(catalog.find("x").is_none());
+    }
+
+    #[test]
+    fn insert_adds_once_and_keeps_the_first() {
+        let catalog = ModelCatalog::new(&[], &[], 1);
+        let mut info = ModelInfo::synthesize("phi4", Utc::now());
+        info.size = 5;
+        assert_eq!(catalog.insert(info.clone()).size, 5);
+        info.size = 6;
+        assert_eq!(catalog.insert(info).size, 5);
+        assert_eq!(catalog.held().len(), 1);
     }
 
     #[test]

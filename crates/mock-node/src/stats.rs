@@ -1,5 +1,6 @@
 //! What the node saw, for tests to assert on: request counts per endpoint,
-//! in-flight and cancelled generations, and the last raw request bodies.
+//! in-flight and cancelled generations, how model pulls ended, and the last
+//! raw request bodies.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub enum Endpoint {
     Embed,
     Embeddings,
     Pull,
+    Delete,
+    Copy,
     OpenAiModels,
     OpenAiModel,
     OpenAiChat,
@@ -38,7 +41,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in a fixed order.
-    pub const ALL: [Endpoint; 20] = [
+    pub const ALL: [Endpoint; 22] = [
         Endpoint::Root,
         Endpoint::Health,
         Endpoint::Version,
@@ -50,6 +53,8 @@ impl Endpoint {
         Endpoint::Embed,
         Endpoint::Embeddings,
         Endpoint::Pull,
+        Endpoint::Delete,
+        Endpoint::Copy,
         Endpoint::OpenAiModels,
         Endpoint::OpenAiModel,
         Endpoint::OpenAiChat,
@@ -75,6 +80,8 @@ impl Endpoint {
             Endpoint::Embed => "/api/embed",
             Endpoint::Embeddings => "/api/embeddings",
             Endpoint::Pull => "/api/pull",
+            Endpoint::Delete => "/api/delete",
+            Endpoint::Copy => "/api/copy",
             Endpoint::OpenAiModels => "/v1/models",
             Endpoint::OpenAiModel => "/v1/models/{model}",
             Endpoint::OpenAiChat => "/v1/chat/completions",
@@ -123,6 +130,11 @@ pub struct MockStats {
     injected_failures: AtomicU64,
     model_loads: AtomicU64,
     evictions: AtomicU64,
+    pulls_started: AtomicU64,
+    pulls_in_flight: AtomicU64,
+    pulls_succeeded: AtomicU64,
+    pulls_failed: AtomicU64,
+    pulls_cancelled: AtomicU64,
     recorded: Mutex<VecDeque<RecordedRequest>>,
     record_capacity: usize,
 }
@@ -148,6 +160,17 @@ pub struct StatsSnapshot {
     pub injected_failures: u64,
     pub model_loads: u64,
     pub evictions: u64,
+    /// Pulls (`POST /api/pull`) that began downloading.
+    pub pulls_started: u64,
+    /// Pulls under way.
+    pub pulls_in_flight: u64,
+    /// Pulls that reached `success` (the model was added).
+    pub pulls_succeeded: u64,
+    /// Pulls the node ended with an error (`pull_fail_after_bytes`, node
+    /// stop).
+    pub pulls_failed: u64,
+    /// Pulls whose client went away before the end.
+    pub pulls_cancelled: u64,
     /// Requests currently remembered in the recording ring.
     pub recorded: usize,
 }
@@ -166,6 +189,11 @@ impl MockStats {
             injected_failures: AtomicU64::new(0),
             model_loads: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            pulls_started: AtomicU64::new(0),
+            pulls_in_flight: AtomicU64::new(0),
+            pulls_succeeded: AtomicU64::new(0),
+            pulls_failed: AtomicU64::new(0),
+            pulls_cancelled: AtomicU64::new(0),
             recorded: Mutex::new(VecDeque::with_capacity(record_capacity)),
             record_capacity,
         }
@@ -228,6 +256,31 @@ impl MockStats {
         self.evictions.load(Relaxed)
     }
 
+    /// Pulls that began downloading.
+    pub fn pulls_started(&self) -> u64 {
+        self.pulls_started.load(Relaxed)
+    }
+
+    /// Pulls under way (started, not yet ended one way or another).
+    pub fn pulls_in_flight(&self) -> u64 {
+        self.pulls_in_flight.load(Relaxed)
+    }
+
+    /// Pulls that reached `success`.
+    pub fn pulls_succeeded(&self) -> u64 {
+        self.pulls_succeeded.load(Relaxed)
+    }
+
+    /// Pulls the node ended with an error (injected failure, node stop).
+    pub fn pulls_failed(&self) -> u64 {
+        self.pulls_failed.load(Relaxed)
+    }
+
+    /// Pulls whose client went away before the end.
+    pub fn pulls_cancelled(&self) -> u64 {
+        self.pulls_cancelled.load(Relaxed)
+    }
+
     /// The remembered requests, oldest first.
     pub fn recorded(&self) -> Vec<RecordedRequest> {
         self.recorded.lock().iter().cloned().collect()
@@ -272,6 +325,11 @@ impl MockStats {
             injected_failures: self.injected_failures(),
             model_loads: self.model_loads(),
             evictions: self.evictions(),
+            pulls_started: self.pulls_started(),
+            pulls_in_flight: self.pulls_in_flight(),
+            pulls_succeeded: self.pulls_succeeded(),
+            pulls_failed: self.pulls_failed(),
+            pulls_cancelled: self.pulls_cancelled(),
             recorded: self.recorded.lock().len(),
         }
     }
@@ -326,6 +384,17 @@ impl MockStats {
         GenerationGuard {
             stats: Arc::clone(self),
             outcome: Outcome::Running,
+        }
+    }
+
+    /// Starts counting a pull; the guard must travel with the response body
+    /// (or the handler) so that dropping it early counts a cancellation.
+    pub(crate) fn pull_started(self: &Arc<Self>) -> PullGuard {
+        self.pulls_started.fetch_add(1, Relaxed);
+        self.pulls_in_flight.fetch_add(1, Relaxed);
+        PullGuard {
+            stats: Arc::clone(self),
+            outcome: PullOutcome::Running,
         }
     }
 }
@@ -393,6 +462,45 @@ impl Drop for GenerationGuard {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PullOutcome {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// Counts one pull as in flight until dropped. Dropped while still running
+/// means the client went away: that counts as cancelled.
+#[derive(Debug)]
+pub(crate) struct PullGuard {
+    stats: Arc<MockStats>,
+    outcome: PullOutcome,
+}
+
+impl PullGuard {
+    /// The pull reached `success`.
+    pub(crate) fn succeed(&mut self) {
+        self.outcome = PullOutcome::Succeeded;
+    }
+
+    /// The node ended the pull with an error.
+    pub(crate) fn fail(&mut self) {
+        self.outcome = PullOutcome::Failed;
+    }
+}
+
+impl Drop for PullGuard {
+    fn drop(&mut self) {
+        let counter = match self.outcome {
+            PullOutcome::Running => &self.stats.pulls_cancelled,
+            PullOutcome::Succeeded => &self.stats.pulls_succeeded,
+            PullOutcome::Failed => &self.stats.pulls_failed,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.stats.pulls_in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +524,28 @@ mod tests {
         assert_eq!(stats.in_flight(), 0);
         assert_eq!(stats.cancelled(), 1);
         assert_eq!(stats.completed(), 1);
+    }
+
+    #[test]
+    fn pull_guards_count_each_ending_once() {
+        let stats = Arc::new(MockStats::new(0));
+        let mut ok = stats.pull_started();
+        let mut bad = stats.pull_started();
+        let gone = stats.pull_started();
+        assert_eq!((stats.pulls_started(), stats.pulls_in_flight()), (3, 3));
+        ok.succeed();
+        bad.fail();
+        drop((ok, bad, gone));
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            (
+                snapshot.pulls_in_flight,
+                snapshot.pulls_succeeded,
+                snapshot.pulls_failed,
+                snapshot.pulls_cancelled
+            ),
+            (0, 1, 1, 1)
+        );
     }
 
     #[test]

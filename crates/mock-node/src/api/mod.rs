@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
@@ -47,6 +47,8 @@ pub fn app(state: Arc<MockState>) -> Router {
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
         .route("/api/pull", post(ollama::pull))
+        .route("/api/delete", delete(ollama::delete))
+        .route("/api/copy", post(ollama::copy))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,12 +15,13 @@ use tokio::time::Instant;
 use super::error::{ApiError, Dialect};
 use super::request::{self, injected_failure, lookup, read_body, run_without_tokens};
 use super::{
-    JsonText, NDJSON, generation_response, json_bytes, json_response, push_json_line,
+    JsonText, NDJSON, cut_response, generation_response, json_bytes, json_response, push_json_line,
     required_model, stream_response, tokens_to_generate,
 };
 use crate::embedding::embed_text;
-use crate::generation::{ChunkEncoder, Summary, count_words};
+use crate::generation::{ChunkEncoder, Cut, Summary, count_words};
 use crate::models::{ModelInfo, expires_at};
+use crate::pull::{Pull, PullEnding};
 use crate::state::MockState;
 use crate::stats::Endpoint;
 
@@ -31,6 +32,15 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
         return Err(ApiError::bad_request(OLLAMA, "missing request body"));
     }
     request::parse(OLLAMA, body)
+}
+
+/// A model the node does not hold, as `show`, `delete` and `copy` say it.
+fn no_such_model(name: &str) -> ApiError {
+    ApiError::new(
+        OLLAMA,
+        StatusCode::NOT_FOUND,
+        format!("model '{name}' not found"),
+    )
 }
 
 fn now_rfc3339() -> String {
@@ -501,13 +511,10 @@ pub(super) async fn show(
     let req: ShowRequest<'_> = parse(&body)?;
     let name = required_model(req.model.or(req.name))
         .ok_or_else(|| ApiError::bad_request(OLLAMA, "model is required"))?;
-    let info = node.models().find(name.as_str()).ok_or_else(|| {
-        ApiError::new(
-            OLLAMA,
-            StatusCode::NOT_FOUND,
-            format!("model '{}' not found", name.as_str()),
-        )
-    })?;
+    let info = node
+        .models()
+        .find(name.as_str())
+        .ok_or_else(|| no_such_model(name.as_str()))?;
     let capabilities: &[&str] = if info.name.contains("embed") {
         &["embedding"]
     } else {
@@ -543,35 +550,18 @@ pub(super) async fn show(
 struct PullRequest<'a> {
     #[serde(borrow)]
     model: Option<JsonText<'a>>,
+    /// The older spelling of `model`.
     #[serde(borrow)]
     name: Option<JsonText<'a>>,
     stream: Option<bool>,
+    // `insecure` is accepted and ignored, like every other unknown field.
 }
 
-#[derive(Serialize)]
-struct PullProgress<'a> {
-    status: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    digest: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completed: Option<u64>,
-}
-
-impl<'a> PullProgress<'a> {
-    fn status(status: &'a str) -> Self {
-        Self {
-            status,
-            digest: None,
-            total: None,
-            completed: None,
-        }
-    }
-}
-
-/// `POST /api/pull`: "downloads" at once and adds the model to the held
-/// list; streams the progress objects Ollama sends unless `stream: false`.
+/// `POST /api/pull`: "downloads" the model's layers at `pull_bytes_per_sec`,
+/// streaming Ollama's progress lines unless `stream: false` (then the same
+/// wait, and one `{"status": "success"}`), and adds the model to the held
+/// list at `success`. An injected failure ends the stream with an
+/// `{"error": ...}` line (a 500 when not streamed).
 pub(super) async fn pull(
     State(node): State<Arc<MockState>>,
     request: Request,
@@ -580,43 +570,73 @@ pub(super) async fn pull(
     let req: PullRequest<'_> = parse(&body)?;
     let name = required_model(req.model.or(req.name))
         .ok_or_else(|| ApiError::bad_request(OLLAMA, "model is required"))?;
-    let info = node.models().add(name.as_str());
-    if !req.stream.unwrap_or(true) {
-        return Ok(json_response(
+    let pull = Pull::start(&node, name.as_str());
+    if req.stream.unwrap_or(true) {
+        return Ok(stream_response(NDJSON, pull.into_stream_body()));
+    }
+    match pull.run_to_end().await {
+        PullEnding::Success => Ok(json_response(
             StatusCode::OK,
-            &PullProgress::status("success"),
-        ));
+            &json!({ "status": "success" }),
+        )),
+        PullEnding::Failed(message) => Err(ApiError::new(
+            OLLAMA,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        )),
+        PullEnding::Stopped => Ok(cut_response(Cut::Stopped)),
     }
-    let digest = format!("sha256:{}", info.digest);
-    let downloading = format!("pulling {}", &info.digest[..12]);
-    let mut lines: Vec<Bytes> = Vec::with_capacity(8);
-    let mut line = |progress: &PullProgress<'_>| {
-        let mut buf = BytesMut::with_capacity(160);
-        push_json_line(&mut buf, progress);
-        lines.push(buf.freeze());
-    };
-    line(&PullProgress::status("pulling manifest"));
-    for step in 0..=4u64 {
-        line(&PullProgress {
-            status: &downloading,
-            digest: Some(&digest),
-            total: Some(info.size),
-            completed: Some(info.size / 4 * step + if step == 4 { info.size % 4 } else { 0 }),
-        });
+}
+
+#[derive(Deserialize)]
+struct DeleteRequest<'a> {
+    #[serde(borrow)]
+    model: Option<JsonText<'a>>,
+    /// The older spelling of `model`.
+    #[serde(borrow)]
+    name: Option<JsonText<'a>>,
+}
+
+/// `DELETE /api/delete`: forgets a held model (and unloads it); 200 with an
+/// empty body, as Ollama answers.
+pub(super) async fn delete(
+    State(node): State<Arc<MockState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(&node, OLLAMA, Endpoint::Delete, request).await?;
+    let req: DeleteRequest<'_> = parse(&body)?;
+    let name = required_model(req.model.or(req.name))
+        .ok_or_else(|| ApiError::bad_request(OLLAMA, "model is required"))?;
+    if !node.models().remove(name.as_str()) {
+        return Err(no_such_model(name.as_str()));
     }
-    for status in [
-        "verifying sha256 digest",
-        "writing manifest",
-        "removing any unused layers",
-        "success",
-    ] {
-        line(&PullProgress::status(status));
-    }
-    let stream = futures::stream::iter(lines.into_iter().map(Ok::<_, std::convert::Infallible>));
-    Ok(stream_response(
-        NDJSON,
-        axum::body::Body::from_stream(stream),
-    ))
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Deserialize)]
+struct CopyRequest<'a> {
+    #[serde(borrow)]
+    source: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    destination: Option<JsonText<'a>>,
+}
+
+/// `POST /api/copy`: the destination becomes another name for the source
+/// (same size and digest); 200 with an empty body.
+pub(super) async fn copy(
+    State(node): State<Arc<MockState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(&node, OLLAMA, Endpoint::Copy, request).await?;
+    let req: CopyRequest<'_> = parse(&body)?;
+    let source = required_model(req.source)
+        .ok_or_else(|| ApiError::bad_request(OLLAMA, "source is required"))?;
+    let destination = required_model(req.destination)
+        .ok_or_else(|| ApiError::bad_request(OLLAMA, "destination is required"))?;
+    node.models()
+        .copy(source.as_str(), destination.as_str())
+        .ok_or_else(|| no_such_model(source.as_str()))?;
+    Ok(StatusCode::OK.into_response())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod knobs;
 mod lifecycle;
+mod models;
 mod ollama;
 mod openai;
 mod timing;
