@@ -236,6 +236,13 @@ impl Agent {
             &config.ollama_api_base,
             config.node_api_key.as_ref().map(Secret::expose),
         )?;
+        // Only Ollama's folder is known; other servers keep their models where they like.
+        let models_dir = match config.backend {
+            crate::config::Backend::Ollama => {
+                crate::metrics::disk::ollama_models_dir(|name| std::env::var(name).ok())
+            }
+            crate::config::Backend::OpenAi => None,
+        };
         tracing::info!(
             machine_name = %config.machine_name,
             coordinator = %coordinator.base_url(),
@@ -247,7 +254,7 @@ impl Agent {
             config,
             coordinator,
             ollama,
-            metrics: MetricsCollector::start().await,
+            metrics: MetricsCollector::start().await.with_models_dir(models_dir),
             ollama_was_up: Mutex::new(None),
             registration_in_flight: AtomicBool::new(false),
             identity: Mutex::new(identity),

@@ -49,6 +49,13 @@ pub struct NodeMetrics {
     pub memory_total_bytes: u64,
     #[serde(default)]
     pub gpus: Vec<GpuMetrics>,
+    /// Free space on the disk that holds the inference server's models
+    /// (Ollama's `OLLAMA_MODELS` folder), so a pull can skip a node without room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models_disk_free_bytes: Option<u64>,
+    /// Size of that disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models_disk_total_bytes: Option<u64>,
 }
 
 /// Load of one GPU; every reading is optional because not every tool reports it.

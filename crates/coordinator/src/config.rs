@@ -398,6 +398,11 @@ pub struct Cli {
     #[arg(long = "placement", env = "LLM_ROUTER_PLACEMENT", value_enum, default_value_t = PlacementMode::Plan, help_heading = "Proxy")]
     pub placement: PlacementMode,
 
+    /// Where a pull that names no nodes goes (`ollama pull` through the router, the
+    /// dashboard's default): `free-disk` skips nodes whose models disk has no room.
+    #[arg(long = "pull-targets", env = "LLM_ROUTER_PULL_TARGETS", value_enum, default_value_t = PullTargets::FreeDisk, help_heading = "Proxy")]
+    pub pull_targets: PullTargets,
+
     /// Seconds between placement rounds; demand is smoothed over six rounds.
     #[arg(
         long = "placement-interval-secs",
@@ -514,6 +519,66 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// The models on the fleet's nodes, as a table: which node holds and has loaded what.
+    Models {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Pull a model onto the fleet's nodes, with a progress bar per node (Ctrl-C cancels).
+    ///
+    /// Without --nodes or --count it goes where the coordinator's --pull-targets says
+    /// (every online Ollama node with room, by default). Exits 0 when every node has the
+    /// model, 1 when some failed, 130 when cancelled.
+    Pull {
+        /// The model, as `ollama pull` takes it (`llama3.2`, `qwen2.5:7b`).
+        model: String,
+        /// These nodes only (ids, machine or display names, comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES", conflicts_with_all = ["count", "all"])]
+        nodes: Vec<String>,
+        /// This many nodes (those without the model and with the most free disk first).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
+        count: Option<u32>,
+        /// Every online Ollama node, without checking free disk.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a model from every node that holds it (or from those named).
+    Rm {
+        model: String,
+        /// These nodes only (ids, machine or display names, comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The fleet's nodes, as a table: status, kind, models, load, free disk.
+    Nodes {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// Where a subcommand finds the running coordinator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The coordinator's URL.
+    #[arg(
+        long = "coordinator-url",
+        env = "LLM_ROUTER_COORDINATOR_URL",
+        value_name = "URL",
+        default_value_t = format!("http://127.0.0.1:{}", llm_router_common::DEFAULT_COORDINATOR_PORT)
+    )]
+    pub coordinator_url: String,
+    /// Admin token, when the coordinator asks operators to log in.
+    #[arg(
+        long,
+        env = "LLM_ROUTER_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
 }
 
 /// `llm-router keys …`
@@ -550,6 +615,16 @@ fn parse_interval_secs(s: &str) -> Result<f64, String> {
             "{s:?} is not a number of seconds between 0.01 and 3600"
         )),
     }
+}
+
+/// `--pull-targets`: what a pull that names no nodes uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PullTargets {
+    /// Every online Ollama node, whatever its free disk.
+    All,
+    /// Every online Ollama node with room for the model.
+    #[default]
+    FreeDisk,
 }
 
 /// Fleet-level model placement (`LLM_ROUTER_PLACEMENT`).
@@ -615,6 +690,8 @@ pub struct ProxySettings {
     /// Most response bytes kept per request for its record (request history).
     pub capture_bytes: usize,
     pub admission: AdmissionSettings,
+    /// Which nodes a pull that names none goes to.
+    pub pull_targets: PullTargets,
 }
 
 /// The caps on inference requests held at once (see [`crate::admission`]).
@@ -655,6 +732,7 @@ impl Default for ProxySettings {
             max_request_bytes: 100 * 1024 * 1024,
             capture_bytes: 64 * 1024,
             admission: AdmissionSettings::default(),
+            pull_targets: PullTargets::default(),
         }
     }
 }
@@ -851,6 +929,7 @@ impl Cli {
                 balancer: self.load_balancer,
                 placement: self.placement,
                 placement_interval: Duration::from_secs_f64(self.placement_interval_secs),
+                pull_targets: self.pull_targets,
                 connect_timeout: Duration::from_millis(self.connect_timeout_ms),
                 node_ca_file: self.node_ca_file.clone(),
                 first_byte_timeout: Duration::from_secs(self.first_byte_timeout),

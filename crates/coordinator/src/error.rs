@@ -51,6 +51,9 @@ pub enum ApiError {
     /// memory that could not be made durable, a store that is off or failing.
     #[error("{0}")]
     Unavailable(String),
+    /// Nodes the request was passed to failed it (a pull that failed on some nodes).
+    #[error("{0}")]
+    BadGateway(String),
     /// A fault of ours: the client learns `what` failed, the log also why.
     #[error("{what}")]
     Internal { what: &'static str, detail: String },
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -12,6 +12,8 @@
 //! - [`balancer`]: the load-balancing policies behind one trait;
 //! - [`proxy`]: forwards Ollama and OpenAI requests to a node holding the
 //!   model, streaming, with failover;
+//! - [`distribute`]: models across the fleet: pull, create, copy and delete on many
+//!   nodes as tasks with progress;
 //! - [`demo`]: the simulated fleet of `llm-router --demo` (mock nodes with in-process agents);
 //! - [`api`]: the HTTP routes (`fn app(state) -> Router`);
 //! - [`dashboard`]: the operator web page at `/dashboard` (embedded assets) and its live
@@ -34,6 +36,7 @@ pub mod commands;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod distribute;
 pub mod error;
 pub mod health;
 pub mod history;

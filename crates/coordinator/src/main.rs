@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Flushed when main returns: the last lines of a shutdown are not lost.
     let logs = llm_router_common::cli::init_logging(cli.log_format);
     if cli.check_config {
@@ -27,23 +27,38 @@ fn main() -> anyhow::Result<()> {
         drop(logs);
         std::process::exit(1);
     }
+    if let Some(command) = cli.command.take() {
+        let status = runtime()?.block_on(run_command(command, &cli))?;
+        if status != 0 {
+            drop(logs);
+            std::process::exit(status.into());
+        }
+        return Ok(());
+    }
     let env = |name: &str| std::env::var(name).ok();
-    let no_tray = match cli.command {
-        Some(_) => None,
-        None => Some(llm_router_desktop::tray_unavailable(
-            cli.no_tray || llm_router_desktop::tray_off_by_env(env),
-            env,
-        )),
-    };
-    match no_tray {
-        // A subcommand, or a server without a desktop.
-        None => runtime()?.block_on(coordinator_main(cli, None)),
-        Some(Some(reason)) => {
+    match llm_router_desktop::tray_unavailable(
+        cli.no_tray || llm_router_desktop::tray_off_by_env(env),
+        env,
+    ) {
+        Some(reason) => {
             tracing::info!("no tray icon ({reason}): running headless");
             runtime()?.block_on(coordinator_main(cli, None))
         }
-        Some(None) => run_with_tray(cli),
+        None => run_with_tray(cli),
     }
+}
+
+/// A subcommand (`keys`, `admin`, `models`, `pull`, `rm`, `nodes`); answers the exit status.
+async fn run_command(
+    command: llm_router_coordinator::config::Command,
+    cli: &Cli,
+) -> anyhow::Result<u8> {
+    let data_dir = match &cli.data_dir {
+        Some(dir) => dir.clone(),
+        None => llm_router_coordinator::config::default_data_dir()
+            .context("no home folder found; set LLM_ROUTER_DATA_DIR or --data-dir")?,
+    };
+    llm_router_coordinator::commands::run(command, &data_dir).await
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -76,14 +91,6 @@ async fn coordinator_main(mut cli: Cli, tray: Option<Tray>) -> anyhow::Result<()
         }
         _ => None,
     };
-    if let Some(command) = cli.command.take() {
-        let data_dir = match &cli.data_dir {
-            Some(dir) => dir.clone(),
-            None => llm_router_coordinator::config::default_data_dir()
-                .context("no home folder found; set LLM_ROUTER_DATA_DIR or --data-dir")?,
-        };
-        return llm_router_coordinator::commands::run(command, &data_dir).await;
-    }
     let mut config = cli.config()?;
     let host = cli.host();
     // The demo's own agents need the node token of a coordinator reachable from the

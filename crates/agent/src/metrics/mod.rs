@@ -4,8 +4,10 @@
 //! so readings are taken off the async threads. Which GPU sources the machine has is found
 //! once, at start-up.
 
+pub mod disk;
 pub mod gpu;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use llm_router_common::{NodeMetrics, SystemInfo};
@@ -19,6 +21,8 @@ use gpu::{GpuProbeOptions, GpuSources};
 pub struct MetricsCollector {
     system: Arc<Mutex<System>>,
     gpus: Arc<GpuSources>,
+    /// The inference server's models folder, whose disk's free space each sample reports.
+    models_dir: Option<Arc<PathBuf>>,
 }
 
 impl MetricsCollector {
@@ -48,9 +52,16 @@ impl MetricsCollector {
         let collector = Self {
             system: Arc::new(Mutex::new(system)),
             gpus: Arc::new(gpus),
+            models_dir: None,
         };
         collector.refresh_system().await;
         collector
+    }
+
+    /// This collector, reporting the free space of the disk that holds `dir`.
+    pub fn with_models_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.models_dir = dir.map(Arc::new);
+        self
     }
 
     /// Static facts about the machine, including its GPUs.
@@ -75,11 +86,19 @@ impl MetricsCollector {
 
     async fn refresh_system(&self) -> NodeMetrics {
         let system = Arc::clone(&self.system);
+        let models_dir = self.models_dir.clone();
         tokio::task::spawn_blocking(move || {
-            let mut system = system.lock().unwrap_or_else(PoisonError::into_inner);
-            system.refresh_cpu_usage();
-            system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-            load_of(&system)
+            let mut metrics = {
+                let mut system = system.lock().unwrap_or_else(PoisonError::into_inner);
+                system.refresh_cpu_usage();
+                system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+                load_of(&system)
+            };
+            if let Some((free, total)) = models_dir.and_then(|dir| disk::space_of(&dir)) {
+                metrics.models_disk_free_bytes = Some(free);
+                metrics.models_disk_total_bytes = Some(total);
+            }
+            metrics
         })
         .await
         .unwrap_or_default()
@@ -111,7 +130,7 @@ fn load_of(system: &System) -> NodeMetrics {
         memory_percent: percent(used, total),
         memory_used_bytes: used,
         memory_total_bytes: total,
-        gpus: Vec::new(),
+        ..NodeMetrics::default()
     }
 }
 

@@ -15,6 +15,7 @@ pub mod models;
 mod ollama;
 mod openai;
 mod placement;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -70,6 +71,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Who may join, send inference and manage; everything open unless the server sets it.
     pub access: Arc<Access>,
+    /// Pulls, copies and deletes of models across the fleet (`/api/tasks`).
+    pub models: Arc<crate::distribute::Distributor>,
 }
 
 impl AppState {
@@ -99,11 +102,18 @@ impl AppState {
         if let Some(placer) = &placer {
             sinks.add(placer.clone());
         }
+        let pull_targets = settings.pull_targets;
         let proxy = Proxy::new(Arc::clone(&registry), settings)?
             .with_sinks(sinks)
             .with_route_plan(placer.as_ref().map(|p| p.route_plan()));
         let proxy = Arc::new(proxy);
+        let models = Arc::new(crate::distribute::Distributor::new(
+            Arc::clone(&registry),
+            proxy.client().clone(),
+            pull_targets,
+        ));
         Ok(Self(Arc::new(Shared {
+            models,
             registry,
             proxy,
             history: Arc::new(crate::history::History::off()),
@@ -146,12 +156,24 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/agents", agents::operator_routes())
         .route("/api/nodes", post(agents::add_node))
         .route("/api/placement", get(placement::show))
+        .merge(tasks::routes())
         .nest("/api/history", history::routes())
         .nest("/api/keys", keys::routes())
         .merge(dashboard::operator_routes())
         .route_layer(from_fn_with_state(
             Arc::clone(&state.access),
             access::operator_gate,
+        ));
+    // Ollama's own model management (`ollama pull` through the router) changes
+    // every node: operators only, as the rest of the management API.
+    let model_management = tasks::ollama_routes()
+        .route_layer(from_fn_with_state(
+            Arc::clone(&state.access),
+            access::operator_gate,
+        ))
+        .route_layer(from_fn_with_state(
+            Arc::clone(&state.access),
+            access::same_site_gate,
         ));
     let same_site = operator
         .merge(access::routes())
@@ -164,6 +186,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/agents", agents::agent_routes())
         .route("/api/health", get(health))
         .merge(same_site)
+        .merge(model_management)
         .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES));
     // Inference handlers read the body themselves, with the proxy's own limit.
     let inference = ollama::routes()

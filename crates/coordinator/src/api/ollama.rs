@@ -25,11 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/tags", get(tags))
         .route("/api/ps", get(ps))
         .route("/api/version", get(version))
-        .route("/api/pull", any(unsupported))
         .route("/api/push", any(unsupported))
-        .route("/api/create", any(unsupported))
-        .route("/api/copy", any(unsupported))
-        .route("/api/delete", any(unsupported))
         .route("/api/blobs/{digest}", any(unsupported))
 }
 
@@ -81,7 +77,17 @@ fn version_key(version: &str) -> Vec<u64> {
 }
 
 async fn unsupported(uri: Uri) -> Response {
-    ProxyError::Unsupported(uri.path().to_owned())
+    let what = match uri.path() {
+        "/api/push" => {
+            "/api/push (pushing a model to a registry: run `ollama push` on a node that holds it)"
+                .to_owned()
+        }
+        path if path.starts_with("/api/blobs/") => {
+            format!("{path} (uploading blobs for /api/create)")
+        }
+        path => path.to_owned(),
+    };
+    ProxyError::Unsupported(what)
         .with(ApiKind::Ollama)
         .into_response()
 }

@@ -1,6 +1,9 @@
 //! The subcommands of `llm-router` besides running the coordinator: `keys`
-//! (on the data folder, or on a running coordinator with `--url`) and
-//! `admin set-password`.
+//! (on the data folder, or on a running coordinator with `--url`),
+//! `admin set-password`, and the fleet's models and nodes ([`fleet`]: `models`,
+//! `pull`, `rm`, `nodes`).
+
+pub mod fleet;
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::Path;
@@ -14,18 +17,34 @@ use crate::auth::admin::{ADMIN_FILE, MIN_PASSWORD_LEN, save_password};
 use crate::auth::keys::{ApiKeys, KeyInfo, KeyLimits};
 use crate::config::{AdminAction, Command, KeysAction, ProxySettings};
 
-/// Runs `command` with data in `data_dir`; output goes to stdout.
-pub async fn run(command: Command, data_dir: &Path) -> anyhow::Result<()> {
+/// Runs `command` with data in `data_dir`; output goes to stdout. Answers the
+/// process's exit status.
+pub async fn run(command: Command, data_dir: &Path) -> anyhow::Result<u8> {
+    let done = |result: anyhow::Result<()>| result.map(|()| fleet::SUCCESS);
     match command {
         Command::Keys {
             action,
             url: Some(url),
             admin_token,
-        } => keys_remote(action, &url, admin_token.as_deref()).await,
-        Command::Keys { action, .. } => keys_local(action, data_dir),
+        } => done(keys_remote(action, &url, admin_token.as_deref()).await),
+        Command::Keys { action, .. } => done(keys_local(action, data_dir)),
         Command::Admin {
             action: AdminAction::SetPassword,
-        } => set_password(data_dir),
+        } => done(set_password(data_dir)),
+        Command::Models { remote } => fleet::models(&remote).await,
+        Command::Nodes { remote } => fleet::nodes(&remote).await,
+        Command::Pull {
+            model,
+            nodes,
+            count,
+            all,
+            remote,
+        } => fleet::pull(&remote, &model, nodes, count, all).await,
+        Command::Rm {
+            model,
+            nodes,
+            remote,
+        } => fleet::rm(&remote, &model, nodes).await,
     }
 }
 

@@ -56,7 +56,7 @@ pub const NODE_HEADER: &str = "x-llm-router-node";
 /// it is refused, so no topology can turn one request into a loop.
 pub const HOP_HEADER: &str = "x-llm-router-hop";
 
-const HOP_VALUE: HeaderValue = HeaderValue::from_static("1");
+pub(crate) const HOP_VALUE: HeaderValue = HeaderValue::from_static("1");
 
 /// Request headers not forwarded to nodes: connection-level, set anew by the client
 /// library, or the client's own credentials (its API key is the router's business;

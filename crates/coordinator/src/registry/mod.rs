@@ -911,6 +911,12 @@ impl NodeRegistry {
     }
 
     /// Agentless node `id`, to probe it; `None` when it is not (or no longer) agentless.
+    /// How the coordinator reaches node `id`'s inference server itself, agent or not
+    /// (to pull, copy or delete models there).
+    pub fn server_of(&self, id: NodeId) -> Option<AgentlessTarget> {
+        self.nodes.read().get(&id).map(NodeRecord::agentless_target)
+    }
+
     pub fn agentless_target(&self, id: NodeId) -> Option<AgentlessTarget> {
         self.nodes
             .read()
@@ -971,6 +977,37 @@ impl NodeRegistry {
         self.publish(&nodes);
         drop(nodes);
         Ok(self.changed([id]))
+    }
+
+    /// Replaces the models node `id` holds with what its server just listed
+    /// (after a pull, copy or delete through the router), so routing follows at
+    /// once instead of at the next heartbeat. `models` of `None` removes only
+    /// `forget` (canonical name) from the list.
+    pub fn update_models(
+        &self,
+        id: NodeId,
+        models: Option<Vec<ModelInfo>>,
+        forget: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let mut nodes = self.nodes.write();
+        let record = nodes.get_mut(&id).ok_or(RegistryError::UnknownNode(id))?;
+        let mut next = models.unwrap_or_else(|| record.models.clone());
+        if let Some(gone) = forget {
+            next.retain(|m| canonical_model_name(&m.name) != gone);
+            record
+                .loaded_models
+                .retain(|m| canonical_model_name(&m.name) != gone);
+        }
+        next.truncate(llm_router_common::MAX_MODELS_PER_NODE);
+        if next == record.models && forget.is_none() {
+            return Ok(());
+        }
+        record.models = next;
+        record.rebuild_routable();
+        self.publish(&nodes);
+        drop(nodes);
+        self.changed([id]);
+        Ok(())
     }
 
     pub fn get(&self, id: NodeId) -> Option<Node> {

@@ -389,6 +389,8 @@ mod tests {
                 memory_total_bytes: Some(2),
                 ..GpuMetrics::default()
             }],
+            models_disk_free_bytes: Some(1),
+            models_disk_total_bytes: Some(2),
         };
         metrics(&good).unwrap();
     }

@@ -1,7 +1,9 @@
 //! `GET /api/events`: server-sent events for the dashboard.
 //!
 //! Event `nodes` carries the full node list (the JSON of `GET /api/agents`, statistics
-//! included) when the stream opens and whenever it changed since the last one sent. The
+//! included) when the stream opens and whenever it changed since the last one sent; event
+//! `tasks` carries `GET /api/tasks` whenever a pull, copy or delete made progress (and
+//! when the stream opens, if there are tasks). The
 //! registry is polled instead of being subscribed to: heartbeats change a large fleet many
 //! times a second, and a browser needs at most a couple of frames a second.
 
@@ -30,6 +32,27 @@ struct Poll {
     state: AppState,
     last_sent: Option<String>,
     interval: Interval,
+    tasks: tokio::sync::watch::Receiver<u64>,
+    /// A `tasks` event due after the `nodes` one of the same tick.
+    tasks_due: Option<Event>,
+}
+
+/// The `tasks` event, when the task list changed since the stream last sent it.
+fn tasks_event(poll: &mut Poll, opening: bool) -> Option<Event> {
+    let changed = poll.tasks.has_changed().unwrap_or(false);
+    poll.tasks.mark_unchanged();
+    let tasks: Vec<_> = poll.state.models.list().iter().map(|t| t.view()).collect();
+    let news = changed || (opening && !tasks.is_empty());
+    if !news {
+        return None;
+    }
+    match serde_json::to_string(&serde_json::json!({ "tasks": tasks })) {
+        Ok(json) => Some(Event::default().event("tasks").data(json)),
+        Err(error) => {
+            tracing::error!(%error, "could not serialise the task list for /api/events");
+            None
+        }
+    }
 }
 
 pub async fn stream(
@@ -38,14 +61,21 @@ pub async fn stream(
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let poll = Poll {
+        tasks: state.models.subscribe(),
         state: state.clone(),
         last_sent: None,
         interval,
+        tasks_due: None,
     };
     let nodes = futures::stream::unfold(poll, |mut poll| async move {
         loop {
+            if let Some(event) = poll.tasks_due.take() {
+                return Some((Ok(event), poll));
+            }
             // The first tick completes at once: a new stream starts with the current list.
             poll.interval.tick().await;
+            let opening = poll.last_sent.is_none();
+            poll.tasks_due = tasks_event(&mut poll, opening);
             let mut nodes = poll.state.registry.list();
             poll.state.stats.annotate_all(&mut nodes);
             let json = match serde_json::to_string(&nodes) {
