@@ -8,6 +8,7 @@ mod harness;
 mod history;
 mod nginx;
 mod proxy;
+mod pulls;
 mod registry;
 mod routing;
 mod stats;
@@ -43,6 +44,8 @@ enum Command {
     Routing(routing::RoutingArgs),
     /// Thousands of slow streamed answers at once: memory and time to first chunk.
     Streams(streams::StreamsArgs),
+    /// A large model pulled onto many nodes through one `ollama pull`: the coordinator's CPU.
+    Pulls(pulls::PullsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             Command::History(args) => history::run(args).await,
             Command::Routing(args) => routing::run(args).await,
             Command::Streams(args) => streams::run(args).await,
+            Command::Pulls(args) => pulls::run(args).await,
         }
     })
 }

@@ -4,7 +4,8 @@
 //! not, and must get intact, well-formed answers: once on an open coordinator,
 //! once on one that requires client API keys (a key made through
 //! `POST /api/keys`, refused without it, named in the history, refused at once
-//! when revoked, and never passed on to the nodes).
+//! when revoked, and never passed on to the nodes). `tests/python/pull_test.py`
+//! pulls a model onto the three nodes with `ollama`'s streamed `pull`.
 //!
 //! The packages must be installed beforehand (`.ci/run` does it):
 //! `python3 -m pip install -r tests/python/requirements.txt`. The interpreter
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 /// How long the whole script may take (it needs about two seconds).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(120);
 const SCRIPT: &str = "tests/python/clients_test.py";
+const PULL_SCRIPT: &str = "tests/python/pull_test.py";
 const INSTALL_HINT: &str = "run `python3 -m pip install -r tests/python/requirements.txt` \
      from the workspace root (or point LLM_ROUTER_TEST_PYTHON at a python that has them)";
 const CHAT_MODEL: &str = "llama3.2";
@@ -234,27 +236,32 @@ impl ThreeNodeFleet {
     /// Runs the script against the coordinator with `extra` arguments; fails
     /// the test unless every check passed.
     async fn run_script(&self, python: &OsString, extra: &[&str]) {
+        let mut args = vec![CHAT_MODEL, "--embed-model", EMBED_MODEL, "--mock"];
+        args.extend_from_slice(extra);
+        self.run(python, SCRIPT, &args).await;
+    }
+
+    /// Runs `script` with the coordinator's URL and `args`; fails the test unless it exits 0.
+    async fn run(&self, python: &OsString, script: &str, args: &[&str]) {
         let run = python_command(python)
-            .arg(SCRIPT)
+            .arg(script)
             .arg(format!("http://{}", self.addr))
-            .arg(CHAT_MODEL)
-            .args(["--embed-model", EMBED_MODEL, "--mock"])
-            .args(extra)
+            .args(args)
             .output();
         let output = tokio::time::timeout(SCRIPT_DEADLINE, run)
             .await
-            .unwrap_or_else(|_| panic!("{SCRIPT} did not finish within {SCRIPT_DEADLINE:?}"))
+            .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_DEADLINE:?}"))
             .unwrap_or_else(|e| {
-                panic!("could not run {:?} {SCRIPT}: {e}", python.to_string_lossy())
+                panic!("could not run {:?} {script}: {e}", python.to_string_lossy())
             });
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.code() == Some(3) {
-            panic!("{SCRIPT} is missing Python packages: {INSTALL_HINT}\n{stderr}");
+            panic!("{script} is missing Python packages: {INSTALL_HINT}\n{stderr}");
         }
         assert!(
             output.status.success(),
-            "{SCRIPT} against the router failed ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
+            "{script} against the router failed ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
             output.status
         );
         println!("{stdout}");
@@ -359,6 +366,48 @@ async fn the_official_python_clients_work_through_the_router() {
     let fleet = ThreeNodeFleet::start(|_| {}).await;
     fleet.run_script(&python, &[]).await;
     fleet.assert_each_model_reached_only_its_nodes();
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_ollama_client_pulls_onto_every_node_through_the_router() {
+    const PULLED: &str = "qwen2.5:0.5b";
+    const PARTLY: &str = "smollm2:135m";
+    let python = python();
+    require_client_packages(&python).await;
+
+    let fleet = ThreeNodeFleet::start(|_| {}).await;
+    // A pull that takes about half a second, so progress comes in many lines.
+    for node in &fleet.nodes {
+        node.control().set_pull_size_bytes(Some(40_000_000));
+        node.control().set_pull_bytes_per_sec(80_000_000.0);
+    }
+    fleet.run(&python, PULL_SCRIPT, &[PULLED]).await;
+    for node in &fleet.nodes {
+        assert!(
+            node.models().find(PULLED).is_some(),
+            "{} lacks {PULLED}",
+            node.name()
+        );
+    }
+
+    fleet.nodes[1]
+        .control()
+        .set_pull_fail_after_bytes(Some(10_000_000));
+    fleet
+        .run(&python, PULL_SCRIPT, &[PARTLY, "--fail-node", "node-b"])
+        .await;
+    let holders: Vec<&str> = fleet
+        .nodes
+        .iter()
+        .filter(|n| n.models().find(PARTLY).is_some())
+        .map(|n| n.name())
+        .collect();
+    assert_eq!(
+        holders,
+        ["node-a", "node-c"],
+        "the others finished their pull"
+    );
     fleet.stop().await;
 }
 

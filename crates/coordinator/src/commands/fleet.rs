@@ -262,7 +262,7 @@ fn summary(task: &Value, cancelled: bool) -> u8 {
                 done += 1;
                 println!("  ok       {name}");
             }
-            "skipped" => println!("  skipped  {name}: {error}"),
+            "cancelled" => println!("  cancelled {name}"),
             other => println!("  {other:<8} {name}: {error}"),
         }
     }
@@ -293,7 +293,7 @@ impl Bars {
         };
         let multi = MultiProgress::with_draw_target(target);
         let style = ProgressStyle::with_template(
-            "{prefix:<16} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {msg}",
+            "{prefix:<16} [{bar:30}] {decimal_bytes:>10}/{decimal_total_bytes:<10} {decimal_bytes_per_sec:>12} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -320,9 +320,9 @@ impl Bars {
             };
             bar.set_length(part["total_bytes"].as_u64().unwrap_or(0));
             bar.set_position(part["completed_bytes"].as_u64().unwrap_or(0));
-            let status = match part["error"].as_str() {
-                Some(error) => format!("{}: {error}", part["state"].as_str().unwrap_or("")),
-                None => part["status"].as_str().unwrap_or("").to_owned(),
+            let status = match (part["state"].as_str(), part["error"].as_str()) {
+                (Some("failed"), Some(error)) => format!("failed: {error}"),
+                _ => part["status"].as_str().unwrap_or("").to_owned(),
             };
             bar.set_message(status);
         }
