@@ -90,6 +90,13 @@ async fn requests_are_recorded_with_their_bodies_and_assembled_text() {
                 "messages": [{"role": "user", "content": "hello"}]}),
             true,
         ),
+        // Without include_usage the node sends no counts: its text chunks are counted.
+        (
+            "/v1/chat/completions",
+            json!({"model": "llama3.2", "stream": true,
+                "messages": [{"role": "user", "content": "hello"}]}),
+            true,
+        ),
         (
             "/v1/completions",
             json!({"model": "llama3.2", "prompt": "once upon"}),

@@ -26,6 +26,18 @@ use llm_router_common::ApiKind;
 /// Bytes kept from the end of a response to find its token counts.
 const TAIL_BYTES: usize = 8 * 1024;
 
+/// What starts a piece of generated text in a streamed chunk (OpenAI's `delta`,
+/// Ollama's `message`): counted when a stream ends without token counts.
+const CONTENT_FIELD: &[u8] = b"\"content\":\"";
+
+/// Streamed chunks that carry text, in `chunk`: one token each, as the servers
+/// that send no usage (OpenAI streams without `include_usage`) stream them.
+fn text_chunks(chunk: &[u8]) -> u64 {
+    memchr::memmem::find_iter(chunk, CONTENT_FIELD)
+        .filter(|&at| chunk.get(at + CONTENT_FIELD.len()).is_some_and(|b| *b != b'"'))
+        .count() as u64
+}
+
 /// Watches a response go by and reports it to the sinks when it ends.
 pub struct Tap {
     pub record: RequestRecord,
@@ -35,6 +47,8 @@ pub struct Tap {
     pub capture_limit: usize,
     captured: Vec<u8>,
     tail: Vec<u8>,
+    /// Streamed chunks with text so far, the token count when the node sends none.
+    text_chunks: u64,
     /// Where the request went, to feed the node's speed estimates.
     node: std::sync::Arc<RoutableNode>,
     model: String,
@@ -64,6 +78,7 @@ impl Tap {
             capture_limit,
             captured: Vec::new(),
             tail: Vec::new(),
+            text_chunks: 0,
             node,
             model,
             cold,
@@ -92,6 +107,9 @@ impl Tap {
         let kept = room.min(chunk.len());
         self.captured.extend_from_slice(&chunk[..kept]);
         self.record.response_bytes_dropped += (chunk.len() - kept) as u64;
+        if self.record.stream {
+            self.text_chunks += text_chunks(chunk);
+        }
         if chunk.len() >= TAIL_BYTES {
             self.tail.clear();
             self.tail
@@ -165,6 +183,9 @@ impl Tap {
         self.record.outcome = outcome;
         self.record.duration = self.started.elapsed();
         self.record.usage = parse_tail(self.tail_window());
+        if self.record.usage.completion_tokens.is_none() && self.text_chunks > 0 {
+            self.record.usage.completion_tokens = Some(self.text_chunks);
+        }
         if outcome == Outcome::Completed && (200..300).contains(&self.record.status) {
             let sample = self.speed_sample();
             self.node.live.record_speed(&self.model, sample);
@@ -482,6 +503,16 @@ mod tests {
             "m".into(),
             false,
         )
+    }
+
+    #[test]
+    fn streamed_text_chunks_are_counted_and_empty_or_role_only_ones_are_not() {
+        let sse = b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        assert_eq!(text_chunks(sse), 2);
+        assert_eq!(text_chunks(b"{\"done\":true}"), 0);
     }
 
     #[test]
