@@ -4,7 +4,10 @@
 //!   views, editing, the history, accessibility, restarts;
 //! - `access.test.mjs`, against a coordinator guarded as on a network (admin login, API
 //!   keys required, one allowed browser origin): login and logout, the keys view, and what
-//!   pages of other origins can and cannot do.
+//!   pages of other origins can and cannot do;
+//! - `models.test.mjs`, against a demo fleet of three nodes: the Models page (pull with
+//!   live progress, cancel, delete), and the fleet view's figures and node kinds;
+//! - `settings.test.mjs`, against the agent's settings panel.
 //!
 //! Their output (one line per scenario) is printed; run with `--nocapture` to see it on
 //! success too.
@@ -290,6 +293,38 @@ async fn dashboard_works_in_a_real_browser() {
 
     fleet.stop().await;
     coordinator.take().unwrap().stop().await;
+}
+
+/// The Models page (`models.test.mjs`): pulls to chosen demo nodes with live progress, a
+/// cancel, a delete, and an OpenAI-style server added by URL (a mock of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_page_in_a_real_browser() {
+    require_prerequisites().await;
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let coordinator = Coordinator::start(listener, support::config(data_dir.path()));
+    let fleet = DemoFleet::start(&url, DEMO_NODES).await.unwrap();
+    wait_for_demo_nodes(&url, DEMO_NODES, None).await;
+    let openai_server = llm_router_mock_node::MockNode::start(
+        llm_router_mock_node::MockConfig::named("openai-box"),
+    )
+    .await
+    .unwrap();
+
+    let mut script = BrowserScript::start(
+        "models.test.mjs",
+        &url,
+        &[("OPENAI_SERVER", openai_server.url())],
+    );
+    if let Some(command) = script.next_command().await {
+        panic!("the models script asked for {command:?}, which this harness does not offer");
+    }
+    script.finish().await;
+
+    fleet.stop().await;
+    coordinator.stop().await;
 }
 
 const PASSWORD: &str = "correct horse battery staple";

@@ -34,7 +34,11 @@ const CONTENT_FIELD: &[u8] = b"\"content\":\"";
 /// that send no usage (OpenAI streams without `include_usage`) stream them.
 fn text_chunks(chunk: &[u8]) -> u64 {
     memchr::memmem::find_iter(chunk, CONTENT_FIELD)
-        .filter(|&at| chunk.get(at + CONTENT_FIELD.len()).is_some_and(|b| *b != b'"'))
+        .filter(|&at| {
+            chunk
+                .get(at + CONTENT_FIELD.len())
+                .is_some_and(|b| *b != b'"')
+        })
         .count() as u64
 }
 
@@ -507,7 +511,8 @@ mod tests {
 
     #[test]
     fn streamed_text_chunks_are_counted_and_empty_or_role_only_ones_are_not() {
-        let sse = b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+        let sse =
+            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
             data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n\
             data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n\
             data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";

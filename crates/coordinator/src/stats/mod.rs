@@ -1,5 +1,6 @@
 //! Request statistics: a [`RequestSink`] that keeps, from every finished
-//! proxied request, per-node figures for `GET /api/agents` ([`aggregate`])
+//! proxied request, per-node figures for `GET /api/agents` ([`aggregate`]),
+//! the coordinator's own totals for `GET /api/stats` ([`RequestTotals`])
 //! and the Prometheus series of `GET /metrics` ([`prometheus`]).
 //!
 //! The sink runs on the request path: one short lock, a few hash lookups
@@ -18,6 +19,7 @@ pub mod prometheus;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use llm_router_common::node::NodeRequestStats;
 use llm_router_common::{Node, NodeId, canonical_model_name};
 use parking_lot::Mutex;
@@ -87,10 +89,62 @@ impl NodeAggregates {
     }
 }
 
-#[derive(Debug, Default)]
+/// What the coordinator received since it started, whether a node answered or not:
+/// the same requests the history records, counted as its per-minute buckets count
+/// them, so that a window of the history and these totals count alike.
+///
+/// The nodes' statistics differ on purpose: they count attempts on each node (a
+/// request retried on a second node counts on both) and never a refused request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RequestTotals {
+    /// When counting began (the coordinator's start).
+    pub since: DateTime<Utc>,
+    /// Every inference request that reached the proxy.
+    pub requests: u64,
+    /// Those answered with a status of 400 or more, or that broke off mid-answer
+    /// (the history's `errors`).
+    pub errors: u64,
+    /// Those the router refused without a node's answer: admission limits, no node for
+    /// the model, bad input, shutting down.
+    pub rejected: u64,
+}
+
+impl RequestTotals {
+    fn new() -> Self {
+        Self {
+            since: Utc::now(),
+            requests: 0,
+            errors: 0,
+            rejected: 0,
+        }
+    }
+
+    fn add(&mut self, r: &RequestRecord) {
+        self.requests += 1;
+        if r.status >= 400 || r.outcome == Outcome::Failed {
+            self.errors += 1;
+        }
+        if r.outcome == Outcome::Rejected {
+            self.rejected += 1;
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Inner {
     nodes: HashMap<NodeId, NodeAggregates>,
     series: Series,
+    totals: RequestTotals,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            nodes: HashMap::default(),
+            series: Series::default(),
+            totals: RequestTotals::new(),
+        }
+    }
 }
 
 /// The statistics of one coordinator. Add it to the proxy's sinks.
@@ -123,6 +177,11 @@ impl Stats {
             .get(&id)
             .map(NodeAggregates::view)
             .unwrap_or_default()
+    }
+
+    /// Requests received since the coordinator started, refused ones included.
+    pub fn totals(&self) -> RequestTotals {
+        self.inner.lock().totals
     }
 
     /// Sets `stats` on one node.
@@ -199,6 +258,7 @@ impl RequestSink for Stats {
 
         let families = &self.exposition.families;
         let mut inner = self.inner.lock();
+        inner.totals.add(r);
         inner.series.observe(families, &observation);
         if let Some(id) = r.node_id {
             let node = inner.nodes.entry(id).or_default();
@@ -211,5 +271,59 @@ impl RequestSink for Stats {
             node.totals.add_failed_attempt();
             node.model(model).add_failed_attempt();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use llm_router_common::ApiKind;
+
+    use super::*;
+
+    fn request(status: u16, outcome: Outcome, node: Option<NodeId>) -> RequestRecord {
+        RequestRecord {
+            request_id: "r".into(),
+            started_at: Utc::now(),
+            client_ip: None,
+            api_key: None,
+            flavor: ApiKind::Ollama,
+            method: axum::http::Method::POST,
+            endpoint: "/api/chat".into(),
+            model: "m".into(),
+            stream: false,
+            node_id: node,
+            node_name: None,
+            nodes_tried: Vec::new(),
+            status,
+            outcome,
+            duration: Duration::from_millis(5),
+            time_to_first_byte: None,
+            usage: Default::default(),
+            request_body: Bytes::new(),
+            response_body: Bytes::new(),
+            response_bytes_dropped: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn totals_count_refused_requests_and_errors_as_the_history_does() {
+        let node = Some(NodeId::new_v4());
+        let mut totals = RequestTotals::new();
+        for r in [
+            request(200, Outcome::Completed, node),
+            // Admission refused it: no node saw it, yet a client sent it.
+            request(503, Outcome::Rejected, None),
+            request(404, Outcome::Rejected, None),
+            // Broke off after a 200 had been sent.
+            request(200, Outcome::Failed, node),
+            request(200, Outcome::Cancelled, node),
+        ] {
+            totals.add(&r);
+        }
+        assert_eq!((totals.requests, totals.errors, totals.rejected), (5, 3, 2));
     }
 }

@@ -2,13 +2,15 @@
 //! compiled into the binary (no build step, no CDN, works offline), and `GET /api/events`,
 //! the server-sent events that keep it live.
 //!
-//! The page reads everything else from the public JSON API (`/api/agents`, `/api/history`),
-//! so the dashboard can do nothing an API client could not.
+//! The page reads everything else from the public JSON API (`/api/agents`, `/api/history`,
+//! `/api/tasks`, and `GET /api/stats`, the request totals since the coordinator started,
+//! served here), so the dashboard can do nothing an API client could not.
 
 mod events;
 
 use axum::{
-    Router,
+    Json, Router,
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::get,
@@ -25,6 +27,13 @@ pub fn operator_routes() -> Router<AppState> {
             get(|| async { Redirect::permanent("/dashboard") }),
         )
         .route("/api/events", get(events::stream))
+        .route("/api/stats", get(totals))
+}
+
+/// `GET /api/stats`: the requests received since the coordinator started, refused ones
+/// included, as the request tiles count them.
+async fn totals(State(state): State<AppState>) -> Json<crate::stats::RequestTotals> {
+    Json(state.stats.totals())
 }
 
 /// The login page (and the setup page, the same one with a token in its link).
@@ -177,6 +186,27 @@ mod tests {
         assert_eq!(slash.headers()[header::LOCATION], "/dashboard");
         let unknown = get("/dashboard/nothing.js", None).await.unwrap();
         assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn request_totals_start_at_zero_with_their_start_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _store) =
+            crate::server::load_registry(&Config::with_data_dir(dir.path())).unwrap();
+        let router = app(AppState::new(Arc::clone(&registry), Default::default()).unwrap());
+        let response = router
+            .oneshot(Request::get("/api/stats").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let totals: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (&totals["requests"], &totals["errors"], &totals["rejected"]),
+            (&0.into(), &0.into(), &0.into()),
+            "{totals}"
+        );
+        assert!(totals["since"].is_string(), "{totals}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 // llm-router dashboard: one script, no dependencies, no build step.
-// Data: the `nodes` events of /api/events (server push), /api/agents for edits,
-// /api/history* for requests. Text from the API is only ever set as textContent.
+// Data: the `nodes` and `tasks` events of /api/events (server push), /api/agents for
+// edits, /api/history* for requests, /api/stats for the totals since the start, and
+// /api/models/* and /api/tasks for pulls and deletes. Text from the API is only ever set
+// as textContent.
 'use strict';
 (() => {
   const MAX_SAMPLES = 180;          // load samples kept per node (client side)
@@ -151,6 +153,14 @@
   function loadedSet(n) {
     return new Set((n.loaded_models || []).map((m) => canonicalModel(m.name)));
   }
+  /** The API a node's server speaks, as the dashboard names it. */
+  const kindText = (n) => (n.api_kind === 'openai' ? 'OpenAI-style' : 'Ollama');
+  /** "Ollama 0.11.4", "OpenAI-style": what serves the node's requests. */
+  const serverText = (n) => (n.api_kind === 'openai' ? 'OpenAI-style' : `Ollama${n.ollama_version ? ` ${n.ollama_version}` : ''}`);
+  const AGENTLESS_TITLE = 'Added by URL: no agent runs beside it; the coordinator probes its server itself.';
+  function agentlessChip(n) {
+    return n.agentless ? h('span', { class: 'chip agentless', title: AGENTLESS_TITLE, text: 'agentless' }) : null;
+  }
   function statusBadge(status) {
     return h('span', { class: `status ${status}`, text: STATUS_TEXT[status] || status });
   }
@@ -165,6 +175,8 @@
     filter: { q: '', status: '' },
     route: { view: 'fleet' },
     timeseries: null,
+    totals: null,
+    tasks: { list: [], loaded: false, received: 0, mine: new Set(), announced: new Set(), expanded: new Map() },
     historyMeta: null,
     historyAvailable: true,
     auth: null,
@@ -237,6 +249,11 @@
       setLive(true, 'Live');
       onNodes(nodes);
     });
+    source.addEventListener('tasks', (event) => {
+      let data;
+      try { data = JSON.parse(event.data); } catch (_) { return; }
+      onTasks(Array.isArray(data.tasks) ? data.tasks : []);
+    });
     source.addEventListener('error', () => {
       setLive(false, 'Reconnecting…');
       // The browser retries by itself unless the stream was refused outright.
@@ -282,17 +299,19 @@
     if (path.startsWith('/nodes/')) return { view: 'node', id: decodeURIComponent(path.slice('/nodes/'.length)) };
     if (path === '/history') return { view: 'history', params: new URLSearchParams(query || '') };
     if (path === '/keys') return { view: 'keys' };
+    if (path === '/models') return { view: 'models' };
     return { view: 'fleet' };
   }
   function onRoute(initial) {
     const route = parseRoute();
     const changedView = route.view !== state.route.view || route.id !== state.route.id;
     state.route = route;
-    for (const view of ['fleet', 'node', 'history', 'keys']) $(`view-${view}`).hidden = view !== route.view;
+    for (const view of ['fleet', 'node', 'models', 'history', 'keys']) $(`view-${view}`).hidden = view !== route.view;
     const current = (el, on) => (on ? el.setAttribute('aria-current', 'page') : el.removeAttribute('aria-current'));
     current($('nav-fleet'), route.view === 'fleet' || route.view === 'node');
     current($('nav-history'), route.view === 'history');
     current($('nav-keys'), route.view === 'keys');
+    current($('nav-models'), route.view === 'models');
     if (route.view === 'node') {
       if (state.form.nodeId !== route.id) { state.form = { nodeId: route.id, dirty: false }; }
       state.recent = null;
@@ -302,6 +321,9 @@
       loadHistoryRoute(route.params);
     } else if (route.view === 'keys') {
       refreshKeys();
+    } else if (route.view === 'models') {
+      renderModelsView();
+      refreshTasks();
     } else {
       renderFleet();
       refreshFleetData();
@@ -316,12 +338,14 @@
       node: `${state.byId.get(route.id) ? nodeName(state.byId.get(route.id)) : 'Node'} · llm-router`,
       history: 'Request history · llm-router',
       keys: 'API keys · llm-router',
+      models: 'Models · llm-router',
     }[route.view];
   }
 
   function renderCurrent(opts) {
     if (state.route.view === 'fleet') renderFleet();
     else if (state.route.view === 'node') renderNode(opts);
+    else if (state.route.view === 'models') { renderMatrix(); renderPullNodes(); }
   }
 
   // ---------- fleet view ----------
@@ -338,6 +362,15 @@
     $(`t-${id}`).parentElement.classList.toggle('bad', Boolean(bad));
   }
 
+  /**
+   * How fast one node generates, tokens per second while it generates: the mean over the
+   * nodes that measured it, each weighted alike (a node's speed, not the fleet's).
+   */
+  function nodeSpeed(nodes) {
+    const speeds = nodes.map((n) => stats(n) && stats(n).tokens_per_second).filter((v) => typeof v === 'number');
+    return speeds.length ? speeds.reduce((a, b) => a + b, 0) / speeds.length : null;
+  }
+
   function renderTiles() {
     const nodes = state.nodes;
     const count = (s) => nodes.filter((n) => n.status === s).length;
@@ -347,31 +380,36 @@
     setTile('online', state.loaded ? num(online) : '–',
       state.loaded ? `${count('draining')} draining · ${count('offline')} offline` : '', state.loaded && nodes.length > 0 && online === 0);
     const ts = state.timeseries;
-    const totals = nodes.reduce((acc, n) => {
-      const s = stats(n);
-      if (s) { acc.any = true; acc.total += s.requests_total || 0; acc.failed += s.requests_failed || 0; }
-      return acc;
-    }, { any: false, total: 0, failed: 0 });
+    // Both request tiles count what the history records: every inference request the
+    // coordinator received, refused ones (admission, no node for the model) included.
+    // The nodes' own statistics count attempts on each node instead (a retried request
+    // counts on every node it tried), so they are not summed here.
+    const totals = state.totals;
+    const sinceStart = totals
+      ? `${num(totals.requests)} since the coordinator started${totals.rejected ? `, ${num(totals.rejected)} of them refused` : ''}`
+      : null;
+    const speed = nodeSpeed(nodes);
+    const speedText = speed === null ? 'per node: not measured yet' : `per node: ${nf1.format(speed)} while generating`;
     if (ts) {
       const requests = ts.reduce((a, b) => a + (b.requests || 0), 0);
       const errors = ts.reduce((a, b) => a + (b.errors || 0), 0);
       const weighted = ts.reduce((a, b) => a + (b.requests ? b.avg_latency_ms * b.requests : 0), 0);
       const latency = requests ? weighted / requests : null;
-      setTile('requests', num(requests), totals.any ? `${num(totals.total)} since the coordinator started` : 'from the history');
+      setTile('requests', num(requests), sinceStart || 'refused ones included');
       setTile('latency', ms(latency), `mean, ${windowText()}`);
       setTile('errors', num(errors), requests ? `${nf1.format((100 * errors) / requests)}% of requests` : 'none', errors > 0);
-      // Throughput over the last five minutes, the current (partial) minute included.
+      // Fleet throughput: tokens generated by all nodes together over the last five
+      // minutes, the current (partial) minute included.
       const recent = ts.slice(-5);
       const tokens = recent.reduce((a, b) => a + (b.tokens !== undefined ? b.tokens : (b.tokens_per_second || 0) * 60), 0);
       const elapsed = (recent.length - 1) * 60 + (new Date().getSeconds() || 1);
-      setTile('tps', nf1.format(tokens / elapsed), 'generated, last 5 min');
-    } else if (totals.any) {
-      setTile('requests', num(totals.total), 'since the coordinator started');
+      setTile('tps', nf1.format(tokens / elapsed), `all nodes together, last 5 min · ${speedText}`);
+    } else if (totals) {
+      setTile('requests', num(totals.requests), `since the coordinator started${totals.rejected ? `, ${num(totals.rejected)} of them refused` : ''}`);
       const lat = nodes.map((n) => stats(n) && stats(n).avg_latency_ms).filter((v) => typeof v === 'number');
       setTile('latency', lat.length ? ms(lat.reduce((a, b) => a + b, 0) / lat.length) : '–', 'mean of nodes');
-      setTile('errors', num(totals.failed), 'since the coordinator started', totals.failed > 0);
-      const tps = nodes.map((n) => stats(n) && stats(n).tokens_per_second).filter((v) => typeof v === 'number');
-      setTile('tps', tps.length ? nf1.format(tps.reduce((a, b) => a + b, 0) / tps.length) : '–', 'mean of nodes');
+      setTile('errors', num(totals.errors), 'since the coordinator started', totals.errors > 0);
+      setTile('tps', '–', `needs the request history · ${speedText}`);
     }
     if (state.historyMeta) {
       const dropped = state.historyMeta.dropped || 0;
@@ -384,7 +422,7 @@
   const SORT_VALUE = {
     name: (n) => nodeName(n).toLowerCase(),
     ip: (n) => n.ip_address.split(/[.:]/).map((p) => p.padStart(5, '0')).join('.'),
-    version: (n) => n.ollama_version || '',
+    version: (n) => `${n.api_kind || 'ollama'} ${n.agentless ? 1 : 0} ${n.ollama_version || ''}`,
     status: (n) => STATUS_ORDER[n.status] ?? 9,
     uptime: (n) => n.uptime_secs || 0,
     last_seen: (n) => Date.parse(n.last_seen) || 0,
@@ -400,6 +438,7 @@
   function matches(n, q) {
     if (!q) return true;
     const hay = [n.machine_name, n.display_name, n.ip_address, n.api_url, n.ollama_version, n.status, n.notes,
+      kindText(n), n.agentless ? 'agentless' : null,
       ...(n.tags || []), ...(n.models || []).map((m) => m.name)].filter(Boolean).join(' ').toLowerCase();
     return q.toLowerCase().split(/\s+/).filter(Boolean).every((word) => hay.includes(word));
   }
@@ -459,7 +498,7 @@
       return h('tr', { data: { id: n.id, status: n.status } },
         nameCell,
         cell('IP address', n.ip_address),
-        cell('Ollama', n.ollama_version || '–'),
+        cell('Server', h('span', { class: 'server' }, h('span', { class: 'nowrap', text: serverText(n) }), agentlessChip(n))),
         cell('Status', [statusBadge(n.status), n.status_reason ? h('span', { class: 'sub', text: n.status_reason }) : null]),
         cell('Uptime', n.status === 'offline' ? '–' : duration(n.uptime_secs)),
         cell('Last seen', h('time', { datetime: n.last_seen, title: fullTime(n.last_seen), text: ago(n.last_seen) })),
@@ -546,11 +585,13 @@
         root.append(svg('path', { d: closed, fill: COLORS[0], 'fill-opacity': '0.12', stroke: 'none' }));
       }
       root.append(svg('path', { d, fill: 'none', stroke: COLORS[index % COLORS.length], 'stroke-width': 2, 'stroke-linejoin': 'round' }));
-      const single = s.values.filter((v) => typeof v === 'number').length === 1;
-      if (single) {
-        const i = s.values.findIndex((v) => typeof v === 'number');
-        root.append(svg('circle', { cx: x(i), cy: y(s.values[i]), r: 3, fill: COLORS[index % COLORS.length] }));
-      }
+      // A point with no data on either side is a path of one "M" and draws nothing: a
+      // dot shows it (a minute with requests between two without).
+      const has = (i) => typeof s.values[i] === 'number';
+      s.values.forEach((v, i) => {
+        if (!has(i) || has(i - 1) || has(i + 1)) return;
+        root.append(svg('circle', { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 3, fill: COLORS[index % COLORS.length] }));
+      });
     });
     if (!all.length && empty) {
       root.append(svg('text', { class: 'empty-note', x: m.l + w / 2, y: m.t + hgt / 2, 'text-anchor': 'middle' }, empty));
@@ -645,9 +686,17 @@
     }));
   }
 
+  async function refreshTotals() {
+    try {
+      state.totals = await api('GET', '/api/stats');
+    } catch (_) { return; }
+    if (state.route.view === 'fleet') renderTiles();
+  }
+
   async function refreshFleetData() {
     refreshHealth();
     refreshPlacement();
+    refreshTotals();
     try {
       const [ts, page] = await Promise.all([
         api('GET', `/api/history/timeseries?minutes=${state.window}`),
@@ -685,7 +734,7 @@
     }
     document.title = `${nodeName(n)} · llm-router`;
     $('node-title').textContent = nodeName(n);
-    $('node-status-badge').replaceChildren(statusBadge(n.status));
+    patchChildren($('node-status-badge'), [statusBadge(n.status), h('span', { class: 'chip kind', text: kindText(n) }), agentlessChip(n)].filter(Boolean));
     $('node-reason').textContent = [n.display_name ? n.machine_name : null, n.status_reason].filter(Boolean).join(' · ');
     $('btn-drain').setAttribute('aria-pressed', String(Boolean(n.draining)));
     $('btn-disconnect').disabled = n.status === 'offline';
@@ -697,9 +746,9 @@
       ...fact('Node id', h('code', { text: n.id })),
       ...fact('IP address', n.ip_address),
       ...fact('API URL', n.api_url),
-      ...fact('Ollama version', n.ollama_version || 'unknown'),
+      ...fact('Server', n.api_kind === 'openai' ? 'OpenAI-style API (/v1)' : `Ollama ${n.ollama_version || '(version unknown)'}`),
       ...fact('Ollama supervision', n.ollama_supervision),
-      ...fact('Agent version', n.agent_version),
+      ...fact('Agent', n.agentless ? 'none: added by URL, the coordinator probes its server itself' : n.agent_version || 'version unknown'),
       ...fact('Operating system', [sys.os, sys.os_version, sys.arch].filter(Boolean).join(' · ')),
       ...fact('CPU', [sys.cpu_model, sys.cpu_cores ? `${sys.cpu_cores} cores` : null].filter(Boolean).join(', ')),
       ...fact('Memory', sys.total_memory_bytes ? `${m ? `${bytes(m.memory_used_bytes)} used of ` : ''}${bytes(sys.total_memory_bytes)}` : null),
@@ -1053,6 +1102,386 @@
     }
   }
 
+  // ---------- models view ----------
+  // The matrix comes from the `nodes` events (what each node reports holding and
+  // having loaded); the tasks from the `tasks` events and GET /api/tasks.
+  const TASK_STATE_TEXT = { running: 'Running', succeeded: 'Succeeded', failed: 'Failed', cancelled: 'Cancelled', skipped: 'Skipped' };
+  const KIND_TEXT = { pull: 'Pull', create: 'Create', copy: 'Copy', delete: 'Delete' };
+  const KIND_DOING = { pull: 'pulling', create: 'creating', copy: 'copying', delete: 'deleting' };
+  const shortDigest = (d) => (d ? d.replace(/^sha256:/, '').slice(0, 12) : '');
+  /** Whether the coordinator can pull to, or delete on, the node now. */
+  const manageable = (n) => n.api_kind !== 'openai' && n.status !== 'offline';
+  const sortedNodes = () => [...state.nodes].sort((a, b) => nodeName(a).localeCompare(nodeName(b)));
+
+  function taskState(status) {
+    return h('span', { class: `status task-${status}`, text: TASK_STATE_TEXT[status] || status });
+  }
+  function perSecond(v) {
+    return typeof v === 'number' && v > 0 ? `${bytes(v)}/s` : null;
+  }
+  function eta(v) {
+    return typeof v === 'number' && v >= 0.5 ? `about ${duration(Math.ceil(v))} left` : null;
+  }
+  const percentOf = (done, total) => (total > 0 ? Math.min(100, Math.floor((100 * done) / total)) : null);
+
+  /** The models of the fleet: canonical name → {name, cells: node id → {model, loaded}}. */
+  function modelMatrix(nodes) {
+    const rows = new Map();
+    const row = (key) => {
+      if (!rows.has(key)) rows.set(key, { key, cells: new Map() });
+      return rows.get(key);
+    };
+    for (const n of nodes) {
+      const loaded = new Map((n.loaded_models || []).map((m) => [canonicalModel(m.name), m]));
+      for (const m of n.models || []) {
+        const key = canonicalModel(m.name);
+        row(key).cells.set(n.id, { model: m, loaded: loaded.get(key) || null });
+      }
+      for (const [key, m] of loaded) {
+        const r = row(key);
+        if (!r.cells.has(n.id)) r.cells.set(n.id, { model: { name: m.name, size: m.size }, loaded: m });
+      }
+    }
+    // A model being pulled has its row at once, with the progress in its cells.
+    for (const t of state.tasks.list) {
+      if (t.state === 'running' && (t.kind === 'pull' || t.kind === 'create')) row(canonicalModel(t.model));
+    }
+    return [...rows.values()].sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  /** Running parts of tasks, by model and node: shown in the matrix while they run. */
+  function runningParts() {
+    const parts = new Map();
+    for (const t of state.tasks.list) {
+      if (t.state !== 'running') continue;
+      for (const p of t.nodes || []) {
+        if (p.state === 'running') parts.set(`${canonicalModel(t.model)}\n${p.node_id}`, { task: t, part: p });
+      }
+    }
+    return parts;
+  }
+
+  function diskText(n) {
+    const m = n.metrics;
+    if (!m || typeof m.models_disk_free_bytes !== 'number') return null;
+    return `${bytes(m.models_disk_free_bytes)} free${typeof m.models_disk_total_bytes === 'number' ? ` of ${bytes(m.models_disk_total_bytes)}` : ''}`;
+  }
+
+  function renderModelsView() {
+    renderMatrix();
+    renderPullNodes();
+    renderTasks();
+  }
+
+  function renderMatrix() {
+    const nodes = sortedNodes();
+    const rows = modelMatrix(nodes);
+    const running = runningParts();
+    const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
+    patchChildren($('matrix-head'), [
+      h('th', { scope: 'col', data: { id: 'model' }, text: 'Model' }),
+      ...nodes.map((n) => h('th', { scope: 'col', class: 'node-col', data: { id: n.id } },
+        h('a', { href: `#/nodes/${encodeURIComponent(n.id)}`, class: 'node-link', text: nodeName(n) }),
+        h('span', { class: 'sub' }, kindText(n), n.agentless ? ' · agentless' : '', n.status !== 'online' ? ` · ${STATUS_TEXT[n.status] || n.status}` : ''),
+        diskText(n) ? h('span', { class: 'sub', text: diskText(n) }) : null)),
+      h('th', { scope: 'col', data: { id: 'actions' } }, h('span', { class: 'sr-only', text: 'Actions' })),
+    ], byId);
+    const body = rows.map((r) => {
+      const digests = new Map();
+      for (const [id, c] of r.cells) if (c.model.digest) digests.set(id, c.model.digest);
+      const differ = new Set(digests.values()).size > 1;
+      const holders = nodes.filter((n) => r.cells.has(n.id));
+      const deletable = holders.filter(manageable);
+      const inMemory = holders.filter((n) => r.cells.get(n.id).loaded).length;
+      const head = h('th', { scope: 'row', data: { label: 'Model' } },
+        h('span', { class: 'model-name', text: r.key }),
+        h('span', { class: 'sub', text: `on ${holders.length} of ${nodes.length} node${nodes.length === 1 ? '' : 's'}${inMemory ? `, in memory on ${inMemory}` : ''}` }),
+        differ ? h('span', {
+          class: 'chip warn', title: 'Nodes hold different versions of this model: compare the digests in its cells, and pull it again where it is old.',
+          text: 'digests differ',
+        }) : null);
+      const cells = nodes.map((n) => {
+        const c = r.cells.get(n.id);
+        const busy = running.get(`${r.key}\n${n.id}`);
+        const label = nodeName(n);
+        if (!c) {
+          if (busy && busy.task.kind !== 'delete') {
+            const pct = percentOf(busy.part.completed_bytes, busy.part.total_bytes);
+            return cell(label, h('span', {}, h('span', { class: 'held busy', text: `${KIND_DOING[busy.task.kind] || busy.task.kind}${pct === null ? '…' : ` ${pct}%`}` })), 'm-cell');
+          }
+          return cell(label, h('span', {}, h('span', { class: 'absent', 'aria-hidden': 'true', text: '–' }), h('span', { class: 'sr-only', text: 'not there' })), 'm-cell');
+        }
+        const size = c.loaded && c.loaded.size_vram ? `${bytes(c.model.size || c.loaded.size)} · ${bytes(c.loaded.size_vram)} VRAM` : c.model.size ? bytes(c.model.size) : null;
+        return cell(label, h('span', {},
+          h('span', { class: `held${c.loaded ? ' loaded' : ''}`, title: c.model.digest ? `digest ${c.model.digest}` : null },
+            c.loaded ? '● in memory' : 'on disk'),
+          manageable(n) && !busy ? h('button', {
+            type: 'button', class: 'btn-icon', title: `Delete from ${label}`, 'aria-label': `Delete ${r.key} from ${label}`,
+            data: { focusKey: `del-${r.key}-${n.id}` }, onclick: () => deleteModel(r.key, n.id), text: '×',
+          }) : null,
+          size ? h('span', { class: 'sub', text: size }) : null,
+          differ && c.model.digest ? h('code', { class: 'sub digest', text: shortDigest(c.model.digest) }) : null,
+          busy ? h('span', { class: 'sub', text: `${KIND_DOING[busy.task.kind] || busy.task.kind}…` }) : null), 'm-cell');
+      });
+      const actions = cell('Actions', h('span', {}, deletable.length ? h('button', {
+        type: 'button', class: 'btn danger small', 'aria-label': `Delete ${r.key} from every node`,
+        data: { focusKey: `del-${r.key}` }, onclick: () => deleteModel(r.key, null), text: 'Delete…',
+      }) : null));
+      return h('tr', { data: { id: r.key, model: r.key } }, head, ...cells, actions);
+    });
+    if (!body.length) {
+      body.push(h('tr', {}, h('td', {
+        colspan: nodes.length + 2, class: 'empty-row',
+        text: !state.loaded ? 'Loading…' : nodes.length ? 'No node reports a model yet. Pull one above.' : 'No node has registered yet.',
+      })));
+    }
+    patchChildren($('matrix-body'), body, byId);
+    if (focusKey) {
+      const again = $('matrix-body').querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+      if (again && again !== document.activeElement) again.focus();
+    }
+    $('matrix-summary').textContent = !state.loaded ? 'Loading…'
+      : `${rows.length} model${rows.length === 1 ? '' : 's'} on ${nodes.length} node${nodes.length === 1 ? '' : 's'}`;
+  }
+
+  /** The checkboxes of the pull form: kept in place (focus, checked) as nodes change. */
+  function renderPullNodes() {
+    const box = $('pull-nodes');
+    const nodes = sortedNodes();
+    const present = new Set(nodes.map((n) => n.id));
+    for (const label of [...box.children]) if (!present.has(label.dataset.id)) label.remove();
+    nodes.forEach((n, i) => {
+      let label = box.querySelector(`label[data-id="${CSS.escape(n.id)}"]`);
+      if (!label) {
+        const input = h('input', { type: 'checkbox', name: 'node', value: n.id });
+        input.addEventListener('change', () => {
+          if (input.checked) $('p-target-chosen').checked = true;
+        });
+        label = h('label', { class: 'choice', data: { id: n.id } }, input, h('span', { class: 'node-choice' }), h('span', { class: 'sub' }));
+      }
+      if (box.children[i] !== label) box.insertBefore(label, box.children[i] || null);
+      const input = label.querySelector('input');
+      const why = n.api_kind === 'openai' ? 'OpenAI-style: its models are not managed here'
+        : n.status === 'offline' ? 'offline' : n.status === 'draining' ? 'draining' : null;
+      input.disabled = manageable(n) === false;
+      if (input.disabled) input.checked = false;
+      const name = nodeName(n);
+      if (label.children[1].textContent !== name) label.children[1].textContent = name;
+      const sub = [why, diskText(n)].filter(Boolean).join(' · ');
+      if (label.children[2].textContent !== sub) label.children[2].textContent = sub;
+    });
+    if (!nodes.length && !box.querySelector('.empty')) box.append(h('span', { class: 'empty', text: 'No node yet.' }));
+    else if (nodes.length) for (const el of box.querySelectorAll('.empty')) el.remove();
+  }
+
+  function openPull(open) {
+    $('pull-card').hidden = !open;
+    $('btn-pull-open').setAttribute('aria-expanded', String(open));
+    if (open) $('p-model').focus();
+    else $('btn-pull-open').focus();
+  }
+
+  async function startPull(event) {
+    event.preventDefault();
+    const status = $('pull-status');
+    status.classList.remove('error');
+    const model = $('p-model').value.trim();
+    const problem = (text, focus) => {
+      status.classList.add('error');
+      status.textContent = text;
+      focus.focus();
+    };
+    if (!model) { problem('Name the model to pull.', $('p-model')); return; }
+    const body = { model };
+    if ($('p-target-chosen').checked) {
+      const chosen = [...$('pull-nodes').querySelectorAll('input:checked')].map((i) => i.value);
+      if (!chosen.length) {
+        problem('Choose at least one node, or every node with room.', $('pull-nodes').querySelector('input:not(:disabled)') || $('p-target-default'));
+        return;
+      }
+      body.nodes = chosen;
+    }
+    $('btn-pull').disabled = true;
+    status.textContent = 'Starting…';
+    try {
+      const task = await api('POST', '/api/models/pull', body);
+      const started = (task.nodes || []).filter((p) => p.state !== 'skipped').length;
+      status.textContent = `Pulling ${task.model} to ${started} node${started === 1 ? '' : 's'}: progress below.`;
+      adoptTask(task);
+    } catch (error) {
+      status.classList.add('error');
+      status.textContent = `Not started: ${error.message}`;
+    } finally {
+      $('btn-pull').disabled = false;
+    }
+  }
+
+  /** Deletes `model` from every node that holds it, or from node `onlyId`, after asking. */
+  async function deleteModel(model, onlyId) {
+    const holds = (n) => (n.models || []).some((m) => canonicalModel(m.name) === model);
+    const holders = sortedNodes().filter(holds);
+    const targets = onlyId ? holders.filter((n) => n.id === onlyId) : holders;
+    if (!targets.length) return;
+    const names = targets.map(nodeName);
+    const kept = holders.length - targets.length;
+    const offline = targets.filter((n) => n.status === 'offline').map(nodeName);
+    const foreign = targets.filter((n) => n.api_kind === 'openai').map(nodeName);
+    const keeps = (list, why) => (list.length ? ` ${list.join(', ')} ${list.length === 1 ? 'is' : 'are'} ${why} and keep${list.length === 1 ? 's' : ''} it.` : '');
+    const ok = await confirmDialog(onlyId ? `Delete ${model} from ${names[0]}?` : `Delete ${model} from every node?`,
+      `${model} is removed from the disk of ${names.join(', ')}.${keeps(offline, 'offline')}${keeps(foreign, 'OpenAI-style (its models are not managed here)')} ${kept
+        ? 'Requests for it go to the nodes that still hold it.'
+        : 'Requests for it are answered 404 once no node holds it, until it is pulled again.'}`, 'Delete model');
+    if (!ok) return;
+    try {
+      const body = { model };
+      if (onlyId) body.nodes = [onlyId];
+      const task = await api('POST', '/api/models/delete', body);
+      toast(`Deleting ${model} from ${names.join(', ')}.`);
+      adoptTask(task);
+    } catch (error) {
+      toast(`Could not delete: ${error.message}`, true);
+    }
+  }
+
+  async function cancelTask(id) {
+    try {
+      const task = await api('DELETE', `/api/tasks/${encodeURIComponent(id)}`);
+      if (task && task.id) mergeTask(task);
+    } catch (error) {
+      toast(`Could not cancel: ${error.message}`, true);
+    }
+  }
+
+  /** A task this page started: shown open, and announced when it ends. */
+  function adoptTask(task) {
+    state.tasks.mine.add(task.id);
+    mergeTask(task);
+  }
+
+  function mergeTask(task) {
+    const list = state.tasks.list.filter((t) => t.id !== task.id);
+    const old = state.tasks.list.find((t) => t.id === task.id);
+    // The stream may have sent a newer view already: keep whichever saw more.
+    if (old && old.state !== 'running' && task.state === 'running') return;
+    state.tasks.list = [task, ...list].sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
+    onTasksChanged();
+  }
+
+  function onTasks(tasks) {
+    state.tasks.list = tasks;
+    state.tasks.loaded = true;
+    state.tasks.received = Date.now();
+    onTasksChanged();
+  }
+
+  function onTasksChanged() {
+    announceEnded();
+    if (state.route.view === 'models') {
+      renderTasks();
+      renderMatrix();
+    }
+  }
+
+  /** Says once, in the live region, when a task of this page ended. */
+  function announceEnded() {
+    for (const t of state.tasks.list) {
+      if (!state.tasks.mine.has(t.id) || t.state === 'running' || state.tasks.announced.has(t.id)) continue;
+      state.tasks.announced.add(t.id);
+      const done = (t.nodes || []).filter((p) => p.state === 'succeeded').length;
+      $('tasks-announce').textContent = `${KIND_TEXT[t.kind] || t.kind} of ${t.model}: ${TASK_STATE_TEXT[t.state] || t.state}, ${done} of ${(t.nodes || []).length} nodes done.`;
+    }
+  }
+
+  async function refreshTasks() {
+    try {
+      const answer = await api('GET', '/api/tasks');
+      // A stream event that came meanwhile is newer than this answer.
+      if (state.tasks.loaded && state.tasks.received > Date.now() - 1000) return;
+      onTasks((answer && answer.tasks) || []);
+    } catch (_) { /* the list stays as the stream last sent it */ }
+  }
+
+  function taskSummary(t) {
+    const parts = t.nodes || [];
+    const count = (s) => parts.filter((p) => p.state === s).length;
+    const bits = [`${count('succeeded')} of ${parts.length} node${parts.length === 1 ? '' : 's'} done`];
+    if (count('failed')) bits.push(`${count('failed')} failed`);
+    if (count('skipped')) bits.push(`${count('skipped')} skipped`);
+    if (count('cancelled')) bits.push(`${count('cancelled')} cancelled`);
+    let elapsed = t.elapsed_secs;
+    if (t.state === 'running' && state.tasks.received) elapsed += (Date.now() - state.tasks.received) / 1000;
+    bits.push(duration(Math.max(1, Math.round(elapsed))));
+    if (t.state === 'running' && t.total_bytes > 0) {
+      bits.push(`${percentOf(t.completed_bytes, t.total_bytes)}% of ${bytes(t.total_bytes)}`);
+      const speed = perSecond(t.bytes_per_sec);
+      if (speed) bits.push(speed);
+      const left = eta(t.eta_secs);
+      if (left) bits.push(left);
+    }
+    return bits.join(' · ');
+  }
+
+  function partRow(t, p, i) {
+    const nameId = `tn-${t.id}-${i}`;
+    const pct = p.state === 'succeeded' && t.kind !== 'delete' ? 100 : percentOf(p.completed_bytes, p.total_bytes);
+    const showBar = (t.kind === 'pull' || t.kind === 'create') && p.state !== 'skipped';
+    const details = [];
+    if (p.total_bytes > 0) details.push(`${bytes(p.completed_bytes)} of ${bytes(p.total_bytes)}`);
+    if (p.state === 'running') {
+      const speed = perSecond(p.bytes_per_sec);
+      if (speed) details.push(speed);
+      const left = eta(p.eta_secs);
+      if (left) details.push(left);
+    }
+    if (p.status && !p.error) details.push(p.status);
+    return h('li', { class: `task-node part-${p.state}`, data: { id: p.node_id } },
+      h('span', { class: 'tn-name', id: nameId, text: p.name }),
+      taskState(p.state),
+      showBar ? h('progress', {
+        max: '100', value: pct === null ? null : String(pct), 'aria-labelledby': nameId,
+        'aria-valuetext': pct === null ? 'starting' : `${pct}%`,
+      }, pct === null ? '' : `${pct}%`) : h('span', { class: 'tn-nobar', 'aria-hidden': 'true' }),
+      h('span', { class: 'tn-pct', 'aria-hidden': 'true', text: showBar && pct !== null ? `${pct}%` : '' }),
+      h('span', { class: 'tn-detail', text: details.join(' · ') }),
+      p.error ? h('span', { class: 'tn-error', text: p.error }) : null);
+  }
+
+  function renderTasks() {
+    const tasks = state.tasks.list;
+    const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
+    const items = tasks.map((t) => {
+      const open = state.tasks.expanded.has(t.id) ? state.tasks.expanded.get(t.id)
+        : t.state === 'running' || t.state === 'failed' || state.tasks.mine.has(t.id);
+      const listId = `task-nodes-${t.id}`;
+      const what = t.kind === 'copy' && t.destination ? `${t.model} → ${t.destination}` : t.model;
+      const title = `${KIND_TEXT[t.kind] || t.kind} ${what}`;
+      return h('li', { class: `task task-${t.state}`, data: { id: t.id, state: t.state, kind: t.kind, model: t.model } },
+        h('div', { class: 'task-head' },
+          h('span', { class: 'task-title' }, h('strong', { text: KIND_TEXT[t.kind] || t.kind }), ` ${what}`),
+          taskState(t.state),
+          h('span', { class: 'task-sum', text: taskSummary(t) }),
+          h('time', { class: 'sub', datetime: t.created_at, title: fullTime(t.created_at), text: `started ${clock(t.created_at)}` })),
+        h('div', { class: 'task-actions' },
+          h('button', {
+            type: 'button', class: 'btn small', 'aria-expanded': String(open), 'aria-controls': listId,
+            'aria-label': `${open ? 'Hide' : 'Show'} nodes of ${title}`, data: { focusKey: `toggle-${t.id}` },
+            onclick: () => { state.tasks.expanded.set(t.id, !open); renderTasks(); }, text: open ? 'Hide nodes' : 'Show nodes',
+          }),
+          t.state === 'running' ? h('button', {
+            type: 'button', class: 'btn small', 'aria-label': `Cancel ${title}`, data: { focusKey: `cancel-${t.id}` },
+            onclick: () => cancelTask(t.id), text: 'Cancel',
+          }) : null),
+        h('ul', { class: 'task-nodes', id: listId, hidden: !open }, (t.nodes || []).map((p, i) => partRow(t, p, i))));
+    });
+    patchChildren($('task-list'), items, byId);
+    if (focusKey) {
+      const again = $('task-list').querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+      if (again && again !== document.activeElement) again.focus();
+    }
+    $('tasks-empty').hidden = tasks.length > 0;
+    $('tasks-empty').textContent = state.tasks.loaded ? 'No task in the last hour.' : 'Loading…';
+  }
+
   // ---------- API keys view ----------
   const dateTime = (iso) => {
     const d = new Date(iso);
@@ -1191,6 +1620,13 @@
       $('k-name').focus();
     });
     $('btn-logout').addEventListener('click', logout);
+    $('btn-pull-open').addEventListener('click', () => openPull($('pull-card').hidden));
+    $('btn-pull-close').addEventListener('click', () => openPull(false));
+    $('pull-form').addEventListener('submit', startPull);
+    $('pull-form').addEventListener('input', () => { $('pull-status').textContent = ''; $('pull-status').classList.remove('error'); });
+    $('p-target-default').addEventListener('change', () => {
+      for (const input of $('pull-nodes').querySelectorAll('input')) input.checked = false;
+    });
     $('node-search').addEventListener('input', (e) => { state.filter.q = e.target.value; renderNodesTable(); });
     $('node-status').addEventListener('change', (e) => { state.filter.status = e.target.value; renderNodesTable(); });
     $('node-filters').addEventListener('submit', (e) => e.preventDefault());
@@ -1329,6 +1765,10 @@
       if (state.loaded && Date.now() - state.lastEvent > 4000) renderCurrent({ fromStream: true });
     }, 5000);
     setInterval(() => { if (!document.hidden && state.route.view === 'fleet') refreshFleetData(); }, FLEET_REFRESH_MS);
+    // Running tasks: their elapsed time moves on between progress events.
+    setInterval(() => {
+      if (!document.hidden && state.route.view === 'models' && state.tasks.list.some((t) => t.state === 'running')) renderTasks();
+    }, 1000);
     setInterval(() => {
       if (document.hidden) return;
       if (state.route.view === 'history') refreshHistory();
