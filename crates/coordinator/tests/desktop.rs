@@ -45,7 +45,10 @@ async fn pause_resume_and_quit_from_the_tray_act_on_the_coordinator() {
     let mut watched = controls.status.clone();
     let connected = tokio::time::timeout(
         DEADLINE,
-        watched.wait_for(|s| s.link == Link::Connected && s.ollama_up == Some(true)),
+        // Pause needs the node's id too, which the status may carry a moment later.
+        watched.wait_for(|s| {
+            s.link == Link::Connected && s.ollama_up == Some(true) && s.node_id.is_some()
+        }),
     )
     .await
     .expect("the agent did not connect")

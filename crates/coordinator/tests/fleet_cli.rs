@@ -50,8 +50,17 @@ impl Terminal {
             "LLM_ROUTER_TRAY=0",
             "--",
         ];
-        let command: Vec<&str> = command.iter().map(String::as_str).collect();
-        args.extend(command);
+        // Through a shell that writes the command's exit status to a file: tmux marks
+        // a pane dead when its terminal closes but may learn the status late, or
+        // never. `trap : INT` keeps the shell alive through Ctrl-C and leaves the
+        // command the default handling, which it overrides.
+        let status_file = terminal._dir.path().join("status");
+        let script = format!(
+            "trap : INT; \"$@\"; s=$?; echo $s > '{}'; exit $s",
+            status_file.display()
+        );
+        args.extend(["sh", "-c", &script, "sh"]);
+        args.extend(command.iter().map(String::as_str));
         // The window stays after the command ends, so its last screen and exit status can be read.
         let conf = terminal._dir.path().join("tmux.conf");
         std::fs::write(&conf, "set -g remain-on-exit on\n").unwrap();
@@ -80,13 +89,8 @@ impl Terminal {
 
     /// The command's exit status once it has ended.
     fn exit_status(&self) -> Option<i32> {
-        let out = self.tmux(
-            &[],
-            &["list-panes", "-a", "-F", "#{pane_dead}:#{pane_dead_status}"],
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let (dead, status) = text.trim().split_once(':')?;
-        (dead == "1").then(|| status.parse().ok()).flatten()
+        let written = std::fs::read_to_string(self._dir.path().join("status")).ok()?;
+        written.trim().parse().ok()
     }
 
     async fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
