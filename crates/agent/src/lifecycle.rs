@@ -431,6 +431,7 @@ impl Agent {
             max_parallel: ollama_num_parallel(),
             max_loaded_models: ollama_max_loaded_models(),
             ollama_supervision: self.status.borrow().supervision.clone(),
+            server_load: ollama.server_load,
         };
         let credential = self.credential_for(node_id);
         let sent = self

@@ -35,6 +35,8 @@ pub struct OllamaSnapshot {
     /// `None` when `/api/tags` did not answer (the coordinator then keeps its last list).
     pub models: Option<Vec<ModelInfo>>,
     pub loaded_models: Option<Vec<LoadedModel>>,
+    /// What an OpenAI-compatible server says of its own load (slots, queue).
+    pub server_load: Option<llm_router_common::ServerLoad>,
     /// Why Ollama is unavailable, for the log.
     pub error: Option<String>,
 }
@@ -83,6 +85,7 @@ impl OllamaClient {
                 version: version.ok(),
                 models: Some(models),
                 loaded_models: loaded.ok(),
+                server_load: None,
                 error: None,
             },
             Err(error) => OllamaSnapshot {
@@ -90,6 +93,7 @@ impl OllamaClient {
                 version: version.ok(),
                 models: None,
                 loaded_models: None,
+                server_load: None,
                 error: Some(error.to_string()),
             },
         }
@@ -100,7 +104,8 @@ impl OllamaClient {
     /// whether it is ready: `/health` where it has one (llama.cpp answers 503
     /// while it loads the model), else `/v1/models` answering.
     pub async fn openai_snapshot(&self) -> OllamaSnapshot {
-        let (health, models) = tokio::join!(self.health(), self.openai_models());
+        let (health, models, server_load) =
+            tokio::join!(self.health(), self.openai_models(), self.server_load());
         let models = match (health, models) {
             (Err(error), _) | (_, Err(error)) => {
                 return OllamaSnapshot {
@@ -108,6 +113,7 @@ impl OllamaClient {
                     version: None,
                     models: None,
                     loaded_models: None,
+                    server_load: None,
                     error: Some(error.to_string()),
                 };
             }
@@ -117,9 +123,7 @@ impl OllamaClient {
             .iter()
             .map(|m| LoadedModel {
                 name: m.name.clone(),
-                size: None,
-                size_vram: None,
-                expires_at: None,
+                ..LoadedModel::default()
             })
             .collect();
         OllamaSnapshot {
@@ -127,8 +131,26 @@ impl OllamaClient {
             version: None,
             models: Some(models),
             loaded_models: Some(loaded),
+            server_load,
             error: None,
         }
+    }
+
+    /// The server's own account of its load: llama.cpp's `/slots`, else a
+    /// Prometheus `/metrics` with series the coordinator knows; `None` without either.
+    pub async fn server_load(&self) -> Option<llm_router_common::ServerLoad> {
+        if let Ok((_, body)) = self.get_json("slots").await
+            && let Some(load) = crate::server_load::from_slots(&body)
+        {
+            return Some(load);
+        }
+        let url = self.base.join("metrics").ok()?;
+        let response = self.http.get(url).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let text = response.text().await.ok()?;
+        crate::server_load::from_metrics(&text)
     }
 
     /// `GET /health`: fine when the server has none (404) or answers 2xx.

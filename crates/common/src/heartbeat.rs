@@ -30,6 +30,42 @@ pub struct HeartbeatRequest {
     /// ("Ollama started by the agent (pid 4242)"), when it does something.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ollama_supervision: Option<String>,
+    /// What the inference server says of its own load (llama.cpp's `/slots`, the
+    /// Prometheus `/metrics` of llama.cpp, vLLM or SGLang), when it says anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_load: Option<ServerLoad>,
+}
+
+/// An inference server's own account of its load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerLoad {
+    /// Requests it can run at once (its slots), when it tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots_total: Option<u32>,
+    /// Requests running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_running: Option<u32>,
+    /// Requests queued, waiting for a slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_waiting: Option<u32>,
+    /// Share of the KV cache in use, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_usage: Option<f32>,
+    /// Where it was read: `/slots` or `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl ServerLoad {
+    /// Requests running and waiting: the server's load in requests.
+    pub fn busy(&self) -> Option<u64> {
+        match (self.requests_running, self.requests_waiting) {
+            (None, None) => None,
+            (running, waiting) => {
+                Some(u64::from(running.unwrap_or(0)) + u64::from(waiting.unwrap_or(0)))
+            }
+        }
+    }
 }
 
 fn default_true() -> bool {

@@ -17,7 +17,7 @@ pub mod node;
 pub mod registration;
 
 pub use error::ErrorBody;
-pub use heartbeat::{GpuMetrics, HeartbeatRequest, NodeMetrics};
+pub use heartbeat::{GpuMetrics, HeartbeatRequest, NodeMetrics, ServerLoad};
 pub use model::{LoadedModel, ModelInfo, canonical_model_name};
 pub use node::{ApiKind, Node, NodePatch, NodeStatus};
 pub use registration::{

@@ -31,7 +31,7 @@ impl ModelInfo {
 }
 
 /// One entry of Ollama's `/api/ps`: a model resident in memory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadedModel {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +40,14 @@ pub struct LoadedModel {
     pub size_vram: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Ollama's `details` object, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// The context the model was loaded with (Ollama's `context_length`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
 }
 
 /// The name under which two spellings of one model compare equal:
@@ -93,6 +101,9 @@ impl LoadedModel {
             size: entry.get("size").and_then(Value::as_u64),
             size_vram: entry.get("size_vram").and_then(Value::as_u64),
             expires_at: string_field(entry, "expires_at"),
+            digest: string_field(entry, "digest"),
+            details: entry.get("details").filter(|d| d.is_object()).cloned(),
+            context_length: entry.get("context_length").and_then(Value::as_u64),
         })
     }
 }
@@ -151,6 +162,8 @@ mod tests {
                 size: Some(5137025024),
                 size_vram: Some(5137025024),
                 expires_at: Some("2024-06-04T14:38:31.83753-07:00".to_owned()),
+                context_length: Some(4096),
+                ..LoadedModel::default()
             })
         );
     }

@@ -46,6 +46,9 @@ pub struct Node {
     /// Ollama itself, restarts it…), from the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ollama_supervision: Option<String>,
+    /// What the node's server said of its own load (slots, queue) in the last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_load: Option<crate::ServerLoad>,
     pub status: NodeStatus,
     /// Why the node is offline, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -49,6 +49,7 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
                 api: ApiKind::Ollama,
                 models: HashSet::from(["m:latest".to_owned(), "other:latest".to_owned()]),
                 loaded_models: HashSet::new(),
+                served_names: Default::default(),
                 authorization: None,
                 base: None,
                 name_header: None,

@@ -403,6 +403,19 @@ pub struct Cli {
     #[arg(long = "pull-targets", env = "LLM_ROUTER_PULL_TARGETS", value_enum, default_value_t = PullTargets::FreeDisk, help_heading = "Proxy")]
     pub pull_targets: PullTargets,
 
+    /// One model under the names different servers give it, LOGICAL=SERVED
+    /// (`qwen2.5:7b=Qwen/Qwen2.5-7B-Instruct`): a request for either goes to every
+    /// node holding one of them, with the name that node knows; repeat it or
+    /// separate with commas.
+    #[arg(
+        long = "model-alias",
+        env = "LLM_ROUTER_MODEL_ALIASES",
+        value_name = "LOGICAL=SERVED",
+        value_delimiter = ',',
+        help_heading = "Proxy"
+    )]
+    pub model_alias: Vec<String>,
+
     /// Seconds between placement rounds; demand is smoothed over six rounds.
     #[arg(
         long = "placement-interval-secs",
@@ -692,6 +705,8 @@ pub struct ProxySettings {
     pub admission: AdmissionSettings,
     /// Which nodes a pull that names none goes to.
     pub pull_targets: PullTargets,
+    /// Names that stand for one model on servers that name it differently.
+    pub aliases: crate::aliases::ModelAliases,
 }
 
 /// The caps on inference requests held at once (see [`crate::admission`]).
@@ -733,6 +748,7 @@ impl Default for ProxySettings {
             capture_bytes: 64 * 1024,
             admission: AdmissionSettings::default(),
             pull_targets: PullTargets::default(),
+            aliases: crate::aliases::ModelAliases::default(),
         }
     }
 }
@@ -830,6 +846,8 @@ pub enum ConfigError {
     BufferBelowRequest { buffer: usize, request: usize },
     #[error("--demo takes 1 to {max} nodes, not {given}")]
     DemoSize { given: usize, max: usize },
+    #[error("{0}")]
+    ModelAlias(String),
 }
 
 impl Cli {
@@ -844,6 +862,8 @@ impl Cli {
 
     /// Turns the command line into a checked [`Config`].
     pub fn config(&self) -> Result<Config, ConfigError> {
+        let aliases = crate::aliases::ModelAliases::parse(&self.model_alias)
+            .map_err(ConfigError::ModelAlias)?;
         for (name, value) in [
             ("HEALTH_CHECK_INTERVAL", self.health_check_interval),
             ("AGENT_TIMEOUT", self.agent_timeout),
@@ -930,6 +950,7 @@ impl Cli {
                 placement: self.placement,
                 placement_interval: Duration::from_secs_f64(self.placement_interval_secs),
                 pull_targets: self.pull_targets,
+                aliases,
                 connect_timeout: Duration::from_millis(self.connect_timeout_ms),
                 node_ca_file: self.node_ca_file.clone(),
                 first_byte_timeout: Duration::from_secs(self.first_byte_timeout),

@@ -14,6 +14,8 @@
 //!   model, streaming, with failover;
 //! - [`distribute`]: models across the fleet: pull, create, copy and delete on many
 //!   nodes as tasks with progress;
+//! - [`translate`]: Ollama requests answered by OpenAI-compatible servers, and their
+//!   answers back; [`aliases`]: one model under the names different servers give it;
 //! - [`demo`]: the simulated fleet of `llm-router --demo` (mock nodes with in-process agents);
 //! - [`api`]: the HTTP routes (`fn app(state) -> Router`);
 //! - [`dashboard`]: the operator web page at `/dashboard` (embedded assets) and its live
@@ -29,6 +31,7 @@
 
 pub mod admission;
 pub mod agentless;
+pub mod aliases;
 pub mod api;
 pub mod auth;
 pub mod balancer;
@@ -47,6 +50,7 @@ pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod tls;
+pub mod translate;
 pub mod tray;
 
 #[cfg(test)]

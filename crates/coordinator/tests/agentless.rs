@@ -152,15 +152,20 @@ async fn an_openai_node_gets_its_models_from_v1_models() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    // Ollama's own API is not routed to a server that speaks only OpenAI's,
-    // nor does its model list offer that server's models.
+    // Ollama's API reaches it translated to OpenAI's, and its model list offers
+    // that server's models too.
     let tags: Value = fleet.get_json("/api/tags").await;
-    assert_eq!(tags["models"], json!([]), "{tags}");
+    assert_eq!(tags["models"][0]["name"], "mistral:7b", "{tags}");
     let models: Value = fleet.get_json("/v1/models").await;
     assert_eq!(models["data"][0]["id"], "mistral:7b", "{models}");
     let response = fleet.post("/api/chat", chat("mistral:7b", false)).await;
-    assert_eq!(response.status(), 404);
-    assert_eq!(node.stats().requests(Endpoint::Chat), 0);
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        node.stats().requests(Endpoint::Chat),
+        0,
+        "never its /api/chat"
+    );
+    assert_eq!(node.stats().requests(Endpoint::OpenAiChat), 2);
     assert_eq!(
         node.stats().requests(Endpoint::Tags),
         0,

@@ -1,6 +1,6 @@
 //! A server that speaks only OpenAI's API, as llama.cpp's server does, added
 //! by URL: its model names are kept as it serves them, an Ollama request for
-//! its model says why it cannot be served, its error answers are recorded as
+//! its model is translated and its refusal passed on, its error answers are recorded as
 //! failures with its words, and "I cannot embed" does not take it out of
 //! rotation. The server is a small fake with llama.cpp's answers.
 
@@ -73,14 +73,11 @@ async fn an_openai_style_server_keeps_its_names_its_errors_and_its_place_in_rota
     let models: Value = fleet.get_json("/v1/models").await;
     assert_eq!(models["data"][0]["id"], "tiny", "{models}");
 
-    // An Ollama client asking for it learns why it cannot have it here.
+    // An Ollama client's chat is translated for it, and its refusal comes back in
+    // Ollama's error format.
     let (status, answer) = fleet.post_json("/api/chat", chat("tiny", false)).await;
-    assert_eq!(status, 404, "{answer}");
-    let message = answer["error"].as_str().unwrap();
-    assert!(
-        message.contains("only by nodes that speak OpenAI's API"),
-        "{message}"
-    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer, json!({"error": "(empty body)"}));
 
     // "Cannot embed" is about embeddings, not the node: alone, it is still
     // tried as the last resort; beside an Ollama node that embeds, it is asked

@@ -48,6 +48,11 @@ impl Scheduler {
         }
     }
 
+    /// How many generations run at once.
+    pub(crate) fn parallel(&self) -> u32 {
+        self.parallel
+    }
+
     /// Waits for a slot with `model` in memory, loading it first when it is
     /// not. `None` when the node stops while waiting.
     pub(crate) async fn acquire(

@@ -118,6 +118,11 @@ impl MockState {
         &self.name
     }
 
+    /// Generation slots: how many run at once.
+    pub fn parallel(&self) -> u32 {
+        self.scheduler.parallel()
+    }
+
     /// The runtime knobs.
     pub fn control(&self) -> &Arc<MockControl> {
         &self.control

@@ -1,11 +1,15 @@
 //! The fleet's model lists: `/api/tags`, `/api/ps`, `/v1/models` answer the
 //! union over online nodes, one entry per model, from what heartbeats reported.
+//! Both APIs list every node's models (Ollama requests for a model only
+//! OpenAI-compatible servers hold are translated), and a model known under
+//! aliases (`--model-alias`) is listed once, under its logical name.
 
 use std::collections::BTreeMap;
 
 use llm_router_common::{ApiKind, NodeStatus, canonical_model_name};
 use serde_json::{Value, json};
 
+use crate::aliases::ModelAliases;
 use crate::registry::NodeRegistry;
 
 /// One model of the union, with the nodes that hold it.
@@ -22,35 +26,42 @@ pub struct FleetModel {
     pub details: Option<Value>,
     pub size_vram: Option<u64>,
     pub expires_at: Option<String>,
+    pub context_length: Option<u64>,
     pub nodes: Vec<String>,
 }
 
-/// Models held (or, with `loaded`, loaded in memory) by online nodes, sorted
-/// by name, as the API `api` lists them: Ollama's lists leave out models only
-/// servers speaking OpenAI's API hold, since Ollama requests are never routed there.
-pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ApiKind) -> Vec<FleetModel> {
+/// Models held (or, with `loaded`, loaded in memory) by online nodes, sorted by name.
+pub fn fleet_models(
+    registry: &NodeRegistry,
+    loaded: bool,
+    aliases: &ModelAliases,
+) -> Vec<FleetModel> {
     let mut union: BTreeMap<String, FleetModel> = BTreeMap::new();
     for node in registry.list() {
         if node.status != NodeStatus::Online {
             continue;
         }
-        if api == ApiKind::Ollama && node.api_kind == ApiKind::OpenAi {
-            continue;
-        }
         let openai_node = node.api_kind == ApiKind::OpenAi;
-        let as_served = |name: &str| openai_node.then(|| name.trim().to_owned());
+        let name_of = |name: &str| aliases.logical(&canonical_model_name(name)).to_owned();
+        // An alias is listed under its logical name in both APIs.
+        let as_served = |name: &str| {
+            (openai_node
+                && aliases.logical(&canonical_model_name(name)) == canonical_model_name(name))
+            .then(|| name.trim().to_owned())
+        };
         let entries: Vec<FleetModel> = if loaded {
             node.loaded_models
                 .iter()
                 .map(|m| FleetModel {
-                    name: canonical_model_name(&m.name),
+                    name: name_of(&m.name),
                     served_as: as_served(&m.name),
                     size: m.size,
-                    digest: None,
+                    digest: m.digest.clone(),
                     modified_at: None,
-                    details: None,
+                    details: m.details.clone(),
                     size_vram: m.size_vram,
                     expires_at: m.expires_at.clone(),
+                    context_length: m.context_length,
                     nodes: Vec::new(),
                 })
                 .collect()
@@ -58,7 +69,7 @@ pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ApiKind) -> Vec<
             node.models
                 .iter()
                 .map(|m| FleetModel {
-                    name: canonical_model_name(&m.name),
+                    name: name_of(&m.name),
                     served_as: as_served(&m.name),
                     size: m.size,
                     digest: m.digest.clone(),
@@ -66,14 +77,27 @@ pub fn fleet_models(registry: &NodeRegistry, loaded: bool, api: ApiKind) -> Vec<
                     details: m.details.clone(),
                     size_vram: None,
                     expires_at: None,
+                    context_length: None,
                     nodes: Vec::new(),
                 })
                 .collect()
         };
         for entry in entries {
-            let served_as = entry.served_as.clone();
-            let merged = union.entry(entry.name.clone()).or_insert(entry);
-            merged.served_as = merged.served_as.take().or(served_as);
+            let merged = union
+                .entry(entry.name.clone())
+                .or_insert_with(|| FleetModel {
+                    nodes: Vec::new(),
+                    ..entry.clone()
+                });
+            // What one node leaves out, another may know.
+            merged.served_as = merged.served_as.take().or(entry.served_as);
+            merged.size = merged.size.or(entry.size);
+            merged.digest = merged.digest.take().or(entry.digest);
+            merged.modified_at = merged.modified_at.take().or(entry.modified_at);
+            merged.details = merged.details.take().or(entry.details);
+            merged.size_vram = merged.size_vram.or(entry.size_vram);
+            merged.expires_at = merged.expires_at.take().or(entry.expires_at);
+            merged.context_length = merged.context_length.or(entry.context_length);
             merged.nodes.push(node.machine_name.clone());
         }
     }
@@ -109,6 +133,7 @@ pub fn ollama_running(model: &FleetModel) -> Value {
         "details": model.details.clone().unwrap_or_else(EMPTY_DETAILS),
         "expires_at": model.expires_at.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
         "size_vram": model.size_vram.unwrap_or(0),
+        "context_length": model.context_length.unwrap_or(0),
     })
 }
 

@@ -38,18 +38,20 @@ async fn root(method: Method) -> Response {
 }
 
 async fn tags(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let models: Vec<_> = models::fleet_models(&state.registry, false, ApiKind::Ollama)
-        .iter()
-        .map(models::ollama_tag)
-        .collect();
+    let models: Vec<_> =
+        models::fleet_models(&state.registry, false, &state.proxy.settings().aliases)
+            .iter()
+            .map(models::ollama_tag)
+            .collect();
     Json(json!({ "models": models }))
 }
 
 async fn ps(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let models: Vec<_> = models::fleet_models(&state.registry, true, ApiKind::Ollama)
-        .iter()
-        .map(models::ollama_running)
-        .collect();
+    let models: Vec<_> =
+        models::fleet_models(&state.registry, true, &state.proxy.settings().aliases)
+            .iter()
+            .map(models::ollama_running)
+            .collect();
     Json(json!({ "models": models }))
 }
 

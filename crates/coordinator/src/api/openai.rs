@@ -23,16 +23,17 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let data: Vec<_> = models::fleet_models(&state.registry, false, ApiKind::OpenAi)
-        .iter()
-        .map(models::openai_model)
-        .collect();
+    let data: Vec<_> =
+        models::fleet_models(&state.registry, false, &state.proxy.settings().aliases)
+            .iter()
+            .map(models::openai_model)
+            .collect();
     Json(json!({ "object": "list", "data": data }))
 }
 
 async fn show(State(state): State<AppState>, Path(model): Path<String>) -> Response {
     let wanted = canonical_model_name(&model);
-    match models::fleet_models(&state.registry, false, ApiKind::OpenAi)
+    match models::fleet_models(&state.registry, false, &state.proxy.settings().aliases)
         .iter()
         .find(|m| m.name == wanted)
     {

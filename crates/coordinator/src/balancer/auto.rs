@@ -124,7 +124,7 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
         .unwrap_or(DEFAULT_COMPLETION_TOKENS);
     let service = ttft + tokens / tps;
     let slots = f64::from(live.parallel().unwrap_or(1));
-    let in_flight = live.in_flight() as f64;
+    let in_flight = live.load() as f64;
     let wait = (in_flight + 1.0 - slots).max(0.0) * service / slots;
     let load = || live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
     // Under a plan, a node it does not give this model, or one not warm for

@@ -62,7 +62,7 @@ pub fn expected_service_secs(node: &RoutableNode, model: &str) -> Option<f64> {
 /// Expected seconds for `node` to finish this request given its load; `None` unmeasured.
 fn score(node: &RoutableNode, model: &str) -> Option<f64> {
     let slots = f64::from(node.live.parallel().unwrap_or(1));
-    let load = 1.0 + node.live.in_flight() as f64 / slots;
+    let load = 1.0 + node.live.load() as f64 / slots;
     expected_service_secs(node, model).map(|secs| secs * load)
 }
 

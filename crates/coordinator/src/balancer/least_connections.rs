@@ -17,7 +17,7 @@ impl Policy for LeastConnections {
     }
 
     fn select(&self, candidates: &[Arc<RoutableNode>], _placement: &Placement<'_>) -> usize {
-        lowest(candidates, &self.turn, |n| n.live.in_flight() as f64)
+        lowest(candidates, &self.turn, |n| n.live.load() as f64)
     }
 }
 

@@ -21,7 +21,7 @@ pub struct MetricsScore {
 pub fn score(node: &RoutableNode) -> f64 {
     f64::from(node.live.cpu_percent())
         + f64::from(node.live.memory_percent())
-        + 10.0 * node.live.in_flight() as f64
+        + 10.0 * node.live.load() as f64
 }
 
 impl Policy for MetricsScore {

@@ -156,6 +156,7 @@ pub(crate) mod testing {
             api: ApiKind::Ollama,
             models: HashSet::from(["m:latest".to_owned()]),
             loaded_models: HashSet::new(),
+            served_names: Default::default(),
             authorization: None,
             base: None,
             name_header: None,

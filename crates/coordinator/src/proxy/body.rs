@@ -247,6 +247,8 @@ pub struct ProxiedBody {
     cutoff: Option<Arc<Cutoff>>,
     /// Waits for the cutoff; made the first time the node makes us wait.
     cut_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Turns an OpenAI-compatible server's answer into the Ollama one the client asked for.
+    translation: Option<Box<crate::translate::response::Answer>>,
 }
 
 /// The node of a [`ProxiedBody`] and the thresholds its health is judged by.
@@ -299,12 +301,29 @@ impl ProxiedBody {
             tap: Some(tap),
             cutoff: None,
             cut_wait: None,
+            translation: None,
         };
         if content_length == Some(0) {
             // Nothing to send: the server will not ask for a frame.
             body.complete();
         }
         body
+    }
+
+    /// Sends the client `answer`'s translation of the node's answer instead of the answer.
+    pub fn translated(mut self, answer: crate::translate::response::Answer) -> Self {
+        self.translation = Some(Box::new(answer));
+        self
+    }
+
+    /// Passes one chunk the client gets on to the tap and the line tracking.
+    fn sent(&mut self, chunk: &[u8]) {
+        if let Some(&last) = chunk.last() {
+            self.at_line_start = last == b'\n';
+        }
+        if let Some(tap) = &mut self.tap {
+            tap.observe(chunk);
+        }
     }
 
     /// Ends this answer early if `cutoff` is cut before it is over.
@@ -382,61 +401,81 @@ impl Body for ProxiedBody {
         if this.finished {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.upstream).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let deadline = Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
-                if let Some(chunk) = frame.data_ref() {
-                    if let Some(&last) = chunk.last() {
-                        this.at_line_start = last == b'\n';
+        loop {
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    if let Some(translation) = &mut this.translation {
+                        // The node's bytes are counted against its announced length; the
+                        // client gets the translation, which may be nothing yet.
+                        let Some(chunk) = frame.data_ref() else {
+                            continue;
+                        };
+                        let out = translation.push(chunk);
+                        if out.is_empty() {
+                            continue;
+                        }
+                        this.sent(&out);
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
-                    if let Some(tap) = &mut this.tap {
-                        tap.observe(chunk);
-                    }
-                    if let Some(remaining) = &mut this.remaining {
-                        *remaining = remaining.saturating_sub(chunk.len() as u64);
-                        if *remaining == 0 {
-                            this.complete();
+                    if let Some(chunk) = frame.data_ref() {
+                        this.sent(chunk);
+                        if let Some(remaining) = &mut this.remaining {
+                            *remaining = remaining.saturating_sub(chunk.len() as u64);
+                            if *remaining == 0 {
+                                this.complete();
+                            }
                         }
                     }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let message = format!(
-                    "node {} failed mid-response: {}",
-                    this.health.node.machine_name,
-                    error_chain(&e)
-                );
-                this.fail(message)
-            }
-            Poll::Ready(None) => {
-                this.complete();
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Some(Err(e))) => {
                     let message = format!(
-                        "node {} sent nothing for {} s; response ended",
+                        "node {} failed mid-response: {}",
                         this.health.node.machine_name,
-                        this.idle_timeout.as_secs()
+                        error_chain(&e)
                     );
                     return this.fail(message);
                 }
-                // Looked at only while the node makes us wait: an answer
-                // whose end is already here is never cut.
-                if let Some(cutoff) = &this.cutoff {
-                    if cutoff.is_cut() {
-                        return this.cut();
-                    }
-                    let wait = this
-                        .cut_wait
-                        .get_or_insert_with(|| Box::pin(cutoff.cancelled()));
-                    if wait.as_mut().poll(cx).is_ready() {
-                        return this.cut();
+                Poll::Ready(None) => {
+                    let last = this.translation.as_mut().map(|t| t.finish());
+                    match last {
+                        Some(out) if !out.is_empty() => {
+                            this.sent(&out);
+                            this.complete();
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                        _ => {
+                            this.complete();
+                            return Poll::Ready(None);
+                        }
                     }
                 }
-                Poll::Pending
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        let message = format!(
+                            "node {} sent nothing for {} s; response ended",
+                            this.health.node.machine_name,
+                            this.idle_timeout.as_secs()
+                        );
+                        return this.fail(message);
+                    }
+                    // Looked at only while the node makes us wait: an answer
+                    // whose end is already here is never cut.
+                    if let Some(cutoff) = &this.cutoff {
+                        if cutoff.is_cut() {
+                            return this.cut();
+                        }
+                        let wait = this
+                            .cut_wait
+                            .get_or_insert_with(|| Box::pin(cutoff.cancelled()));
+                        if wait.as_mut().poll(cx).is_ready() {
+                            return this.cut();
+                        }
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -48,6 +48,8 @@ use llm_router_common::ApiKind;
 use peek::RequestFacts;
 use record::{Outcome, RequestRecord, RequestSinks, TriedNode, Usage};
 
+pub(crate) use crate::translate::response::node_error_message;
+
 /// Response header naming the node that served a request.
 pub const NODE_HEADER: &str = "x-llm-router-node";
 
@@ -476,13 +478,21 @@ impl Proxy {
             }));
         }
         let model = request.model.as_str();
-        // An OpenAI-compatible server added without an agent cannot answer Ollama's API.
-        let ollama_only = request.flavor == ApiKind::Ollama;
+        // Names the model is served under (itself, and its aliases).
+        let aliases = &self.settings.aliases;
+        let names = (!aliases.is_empty()).then(|| aliases.names_of(model));
+        let holds = |node: &RoutableNode| match &names {
+            None => node.holds(model),
+            Some(names) => names.iter().any(|name| node.holds(name)),
+        };
+        // An OpenAI-compatible server answers Ollama's API only where it is translated.
+        let ollama_only = request.flavor == ApiKind::Ollama
+            && crate::translate::Endpoint::of(request.endpoint()).is_none();
         let embedding = is_embedding(request.endpoint());
         let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = snapshot
             .nodes
             .iter()
-            .filter(|node| node.holds(model) && (node.api == ApiKind::Ollama || !ollama_only))
+            .filter(|node| holds(node) && (node.api == ApiKind::Ollama || !ollama_only))
             .cloned()
             // A node that said it cannot embed is the last resort for embeddings.
             .partition(|node| {
@@ -495,11 +505,29 @@ impl Proxy {
                     .nodes
                     .iter()
                     .any(|node| node.api == ApiKind::OpenAi && node.holds(model));
+            if elsewhere && request.endpoint() == "/api/show" {
+                return Ok(show_served_elsewhere(&request.facts.model));
+            }
             return Err(if elsewhere {
                 ProxyError::OnlyOnOpenAiNodes(request.facts.model.clone())
             } else {
                 ProxyError::ModelNotFound(request.facts.model.clone())
             });
+        }
+        // Only servers speaking OpenAI's API can take this Ollama request: what cannot be
+        // translated is the client's error, not the nodes'.
+        if request.flavor == ApiKind::Ollama
+            && let Some(endpoint) = crate::translate::Endpoint::of(request.endpoint())
+            && pool
+                .iter()
+                .chain(&reserve)
+                .all(|n| n.api == ApiKind::OpenAi)
+            && let Err(reason) =
+                crate::translate::request::translate(endpoint, &request.body, model)
+        {
+            return Err(ProxyError::BadRequest(format!(
+                "this model is served by OpenAI-compatible servers only, and the request cannot be translated for them: {reason}"
+            )));
         }
 
         let plan = self.route_plan.as_ref().map(|plan| plan.load());
@@ -608,17 +636,29 @@ impl Proxy {
             || node
                 .live
                 .parallel()
-                .is_some_and(|slots| node.live.in_flight() > u64::from(slots));
+                .is_some_and(|slots| node.live.load() > u64::from(slots));
         let cold = !node.live.route_model(model, Instant::now());
         if cold {
             node.live.count_cold_load();
         }
-        let upstream = upstream_request(node, request).map_err(|message| AttemptFailure {
-            message,
-            counts_against_node: true,
-            timed_out: false,
-            lacks_model: false,
-        })?;
+        let outgoing =
+            outgoing(node, request, model, &self.settings.aliases).map_err(|message| {
+                AttemptFailure {
+                    message: format!("{}: {message}", node.machine_name),
+                    counts_against_node: false,
+                    timed_out: false,
+                    lacks_model: false,
+                }
+            })?;
+        let upstream =
+            upstream_request(node, request, outgoing.rewrite.as_ref()).map_err(|message| {
+                AttemptFailure {
+                    message,
+                    counts_against_node: true,
+                    timed_out: false,
+                    lacks_model: false,
+                }
+            })?;
         let sent = tokio::time::timeout(
             self.settings.first_byte_timeout,
             self.local_client().request(upstream),
@@ -680,13 +720,26 @@ impl Proxy {
         }
         tracing::debug!(node = %node.machine_name, model = %request.facts.model, %status, "proxying");
 
-        let streamed = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.starts_with("application/x-ndjson") || ct.starts_with("text/event-stream")
-            });
+        let answer = outgoing.translation.map(|(endpoint, translated)| {
+            crate::translate::response::Answer::new(
+                endpoint,
+                translated.upstream,
+                &request.facts.model,
+                translated.stream,
+                status.as_u16(),
+                request.meta.started,
+            )
+        });
+        let streamed = match &answer {
+            Some(answer) => answer.content_type() == "application/x-ndjson",
+            None => response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| {
+                    ct.starts_with("application/x-ndjson") || ct.starts_with("text/event-stream")
+                }),
+        };
         let failure = if streamed {
             FailureReport::ErrorChunk(request.flavor)
         } else {
@@ -698,11 +751,21 @@ impl Proxy {
             // the map is not grown on the way out.
             headers.reserve(response.headers().len() + 6);
             for (name, value) in response.headers() {
-                if name == header::CONTENT_TYPE {
+                if answer.is_some()
+                    && (name == header::CONTENT_TYPE || name == header::CONTENT_LENGTH)
+                {
+                    // The client gets the translation, of another type and length.
+                } else if name == header::CONTENT_TYPE {
                     headers.insert(header::CONTENT_TYPE, client_content_type(value));
                 } else if passes_response_header(name) {
                     headers.append(name, value.clone());
                 }
+            }
+            if let Some(answer) = &answer {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(answer.content_type()),
+                );
             }
             if let Some(value) = &node.name_header {
                 headers.insert(HeaderName::from_static(NODE_HEADER), value.clone());
@@ -736,8 +799,10 @@ impl Proxy {
             .queued(queued)
             .holding(admission.take().unwrap_or_default())
         };
-        // hyper knows the length when the node announced one.
-        let content_length = http_body::Body::size_hint(response.body()).exact();
+        // hyper knows the length when the node announced one (a translation has its own).
+        let content_length = http_body::Body::size_hint(response.body())
+            .exact()
+            .filter(|_| answer.is_none());
         let body = ProxiedBody::new(
             response.into_body(),
             self.settings.stream_idle_timeout,
@@ -751,6 +816,10 @@ impl Proxy {
             content_length,
         )
         .cut_by(Arc::clone(&self.cutoff));
+        let body = match answer {
+            Some(answer) => body.translated(answer),
+            None => body,
+        };
         builder.body(Body::new(body)).map_err(|e| AttemptFailure {
             message: format!("{}: unusable response head: {e}", node.machine_name),
             counts_against_node: false,
@@ -774,9 +843,98 @@ fn move_full(pool: &mut Vec<Arc<RoutableNode>>, full: &mut Vec<Arc<RoutableNode>
 
 /// The request for `node`: the client's method, path, headers (less the
 /// connection-level ones) and body, unchanged.
+/// Ollama's `/api/show` for a model only OpenAI-compatible servers hold: what is
+/// known of it (they tell no family, size or template), so that Ollama UIs list it.
+fn show_served_elsewhere(model: &str) -> Response {
+    let body = serde_json::json!({
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": {
+            "parent_model": "", "format": "", "family": "", "families": null,
+            "parameter_size": "", "quantization_level": ""
+        },
+        "model_info": { "general.name": model },
+        "capabilities": ["completion"],
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// What goes to one node instead of the client's request as it came.
+struct Outgoing {
+    /// Another path and body: a translation, or the model under the node's name for it.
+    rewrite: Option<(PathAndQuery, Bytes)>,
+    /// The Ollama endpoint translated, and the request made of it.
+    translation: Option<(
+        crate::translate::Endpoint,
+        crate::translate::request::Translated,
+    )>,
+}
+
+/// The request for `node`: translated when an Ollama request goes to a server
+/// speaking OpenAI's API, and naming the model as the node does when that differs
+/// from the client's name (an alias, or `tiny` for `tiny:latest`).
+fn outgoing(
+    node: &RoutableNode,
+    request: &InferenceRequest,
+    model: &str,
+    aliases: &crate::aliases::ModelAliases,
+) -> Result<Outgoing, String> {
+    let held = if node.holds(model) || aliases.is_empty() {
+        model.to_owned()
+    } else {
+        aliases
+            .names_of(model)
+            .into_iter()
+            .find(|name| node.holds(name))
+            .unwrap_or_else(|| model.to_owned())
+    };
+    let served = node.served_name(&held);
+    if request.flavor == ApiKind::Ollama
+        && node.api == ApiKind::OpenAi
+        && let Some(endpoint) = crate::translate::Endpoint::of(request.endpoint())
+    {
+        let translated = crate::translate::request::translate(endpoint, &request.body, served)
+            .map_err(|reason| format!("cannot translate the request: {reason}"))?;
+        let path = PathAndQuery::from_static(translated.upstream.path());
+        return Ok(Outgoing {
+            rewrite: Some((path, translated.body.clone())),
+            translation: Some((endpoint, translated)),
+        });
+    }
+    let renamed = held != model || (node.api == ApiKind::OpenAi && served != request.facts.model);
+    if !renamed || served == request.facts.model {
+        return Ok(Outgoing {
+            rewrite: None,
+            translation: None,
+        });
+    }
+    let body = with_model(&request.body, served)?;
+    Ok(Outgoing {
+        rewrite: Some((request.path_and_query.clone(), body)),
+        translation: None,
+    })
+}
+
+/// `body` (a JSON object) naming `model` instead.
+fn with_model(body: &[u8], model: &str) -> Result<Bytes, String> {
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not a JSON object: {e}"))?;
+    value.insert("model".into(), serde_json::Value::String(model.to_owned()));
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| format!("cannot write the body: {e}"))
+}
+
 fn upstream_request(
     node: &RoutableNode,
     request: &InferenceRequest,
+    rewrite: Option<&(PathAndQuery, Bytes)>,
 ) -> Result<hyper::Request<Full<Bytes>>, String> {
     let unusable = |e: &dyn std::fmt::Display| {
         format!(
@@ -788,9 +946,8 @@ fn upstream_request(
         .base
         .as_ref()
         .ok_or_else(|| unusable(&"no scheme or host"))?;
-    let uri = base
-        .join(&request.path_and_query)
-        .map_err(|e| unusable(&e))?;
+    let path = rewrite.map_or(&request.path_and_query, |(path, _)| path);
+    let uri = base.join(path).map_err(|e| unusable(&e))?;
     let mut upstream = hyper::Request::builder()
         .method(request.method.clone())
         .uri(uri);
@@ -806,8 +963,9 @@ fn upstream_request(
         }
         headers.insert(HeaderName::from_static(HOP_HEADER), HOP_VALUE);
     }
+    let body = rewrite.map_or_else(|| request.body.clone(), |(_, body)| body.clone());
     upstream
-        .body(Full::new(request.body.clone()))
+        .body(Full::new(body))
         .map_err(|e| format!("{}: unusable request: {e}", node.machine_name))
 }
 
@@ -961,30 +1119,6 @@ fn says_no_embeddings(body: &str) -> bool {
         ]
         .iter()
         .any(|phrase| text.contains(phrase))
-}
-
-pub(crate) fn node_error_message(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    let message = parsed.as_ref().and_then(|v| {
-        v["error"]
-            .as_str()
-            .or_else(|| v["error"]["message"].as_str())
-            .map(str::to_owned)
-    });
-    let mut text = message.unwrap_or_else(|| body.trim().to_owned());
-    if text.len() > 300 {
-        let cut = (0..=300)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    if text.is_empty() {
-        "(empty body)".into()
-    } else {
-        text
-    }
 }
 
 #[cfg(test)]

@@ -150,6 +150,9 @@ pub struct NodeLive {
     memory_percent_bits: AtomicU32,
     /// Requests the node runs at once (its OLLAMA_NUM_PARALLEL), 0 when unknown.
     parallel: AtomicU32,
+    /// Requests running and waiting as the node's server last told ([`NOT_REPORTED`]
+    /// when it does not): this router's own and any other client's.
+    reported_busy: AtomicU64,
     overall: Speed,
     /// Read on every placement without a lock; copied on the rare write (a
     /// model's first finished request here).
@@ -174,6 +177,7 @@ impl Default for NodeLive {
     fn default() -> Self {
         Self {
             in_flight: AtomicU64::new(0),
+            reported_busy: AtomicU64::new(NOT_REPORTED),
             unhealthy: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             consecutive_successes: AtomicU32::new(0),
@@ -197,9 +201,30 @@ impl Default for NodeLive {
     }
 }
 
+/// [`NodeLive`]'s `reported_busy` when the server reports nothing.
+const NOT_REPORTED: u64 = u64::MAX;
+
 impl NodeLive {
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The requests the node is busy with: this router's in flight, or what its
+    /// server last reported running and waiting (other clients' included) when
+    /// that is more.
+    pub fn load(&self) -> u64 {
+        let own = self.in_flight();
+        match self.reported_busy.load(Ordering::Relaxed) {
+            NOT_REPORTED => own,
+            reported => own.max(reported),
+        }
+    }
+
+    /// Stores what the node's server said of its own load (slots, queue), if anything.
+    pub fn record_server_load(&self, load: Option<&llm_router_common::ServerLoad>) {
+        let busy = load.and_then(llm_router_common::ServerLoad::busy);
+        self.reported_busy
+            .store(busy.unwrap_or(NOT_REPORTED), Ordering::Relaxed);
     }
 
     /// Counts a request as in flight until the returned guard is dropped.

@@ -161,6 +161,8 @@ struct NodeRecord {
     ollama_version: Option<String>,
     /// The agent's word on its inference server, from the last heartbeat; not persisted.
     ollama_supervision: Option<String>,
+    /// The server's own account of its load, from the last heartbeat.
+    server_load: Option<llm_router_common::ServerLoad>,
     agent_version: Option<String>,
     registered_at: DateTime<Utc>,
     last_seen: DateTime<Utc>,
@@ -211,6 +213,7 @@ impl NodeRecord {
             machine_name,
             display_name: None,
             ollama_supervision: None,
+            server_load: None,
             ip_address,
             api_url,
             ollama_version: None,
@@ -278,6 +281,14 @@ impl NodeRecord {
                 .iter()
                 .map(|m| canonical_model_name(&m.name))
                 .collect(),
+            served_names: self
+                .models
+                .iter()
+                .filter_map(|m| {
+                    let canonical = canonical_model_name(&m.name);
+                    (canonical != m.name.trim()).then(|| (canonical, m.name.trim().to_owned()))
+                })
+                .collect(),
             authorization: node_authorization(self.node_api_key.as_deref()),
             base: ApiBase::parse(&self.api_url),
             name_header: axum::http::HeaderValue::from_str(&self.machine_name).ok(),
@@ -294,6 +305,7 @@ impl NodeRecord {
             api_url: self.api_url.clone(),
             ollama_version: self.ollama_version.clone(),
             ollama_supervision: self.ollama_supervision.clone(),
+            server_load: self.server_load.clone(),
             status: self.status(),
             status_reason: self.status_reason().map(|r| r.text().to_owned()),
             draining: self.draining,
@@ -351,6 +363,7 @@ impl NodeRecord {
             machine_name: p.machine_name,
             display_name: p.display_name,
             ollama_supervision: None,
+            server_load: None,
             ip_address: p.ip_address,
             api_url: p.api_url,
             ollama_version: p.ollama_version,
@@ -777,10 +790,13 @@ impl NodeRegistry {
         record.offline_reason = None;
         record.ollama_available = hb.ollama_available;
         record.live.record_memory_slots(hb.max_loaded_models);
+        let slots = hb
+            .max_parallel
+            .or(hb.server_load.as_ref().and_then(|l| l.slots_total));
         record.live.record_heartbeat(
             hb.metrics.cpu_percent,
             hb.metrics.memory_percent,
-            hb.max_parallel,
+            slots,
             hb.loaded_models.as_ref().map(|loaded| {
                 loaded
                     .iter()
@@ -788,6 +804,13 @@ impl NodeRegistry {
                     .collect()
             }),
         );
+        record.live.record_server_load(hb.server_load.as_ref());
+        // Shown as sent, within bounds: a short source, a share between 0 and 1.
+        record.server_load = hb.server_load.map(|mut load| {
+            load.source = load.source.map(|s| s.chars().take(32).collect());
+            load.kv_cache_usage = load.kv_cache_usage.filter(|u| (0.0..=1.0).contains(u));
+            load
+        });
         // A probe measures no machine load: show none rather than zeros.
         record.metrics = (!probe).then_some(hb.metrics);
         if hb.ollama_version.is_some() {

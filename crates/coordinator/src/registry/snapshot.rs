@@ -28,6 +28,10 @@ pub struct RoutableNode {
     pub models: HashSet<String>,
     /// Canonical names of the models loaded in memory.
     pub loaded_models: HashSet<String>,
+    /// The name the server lists a model under, by canonical name, where the two
+    /// differ (an OpenAI-style server's `tiny` is `tiny:latest` here): what a
+    /// request forwarded to it must name.
+    pub served_names: std::collections::HashMap<String, String>,
     /// `Authorization` the proxy sends to this node (its own API key), never the client's.
     pub authorization: Option<HeaderValue>,
     /// `api_url` taken apart once, so that each attempt only joins it with the
@@ -81,6 +85,13 @@ impl RoutableNode {
     pub fn holds(&self, canonical_model: &str) -> bool {
         self.models.contains(canonical_model)
     }
+
+    /// The name this node's server knows `canonical_model` by.
+    pub fn served_name<'a>(&'a self, canonical_model: &'a str) -> &'a str {
+        self.served_names
+            .get(canonical_model)
+            .map_or(canonical_model, String::as_str)
+    }
 }
 
 /// Every node that may receive new requests right now.
@@ -118,6 +129,7 @@ mod tests {
                 api: ApiKind::Ollama,
                 models: models.iter().map(|m| canonical_model_name(m)).collect(),
                 loaded_models: HashSet::new(),
+                served_names: Default::default(),
                 authorization: None,
                 base: None,
                 name_header: None,

@@ -29,6 +29,16 @@ pub(super) async fn health(State(node): State<Arc<MockState>>) -> Response {
     json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
+/// `GET /slots`, as llama.cpp's server answers it: one entry per generation
+/// slot, the first ones `is_processing` while generations hold them.
+pub(super) async fn slots(State(node): State<Arc<MockState>>) -> Response {
+    let busy = node.stats().active();
+    let slots: Vec<serde_json::Value> = (0..node.parallel())
+        .map(|id| serde_json::json!({ "id": id, "is_processing": u64::from(id) < busy }))
+        .collect();
+    json_response(StatusCode::OK, &slots)
+}
+
 /// Anything else: Ollama's (gin's) plain 404.
 pub(super) async fn not_found(State(node): State<Arc<MockState>>) -> Response {
     node.stats().count_request(Endpoint::Unknown);

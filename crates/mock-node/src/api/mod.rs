@@ -38,6 +38,7 @@ pub fn app(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/", get(mock::root))
         .route("/health", get(mock::health))
+        .route("/slots", get(mock::slots))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))
         .route("/api/ps", get(ollama::ps))

@@ -1,0 +1,145 @@
+//! What an OpenAI-compatible server says of its own load, read beside its models
+//! on every heartbeat, so that the coordinator balances on real free slots and
+//! queues (other clients of the server included), not only on its own count:
+//!
+//! - llama.cpp's server: `GET /slots`, one entry per slot, busy when
+//!   `is_processing` (older builds: `state` not 0);
+//! - else Prometheus `GET /metrics`, as llama.cpp (`llamacpp:requests_processing`,
+//!   `llamacpp:requests_deferred`, `llamacpp:kv_cache_usage_ratio`), vLLM
+//!   (`vllm:num_requests_running`, `vllm:num_requests_waiting`,
+//!   `vllm:gpu_cache_usage_perc` or `vllm:kv_cache_usage_perc`) and SGLang
+//!   (`sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:token_usage`)
+//!   export them; series of several models are summed.
+//!
+//! A server with neither (Ollama, LM Studio) reports nothing, and the
+//! coordinator counts only its own requests, as before.
+
+use llm_router_common::ServerLoad;
+use openmetrics_parser::PrometheusValue;
+use serde_json::Value;
+
+const RUNNING: [&str; 3] = [
+    "llamacpp:requests_processing",
+    "vllm:num_requests_running",
+    "sglang:num_running_reqs",
+];
+const WAITING: [&str; 3] = [
+    "llamacpp:requests_deferred",
+    "vllm:num_requests_waiting",
+    "sglang:num_queue_reqs",
+];
+const KV_CACHE: [&str; 4] = [
+    "llamacpp:kv_cache_usage_ratio",
+    "vllm:gpu_cache_usage_perc",
+    "vllm:kv_cache_usage_perc",
+    "sglang:token_usage",
+];
+
+/// The load in llama.cpp's `/slots` answer; `None` when it is not a list of slots.
+pub fn from_slots(body: &Value) -> Option<ServerLoad> {
+    let slots = body.as_array()?;
+    let busy = slots
+        .iter()
+        .filter(
+            |slot| match slot.get("is_processing").and_then(Value::as_bool) {
+                Some(processing) => processing,
+                None => slot
+                    .get("state")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|s| s != 0),
+            },
+        )
+        .count();
+    Some(ServerLoad {
+        slots_total: u32::try_from(slots.len()).ok(),
+        requests_running: u32::try_from(busy).ok(),
+        requests_waiting: None,
+        kv_cache_usage: None,
+        source: Some("/slots".into()),
+    })
+}
+
+/// The load in a Prometheus text exposition; `None` when it has none of the known series.
+pub fn from_metrics(text: &str) -> Option<ServerLoad> {
+    let exposition = openmetrics_parser::prometheus::parse_prometheus(text).ok()?;
+    let sum = |names: &[&str]| -> Option<f64> {
+        let values: Vec<f64> = names
+            .iter()
+            .filter_map(|name| exposition.families.get(*name))
+            .flat_map(|family| family.iter_samples())
+            .filter_map(|sample| match &sample.value {
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => Some(n.as_f64()),
+                PrometheusValue::Counter(c) => Some(c.value.as_f64()),
+                _ => None,
+            })
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    let count = |v: f64| u32::try_from(v.round() as u64).ok();
+    let running = sum(&RUNNING).and_then(count);
+    let waiting = sum(&WAITING).and_then(count);
+    let kv = sum(&KV_CACHE).map(|v| v.clamp(0.0, 1.0) as f32);
+    if running.is_none() && waiting.is_none() && kv.is_none() {
+        return None;
+    }
+    Some(ServerLoad {
+        slots_total: None,
+        requests_running: running,
+        requests_waiting: waiting,
+        kv_cache_usage: kv,
+        source: Some("/metrics".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn slots_count_the_busy_ones_in_either_spelling() {
+        let newer = json!([{"id": 0, "is_processing": true}, {"id": 1, "is_processing": false}]);
+        let load = from_slots(&newer).unwrap();
+        assert_eq!(
+            (load.slots_total, load.requests_running),
+            (Some(2), Some(1))
+        );
+        let older = json!([{"id": 0, "state": 1}, {"id": 1, "state": 0}, {"id": 2, "state": 0}]);
+        assert_eq!(from_slots(&older).unwrap().requests_running, Some(1));
+        assert!(from_slots(&json!({"error": "slots disabled"})).is_none());
+    }
+
+    #[test]
+    fn metrics_of_llama_cpp_vllm_and_sglang_are_read() {
+        let llama = "# HELP llamacpp:requests_processing Number of requests processing.\n\
+            # TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 2\n\
+            # TYPE llamacpp:requests_deferred gauge\nllamacpp:requests_deferred 3\n\
+            # TYPE llamacpp:kv_cache_usage_ratio gauge\nllamacpp:kv_cache_usage_ratio 0.25\n";
+        let load = from_metrics(llama).unwrap();
+        assert_eq!(
+            (load.requests_running, load.requests_waiting),
+            (Some(2), Some(3))
+        );
+        assert_eq!(load.kv_cache_usage, Some(0.25));
+        assert_eq!(load.busy(), Some(5));
+        let vllm = "# TYPE vllm:num_requests_running gauge\n\
+            vllm:num_requests_running{model_name=\"a\"} 1.0\nvllm:num_requests_running{model_name=\"b\"} 4.0\n\
+            # TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"a\"} 0.0\n";
+        let load = from_metrics(vllm).unwrap();
+        assert_eq!(
+            (load.requests_running, load.requests_waiting),
+            (Some(5), Some(0))
+        );
+        let sglang = "# TYPE sglang:num_running_reqs gauge\nsglang:num_running_reqs{name=\"x\"} 7\n\
+            # TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs{name=\"x\"} 1\n";
+        assert_eq!(from_metrics(sglang).unwrap().busy(), Some(8));
+        assert!(
+            from_metrics(
+                "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12\n"
+            )
+            .is_none()
+        );
+        assert!(from_metrics("not prometheus {{{").is_none());
+    }
+}
