@@ -67,6 +67,9 @@ pub fn run(
 
     let mut pending = Some(initial);
     let mut tray: Option<TrayIcon> = None;
+    // What the tray shows now: the same menu again is not rebuilt, since a rebuild
+    // closes a menu the user has open (callers refresh on a timer).
+    let mut shown: Option<Menu> = None;
     event_loop.run_return(|event, _, control_flow| {
         *control_flow = ControlFlow::Wait;
         match event {
@@ -74,10 +77,15 @@ pub fn run(
             Event::NewEvents(StartCause::Init) => {
                 if let Some(menu) = pending.take() {
                     tray = build(&menu);
+                    shown = Some(menu);
                 }
             }
             Event::UserEvent(Message::Show(menu)) => match &tray {
-                Some(icon) => update(icon, &menu),
+                Some(_) if shown.as_ref() == Some(&menu) => {}
+                Some(icon) => {
+                    update(icon, shown.as_ref(), &menu);
+                    shown = Some(menu);
+                }
                 None => pending = Some(menu),
             },
             Event::UserEvent(Message::Chosen(action)) => chosen(&action),
@@ -111,12 +119,19 @@ fn build(menu: &Menu) -> Option<TrayIcon> {
     }
 }
 
-fn update(tray: &TrayIcon, menu: &Menu) {
-    tray.set_menu(Some(Box::new(native_menu(menu))));
-    if let Err(error) = tray.set_icon(Some(icon(menu.icon))) {
+/// Changes what differs from `before`: the menu only when its items changed.
+fn update(tray: &TrayIcon, before: Option<&Menu>, menu: &Menu) {
+    if before.is_none_or(|b| b.items != menu.items) {
+        tray.set_menu(Some(Box::new(native_menu(menu))));
+    }
+    if before.is_none_or(|b| b.icon != menu.icon)
+        && let Err(error) = tray.set_icon(Some(icon(menu.icon)))
+    {
         tracing::debug!(%error, "could not change the tray icon");
     }
-    if let Err(error) = tray.set_tooltip(Some(&menu.tooltip)) {
+    if before.is_none_or(|b| b.tooltip != menu.tooltip)
+        && let Err(error) = tray.set_tooltip(Some(&menu.tooltip))
+    {
         tracing::debug!(%error, "could not change the tray tooltip");
     }
 }
