@@ -40,6 +40,8 @@ import traceback
 import urllib.parse
 from typing import Any, Callable
 
+from checks import CheckFailed, report, canonical, check, same_model, short
+
 REQUIREMENTS_HINT = (
     "run `python3 -m pip install -r tests/python/requirements.txt` "
     "(from the workspace root)"
@@ -62,29 +64,6 @@ UNKNOWN_MODEL = "no-such-model-llm-router-test"
 TIMEOUT_S = 60.0
 # The history is written behind the answers, a batch at a time.
 HISTORY_WAIT_S = 10.0
-
-
-class CheckFailed(AssertionError):
-    pass
-
-
-def check(condition: Any, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
-
-
-def canonical(name: str) -> str:
-    """Ollama treats `llama3.2` and `llama3.2:latest` as one model."""
-    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
-
-
-def same_model(a: str | None, b: str) -> bool:
-    return a is not None and canonical(a) == canonical(b)
-
-
-def short(value: Any, limit: int = 300) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Suite:
@@ -720,16 +699,7 @@ class Suite:
             ]
         for name, body in checks:
             self.run(name, body)
-        total = len(checks)
-        if self.failed:
-            print(
-                f"clients_test: {len(self.failed)} of {total} checks failed against "
-                f"{self.base}: {', '.join(self.failed)}",
-                flush=True,
-            )
-            return 1
-        print(f"clients_test: all {total} checks passed against {self.base}", flush=True)
-        return 0
+        return report("clients_test", self.failed, len(checks), self.base)
 
 
 def main() -> int:

@@ -502,3 +502,26 @@ async fn with_an_admin_login_only_operators_may_pull_or_delete() {
         "an operator gets past the gate (to an empty fleet)"
     );
 }
+
+#[tokio::test]
+async fn create_runs_on_every_node_and_streams_its_statuses() {
+    let (fleet, _) = three_nodes().await;
+    let response = fleet
+        .post(
+            "/api/create",
+            json!({ "model": "llama-brief", "from": "llama3.2", "system": "Answer briefly." }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let lines = lines(response).await;
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert!(statuses.contains(&"writing manifest"), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&"success"), "{lines:?}");
+    for node in ["alpha", "beta", "gamma"] {
+        assert!(holds(&fleet, node, "llama-brief:latest"), "{node}");
+    }
+    let chat = fleet
+        .post("/api/chat", support::chat("llama-brief", false))
+        .await;
+    assert_eq!(chat.status(), 200, "the new model is routable at once");
+}

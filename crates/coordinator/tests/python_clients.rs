@@ -16,14 +16,12 @@ mod support;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use llm_router_coordinator::config::Config;
 use llm_router_mock_node::{Endpoint, MockConfig, MockNode};
 use serde_json::{Value, json};
-use tokio::process::Command;
+use support::python::{python, python_command, require_modules};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -37,64 +35,9 @@ const CHAT_MODEL: &str = "llama3.2";
 const EMBED_MODEL: &str = "nomic-embed-text";
 const KEY_NAME: &str = "alice";
 
-fn workspace_root() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize()
-        .unwrap_or_else(|e| panic!("workspace root {}: {e}", root.display()))
-}
-
-/// `$LLM_ROUTER_TEST_PYTHON`, else `python3`.
-fn python() -> OsString {
-    std::env::var_os("LLM_ROUTER_TEST_PYTHON")
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "python3".into())
-}
-
-fn python_command(python: &OsString) -> Command {
-    let mut command = Command::new(python);
-    command
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        // Everything is on loopback: never through a proxy from the environment.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        // The clients fall back on these; a client meant to send no key must not.
-        .env_remove("OLLAMA_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .kill_on_drop(true);
-    command
-}
-
 /// Fails, with the command to install them, when the client packages are missing.
 async fn require_client_packages(python: &OsString) {
-    let output = python_command(python)
-        .args(["-c", "import httpx, ollama, openai"])
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} did not import the client packages within 60 s",
-                python.to_string_lossy()
-            )
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "could not run the Python interpreter {:?} ({e}): install Python 3, \
-                 or set LLM_ROUTER_TEST_PYTHON to one; then {INSTALL_HINT}",
-                python.to_string_lossy()
-            )
-        });
-    assert!(
-        output.status.success(),
-        "the Python packages `ollama` and `openai` are not installed for {:?}: {INSTALL_HINT}\n{}",
-        python.to_string_lossy(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
+    require_modules(python, "httpx, ollama, openai", INSTALL_HINT).await;
 }
 
 /// A mock node that keeps both models in memory, with short vectors and

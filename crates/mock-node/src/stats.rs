@@ -27,6 +27,7 @@ pub enum Endpoint {
     Pull,
     Delete,
     Copy,
+    Create,
     OpenAiModels,
     OpenAiModel,
     OpenAiChat,
@@ -41,7 +42,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in a fixed order.
-    pub const ALL: [Endpoint; 22] = [
+    pub const ALL: [Endpoint; 23] = [
         Endpoint::Root,
         Endpoint::Health,
         Endpoint::Version,
@@ -55,6 +56,7 @@ impl Endpoint {
         Endpoint::Pull,
         Endpoint::Delete,
         Endpoint::Copy,
+        Endpoint::Create,
         Endpoint::OpenAiModels,
         Endpoint::OpenAiModel,
         Endpoint::OpenAiChat,
@@ -82,6 +84,7 @@ impl Endpoint {
             Endpoint::Pull => "/api/pull",
             Endpoint::Delete => "/api/delete",
             Endpoint::Copy => "/api/copy",
+            Endpoint::Create => "/api/create",
             Endpoint::OpenAiModels => "/v1/models",
             Endpoint::OpenAiModel => "/v1/models/{model}",
             Endpoint::OpenAiChat => "/v1/chat/completions",

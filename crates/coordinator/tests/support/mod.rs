@@ -187,6 +187,7 @@ pub fn chat(model: &str, stream: bool) -> serde_json::Value {
 
 pub mod fleet;
 pub mod process;
+pub mod python;
 
 /// The registry on disk in `dir`, read as a starting coordinator reads it
 /// (`agents.json` with its journal replayed), as JSON.

@@ -48,6 +48,7 @@ pub fn app(state: Arc<MockState>) -> Router {
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
         .route("/api/pull", post(ollama::pull))
+        .route("/api/create", post(ollama::create))
         .route("/api/delete", delete(ollama::delete))
         .route("/api/copy", post(ollama::copy))
         .route("/v1/models", get(openai::models))

@@ -639,6 +639,58 @@ pub(super) async fn copy(
     Ok(StatusCode::OK.into_response())
 }
 
+#[derive(Deserialize)]
+struct CreateRequest<'a> {
+    #[serde(borrow)]
+    model: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    name: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    from: Option<JsonText<'a>>,
+    stream: Option<bool>,
+}
+
+/// `POST /api/create`: a model made `from` another (same size and digest) or
+/// made up; streams the statuses Ollama sends unless `stream: false`.
+pub(super) async fn create(
+    State(node): State<Arc<MockState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(&node, OLLAMA, Endpoint::Create, request).await?;
+    let req: CreateRequest<'_> = parse(&body)?;
+    let name = required_model(req.model.or(req.name))
+        .ok_or_else(|| ApiError::bad_request(OLLAMA, "model is required"))?;
+    match required_model(req.from) {
+        Some(from) => {
+            node.models()
+                .copy(from.as_str(), name.as_str())
+                .ok_or_else(|| no_such_model(from.as_str()))?;
+        }
+        None => {
+            node.models().add(name.as_str());
+        }
+    }
+    if !req.stream.unwrap_or(true) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "status": "success" }),
+        ));
+    }
+    let mut lines = BytesMut::with_capacity(256);
+    for status in [
+        "reading model metadata",
+        "creating system layer",
+        "writing manifest",
+        "success",
+    ] {
+        push_json_line(&mut lines, &json!({ "status": status }));
+    }
+    Ok(stream_response(
+        NDJSON,
+        axum::body::Body::from(lines.freeze()),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
