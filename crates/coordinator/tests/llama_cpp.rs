@@ -399,3 +399,75 @@ async fn an_agent_with_the_openai_backend_registers_the_llama_cpp_server_and_cha
     fleet.stop().await;
     drop(agent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_fleet_spreads_both_apis_over_ollama_and_llama_cpp_under_one_alias() {
+    const ALIAS: &str = "tiny-chat";
+    let python = python();
+    require_packages(&python).await;
+    let server = LlamaServer::start(&python).await;
+
+    let mut fleet = Fleet::empty_with(|c| {
+        c.proxy.balancer = llm_router_coordinator::config::BalancerMode::RoundRobin;
+        c.proxy.aliases = llm_router_coordinator::aliases::ModelAliases::parse(&[format!(
+            "{ALIAS}={CHAT_MODEL}"
+        )])
+        .unwrap();
+    })
+    .await;
+    fleet
+        .add_node(llm_router_mock_node::MockConfig::named("ollama-box").with_models([ALIAS]))
+        .await;
+    let (status, added) = fleet
+        .post_json(
+            "/api/nodes",
+            json!({"api_url": server.url, "kind": "openai", "name": "llama-cpp"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    online_with_both_models(&fleet, "llama-cpp").await;
+
+    let chat = |openai: bool| {
+        let (path, body) = if openai {
+            (
+                "/v1/chat/completions",
+                json!({"model": ALIAS, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+        } else {
+            (
+                "/api/chat",
+                json!({"model": ALIAS, "stream": false, "options": {"num_predict": 4},
+                       "messages": [{"role": "user", "content": "hi"}]}),
+            )
+        };
+        let fleet = &fleet;
+        async move {
+            let response = tokio::time::timeout(REQUEST, fleet.post(path, body))
+                .await
+                .expect("no answer within a minute");
+            assert_eq!(response.status(), 200, "{path}");
+            Fleet::served_by(&response)
+        }
+    };
+    for openai in [false, true] {
+        let mut served = Vec::new();
+        for _ in 0..4 {
+            served.push(chat(openai).await);
+        }
+        for node in ["ollama-box", "llama-cpp"] {
+            assert_eq!(
+                served.iter().filter(|s| *s == node).count(),
+                2,
+                "openai: {openai}, served by {served:?}"
+            );
+        }
+    }
+    // The llama.cpp server was asked for its own name for the model, and answered every time.
+    let requests = server.requests();
+    let chats = requests
+        .iter()
+        .filter(|(r, status)| r == "POST /v1/chat/completions" && *status == 200)
+        .count();
+    assert_eq!(chats, 4, "{requests:?}");
+    fleet.stop().await;
+}
