@@ -885,14 +885,15 @@ fn outgoing(
     model: &str,
     aliases: &crate::aliases::ModelAliases,
 ) -> Result<Outgoing, String> {
-    let held = if node.holds(model) || aliases.is_empty() {
-        model.to_owned()
+    // Borrowed in the common case: no allocation per attempt without aliases.
+    let held: std::borrow::Cow<'_, str> = if node.holds(model) || aliases.is_empty() {
+        std::borrow::Cow::Borrowed(model)
     } else {
         aliases
             .names_of(model)
             .into_iter()
             .find(|name| node.holds(name))
-            .unwrap_or_else(|| model.to_owned())
+            .map_or(std::borrow::Cow::Borrowed(model), std::borrow::Cow::Owned)
     };
     let served = node.served_name(&held);
     if request.flavor == ApiKind::Ollama
