@@ -4,7 +4,7 @@
 //! Layout:
 //! - [`registration`]: what an agent sends to join the fleet and what it gets back;
 //! - [`heartbeat`]: the periodic report of machine metrics and models;
-//! - [`node`]: the coordinator's view of a node, as `GET /api/agents` returns it;
+//! - [`node`]: what lasts about a node, and the coordinator's view of it (`GET /api/agents`);
 //! - [`model`]: model names and the model lists Ollama reports;
 //! - [`error`]: the JSON error body every management endpoint answers with;
 //! - [`cli`]: log output (`--log-format`) and the effective settings `--check-config` prints.
@@ -19,7 +19,7 @@ pub mod registration;
 pub use error::ErrorBody;
 pub use heartbeat::{GpuMetrics, HeartbeatRequest, NodeMetrics, ServerLoad};
 pub use model::{LoadedModel, ModelInfo, canonical_model_name};
-pub use node::{ApiKind, Node, NodePatch, NodeStatus};
+pub use node::{ApiKind, Node, NodeFacts, NodePatch, NodeStatus};
 pub use registration::{
     AddNodeRequest, GpuInfo, RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo,
 };

@@ -30,9 +30,12 @@ impl NodeStatus {
     }
 }
 
-/// Everything the coordinator knows about one node.
+/// What lasts about a node: who it is, where its inference server answers,
+/// what it holds and what operators said of it. The coordinator keeps one per
+/// node, stores it in `agents.json` and shows it in [`Node`]; the agent's
+/// [`RegisterRequest`](crate::RegisterRequest) and heartbeats fill it in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Node {
+pub struct NodeFacts {
     pub id: NodeId,
     pub machine_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +45,80 @@ pub struct Node {
     pub api_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ollama_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Taken out of rotation by an operator: no new requests.
+    #[serde(default)]
+    pub draining: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub notes: String,
+    #[serde(default)]
+    pub system_info: SystemInfo,
+    #[serde(default)]
+    pub models: Vec<ModelInfo>,
+    #[serde(default)]
+    pub loaded_models: Vec<LoadedModel>,
+    /// True for a node added by URL (`POST /api/nodes`): no agent reports for it,
+    /// the coordinator probes its inference server itself.
+    #[serde(default)]
+    pub agentless: bool,
+    /// Which API the node's inference server speaks.
+    #[serde(default)]
+    pub api_kind: ApiKind,
+}
+
+impl NodeFacts {
+    /// A node known by its name and address only, first seen at `at`.
+    pub fn new(
+        id: NodeId,
+        machine_name: String,
+        ip_address: IpAddr,
+        api_url: String,
+        api_kind: ApiKind,
+        at: DateTime<Utc>,
+    ) -> Self {
+        NodeFacts {
+            id,
+            machine_name,
+            display_name: None,
+            ip_address,
+            api_url,
+            ollama_version: None,
+            agent_version: None,
+            registered_at: at,
+            last_seen: at,
+            draining: false,
+            tags: Vec::new(),
+            notes: String::new(),
+            system_info: SystemInfo::default(),
+            models: Vec::new(),
+            loaded_models: Vec::new(),
+            agentless: false,
+            api_kind,
+        }
+    }
+}
+
+/// A node as `GET /api/agents` shows it: its [`NodeFacts`] and what the
+/// coordinator sees of it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    #[serde(flatten)]
+    pub facts: NodeFacts,
+    pub status: NodeStatus,
+    /// Why the node is offline, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Seconds since the node last came online (0 while offline).
+    pub uptime_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<NodeMetrics>,
+    /// Requests being proxied to the node right now.
+    pub in_flight: u64,
     /// What the node's agent does about its inference server (it started
     /// Ollama itself, restarts it…), from the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,36 +126,9 @@ pub struct Node {
     /// What the node's server said of its own load (slots, queue) in the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_load: Option<crate::ServerLoad>,
-    pub status: NodeStatus,
-    /// Why the node is offline, when it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_reason: Option<String>,
-    pub draining: bool,
-    pub registered_at: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    /// Seconds since the node last came online (0 while offline).
-    pub uptime_secs: u64,
-    pub system_info: SystemInfo,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<NodeMetrics>,
-    pub models: Vec<ModelInfo>,
-    pub loaded_models: Vec<LoadedModel>,
-    pub tags: Vec<String>,
-    pub notes: String,
-    /// Requests being proxied to the node right now.
-    pub in_flight: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_version: Option<String>,
     /// What the proxy measured of the node's requests since the coordinator started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<NodeRequestStats>,
-    /// True for a node added by URL (`POST /api/nodes`): no agent reports for it,
-    /// the coordinator probes its inference server itself.
-    #[serde(default)]
-    pub agentless: bool,
-    /// Which API the node's inference server speaks (agents always run beside Ollama).
-    #[serde(default)]
-    pub api_kind: ApiKind,
 }
 
 /// The API an inference server speaks, which decides how an agentless node is probed.

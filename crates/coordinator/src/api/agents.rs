@@ -129,8 +129,9 @@ pub(super) async fn add_node(
     let (added, status, generation) = state.registry.add_agentless(node, ip_address)?;
     // Deleted meanwhile: nothing to probe.
     if let Some(known) = added
+        .facts
         .agentless
-        .then(|| state.registry.agentless_target(added.id))
+        .then(|| state.registry.agentless_target(added.facts.id))
         .flatten()
     {
         let target = AgentlessTarget {
@@ -144,7 +145,7 @@ pub(super) async fn add_node(
     }
     durable(&state, generation).await?;
     // Deleted meanwhile: answer what was added.
-    let mut node = state.registry.get(added.id).unwrap_or(added);
+    let mut node = state.registry.get(added.facts.id).unwrap_or(added);
     state.stats.annotate(&mut node);
     let code = match status {
         RegistrationStatus::Registered => StatusCode::CREATED,
@@ -224,7 +225,7 @@ async fn drain(
     };
     let (node, generation) = state.registry.patch(id, patch)?;
     durable(&state, generation).await?;
-    tracing::info!(node = %node.machine_name, draining = body.draining, "the node's agent changed draining");
+    tracing::info!(node = %node.facts.machine_name, draining = body.draining, "the node's agent changed draining");
     Ok(Json(node))
 }
 

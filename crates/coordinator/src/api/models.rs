@@ -41,7 +41,7 @@ pub fn fleet_models(
         if node.status != NodeStatus::Online {
             continue;
         }
-        let openai_node = node.api_kind == ApiKind::OpenAi;
+        let openai_node = node.facts.api_kind == ApiKind::OpenAi;
         let name_of = |name: &str| aliases.logical(&canonical_model_name(name)).to_owned();
         // An alias is listed under its logical name in both APIs.
         let as_served = |name: &str| {
@@ -50,7 +50,8 @@ pub fn fleet_models(
             .then(|| name.trim().to_owned())
         };
         let entries: Vec<FleetModel> = if loaded {
-            node.loaded_models
+            node.facts
+                .loaded_models
                 .iter()
                 .map(|m| FleetModel {
                     name: name_of(&m.name),
@@ -66,7 +67,8 @@ pub fn fleet_models(
                 })
                 .collect()
         } else {
-            node.models
+            node.facts
+                .models
                 .iter()
                 .map(|m| FleetModel {
                     name: name_of(&m.name),
@@ -98,7 +100,7 @@ pub fn fleet_models(
             merged.size_vram = merged.size_vram.or(entry.size_vram);
             merged.expires_at = merged.expires_at.take().or(entry.expires_at);
             merged.context_length = merged.context_length.or(entry.context_length);
-            merged.nodes.push(node.machine_name.clone());
+            merged.nodes.push(node.facts.machine_name.clone());
         }
     }
     union.into_values().collect()

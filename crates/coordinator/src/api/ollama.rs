@@ -64,7 +64,7 @@ async fn version(State(state): State<AppState>) -> Json<serde_json::Value> {
         .list()
         .into_iter()
         .filter(|n| n.status == NodeStatus::Online)
-        .filter_map(|n| n.ollama_version)
+        .filter_map(|n| n.facts.ollama_version)
         .min_by(|a, b| version_key(a).cmp(&version_key(b)));
     Json(json!({ "version": oldest.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()) }))
 }

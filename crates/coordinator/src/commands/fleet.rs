@@ -67,20 +67,21 @@ pub async fn nodes(remote: &Remote) -> anyhow::Result<u8> {
                 .map_or_else(|| "-".into(), gigabytes);
             let kind = format!(
                 "{}{}",
-                n.api_kind.as_str(),
-                if n.agentless { " (no agent)" } else { "" }
+                n.facts.api_kind.as_str(),
+                if n.facts.agentless { " (no agent)" } else { "" }
             );
             [
-                n.display_name
+                n.facts
+                    .display_name
                     .clone()
-                    .unwrap_or_else(|| n.machine_name.clone()),
+                    .unwrap_or_else(|| n.facts.machine_name.clone()),
                 n.status.as_str().to_owned(),
                 kind,
-                n.models.len().to_string(),
-                n.loaded_models.len().to_string(),
+                n.facts.models.len().to_string(),
+                n.facts.loaded_models.len().to_string(),
                 n.in_flight.to_string(),
                 free,
-                n.api_url.clone(),
+                n.facts.api_url.clone(),
             ]
         })
         .collect();
@@ -112,7 +113,7 @@ pub async fn models(remote: &Remote) -> anyhow::Result<u8> {
     let nodes = fetch_nodes(remote).await?;
     let mut models: BTreeMap<String, Vec<Held>> = BTreeMap::new();
     for (column, node) in nodes.iter().enumerate() {
-        for model in &node.models {
+        for model in &node.facts.models {
             models
                 .entry(canonical_model_name(&model.name))
                 .or_default()
@@ -128,7 +129,7 @@ pub async fn models(remote: &Remote) -> anyhow::Result<u8> {
         return Ok(SUCCESS);
     }
     let mut header = vec!["MODEL".to_owned(), "SIZE".to_owned()];
-    header.extend(nodes.iter().map(|n| n.machine_name.clone()));
+    header.extend(nodes.iter().map(|n| n.facts.machine_name.clone()));
     header.push(String::new());
     let rows: Vec<Vec<String>> = models
         .iter()
@@ -143,6 +144,7 @@ pub async fn models(remote: &Remote) -> anyhow::Result<u8> {
                 if !holders.iter().any(|h| h.column == column) {
                     "-".to_owned()
                 } else if node
+                    .facts
                     .loaded_models
                     .iter()
                     .any(|l| canonical_model_name(&l.name) == *name)

@@ -46,7 +46,7 @@ pub fn for_new_model(
     let canonical = canonical_model_name(model);
     let needed = nodes
         .iter()
-        .flat_map(|n| &n.models)
+        .flat_map(|n| &n.facts.models)
         .filter(|m| canonical_model_name(&m.name) == canonical)
         .filter_map(|m| m.size)
         .max();
@@ -61,14 +61,14 @@ pub fn for_new_model(
         None
     };
     let plan = |node: &Node, skipped| PartPlan {
-        node_id: node.id,
-        name: node.machine_name.clone(),
+        node_id: node.facts.id,
+        name: node.facts.machine_name.clone(),
         skipped,
     };
     match choice {
         NodeChoice::Default | NodeChoice::All => Ok(nodes
             .iter()
-            .filter(|n| n.api_kind == ApiKind::Ollama)
+            .filter(|n| n.facts.api_kind == ApiKind::Ollama)
             .map(|n| plan(n, fit(n, false)))
             .collect()),
         NodeChoice::Named(names) => named(nodes, names)
@@ -77,7 +77,8 @@ pub fn for_new_model(
             let mut fitting: Vec<&Node> =
                 nodes.iter().filter(|n| fit(n, false).is_none()).collect();
             let holds = |n: &Node| {
-                n.models
+                n.facts
+                    .models
                     .iter()
                     .any(|m| canonical_model_name(&m.name) == canonical)
             };
@@ -86,7 +87,7 @@ pub fn for_new_model(
                 (
                     holds(n),
                     std::cmp::Reverse(free.unwrap_or(0)),
-                    n.machine_name.clone(),
+                    n.facts.machine_name.clone(),
                 )
             });
             Ok(fitting
@@ -112,16 +113,17 @@ pub fn holders(
     Ok(chosen
         .into_iter()
         .filter(|n| {
-            n.models
+            n.facts
+                .models
                 .iter()
                 .any(|m| canonical_model_name(&m.name) == canonical)
         })
         .map(|n| PartPlan {
-            node_id: n.id,
-            name: n.machine_name.clone(),
+            node_id: n.facts.id,
+            name: n.facts.machine_name.clone(),
             skipped: match n.status {
                 NodeStatus::Offline => Some("offline: do it there when the node is back".into()),
-                _ if n.api_kind != ApiKind::Ollama => {
+                _ if n.facts.api_kind != ApiKind::Ollama => {
                     Some("an OpenAI-style server: the router cannot manage its models".into())
                 }
                 _ => None,
@@ -137,12 +139,12 @@ fn named<'a>(nodes: &'a [Node], names: &[String]) -> Result<Vec<&'a Node>, Unkno
         let node = nodes
             .iter()
             .find(|n| {
-                n.id.to_string() == name
-                    || n.machine_name == name
-                    || n.display_name.as_deref() == Some(name)
+                n.facts.id.to_string() == name
+                    || n.facts.machine_name == name
+                    || n.facts.display_name.as_deref() == Some(name)
             })
             .ok_or_else(|| UnknownNode(name.to_owned()))?;
-        if !chosen.iter().any(|c| c.id == node.id) {
+        if !chosen.iter().any(|c| c.facts.id == node.facts.id) {
             chosen.push(node);
         }
     }
@@ -152,7 +154,7 @@ fn named<'a>(nodes: &'a [Node], names: &[String]) -> Result<Vec<&'a Node>, Unkno
 /// Why `node` cannot take a new model at all. A node named by the operator may be
 /// draining (preparing a node before it takes traffic).
 fn unusable(node: &Node, named: bool) -> Option<String> {
-    if node.api_kind != ApiKind::Ollama {
+    if node.facts.api_kind != ApiKind::Ollama {
         return Some("an OpenAI-style server: it cannot pull Ollama models".into());
     }
     match node.status {
@@ -202,7 +204,7 @@ mod tests {
             models_disk_free_bytes: free,
             ..NodeMetrics::default()
         });
-        node.models = models
+        node.facts.models = models
             .iter()
             .map(|(m, size)| ModelInfo {
                 size: Some(*size),
@@ -256,7 +258,7 @@ mod tests {
             node("a", NodeStatus::Online, None, &[]),
             node("d", NodeStatus::Draining, None, &[]),
         ];
-        let names = NodeChoice::Named(vec!["d".into(), nodes[0].id.to_string()]);
+        let names = NodeChoice::Named(vec!["d".into(), nodes[0].facts.id.to_string()]);
         let plans = for_new_model(&nodes, "m", &names, PullTargets::FreeDisk).unwrap();
         assert_eq!(skipped(&plans), [("d", None), ("a", None)]);
         let unknown = NodeChoice::Named(vec!["zz".into()]);

@@ -24,9 +24,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use llm_router_common::{
-    ApiKind, HeartbeatRequest, LoadedModel, ModelInfo, Node, NodeId, NodeMetrics, NodePatch,
-    NodeStatus, RegisterRequest, RegisterResponse, RegistrationStatus, SystemInfo,
-    canonical_model_name,
+    ApiKind, HeartbeatRequest, ModelInfo, Node, NodeFacts, NodeId, NodeMetrics, NodePatch,
+    NodeStatus, RegisterRequest, RegisterResponse, RegistrationStatus, canonical_model_name,
 };
 use parking_lot::RwLock;
 use tokio::time::Instant;
@@ -150,22 +149,15 @@ impl HeartbeatGaps {
 /// Longest agent's word on its inference server that is kept.
 const MAX_SUPERVISION_CHARS: usize = 200;
 
-/// One node as the registry holds it.
+/// One node as the registry holds it: its facts, and what only this running
+/// coordinator knows of it.
 #[derive(Debug)]
 struct NodeRecord {
-    id: NodeId,
-    machine_name: String,
-    display_name: Option<String>,
-    ip_address: IpAddr,
-    api_url: String,
-    ollama_version: Option<String>,
+    facts: NodeFacts,
     /// The agent's word on its inference server, from the last heartbeat; not persisted.
     ollama_supervision: Option<String>,
     /// The server's own account of its load, from the last heartbeat.
     server_load: Option<llm_router_common::ServerLoad>,
-    agent_version: Option<String>,
-    registered_at: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
     /// Monotonic time of the last sign of life, for the timeout.
     last_heartbeat: Instant,
     /// The longest of the last few gaps between heartbeats while alive.
@@ -174,16 +166,7 @@ struct NodeRecord {
     alive_since: Option<Instant>,
     offline_reason: Option<OfflineReason>,
     ollama_available: bool,
-    draining: bool,
-    tags: Vec<String>,
-    notes: String,
-    system_info: SystemInfo,
     metrics: Option<NodeMetrics>,
-    models: Vec<ModelInfo>,
-    loaded_models: Vec<LoadedModel>,
-    /// Added by URL: the coordinator probes it instead of an agent reporting.
-    agentless: bool,
-    api_kind: ApiKind,
     /// Digest of the credential its agent was issued; `None` for agentless nodes and
     /// nodes from before credentials, which the next registration claims.
     credential: Option<Digest>,
@@ -195,57 +178,52 @@ struct NodeRecord {
 }
 
 impl NodeRecord {
-    /// A node just added: offline, unavailable, nothing known but its name and address.
-    fn fresh(
-        id: NodeId,
-        machine_name: String,
-        ip_address: IpAddr,
-        api_url: String,
-        api_kind: ApiKind,
-        now: Instant,
-        wall: DateTime<Utc>,
-    ) -> Self {
-        let live = Arc::new(NodeLive::default());
-        let mut record = NodeRecord {
-            // Built by `rebuild_routable` once the record holds its facts.
-            routable: Arc::default(),
-            id,
-            machine_name,
-            display_name: None,
+    /// A record of `facts`, offline and unavailable until told otherwise. Its
+    /// routable entry is built by [`Self::rebuild_routable`], once the record
+    /// holds everything it is built from.
+    fn new(facts: NodeFacts, now: Instant) -> Self {
+        NodeRecord {
+            facts,
             ollama_supervision: None,
             server_load: None,
-            ip_address,
-            api_url,
-            ollama_version: None,
-            agent_version: None,
-            registered_at: wall,
-            last_seen: wall,
             last_heartbeat: now,
             recent_gaps: HeartbeatGaps::default(),
             alive_since: None,
             offline_reason: None,
             ollama_available: false,
-            draining: false,
-            tags: Vec::new(),
-            notes: String::new(),
-            system_info: SystemInfo::default(),
             metrics: None,
-            models: Vec::new(),
-            loaded_models: Vec::new(),
-            agentless: false,
-            api_kind,
             credential: None,
             node_api_key: None,
-            live,
-        };
-        record.rebuild_routable();
-        record
+            live: Arc::new(NodeLive::default()),
+            routable: Arc::default(),
+        }
+    }
+
+    /// Takes what a registration says of the node, all but its name and URL
+    /// (which the caller validated and set): from now on its agent speaks for it.
+    fn take_registration(&mut self, req: RegisterRequest, now: Instant, wall: DateTime<Utc>) {
+        let facts = &mut self.facts;
+        facts.ip_address = req.ip_address;
+        facts.ollama_version = req.ollama_version;
+        facts.agent_version = req.agent_version;
+        facts.system_info = req.system_info;
+        facts.models = req.models;
+        facts.loaded_models = req.loaded_models;
+        facts.agentless = false;
+        facts.api_kind = req.api_kind;
+        facts.last_seen = wall;
+        self.ollama_available = req.ollama_available;
+        self.node_api_key = req.node_api_key;
+        self.last_heartbeat = now;
+        self.alive_since.get_or_insert(now);
+        self.offline_reason = None;
+        self.rebuild_routable();
     }
 
     fn status(&self) -> NodeStatus {
         if self.alive_since.is_none() || !self.ollama_available {
             NodeStatus::Offline
-        } else if self.draining {
+        } else if self.facts.draining {
             NodeStatus::Draining
         } else {
             NodeStatus::Online
@@ -254,7 +232,7 @@ impl NodeRecord {
 
     fn status_reason(&self) -> Option<OfflineReason> {
         match self.status() {
-            NodeStatus::Offline if self.alive_since.is_some() => Some(if self.agentless {
+            NodeStatus::Offline if self.alive_since.is_some() => Some(if self.facts.agentless {
                 OfflineReason::ProbeFailed
             } else {
                 OfflineReason::OllamaUnreachable
@@ -266,22 +244,23 @@ impl NodeRecord {
 
     /// Rebuilds this node's entry for the routable snapshot from its current facts.
     fn rebuild_routable(&mut self) {
+        let facts = &self.facts;
         self.routable = Arc::new(RoutableNode {
-            id: self.id,
-            machine_name: self.machine_name.clone(),
-            api_url: self.api_url.clone(),
-            api: self.api_kind,
-            models: self
+            id: facts.id,
+            machine_name: facts.machine_name.clone(),
+            api_url: facts.api_url.clone(),
+            api: facts.api_kind,
+            models: facts
                 .models
                 .iter()
                 .map(|m| canonical_model_name(&m.name))
                 .collect(),
-            loaded_models: self
+            loaded_models: facts
                 .loaded_models
                 .iter()
                 .map(|m| canonical_model_name(&m.name))
                 .collect(),
-            served_names: self
+            served_names: facts
                 .models
                 .iter()
                 .filter_map(|m| {
@@ -290,90 +269,43 @@ impl NodeRecord {
                 })
                 .collect(),
             authorization: node_authorization(self.node_api_key.as_deref()),
-            base: ApiBase::parse(&self.api_url),
-            name_header: axum::http::HeaderValue::from_str(&self.machine_name).ok(),
+            base: ApiBase::parse(&facts.api_url),
+            name_header: axum::http::HeaderValue::from_str(&facts.machine_name).ok(),
             live: Arc::clone(&self.live),
         });
     }
 
     fn view(&self, now: Instant) -> Node {
         Node {
-            id: self.id,
-            machine_name: self.machine_name.clone(),
-            display_name: self.display_name.clone(),
-            ip_address: self.ip_address,
-            api_url: self.api_url.clone(),
-            ollama_version: self.ollama_version.clone(),
-            ollama_supervision: self.ollama_supervision.clone(),
-            server_load: self.server_load.clone(),
+            facts: self.facts.clone(),
             status: self.status(),
             status_reason: self.status_reason().map(|r| r.text().to_owned()),
-            draining: self.draining,
-            registered_at: self.registered_at,
-            last_seen: self.last_seen,
             uptime_secs: self
                 .alive_since
                 .map_or(0, |since| now.saturating_duration_since(since).as_secs()),
-            system_info: self.system_info.clone(),
             metrics: self.metrics.clone(),
-            models: self.models.clone(),
-            loaded_models: self.loaded_models.clone(),
-            tags: self.tags.clone(),
-            notes: self.notes.clone(),
             in_flight: self.live.in_flight(),
-            agent_version: self.agent_version.clone(),
+            ollama_supervision: self.ollama_supervision.clone(),
+            server_load: self.server_load.clone(),
             stats: None,
-            agentless: self.agentless,
-            api_kind: self.api_kind,
         }
     }
 
     fn persisted(&self) -> PersistedNode {
         PersistedNode {
-            id: self.id,
-            machine_name: self.machine_name.clone(),
-            display_name: self.display_name.clone(),
-            ip_address: self.ip_address,
-            api_url: self.api_url.clone(),
-            ollama_version: self.ollama_version.clone(),
-            agent_version: self.agent_version.clone(),
-            registered_at: self.registered_at,
-            last_seen: self.last_seen,
+            facts: self.facts.clone(),
             online: self.alive_since.is_some(),
             offline_reason: self.offline_reason,
             ollama_available: self.ollama_available,
-            draining: self.draining,
-            tags: self.tags.clone(),
-            notes: self.notes.clone(),
-            system_info: self.system_info.clone(),
-            models: self.models.clone(),
-            loaded_models: self.loaded_models.clone(),
-            agentless: self.agentless,
-            api_kind: self.api_kind,
             credential_sha256: self.credential.map(Digest::to_hex),
             node_api_key: self.node_api_key.clone(),
         }
     }
 
     fn from_persisted(p: PersistedNode, now: Instant) -> Self {
-        let live = Arc::new(NodeLive::default());
         let mut record = NodeRecord {
-            routable: Arc::default(),
-            id: p.id,
-            machine_name: p.machine_name,
-            display_name: p.display_name,
-            ollama_supervision: None,
-            server_load: None,
-            ip_address: p.ip_address,
-            api_url: p.api_url,
-            ollama_version: p.ollama_version,
-            agent_version: p.agent_version,
-            registered_at: p.registered_at,
-            last_seen: p.last_seen,
             // A node that was alive gets a full timeout to send its next heartbeat,
             // so that restarting the coordinator does not take the fleet out of rotation.
-            last_heartbeat: now,
-            recent_gaps: HeartbeatGaps::default(),
             alive_since: p.online.then_some(now),
             // Only the reasons a node keeps while offline are restored as such.
             offline_reason: if p.online {
@@ -389,18 +321,9 @@ impl NodeRecord {
                     .or(Some(OfflineReason::TimedOut))
             },
             ollama_available: p.ollama_available,
-            draining: p.draining,
-            tags: p.tags,
-            notes: p.notes,
-            system_info: p.system_info,
-            metrics: None,
-            models: p.models,
-            loaded_models: p.loaded_models,
-            agentless: p.agentless,
-            api_kind: p.api_kind,
             credential: p.credential_sha256.as_deref().and_then(Digest::from_hex),
             node_api_key: p.node_api_key,
-            live,
+            ..NodeRecord::new(p.facts, now)
         };
         record.rebuild_routable();
         record
@@ -408,10 +331,10 @@ impl NodeRecord {
 
     fn agentless_target(&self) -> AgentlessTarget {
         AgentlessTarget {
-            id: self.id,
-            machine_name: self.machine_name.clone(),
-            api_url: self.api_url.clone(),
-            kind: self.api_kind,
+            id: self.facts.id,
+            machine_name: self.facts.machine_name.clone(),
+            api_url: self.facts.api_url.clone(),
+            kind: self.facts.api_kind,
             reachable: self.alive_since.is_some() && self.ollama_available,
             authorization: self.routable.authorization.clone(),
         }
@@ -431,8 +354,8 @@ impl NodeRecord {
         let after = self.status();
         if before != after {
             tracing::info!(
-                node_id = %self.id,
-                machine = %self.machine_name,
+                node_id = %self.facts.id,
+                machine = %self.facts.machine_name,
                 from = before.as_str(),
                 to = after.as_str(),
                 reason = self.status_reason().map_or("", OfflineReason::text),
@@ -488,8 +411,8 @@ impl NodeRegistry {
         {
             let mut map = registry.nodes.write();
             for node in nodes {
-                registry.index_url(&node.api_url, node.id);
-                map.insert(node.id, NodeRecord::from_persisted(node, now));
+                registry.index_url(&node.facts.api_url, node.facts.id);
+                map.insert(node.facts.id, NodeRecord::from_persisted(node, now));
             }
             registry.publish(&map);
         }
@@ -594,8 +517,8 @@ impl NodeRegistry {
             self.at_url(&api_url)
                 .into_iter()
                 .filter_map(|id| nodes.get(&id))
-                .find(|r| r.machine_name == machine_name || r.agentless)
-                .map(|r| r.id)
+                .find(|r| r.facts.machine_name == machine_name || r.facts.agentless)
+                .map(|r| r.facts.id)
         });
         let mut issued = None;
         let status = match existing.and_then(|id| nodes.get_mut(&id)) {
@@ -604,22 +527,23 @@ impl NodeRegistry {
                     && !record.accepts_credential(req.node_credential.as_deref())
                 {
                     let shown = record
+                        .facts
                         .display_name
                         .as_deref()
-                        .unwrap_or(&record.machine_name);
+                        .unwrap_or(&record.facts.machine_name);
                     let message = if req.node_credential.is_some() {
                         format!(
                             "node {} ({shown}) is registered with another credential",
-                            record.id
+                            record.facts.id
                         )
                     } else {
                         format!(
                             "{} is already registered as node {} ({shown}); register with that node's credential \
                              (its agent keeps it in agent-node.json), or delete the node first",
-                            record.api_url, record.id
+                            record.facts.api_url, record.facts.id
                         )
                     };
-                    tracing::warn!(node_id = %record.id, machine = %machine_name, "registration over a known node refused: wrong or missing node credential");
+                    tracing::warn!(node_id = %record.facts.id, machine = %machine_name, "registration over a known node refused: wrong or missing node credential");
                     return Err(if req.node_credential.is_some() {
                         RegistryError::WrongCredential(message)
                     } else {
@@ -632,69 +556,44 @@ impl NodeRegistry {
                     issued = Some(credential);
                 }
                 let before = record.status();
-                record.machine_name = machine_name;
-                if record.api_url != api_url {
-                    self.unindex_url(&record.api_url, record.id);
-                    self.index_url(&api_url, record.id);
+                record.facts.machine_name = machine_name;
+                if record.facts.api_url != api_url {
+                    self.unindex_url(&record.facts.api_url, record.facts.id);
+                    self.index_url(&api_url, record.facts.id);
                 }
-                record.api_url = api_url;
-                record.ip_address = req.ip_address;
-                record.ollama_version = req.ollama_version;
-                record.agent_version = req.agent_version;
-                record.ollama_available = req.ollama_available;
-                record.system_info = req.system_info;
-                record.models = req.models;
-                record.loaded_models = req.loaded_models;
-                if record.agentless {
-                    tracing::info!(node_id = %record.id, api_url = %record.api_url, "an agent now reports for this node; the coordinator stops probing it");
+                record.facts.api_url = api_url;
+                if record.facts.agentless {
+                    tracing::info!(node_id = %record.facts.id, api_url = %record.facts.api_url, "an agent now reports for this node; the coordinator stops probing it");
                 }
-                record.agentless = false;
-                record.api_kind = req.api_kind;
-                record.node_api_key = req.node_api_key;
-                record.last_seen = wall;
-                record.last_heartbeat = now;
-                record.alive_since.get_or_insert(now);
-                record.offline_reason = None;
-                record.rebuild_routable();
+                record.take_registration(req, now, wall);
                 record.log_status_change(before);
-                tracing::info!(node_id = %record.id, machine = %record.machine_name, api_url = %record.api_url, "node registered again");
-                (record.id, RegistrationStatus::Updated)
+                tracing::info!(node_id = %record.facts.id, machine = %record.facts.machine_name, api_url = %record.facts.api_url, "node registered again");
+                (record.facts.id, RegistrationStatus::Updated)
             }
             None => {
                 let id = req.node_id.unwrap_or_else(NodeId::new_v4);
                 let credential = generate_token(NODE_CREDENTIAL_PREFIX);
-                let digest = Digest::of(&credential);
+                let facts = NodeFacts::new(
+                    id,
+                    machine_name,
+                    req.ip_address,
+                    api_url,
+                    req.api_kind,
+                    wall,
+                );
+                let mut record = NodeRecord::new(facts, now);
+                record.credential = Some(Digest::of(&credential));
                 issued = Some(credential);
-                let mut record = NodeRecord {
-                    credential: Some(digest),
-                    node_api_key: req.node_api_key,
-                    ollama_version: req.ollama_version,
-                    agent_version: req.agent_version,
-                    alive_since: Some(now),
-                    ollama_available: req.ollama_available,
-                    system_info: req.system_info,
-                    models: req.models,
-                    loaded_models: req.loaded_models,
-                    ..NodeRecord::fresh(
-                        id,
-                        machine_name,
-                        req.ip_address,
-                        api_url,
-                        req.api_kind,
-                        now,
-                        wall,
-                    )
-                };
-                record.rebuild_routable();
+                record.take_registration(req, now, wall);
                 tracing::info!(
                     node_id = %id,
-                    machine = %record.machine_name,
-                    api_url = %record.api_url,
-                    models = record.models.len(),
+                    machine = %record.facts.machine_name,
+                    api_url = %record.facts.api_url,
+                    models = record.facts.models.len(),
                     status = record.status().as_str(),
                     "node registered"
                 );
-                self.index_url(&record.api_url, id);
+                self.index_url(&record.facts.api_url, id);
                 nodes.insert(id, record);
                 (id, RegistrationStatus::Registered)
             }
@@ -705,6 +604,7 @@ impl NodeRegistry {
                 req_parallel,
                 Some(
                     record
+                        .facts
                         .loaded_models
                         .iter()
                         .map(|m| canonical_model_name(&m.name))
@@ -771,7 +671,7 @@ impl NodeRegistry {
         let mut nodes = self.nodes.write();
         let record = nodes.get_mut(&id).ok_or(RegistryError::UnknownNode(id))?;
         let probe = match reporter {
-            Reporter::Probe if !record.agentless => return Ok(false),
+            Reporter::Probe if !record.facts.agentless => return Ok(false),
             Reporter::Probe => true,
             Reporter::Agent(credential) if !record.accepts_credential(credential) => {
                 return Err(credential_refused(id, credential));
@@ -784,7 +684,7 @@ impl NodeRegistry {
                 .recent_gaps
                 .push(now.saturating_duration_since(record.last_heartbeat));
         }
-        record.last_seen = Utc::now();
+        record.facts.last_seen = Utc::now();
         record.last_heartbeat = now;
         record.alive_since.get_or_insert(now);
         record.offline_reason = None;
@@ -814,22 +714,22 @@ impl NodeRegistry {
         // A probe measures no machine load: show none rather than zeros.
         record.metrics = (!probe).then_some(hb.metrics);
         if hb.ollama_version.is_some() {
-            record.ollama_version = hb.ollama_version;
+            record.facts.ollama_version = hb.ollama_version;
         }
         record.ollama_supervision = hb
             .ollama_supervision
             .map(|text| text.chars().take(MAX_SUPERVISION_CHARS).collect());
         let mut models_changed = false;
         if let Some(models) = hb.models
-            && models != record.models
+            && models != record.facts.models
         {
-            record.models = models;
+            record.facts.models = models;
             models_changed = true;
         }
         if let Some(loaded) = hb.loaded_models
-            && loaded != record.loaded_models
+            && loaded != record.facts.loaded_models
         {
-            record.loaded_models = loaded;
+            record.facts.loaded_models = loaded;
             models_changed = true;
         }
         if models_changed {
@@ -865,17 +765,17 @@ impl NodeRegistry {
         let existing = self
             .at_url(&node.api_url)
             .into_iter()
-            .max_by_key(|id| nodes.get(id).is_some_and(|r| r.agentless))
+            .max_by_key(|id| nodes.get(id).is_some_and(|r| r.facts.agentless))
             .and_then(|id| nodes.get_mut(&id));
         if let Some(record) = existing {
             let mut changed = false;
-            if record.agentless {
-                if node.name_given && record.machine_name != node.name {
-                    record.machine_name = node.name;
+            if record.facts.agentless {
+                if node.name_given && record.facts.machine_name != node.name {
+                    record.facts.machine_name = node.name;
                     changed = true;
                 }
-                if node.kind_given && record.api_kind != node.kind {
-                    record.api_kind = node.kind;
+                if node.kind_given && record.facts.api_kind != node.kind {
+                    record.facts.api_kind = node.kind;
                     changed = true;
                 }
                 if node.api_key.is_some() && record.node_api_key != node.api_key {
@@ -884,40 +784,35 @@ impl NodeRegistry {
                 }
             }
             let view = record.view(now);
-            tracing::info!(node_id = %view.id, api_url = %view.api_url, agentless = view.agentless, "node added by URL is already known");
+            tracing::info!(node_id = %view.facts.id, api_url = %view.facts.api_url, agentless = view.facts.agentless, "node added by URL is already known");
             if changed {
                 record.rebuild_routable();
                 self.publish(&nodes);
             }
             drop(nodes);
-            let id = view.id;
+            let id = view.facts.id;
             return Ok((view, RegistrationStatus::Updated, self.changed([id])));
         }
         let id = NodeId::new_v4();
+        let facts = NodeFacts {
+            agentless: true,
+            ..NodeFacts::new(id, node.name, ip_address, node.api_url, node.kind, wall)
+        };
         let mut record = NodeRecord {
             offline_reason: Some(OfflineReason::NotProbed),
-            agentless: true,
             node_api_key: node.api_key,
-            ..NodeRecord::fresh(
-                id,
-                node.name,
-                ip_address,
-                node.api_url,
-                node.kind,
-                now,
-                wall,
-            )
+            ..NodeRecord::new(facts, now)
         };
         tracing::info!(
             node_id = %id,
-            machine = %record.machine_name,
-            api_url = %record.api_url,
-            kind = record.api_kind.as_str(),
+            machine = %record.facts.machine_name,
+            api_url = %record.facts.api_url,
+            kind = record.facts.api_kind.as_str(),
             "node added without an agent"
         );
         record.rebuild_routable();
         let view = record.view(now);
-        self.index_url(&record.api_url, id);
+        self.index_url(&record.facts.api_url, id);
         nodes.insert(id, record);
         drop(nodes);
         Ok((view, RegistrationStatus::Registered, self.changed([id])))
@@ -928,7 +823,7 @@ impl NodeRegistry {
         self.nodes
             .read()
             .values()
-            .filter(|r| r.agentless)
+            .filter(|r| r.facts.agentless)
             .map(NodeRecord::agentless_target)
             .collect()
     }
@@ -944,7 +839,7 @@ impl NodeRegistry {
         self.nodes
             .read()
             .get(&id)
-            .filter(|r| r.agentless)
+            .filter(|r| r.facts.agentless)
             .map(NodeRecord::agentless_target)
     }
 
@@ -971,16 +866,16 @@ impl NodeRegistry {
         let record = nodes.get_mut(&id).ok_or(RegistryError::UnknownNode(id))?;
         let before = record.status();
         if let Some(name) = patch.display_name {
-            record.display_name = (!name.is_empty()).then_some(name);
+            record.facts.display_name = (!name.is_empty()).then_some(name);
         }
         if let Some(tags) = patch.tags {
-            record.tags = tags;
+            record.facts.tags = tags;
         }
         if let Some(notes) = patch.notes {
-            record.notes = notes;
+            record.facts.notes = notes;
         }
         if let Some(draining) = patch.draining {
-            record.draining = draining;
+            record.facts.draining = draining;
         }
         record.log_status_change(before);
         let view = record.view(Instant::now());
@@ -995,8 +890,8 @@ impl NodeRegistry {
     pub fn remove(&self, id: NodeId) -> Result<u64, RegistryError> {
         let mut nodes = self.nodes.write();
         let record = nodes.remove(&id).ok_or(RegistryError::UnknownNode(id))?;
-        self.unindex_url(&record.api_url, id);
-        tracing::info!(node_id = %id, machine = %record.machine_name, "node deleted");
+        self.unindex_url(&record.facts.api_url, id);
+        tracing::info!(node_id = %id, machine = %record.facts.machine_name, "node deleted");
         self.publish(&nodes);
         drop(nodes);
         Ok(self.changed([id]))
@@ -1014,18 +909,19 @@ impl NodeRegistry {
     ) -> Result<(), RegistryError> {
         let mut nodes = self.nodes.write();
         let record = nodes.get_mut(&id).ok_or(RegistryError::UnknownNode(id))?;
-        let mut next = models.unwrap_or_else(|| record.models.clone());
+        let mut next = models.unwrap_or_else(|| record.facts.models.clone());
         if let Some(gone) = forget {
             next.retain(|m| canonical_model_name(&m.name) != gone);
             record
+                .facts
                 .loaded_models
                 .retain(|m| canonical_model_name(&m.name) != gone);
         }
         next.truncate(llm_router_common::MAX_MODELS_PER_NODE);
-        if next == record.models && forget.is_none() {
+        if next == record.facts.models && forget.is_none() {
             return Ok(());
         }
-        record.models = next;
+        record.facts.models = next;
         record.rebuild_routable();
         self.publish(&nodes);
         drop(nodes);
@@ -1042,7 +938,12 @@ impl NodeRegistry {
     pub fn list(&self) -> Vec<Node> {
         let now = Instant::now();
         let mut nodes: Vec<Node> = self.nodes.read().values().map(|r| r.view(now)).collect();
-        nodes.sort_by(|a, b| a.machine_name.cmp(&b.machine_name).then(a.id.cmp(&b.id)));
+        nodes.sort_by(|a, b| {
+            a.facts
+                .machine_name
+                .cmp(&b.facts.machine_name)
+                .then(a.facts.id.cmp(&b.facts.id))
+        });
         nodes
     }
 
@@ -1085,7 +986,7 @@ impl NodeRegistry {
             record.alive_since = None;
             record.offline_reason = Some(OfflineReason::TimedOut);
             record.log_status_change(before);
-            expired.push(record.id);
+            expired.push(record.facts.id);
         }
         if !expired.is_empty() {
             self.publish(&nodes);
@@ -1103,7 +1004,7 @@ impl NodeRegistry {
             .values()
             .map(NodeRecord::persisted)
             .collect();
-        nodes.sort_by_key(|n| n.registered_at);
+        nodes.sort_by_key(|n| n.facts.registered_at);
         nodes
     }
 }

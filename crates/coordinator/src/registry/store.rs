@@ -20,31 +20,21 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use llm_router_common::{ApiKind, LoadedModel, ModelInfo, NodeId, SystemInfo};
+use llm_router_common::{NodeFacts, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// Version of the file layout, bumped on incompatible changes.
 const FORMAT_VERSION: u32 = 1;
 
-/// The durable part of a node.
+/// The durable part of a node: its facts, and what the registry needs to
+/// take it back after a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersistedNode {
-    pub id: NodeId,
-    pub machine_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    pub ip_address: IpAddr,
-    pub api_url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ollama_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_version: Option<String>,
-    pub registered_at: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
+    #[serde(flatten)]
+    pub facts: NodeFacts,
     /// Whether the node was alive when the file was written.
     #[serde(default)]
     pub online: bool,
@@ -56,23 +46,6 @@ pub struct PersistedNode {
     pub offline_reason: Option<super::OfflineReason>,
     #[serde(default)]
     pub ollama_available: bool,
-    #[serde(default)]
-    pub draining: bool,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub notes: String,
-    #[serde(default)]
-    pub system_info: SystemInfo,
-    #[serde(default)]
-    pub models: Vec<ModelInfo>,
-    #[serde(default)]
-    pub loaded_models: Vec<LoadedModel>,
-    /// Added by URL (`POST /api/nodes`): the coordinator probes it; no agent reports.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub agentless: bool,
-    #[serde(default)]
-    pub api_kind: ApiKind,
     /// SHA-256 (hex) of the credential issued to the node's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_sha256: Option<String>,
@@ -228,7 +201,7 @@ impl RegistryStore {
         let mut index: std::collections::HashMap<NodeId, usize> = nodes
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| n.as_ref().map(|n| (n.id, i)))
+            .filter_map(|(i, n)| n.as_ref().map(|n| (n.facts.id, i)))
             .collect();
         let mut state = JournalState {
             seq: file_seq,
@@ -258,10 +231,10 @@ impl RegistryStore {
             }
             state.lines += 1;
             if let Some(node) = entry.node {
-                match index.get(&node.id) {
+                match index.get(&node.facts.id) {
                     Some(&i) => nodes[i] = Some(node),
                     None => {
-                        index.insert(node.id, nodes.len());
+                        index.insert(node.facts.id, nodes.len());
                         nodes.push(Some(node));
                     }
                 }
@@ -393,29 +366,32 @@ impl RegistryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llm_router_common::{ApiKind, ModelInfo, SystemInfo};
 
     fn node(name: &str) -> PersistedNode {
         PersistedNode {
-            id: NodeId::new_v4(),
-            machine_name: name.into(),
-            display_name: None,
-            ip_address: "127.0.0.1".parse().unwrap(),
-            api_url: "http://127.0.0.1:11434".into(),
-            ollama_version: Some("0.12.0".into()),
-            agent_version: None,
-            registered_at: Utc::now(),
-            last_seen: Utc::now(),
+            facts: NodeFacts {
+                id: NodeId::new_v4(),
+                machine_name: name.into(),
+                display_name: None,
+                ip_address: "127.0.0.1".parse().unwrap(),
+                api_url: "http://127.0.0.1:11434".into(),
+                ollama_version: Some("0.12.0".into()),
+                agent_version: None,
+                registered_at: Utc::now(),
+                last_seen: Utc::now(),
+                draining: false,
+                tags: vec!["gpu".into()],
+                notes: String::new(),
+                system_info: SystemInfo::default(),
+                models: vec![ModelInfo::named("llama3.2:latest")],
+                loaded_models: vec![],
+                agentless: false,
+                api_kind: ApiKind::Ollama,
+            },
             online: true,
             offline_reason: None,
             ollama_available: true,
-            draining: false,
-            tags: vec!["gpu".into()],
-            notes: String::new(),
-            system_info: SystemInfo::default(),
-            models: vec![ModelInfo::named("llama3.2:latest")],
-            loaded_models: vec![],
-            agentless: false,
-            api_kind: ApiKind::Ollama,
             credential_sha256: None,
             node_api_key: None,
         }
@@ -465,12 +441,12 @@ mod tests {
         let Loaded::Nodes(nodes) = store.load().unwrap() else {
             panic!("an older file did not load");
         };
-        assert!(!nodes[0].agentless);
-        assert_eq!(nodes[0].api_kind, ApiKind::Ollama);
+        assert!(!nodes[0].facts.agentless);
+        assert_eq!(nodes[0].facts.api_kind, ApiKind::Ollama);
 
         let mut added = node("b");
-        added.agentless = true;
-        added.api_kind = ApiKind::OpenAi;
+        added.facts.agentless = true;
+        added.facts.api_kind = ApiKind::OpenAi;
         store
             .write_atomically(&RegistryStore::encode(vec![added.clone()], 0))
             .unwrap();
@@ -525,14 +501,14 @@ mod tests {
             .write_whole(&RegistryStore::encode(vec![a.clone()], 0))
             .unwrap();
         let mut a2 = a.clone();
-        a2.notes = "edited".into();
+        a2.facts.notes = "edited".into();
         store
             .append(&[
                 Change::Node(Box::new(b.clone())),
                 Change::Node(Box::new(a2.clone())),
             ])
             .unwrap();
-        store.append(&[Change::Removed(b.id)]).unwrap();
+        store.append(&[Change::Removed(b.facts.id)]).unwrap();
         assert_eq!(store.journal_lines(), 3);
 
         let reopened = RegistryStore::in_dir(dir.path());
@@ -559,7 +535,7 @@ mod tests {
         let store = RegistryStore::in_dir(dir.path());
         let a = node("a");
         store.append(&[Change::Node(Box::new(a.clone()))]).unwrap();
-        store.append(&[Change::Removed(a.id)]).unwrap();
+        store.append(&[Change::Removed(a.facts.id)]).unwrap();
         // agents.json written with the journal up to line 2, the journal not yet emptied.
         store
             .write_atomically(&RegistryStore::encode(vec![], 2))

@@ -170,7 +170,7 @@ fn heartbeat_without_model_lists_keeps_the_known_models() {
     let (a, _) = registry.register(request("a", 1, &["llama3.2"])).unwrap();
     beat(&registry, &a, false);
     let node = registry.get(a.node_id).unwrap();
-    assert_eq!(node.models.len(), 1);
+    assert_eq!(node.facts.models.len(), 1);
     assert_eq!(node.status, NodeStatus::Offline);
     assert_eq!(
         node.status_reason.as_deref(),
@@ -247,8 +247,8 @@ async fn restored_nodes_keep_their_fields_and_get_a_full_timeout_to_report() {
 
     let restored = NodeRegistry::restore(registry.settings(), Arc::new(PersistQueue::new()), saved);
     let node = restored.get(a.node_id).unwrap();
-    assert_eq!(node.tags, ["gpu"]);
-    assert_eq!(node.notes, "rack 2");
+    assert_eq!(node.facts.tags, ["gpu"]);
+    assert_eq!(node.facts.notes, "rack 2");
     assert_eq!(node.status, NodeStatus::Online);
     assert_eq!(restored.snapshot().nodes.len(), 1);
     tokio::time::advance(Duration::from_secs(31)).await;
@@ -336,7 +336,7 @@ async fn agentless_node_is_offline_until_probed_and_probes_keep_it_from_timing_o
         .add_agentless(agentless("http://10.0.0.5:11434"), ip)
         .unwrap();
     assert_eq!(status, RegistrationStatus::Registered);
-    assert!(node.agentless);
+    assert!(node.facts.agentless);
     assert_eq!(node.status, NodeStatus::Offline);
     assert_eq!(
         node.status_reason.as_deref(),
@@ -345,11 +345,15 @@ async fn agentless_node_is_offline_until_probed_and_probes_keep_it_from_timing_o
     assert!(registry.snapshot().is_empty());
 
     for _ in 0..5 {
-        assert!(registry.record_probe(node.id, probe_ok(&["m"])).unwrap());
+        assert!(
+            registry
+                .record_probe(node.facts.id, probe_ok(&["m"]))
+                .unwrap()
+        );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(registry.expire_stale(Instant::now()).is_empty());
     }
-    let online = registry.get(node.id).unwrap();
+    let online = registry.get(node.facts.id).unwrap();
     assert_eq!(online.status, NodeStatus::Online);
     assert!(online.metrics.is_none(), "a probe measures no load");
     assert_eq!(registry.snapshot().candidates_for("m").count(), 1);
@@ -359,23 +363,23 @@ async fn agentless_node_is_offline_until_probed_and_probes_keep_it_from_timing_o
         ollama_available: false,
         ..Default::default()
     };
-    assert!(registry.record_probe(node.id, failed).unwrap());
+    assert!(registry.record_probe(node.facts.id, failed).unwrap());
     tokio::time::advance(Duration::from_secs(10)).await;
     assert!(registry.expire_stale(Instant::now()).is_empty());
-    let offline = registry.get(node.id).unwrap();
+    let offline = registry.get(node.facts.id).unwrap();
     assert_eq!(offline.status, NodeStatus::Offline);
     assert_eq!(
         offline.status_reason.as_deref(),
         Some(OfflineReason::ProbeFailed.text())
     );
-    assert_eq!(offline.models.len(), 1, "the last model list is kept");
+    assert_eq!(offline.facts.models.len(), 1, "the last model list is kept");
 
     // The same URL again keeps the node.
     let (again, status, _) = registry
         .add_agentless(agentless("http://10.0.0.5:11434/"), ip)
         .unwrap();
     assert_eq!(status, RegistrationStatus::Updated);
-    assert_eq!(again.id, node.id);
+    assert_eq!(again.facts.id, node.facts.id);
     assert_eq!(registry.len(), 1);
     assert_eq!(registry.agentless_targets().len(), 1);
 }
@@ -393,12 +397,12 @@ fn an_agent_for_an_added_url_takes_the_node_over_and_probes_stop_counting() {
         .register(request("gpu-1", 11434, &["llama3.2"]))
         .unwrap();
     assert_eq!(answer.status, RegistrationStatus::Updated);
-    assert_eq!(answer.node_id, node.id);
-    assert!(!registry.get(node.id).unwrap().agentless);
+    assert_eq!(answer.node_id, node.facts.id);
+    assert!(!registry.get(node.facts.id).unwrap().facts.agentless);
     assert!(registry.agentless_targets().is_empty());
     // A probe that was under way is not recorded.
-    assert!(!registry.record_probe(node.id, probe_ok(&[])).unwrap());
-    assert_eq!(registry.get(node.id).unwrap().models.len(), 1);
+    assert!(!registry.record_probe(node.facts.id, probe_ok(&[])).unwrap());
+    assert_eq!(registry.get(node.facts.id).unwrap().facts.models.len(), 1);
 }
 
 #[test]
@@ -426,7 +430,7 @@ fn a_known_node_is_taken_only_with_its_credential() {
         axum::http::StatusCode::FORBIDDEN
     );
     assert_eq!(
-        registry.get(first.node_id).unwrap().api_url,
+        registry.get(first.node_id).unwrap().facts.api_url,
         "http://127.0.0.1:11434"
     );
 

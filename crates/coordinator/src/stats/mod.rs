@@ -186,20 +186,20 @@ impl Stats {
 
     /// Sets `stats` on one node.
     pub fn annotate(&self, node: &mut Node) {
-        node.stats = Some(self.node(node.id));
+        node.stats = Some(self.node(node.facts.id));
     }
 
     /// Sets `stats` on every node of a full listing, and forgets the
     /// statistics of nodes that are no longer in it.
     pub fn annotate_all(&self, nodes: &mut [Node]) {
         let mut inner = self.inner.lock();
-        let ids: HashSet<NodeId> = nodes.iter().map(|n| n.id).collect();
+        let ids: HashSet<NodeId> = nodes.iter().map(|n| n.facts.id).collect();
         inner.nodes.retain(|id, _| ids.contains(id));
         for node in nodes {
             node.stats = Some(
                 inner
                     .nodes
-                    .get(&node.id)
+                    .get(&node.facts.id)
                     .map(NodeAggregates::view)
                     .unwrap_or_default(),
             );
@@ -211,9 +211,12 @@ impl Stats {
         let nodes = self.registry.list();
         {
             let mut inner = self.inner.lock();
-            let ids: HashSet<NodeId> = nodes.iter().map(|n| n.id).collect();
+            let ids: HashSet<NodeId> = nodes.iter().map(|n| n.facts.id).collect();
             inner.nodes.retain(|id, _| ids.contains(id));
-            let names: HashSet<&str> = nodes.iter().map(|n| n.machine_name.as_str()).collect();
+            let names: HashSet<&str> = nodes
+                .iter()
+                .map(|n| n.facts.machine_name.as_str())
+                .collect();
             inner.series.retain_nodes(&self.exposition.families, &names);
         }
         self.exposition.encode()

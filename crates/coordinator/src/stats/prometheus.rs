@@ -344,15 +344,15 @@ fn encode_gauge<'a, L: EncodeLabelSet + 'a>(
 pub fn node_labels(nodes: &[Node]) -> Vec<String> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for node in nodes {
-        *seen.entry(node.machine_name.as_str()).or_default() += 1;
+        *seen.entry(node.facts.machine_name.as_str()).or_default() += 1;
     }
     let mut first = HashSet::new();
     nodes
         .iter()
         .map(|node| {
-            let name = node.machine_name.as_str();
+            let name = node.facts.machine_name.as_str();
             if seen[name] > 1 && !first.insert(name) {
-                let id = node.id.simple().to_string();
+                let id = node.facts.id.simple().to_string();
                 format!("{name}#{}", &id[..8])
             } else {
                 name.to_owned()
@@ -433,7 +433,7 @@ impl Collector for FleetCollector {
             MetricType::Counter,
         )?;
         for (node, label) in nodes.iter().zip(&labels) {
-            if let Some(count) = cold_loads.get(&node.id) {
+            if let Some(count) = cold_loads.get(&node.facts.id) {
                 cold.encode_family(&[("node", label.as_str())])?
                     .encode_counter::<NoLabelSet, _, u64>(count, None)?;
             }
