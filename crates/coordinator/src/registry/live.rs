@@ -1,6 +1,6 @@
 //! What changes about a node on every request or heartbeat, kept in atomics
-//! (and two small mutexes) shared by the registry and every snapshot the node
-//! appears in, so the request path never takes the registry lock.
+//! and `ArcSwap`s shared by the registry and every snapshot the node appears
+//! in: the request path takes no lock here, nor the registry's.
 //!
 //! - in-flight count, with an RAII guard that can never make it negative;
 //! - health as seen by the proxy: a state machine with hysteresis;
@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::admission::Signal;
@@ -109,22 +108,122 @@ pub struct SpeedSample {
     pub cold: bool,
 }
 
-#[derive(Debug, Default)]
+/// The models believed resident on a node. Read in place by every placement
+/// (one `ArcSwap` load); replaced whole only when the set changes: a
+/// heartbeat listing other models, or a request for a model not routed here
+/// lately. A request for a model routed here already only stamps its entry.
+#[derive(Debug, Clone)]
 struct Resident {
     /// From the latest heartbeat: canonical names loaded in memory.
     reported: Vec<String>,
-    /// Models routed here since, most recent last, with when.
-    routed: Vec<(String, Instant)>,
+    /// Models routed here since, each with when it was last.
+    routed: Vec<Routed>,
     /// Most models ever seen loaded at once (at least 1): how many fit.
     capacity: usize,
     /// How many the agent says fit (`OLLAMA_MAX_LOADED_MODELS`), when it knows.
     declared: Option<usize>,
 }
 
+impl Default for Resident {
+    fn default() -> Self {
+        Self {
+            reported: Vec::new(),
+            routed: Vec::new(),
+            capacity: 1,
+            declared: None,
+        }
+    }
+}
+
+/// A model routed to a node, and when it last was. Stamped in place, so a
+/// stamp that races with the entry's list being replaced can be lost: the
+/// model then looks routed a moment earlier than it was, never gone.
+#[derive(Debug)]
+struct Routed {
+    model: String,
+    /// Microseconds after the node's `epoch`.
+    at_us: AtomicU64,
+    /// Rank of that routing among the node's: the highest is the latest.
+    order: AtomicU64,
+}
+
+impl Clone for Routed {
+    fn clone(&self) -> Self {
+        Self {
+            model: self.model.clone(),
+            at_us: AtomicU64::new(self.at_us.load(Ordering::Relaxed)),
+            order: AtomicU64::new(self.order.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Routed {
+    /// Whether it was routed here less than `window` (µs) before `now_us`.
+    fn within(&self, now_us: u64, window: u64) -> bool {
+        now_us.saturating_sub(self.at_us.load(Ordering::Relaxed)) < window
+    }
+
+    fn stamp(&self, now_us: u64, order: u64) {
+        self.at_us.store(now_us, Ordering::Relaxed);
+        self.order.store(order, Ordering::Relaxed);
+    }
+}
+
+/// [`RESIDENT_TTL`] in microseconds.
+const RESIDENT_TTL_US: u64 = RESIDENT_TTL.as_micros() as u64;
+
 impl Resident {
     /// Models that fit in memory at once: as declared, else as seen.
     fn slots(&self) -> usize {
         self.declared.unwrap_or(0).max(self.capacity).max(1)
+    }
+
+    fn routed(&self, model: &str) -> Option<&Routed> {
+        self.routed.iter().find(|r| r.model == model)
+    }
+
+    fn is_resident(&self, model: &str, now_us: u64) -> bool {
+        // Models routed here recently are loaded (or loading), and they push
+        // older ones out when the node is full.
+        let is_recent = |m: &str| {
+            self.routed(m)
+                .is_some_and(|r| r.within(now_us, RESIDENT_TTL_US))
+        };
+        if is_recent(model) {
+            return true;
+        }
+        let recent = self
+            .routed
+            .iter()
+            .filter(|r| r.within(now_us, RESIDENT_TTL_US))
+            .count();
+        let room = self.slots().saturating_sub(recent);
+        self.reported
+            .iter()
+            .filter(|m| !is_recent(m))
+            .take(room)
+            .any(|m| m == model)
+    }
+
+    /// This list with `model` routed here at `now_us`: the oldest routed
+    /// models beyond what fits are forgotten.
+    fn with_routed(&self, model: &str, now_us: u64, order: u64) -> Self {
+        let mut next = self.clone();
+        match next.routed(model) {
+            Some(entry) => entry.stamp(now_us, order),
+            None => next.routed.push(Routed {
+                model: model.to_owned(),
+                at_us: AtomicU64::new(now_us),
+                order: AtomicU64::new(order),
+            }),
+        }
+        let excess = next.routed.len().saturating_sub(next.slots());
+        if excess > 0 {
+            next.routed
+                .sort_unstable_by_key(|r| r.order.load(Ordering::Relaxed));
+            next.routed.drain(..excess);
+        }
+        next
     }
 }
 
@@ -158,7 +257,9 @@ pub struct NodeLive {
     /// model's first finished request here).
     per_model: ArcSwap<SpeedTable>,
     load_ms: Ewma,
-    resident: Mutex<Resident>,
+    resident: ArcSwap<Resident>,
+    /// Gives each routing of a model here its rank in [`Routed::order`].
+    routings: AtomicU64,
     cold_loads: AtomicU64,
     /// Until when (ms after `epoch`) a model load sent here is expected to
     /// hold the node; 0 when none was.
@@ -190,10 +291,8 @@ impl Default for NodeLive {
             overall: Speed::default(),
             per_model: ArcSwap::from_pointee(SpeedTable::default()),
             load_ms: Ewma::default(),
-            resident: Mutex::new(Resident {
-                capacity: 1,
-                ..Resident::default()
-            }),
+            resident: ArcSwap::from_pointee(Resident::default()),
+            routings: AtomicU64::new(0),
             cold_loads: AtomicU64::new(0),
             loading_until_ms: AtomicU64::new(0),
             no_embeddings_until_ms: AtomicU64::new(0),
@@ -339,9 +438,15 @@ impl NodeLive {
         self.parallel
             .store(parallel.unwrap_or(0), Ordering::Relaxed);
         if let Some(loaded) = loaded {
-            let mut resident = self.resident.lock();
-            resident.capacity = resident.capacity.max(loaded.len()).max(1);
-            resident.reported = loaded;
+            let current = self.resident.load();
+            if current.reported == loaded && current.capacity >= loaded.len() {
+                return;
+            }
+            self.resident.rcu(|resident| Resident {
+                capacity: resident.capacity.max(loaded.len()).max(1),
+                reported: loaded.clone(),
+                ..Resident::clone(resident)
+            });
         }
     }
 
@@ -412,57 +517,47 @@ impl NodeLive {
     /// Notes that a request for `model` was sent here: the node will load it,
     /// evicting others if it is full. Returns whether it was believed resident.
     pub fn route_model(&self, model: &str, now: Instant) -> bool {
-        let mut resident = self.resident.lock();
-        let was = Self::is_resident_locked(&resident, model, now);
-        resident.routed.retain(|(m, _)| m != model);
-        resident.routed.push((model.to_owned(), now));
-        let keep = resident.slots();
-        let excess = resident.routed.len().saturating_sub(keep);
-        resident.routed.drain(..excess);
+        let now_us = self.micros_at(now);
+        let order = self.routings.fetch_add(1, Ordering::Relaxed) + 1;
+        let current = self.resident.load();
+        let was = current.is_resident(model, now_us);
+        match current.routed(model) {
+            // The usual case: a model that requests keep coming for.
+            Some(entry) if current.routed.len() <= current.slots() => entry.stamp(now_us, order),
+            _ => {
+                self.resident
+                    .rcu(|resident| resident.with_routed(model, now_us, order));
+            }
+        }
         was
     }
 
     /// Whether `model` is believed to be in memory on this node.
     pub fn is_resident(&self, model: &str, now: Instant) -> bool {
-        Self::is_resident_locked(&self.resident.lock(), model, now)
+        self.resident.load().is_resident(model, self.micros_at(now))
     }
 
-    fn is_resident_locked(resident: &Resident, model: &str, now: Instant) -> bool {
-        // Models routed here recently are loaded (or loading), and they push
-        // older ones out when the node is full.
-        let is_recent = |m: &str| {
-            resident
-                .routed
-                .iter()
-                .any(|(r, at)| r == m && now.saturating_duration_since(*at) < RESIDENT_TTL)
-        };
-        if is_recent(model) {
-            return true;
-        }
-        let recent = resident
-            .routed
-            .iter()
-            .filter(|(_, at)| now.saturating_duration_since(*at) < RESIDENT_TTL)
-            .count();
-        let room = resident.slots().saturating_sub(recent);
-        resident
-            .reported
-            .iter()
-            .filter(|m| !is_recent(m))
-            .take(room)
-            .any(|m| m == model)
+    /// `at` as microseconds after this node's `epoch` (0 before it).
+    fn micros_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
     /// How many models the node keeps in memory at once: what its agent
     /// declares, else the most it was ever seen holding (at least 1).
     pub fn memory_capacity(&self) -> usize {
-        self.resident.lock().slots()
+        self.resident.load().slots()
     }
 
     /// Stores how many models the node's agent says fit in memory (`None`:
     /// it does not know, and the most seen loaded counts).
     pub fn record_memory_slots(&self, declared: Option<u32>) {
-        self.resident.lock().declared = declared.map(|n| n as usize).filter(|&n| n > 0);
+        let declared = declared.map(|n| n as usize).filter(|&n| n > 0);
+        if self.resident.load().declared != declared {
+            self.resident.rcu(|resident| Resident {
+                declared,
+                ..Resident::clone(resident)
+            });
+        }
     }
 
     /// The models (canonical names) believed to be in memory here, of `held`.
@@ -471,9 +566,10 @@ impl NodeLive {
         held: impl IntoIterator<Item = &'a String>,
         now: Instant,
     ) -> Vec<String> {
-        let resident = self.resident.lock();
+        let resident = self.resident.load();
+        let now_us = self.micros_at(now);
         held.into_iter()
-            .filter(|m| Self::is_resident_locked(&resident, m, now))
+            .filter(|m| resident.is_resident(m, now_us))
             .cloned()
             .collect()
     }
@@ -522,16 +618,18 @@ impl NodeLive {
 
     /// Whether `model` is believed to be in memory here and, when it is not,
     /// how many other models requests still use (routed here within `window`):
-    /// what loading `model` would evict. One lock for both.
+    /// what loading `model` would evict. One read of the list for both.
     pub fn residency(&self, model: &str, now: Instant, window: Duration) -> Residency {
-        let resident = self.resident.lock();
-        if Self::is_resident_locked(&resident, model, now) {
+        let resident = self.resident.load();
+        let now_us = self.micros_at(now);
+        if resident.is_resident(model, now_us) {
             return Residency::Resident;
         }
+        let window = window.as_micros() as u64;
         let busy_others = resident
             .routed
             .iter()
-            .filter(|(m, at)| m != model && now.saturating_duration_since(*at) < window)
+            .filter(|r| r.model != model && r.within(now_us, window))
             .count();
         Residency::Absent { busy_others }
     }
@@ -695,6 +793,24 @@ mod tests {
         assert_eq!(live.memory_capacity(), 1);
         live.record_memory_slots(Some(0));
         assert_eq!(live.memory_capacity(), 1);
+    }
+
+    #[test]
+    fn the_model_routed_least_recently_is_the_one_evicted() {
+        let live = NodeLive::default();
+        live.record_memory_slots(Some(2));
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        live.route_model("a:latest", at(1));
+        live.route_model("b:latest", at(2));
+        // a again: now b is the older of the two, though a came first.
+        assert!(live.route_model("a:latest", at(3)));
+        assert!(!live.route_model("c:latest", at(4)));
+        assert!(live.is_resident("a:latest", at(5)));
+        assert!(live.is_resident("c:latest", at(5)));
+        assert!(!live.is_resident("b:latest", at(5)));
+        // A routed model not confirmed by a heartbeat is forgotten after its TTL.
+        assert!(!live.is_resident("a:latest", at(3) + RESIDENT_TTL));
     }
 
     #[test]
