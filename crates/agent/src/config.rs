@@ -183,7 +183,7 @@ pub struct Cli {
     /// again with backoff if it dies, and stop it with the agent: on or off
     /// [default: on for a desktop start, off headless or under a service manager].
     #[arg(long, env = "LLM_ROUTER_MANAGE_OLLAMA", value_name = "on|off",
-          value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Ollama")]
+          value_parser = clap::builder::BoolishValueParser::new(), hide_possible_values = true, help_heading = "Ollama")]
     pub manage_ollama: Option<bool>,
 
     /// Run without the tray icon, as from a terminal (also `LLM_ROUTER_TRAY=0`); under a
@@ -195,7 +195,7 @@ pub struct Cli {
     /// the settings without a restart: on or off [default: on for a desktop start, off
     /// headless]. Its link, with a token new at each start, is printed and in the tray.
     #[arg(long, env = "LLM_ROUTER_SETTINGS_PANEL", value_name = "on|off",
-          value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Desktop")]
+          value_parser = clap::builder::BoolishValueParser::new(), hide_possible_values = true, help_heading = "Desktop")]
     pub settings_panel: Option<bool>,
 
     /// Port of the settings panel on 127.0.0.1; 0 lets the system pick a free one.
@@ -326,9 +326,13 @@ impl Cli {
             self.register_max_retries,
             file.register_max_retries,
         );
+        // A port given on the command line or in the environment says where
+        // Ollama is as surely as a whole URL does: it beats the file's URL.
+        let port_given = !self.is_default("ollama_port");
         let ollama_api_base = self
             .ollama_api_base
             .clone()
+            .or_else(|| port_given.then(|| format!("http://127.0.0.1:{}", self.ollama_port)))
             .or_else(|| file.ollama_api_base.clone())
             .unwrap_or_else(|| format!("http://127.0.0.1:{ollama_port}"));
         let api_url = self.api_url.clone().or_else(|| file.api_url.clone());
@@ -701,6 +705,22 @@ mod tests {
         assert_eq!(config.ollama_api_base.as_str(), "http://127.0.0.1:12345/");
         assert_eq!(config.machine_name, "file-name");
         assert_eq!(config.advertise_ip, Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ollama_port_on_the_command_line_beats_the_files_ollama_url() {
+        let file = SettingsFile {
+            ollama_api_base: Some("http://127.0.0.1:21007".to_owned()),
+            ..SettingsFile::default()
+        };
+        let flagged = config(&["--ollama-port", "21005"], Some(&file)).unwrap();
+        assert_eq!(flagged.ollama_api_base.as_str(), "http://127.0.0.1:21005/");
+        // Without the flag, the file's URL counts.
+        let unflagged = config(&[], Some(&file)).unwrap();
+        assert_eq!(
+            unflagged.ollama_api_base.as_str(),
+            "http://127.0.0.1:21007/"
+        );
     }
 
     #[test]

@@ -152,8 +152,8 @@ pub struct Cli {
     pub node_networks: Vec<ipnet::IpNet>,
 
     /// Browser origins allowed to call the inference API (CORS), comma-separated, besides
-    /// Ollama's defaults (localhost, 127.0.0.1 on any port; app://, file://, tauri://,
-    /// vscode-webview://). `*` allows every origin.
+    /// Ollama's defaults (localhost, 127.0.0.1 and 0.0.0.0 on any port; app://, file://,
+    /// tauri://, vscode-webview://, vscode-file://). `*` allows every origin.
     #[arg(
         long = "origins",
         env = "LLM_ROUTER_ORIGINS",
@@ -416,7 +416,7 @@ pub struct Cli {
     )]
     pub model_alias: Vec<String>,
 
-    /// Seconds between placement rounds; demand is smoothed over six rounds.
+    /// Seconds between placement rounds; demand is smoothed over four rounds.
     #[arg(
         long = "placement-interval-secs",
         env = "LLM_ROUTER_PLACEMENT_INTERVAL_SECS",
@@ -514,8 +514,16 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
-        /// Act on a running coordinator through its API instead of the data folder.
-        #[arg(long, value_name = "URL", global = true)]
+        /// Act on a running coordinator through its API instead of the data folder
+        /// (as `models`, `pull` and the others do). Without it, the keys file in
+        /// --data-dir is changed, which a coordinator using that folder picks up.
+        #[arg(
+            long,
+            visible_alias = "coordinator-url",
+            env = "LLM_ROUTER_COORDINATOR_URL",
+            value_name = "URL",
+            global = true
+        )]
         url: Option<String>,
         /// Admin token for --url.
         #[arg(
@@ -559,6 +567,7 @@ pub enum Command {
     },
     /// Delete a model from every node that holds it (or from those named).
     Rm {
+        /// The model, as `ollama rm` takes it (`llama3.2`, `qwen2.5:7b`).
         model: String,
         /// These nodes only (ids, machine or display names, comma-separated).
         #[arg(long, value_delimiter = ',', value_name = "NAMES")]

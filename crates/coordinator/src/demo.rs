@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -54,6 +55,9 @@ pub struct DemoFleet {
     mocks: Vec<MockNode>,
     agents: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
+    /// Where the nodes' identities are kept across runs; `None`: nowhere (a
+    /// temporary data folder).
+    kept_in: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DemoFleet {
@@ -142,14 +146,18 @@ impl DemoFleet {
     /// the real agent code path. Returns once the nodes listen; registration happens in the
     /// background (the agents retry every second until the coordinator answers).
     pub async fn start(coordinator_url: &str, n: usize) -> anyhow::Result<DemoFleet> {
-        Self::start_with_token(coordinator_url, n, None).await
+        Self::start_with_token(coordinator_url, n, None, None).await
     }
 
-    /// [`DemoFleet::start`] for a coordinator that requires `node_token`.
+    /// [`DemoFleet::start`] for a coordinator that requires `node_token`. With
+    /// `kept_in` (the data folder the operator gave), each agent keeps its node's
+    /// id and credential there, so a later run takes the same nodes over instead
+    /// of adding new ones beside the old.
     pub async fn start_with_token(
         coordinator_url: &str,
         n: usize,
         node_token: Option<String>,
+        kept_in: Option<&Path>,
     ) -> anyhow::Result<DemoFleet> {
         anyhow::ensure!(
             (1..=MAX_DEMO_NODES).contains(&n),
@@ -161,6 +169,7 @@ impl DemoFleet {
             mocks: Vec::with_capacity(n),
             agents: Vec::with_capacity(n),
             shutdown: CancellationToken::new(),
+            kept_in: kept_in.map(Path::to_owned),
         };
         let mut configs = Vec::with_capacity(n);
         for index in 0..n {
@@ -181,6 +190,7 @@ impl DemoFleet {
             agent.register_retry = DEMO_REGISTER_RETRY;
             agent.advertise_ip = Some(mock.addr().ip());
             agent.node_token = node_token.clone().map(llm_router_agent::config::Secret);
+            agent.identity_file = kept_in.map(|dir| dir.join(format!("{}-node.json", config.name)));
             agent
                 .validate()
                 .with_context(|| format!("demo agent for {}", config.name))?;
@@ -261,10 +271,17 @@ pub fn banner(coordinator_url: &str, fleet: &DemoFleet) -> String {
         "llm-router demo: {} simulated node{plural}, each registered by its own agent with the coordinator at {url}",
         nodes.len()
     );
-    let _ = writeln!(
-        text,
-        "Data is kept in a temporary folder and thrown away on exit (~/.llm-router is not touched)."
-    );
+    let _ = match &fleet.kept_in {
+        Some(dir) => writeln!(
+            text,
+            "Data is kept in {}; the demo's nodes keep their ids there from run to run.",
+            dir.display()
+        ),
+        None => writeln!(
+            text,
+            "Data is kept in a temporary folder and thrown away on exit (~/.llm-router is not touched)."
+        ),
+    };
     let _ = writeln!(text);
     let _ = writeln!(
         text,
@@ -284,6 +301,8 @@ pub fn banner(coordinator_url: &str, fleet: &DemoFleet) -> String {
         );
     }
     let chat = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Hello"}]}"#;
+    let _ = writeln!(text);
+    let _ = writeln!(text, "Dashboard: {url}/dashboard");
     let _ = writeln!(text);
     let _ = writeln!(text, "Try:");
     let _ = writeln!(text, "  curl {url}/api/agents");

@@ -30,7 +30,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("node {0} is not registered")]
     UnknownNode(NodeId),
-    #[error("no route for {0}")]
+    /// Nothing there: the message names what was looked for.
+    #[error("{0}")]
     NotFound(String),
     /// No credential, or not one that allows this.
     #[error("{0}")]

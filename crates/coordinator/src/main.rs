@@ -15,7 +15,19 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // The chain of causes on one line, never a backtrace (RUST_BACKTRACE is
+        // for panics): what the user did wrong, or what failed, and why.
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Flushed when main returns: the last lines of a shutdown are not lost.
@@ -154,11 +166,14 @@ async fn coordinator_main(mut cli: Cli, tray: Option<Tray>) -> anyhow::Result<()
         return llm_router_coordinator::run_observed(listener, config, shutdown, observe).await;
     };
 
+    // A data folder the operator gave is kept: the demo's nodes keep their ids in it.
+    let kept_in = demo_dir.is_none().then(|| config.data_dir.clone());
     run_demo(
         listener,
         config,
         nodes,
         demo_token.flatten(),
+        kept_in,
         shutdown,
         observe,
     )
@@ -174,6 +189,7 @@ async fn run_demo(
     config: llm_router_coordinator::config::Config,
     nodes: usize,
     token: Option<String>,
+    kept_in: Option<std::path::PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     observe: impl FnOnce(Arc<llm_router_coordinator::registry::NodeRegistry>) + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -187,7 +203,7 @@ async fn run_demo(
         stop_server.clone().cancelled_owned(),
         observe,
     ));
-    let fleet = DemoFleet::start_with_token(&url, nodes, token).await?;
+    let fleet = DemoFleet::start_with_token(&url, nodes, token, kept_in.as_deref()).await?;
     println!("{}", banner(&url, &fleet));
     tokio::select! {
         () = shutdown => {}
@@ -208,6 +224,7 @@ async fn run_demo(
     _config: llm_router_coordinator::config::Config,
     _nodes: usize,
     _token: Option<String>,
+    _kept_in: Option<std::path::PathBuf>,
     _shutdown: impl Future<Output = ()> + Send + 'static,
     _observe: impl FnOnce(Arc<llm_router_coordinator::registry::NodeRegistry>) + Send + 'static,
 ) -> anyhow::Result<()> {

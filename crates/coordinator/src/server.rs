@@ -91,14 +91,26 @@ fn data_dir_problem(dir: &std::path::Path) -> Option<String> {
     })
 }
 
+/// Creates the data folder and its parents as needed; a folder it creates is
+/// its owner's only (it holds the registry, keys and the request history).
+fn data_dir_builder() -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
 /// Loads the registry from `config.data_dir`, moving a corrupt file aside.
 pub fn load_registry(config: &Config) -> anyhow::Result<(Arc<NodeRegistry>, RegistryStore)> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "could not create the data folder {}",
-            config.data_dir.display()
-        )
-    })?;
+    data_dir_builder()
+        .create(&config.data_dir)
+        .with_context(|| {
+            format!(
+                "could not create the data folder {}",
+                config.data_dir.display()
+            )
+        })?;
     let store = RegistryStore::in_dir(&config.data_dir);
     let settings = RegistrySettings {
         heartbeat_interval: config.heartbeat_interval,

@@ -13,6 +13,7 @@ fn llm_router(data_dir: &std::path::Path, args: &[&str]) -> Output {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("LLM_ROUTER_ADMIN_TOKEN")
+        .env_remove("LLM_ROUTER_COORDINATOR_URL")
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -128,7 +129,7 @@ async fn keys_work_against_a_running_coordinator_with_the_admin_token() {
         "keys".into(),
         "create".into(),
         "bob".into(),
-        "--url".into(),
+        "--coordinator-url".into(),
         url.clone(),
         "--admin-token".into(),
         "cli-admin-token".into(),
@@ -148,6 +149,22 @@ async fn keys_work_against_a_running_coordinator_with_the_admin_token() {
         .await
         .unwrap();
     assert_eq!(listed[0]["name"], "bob");
+    // The coordinator's address from the environment, as the fleet commands take it.
+    let data_dir = dir.path().to_owned();
+    let from_env = tokio::task::spawn_blocking(move || {
+        Command::new(binary("llm-router"))
+            .args(["keys", "list", "--data-dir"])
+            .arg(&data_dir)
+            .env("LLM_ROUTER_COORDINATOR_URL", url)
+            .env("LLM_ROUTER_ADMIN_TOKEN", "cli-admin-token")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(from_env.status.success(), "{from_env:?}");
+    assert!(stdout(&from_env).contains("bob"), "{from_env:?}");
     assert!(
         !dir.path().join("keys.json").exists(),
         "the local folder is untouched"

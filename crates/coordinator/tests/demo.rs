@@ -135,6 +135,45 @@ async fn demo_nodes_register_through_their_agents_and_go_offline_on_stop() {
 }
 
 #[tokio::test]
+async fn a_demo_run_again_on_a_kept_folder_takes_over_its_nodes_instead_of_adding_more() {
+    let coordinator = start_coordinator().await;
+    let kept = tempfile::tempdir().unwrap();
+    let beating = |agents: &[Value]| {
+        agents.len() == 2
+            && agents
+                .iter()
+                .all(|a| a["status"] == "online" && a["last_seen"] != a["registered_at"])
+    };
+    let first = DemoFleet::start_with_token(&coordinator.url, 2, None, Some(kept.path()))
+        .await
+        .unwrap();
+    assert!(banner(&coordinator.url, &first).contains(&kept.path().display().to_string()));
+    let before = coordinator.wait_for("2 demo nodes beating", beating).await;
+    first.stop().await;
+    coordinator
+        .wait_for("both offline", |agents| {
+            agents.iter().all(|a| a["status"] == "offline")
+        })
+        .await;
+
+    // New ports, same nodes: the agents kept their ids and credentials.
+    let second = DemoFleet::start_with_token(&coordinator.url, 2, None, Some(kept.path()))
+        .await
+        .unwrap();
+    let after = coordinator
+        .wait_for("the same 2 nodes back online", beating)
+        .await;
+    let ids = |agents: &[Value]| {
+        let mut ids: Vec<String> = agents.iter().map(|a| a["id"].to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&after), ids(&before));
+    second.stop().await;
+    coordinator.stop().await;
+}
+
+#[tokio::test]
 async fn the_banner_shows_the_url_the_nodes_and_requests_to_try() {
     // No coordinator needed: the agents keep retrying in the background until stopped.
     let url = "http://127.0.0.1:9";
@@ -150,6 +189,7 @@ async fn the_banner_shows_the_url_the_nodes_and_requests_to_try() {
         "http://127.0.0.1:9/v1/chat/completions",
         "OLLAMA_HOST=http://127.0.0.1:9 ollama run llama3.2",
         "temporary folder",
+        "Dashboard: http://127.0.0.1:9/dashboard",
         "120 tok/s",
         "12 tok/s",
         "qwen2.5:7b",

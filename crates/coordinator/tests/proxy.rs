@@ -225,6 +225,64 @@ async fn no_node_online_is_503_saying_so() {
 }
 
 #[tokio::test]
+async fn a_model_only_draining_nodes_hold_is_503_naming_them_not_404() {
+    let mut fleet = Fleet::start(vec![MockConfig::named("a").with_models(["llama3.2"])]).await;
+    let id = fleet
+        .add_node(MockConfig::named("b").with_models(["mistral"]))
+        .await;
+    let response = fleet
+        .client
+        .patch(fleet.url(&format!("/api/agents/{id}")))
+        .json(&json!({"draining": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // An Ollama client takes a 404 from show as "pull it": this model exists.
+    let (status, body) = fleet.post_json("/api/chat", chat("mistral", false)).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("b (draining)"), "{message}");
+    let (status, _) = fleet
+        .post_json("/api/show", json!({"model": "mistral"}))
+        .await;
+    assert_eq!(status, 503);
+    let (status, body) = fleet
+        .post_json("/v1/chat/completions", chat("mistral", false))
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "no_available_node");
+    // A model nobody holds is still 404.
+    let (status, _) = fleet.post_json("/api/chat", chat("gemma", false)).await;
+    assert_eq!(status, 404);
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_answered_in_each_apis_format() {
+    let fleet = Fleet::start(vec![MockConfig::named("a")]).await;
+    let (status, body) = fleet.get_status_json("/v1/nonexistent").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["message"], "no route for /v1/nonexistent");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let (status, body) = fleet.get_status_json("/api/nonexistent").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "no route for /api/nonexistent");
+
+    let response = fleet.get("/api/chat").await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "/api/chat does not take GET requests");
+    let response = fleet.get("/v1/chat/completions").await;
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    fleet.stop().await;
+}
+
+#[tokio::test]
 async fn bad_requests_are_400_in_each_apis_format() {
     let fleet = Fleet::start(vec![MockConfig::named("a")]).await;
     for (path, body) in [

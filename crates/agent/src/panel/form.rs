@@ -86,11 +86,10 @@ impl Locks {
     pub fn from_matches(matches: &ArgMatches, env: impl Fn(&str) -> Option<String>) -> Self {
         let command = <crate::Cli as clap::CommandFactory>::command();
         let mut locks = BTreeMap::new();
-        for setting in &EDITABLE {
-            let arg = command
-                .get_arguments()
-                .find(|arg| arg.get_id() == setting.key);
-            let by = match matches.value_source(setting.key) {
+        // What set argument `key`, when a flag or a variable did.
+        let source_of = |key: &str| {
+            let arg = command.get_arguments().find(|arg| arg.get_id() == key);
+            match matches.value_source(key) {
                 Some(ValueSource::CommandLine) => arg
                     .and_then(|arg| arg.get_long())
                     .map(|long| format!("flag --{long}")),
@@ -98,7 +97,15 @@ impl Locks {
                     .and_then(|arg| arg.get_env())
                     .map(|name| format!("environment variable {}", name.to_string_lossy())),
                 _ => None,
-            };
+            }
+        };
+        for setting in &EDITABLE {
+            let by = source_of(setting.key).or_else(|| {
+                // Ollama's URL is also fixed by a port given on its own.
+                (setting.key == "ollama_api_base")
+                    .then(|| source_of("ollama_port"))
+                    .flatten()
+            });
             let by = by.or_else(|| {
                 (setting.key == "machine_name")
                     .then(|| {
@@ -387,5 +394,16 @@ mod tests {
             by_key("heartbeat_interval_secs").value.as_deref(),
             Some("10")
         );
+    }
+
+    #[test]
+    fn an_ollama_port_flag_locks_the_ollama_url() {
+        use clap::CommandFactory as _;
+        let matches = crate::Cli::command()
+            .try_get_matches_from(["llm-router-agent", "--ollama-port", "21005"])
+            .unwrap();
+        let locks = Locks::from_matches(&matches, |_| None);
+        assert_eq!(locks.by("ollama_api_base"), Some("flag --ollama-port"));
+        assert_eq!(locks.by("coordinator_url"), None);
     }
 }

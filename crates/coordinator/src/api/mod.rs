@@ -22,8 +22,9 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State},
-    http::Uri,
+    http::{Method, StatusCode, Uri},
     middleware::from_fn_with_state,
+    response::{IntoResponse as _, Response},
     routing::{get, post},
 };
 use serde_json::json;
@@ -206,6 +207,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::asset_routes())
         .merge(metrics)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(frame::RequestFrameLayer)
 }
@@ -225,6 +227,34 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(answer)
 }
 
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_owned())
+/// A path no route has: 404, in the format of the API the path belongs to.
+async fn not_found(uri: Uri) -> Response {
+    let message = format!("no route for {}", uri.path());
+    routing_error(uri.path(), StatusCode::NOT_FOUND, message, "unknown_url")
+}
+
+/// A route that does not take this method: 405 (axum adds `Allow`), in the
+/// format of the API the path belongs to.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let message = format!("{} does not take {method} requests", uri.path());
+    routing_error(
+        uri.path(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        message,
+        "method_not_allowed",
+    )
+}
+
+/// An answer about the path itself: OpenAI's error shape under `/v1`, the
+/// `{"error": "..."}` of Ollama and the management API elsewhere.
+fn routing_error(path: &str, status: StatusCode, message: String, code: &str) -> Response {
+    tracing::debug!(%status, %message, "request not routed");
+    if path == "/v1" || path.starts_with("/v1/") {
+        let body = json!({
+            "error": { "message": message, "type": "invalid_request_error", "param": null, "code": code }
+        });
+        (status, Json(body)).into_response()
+    } else {
+        (status, Json(llm_router_common::ErrorBody::new(message))).into_response()
+    }
 }

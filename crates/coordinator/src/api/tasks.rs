@@ -107,8 +107,10 @@ struct DeleteBody {
 fn start_error(error: StartError) -> ApiError {
     match error {
         StartError::BadRequest(message) => ApiError::Unprocessable(message),
-        StartError::UnknownNode(e) => ApiError::Unprocessable(e.to_string()),
-        StartError::NotHeld(model) => ApiError::NotFound(format!("model '{model}' on any node")),
+        StartError::BadNodeName(e) => ApiError::Unprocessable(e.to_string()),
+        StartError::NotHeld(model) => {
+            ApiError::NotFound(format!("model '{model}' not found on any node"))
+        }
         e @ StartError::NoTargets(_) => ApiError::Conflict(e.to_string()),
         e @ StartError::Busy => ApiError::Unavailable(e.to_string()),
     }
@@ -170,10 +172,11 @@ async fn list(State(state): State<AppState>) -> Json<Value> {
 }
 
 fn find(state: &AppState, id: Uuid) -> Result<Arc<Task>, ApiError> {
-    state
-        .models
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("task {id}")))
+    state.models.get(id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "task {id} is not known (finished tasks are kept for an hour)"
+        ))
+    })
 }
 
 async fn show(
@@ -251,8 +254,8 @@ fn streams(body: &serde_json::Map<String, Value>) -> bool {
 /// An error as Ollama's errors look, for an Ollama client.
 fn ollama_start_error(error: StartError) -> ApiError {
     match error {
-        StartError::NotHeld(model) => ApiError::NotFound(format!("model '{model}'")),
-        StartError::UnknownNode(e) => ApiError::BadRequest(e.to_string()),
+        StartError::NotHeld(model) => ApiError::NotFound(format!("model '{model}' not found")),
+        StartError::BadNodeName(e) => ApiError::BadRequest(e.to_string()),
         StartError::BadRequest(message) => ApiError::BadRequest(message),
         e @ StartError::NoTargets(_) => ApiError::Conflict(e.to_string()),
         e @ StartError::Busy => ApiError::Unavailable(e.to_string()),

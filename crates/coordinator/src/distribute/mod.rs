@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::proxy::UpstreamClient;
 use crate::registry::NodeRegistry;
 use node::{NodeCall, PartRun};
-pub use targets::{NodeChoice, PullTargets, UnknownNode};
+pub use targets::{BadNodeName, NodeChoice, PullTargets};
 pub use task::{PartState, Task, TaskKind, TaskState, TaskView};
 
 /// How long a finished task stays in `GET /api/tasks`.
@@ -114,7 +114,7 @@ pub enum StartError {
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
-    UnknownNode(#[from] UnknownNode),
+    BadNodeName(#[from] BadNodeName),
     /// No node holds the model (copy, delete).
     #[error("model {0:?} is not on any node")]
     NotHeld(String),

@@ -7,7 +7,7 @@
 //! for a number of them (those without the model and with the most free disk
 //! first). A copy or delete goes to the nodes that hold the model.
 
-use llm_router_common::{ApiKind, Node, NodeStatus, canonical_model_name};
+use llm_router_common::{ApiKind, Node, NodeId, NodeStatus, canonical_model_name};
 
 use super::task::PartPlan;
 pub use crate::config::PullTargets;
@@ -29,12 +29,23 @@ pub enum NodeChoice {
     Count(usize),
 }
 
-/// A choice that names a node the fleet does not have.
+/// A choice that names no node of the fleet, or more than one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "no node is called {0:?} (use an id, a machine name or a display name from GET /api/agents)"
-)]
-pub struct UnknownNode(pub String);
+pub enum BadNodeName {
+    #[error(
+        "no node is called {0:?} (use an id, a machine name or a display name from GET /api/agents)"
+    )]
+    Unknown(String),
+    #[error("{} nodes are called {name:?}: name one by its id ({})", .ids.len(), ids_list(.ids))]
+    Ambiguous { name: String, ids: Vec<NodeId> },
+}
+
+fn ids_list(ids: &[NodeId]) -> String {
+    ids.iter()
+        .map(NodeId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The parts of a pull or create of `model` on `nodes`.
 pub fn for_new_model(
@@ -42,7 +53,7 @@ pub fn for_new_model(
     model: &str,
     choice: &NodeChoice,
     policy: PullTargets,
-) -> Result<Vec<PartPlan>, UnknownNode> {
+) -> Result<Vec<PartPlan>, BadNodeName> {
     let canonical = canonical_model_name(model);
     let needed = nodes
         .iter()
@@ -104,7 +115,7 @@ pub fn holders(
     nodes: &[Node],
     model: &str,
     choice: &NodeChoice,
-) -> Result<Vec<PartPlan>, UnknownNode> {
+) -> Result<Vec<PartPlan>, BadNodeName> {
     let canonical = canonical_model_name(model);
     let chosen: Vec<&Node> = match choice {
         NodeChoice::Named(names) => named(nodes, names)?,
@@ -132,18 +143,28 @@ pub fn holders(
         .collect())
 }
 
-fn named<'a>(nodes: &'a [Node], names: &[String]) -> Result<Vec<&'a Node>, UnknownNode> {
+fn named<'a>(nodes: &'a [Node], names: &[String]) -> Result<Vec<&'a Node>, BadNodeName> {
     let mut chosen: Vec<&Node> = Vec::with_capacity(names.len());
     for name in names {
         let name = name.trim();
-        let node = nodes
+        let by_id = nodes.iter().find(|n| n.facts.id.to_string() == name);
+        let by_name: Vec<&Node> = nodes
             .iter()
-            .find(|n| {
-                n.facts.id.to_string() == name
-                    || n.facts.machine_name == name
-                    || n.facts.display_name.as_deref() == Some(name)
+            .filter(|n| {
+                n.facts.machine_name == name || n.facts.display_name.as_deref() == Some(name)
             })
-            .ok_or_else(|| UnknownNode(name.to_owned()))?;
+            .collect();
+        let node = match (by_id, by_name.as_slice()) {
+            (Some(node), _) => node,
+            (None, [node]) => *node,
+            (None, []) => return Err(BadNodeName::Unknown(name.to_owned())),
+            (None, several) => {
+                return Err(BadNodeName::Ambiguous {
+                    name: name.to_owned(),
+                    ids: several.iter().map(|n| n.facts.id).collect(),
+                });
+            }
+        };
         if !chosen.iter().any(|c| c.facts.id == node.facts.id) {
             chosen.push(node);
         }
@@ -264,8 +285,28 @@ mod tests {
         let unknown = NodeChoice::Named(vec!["zz".into()]);
         assert_eq!(
             for_new_model(&nodes, "m", &unknown, PullTargets::FreeDisk).unwrap_err(),
-            UnknownNode("zz".into())
+            BadNodeName::Unknown("zz".into())
         );
+    }
+
+    #[test]
+    fn a_name_two_nodes_share_is_refused_with_their_ids() {
+        let nodes = [
+            node("twin", NodeStatus::Online, None, &[]),
+            node("twin", NodeStatus::Online, None, &[]),
+        ];
+        let twin = NodeChoice::Named(vec!["twin".into()]);
+        let error = for_new_model(&nodes, "m", &twin, PullTargets::FreeDisk).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("2 nodes are called \"twin\""), "{message}");
+        assert!(
+            message.contains(&nodes[1].facts.id.to_string()),
+            "{message}"
+        );
+        // Its id still picks one.
+        let one = NodeChoice::Named(vec![nodes[1].facts.id.to_string()]);
+        let plans = for_new_model(&nodes, "m", &one, PullTargets::FreeDisk).unwrap();
+        assert_eq!(plans.len(), 1);
     }
 
     #[test]

@@ -212,6 +212,7 @@ impl HistoryStore {
     /// cannot be opened at all) is moved aside, with its WAL, and a new one created.
     pub fn open_in_dir(data_dir: &Path) -> anyhow::Result<Opened> {
         let path = data_dir.join(FILE_NAME);
+        owner_only(&path);
         let error = match Self::open(&path) {
             Ok(store) => return Ok(Opened::Ready(store)),
             Err(e) => e,
@@ -242,6 +243,7 @@ impl HistoryStore {
                 );
             }
         }
+        owner_only(&path);
         let store = Self::open(&path)
             .map_err(|e| anyhow::anyhow!("could not create {}: {e}", path.display()))?;
         Ok(Opened::Recovered {
@@ -597,6 +599,49 @@ fn check_pages(conn: &Connection) -> rusqlite::Result<()> {
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
         Some(format!("the database is damaged: {result}")),
     ))
+}
+
+/// Makes the database at `path` readable by its owner only, creating it
+/// empty if it is not there (SQLite takes an empty file as a new database,
+/// and gives its `-wal` and `-shm` files the database's mode): it holds
+/// prompts and answers. A file another version left readable by others is
+/// restricted, with its side files. A failure is logged; opening then says
+/// what is wrong.
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        let result = match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mut restricted = Ok(());
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                    if let Ok(meta) = std::fs::metadata(&file)
+                        && meta.permissions().mode() & 0o077 != 0
+                    {
+                        tracing::info!(path = %file.display(), "the request history was readable by other users; it is now owner-only");
+                        restricted = restricted.and(std::fs::set_permissions(
+                            &file,
+                            std::fs::Permissions::from_mode(0o600),
+                        ));
+                    }
+                }
+                restricted
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(error) = result {
+            tracing::warn!(path = %path.display(), %error, "could not make the request history owner-only");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Opens a connection with the settings every one uses.
@@ -1167,6 +1212,27 @@ PRAGMA user_version = 1;
             Err(e) if format!("{e:#}").contains("newer")
         ));
         assert!(path.is_file());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_history_file_and_its_side_files_are_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let Opened::Ready(store) = HistoryStore::open_in_dir(dir.path()).unwrap() else {
+            panic!("a new file is ready");
+        };
+        store.insert(&[entry(Utc::now(), "m", "hello")]).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let wal = dir.path().join(format!("{FILE_NAME}-wal"));
+        assert_eq!(mode(&wal), 0o600);
+        drop(store);
+        // Left readable by others (by an older version): restricted when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _reopened = HistoryStore::open_in_dir(dir.path()).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

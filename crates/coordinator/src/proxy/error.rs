@@ -41,6 +41,13 @@ pub enum ProxyError {
     OnlyOnOpenAiNodes(String),
     #[error("no node is available: {0}")]
     NoNodeAvailable(&'static str),
+    /// The model is on nodes that take no requests now (offline, draining).
+    #[error(
+        "model \"{}\" is held only by nodes that take no requests now: {}; retry when one is back",
+        crate::registry::validate::shown(.model),
+        .holders
+    )]
+    ModelUnavailable { model: String, holders: String },
     /// Every node tried failed; the message says how.
     #[error("{0}")]
     NodesFailed(String),
@@ -75,7 +82,9 @@ impl ProxyError {
             ProxyError::ModelNotFound(_) | ProxyError::OnlyOnOpenAiNodes(_) => {
                 StatusCode::NOT_FOUND
             }
-            ProxyError::NoNodeAvailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoNodeAvailable(_) | ProxyError::ModelUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::NodesFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
@@ -99,7 +108,9 @@ impl ProxyError {
             ProxyError::ModelNotFound(_) | ProxyError::OnlyOnOpenAiNodes(_) => {
                 ("invalid_request_error", Some("model_not_found"))
             }
-            ProxyError::NoNodeAvailable(_) => ("server_error", Some("no_available_node")),
+            ProxyError::NoNodeAvailable(_) | ProxyError::ModelUnavailable { .. } => {
+                ("server_error", Some("no_available_node"))
+            }
             ProxyError::Loop { .. } => ("server_error", Some("routing_loop")),
             ProxyError::NodesFailed(_) => ("server_error", Some("upstream_error")),
             ProxyError::Timeout(_) => ("server_error", Some("upstream_timeout")),

@@ -508,10 +508,21 @@ impl Proxy {
             if elsewhere && request.endpoint() == "/api/show" {
                 return Ok(show_served_elsewhere(&request.facts.model));
             }
-            return Err(if elsewhere {
-                ProxyError::OnlyOnOpenAiNodes(request.facts.model.clone())
-            } else {
+            if elsewhere {
+                return Err(ProxyError::OnlyOnOpenAiNodes(request.facts.model.clone()));
+            }
+            let wanted: Vec<&str> = match &names {
+                Some(names) => names.iter().map(String::as_str).collect(),
+                None => vec![model],
+            };
+            let holders = self.registry.unavailable_holders(&wanted);
+            return Err(if holders.is_empty() {
                 ProxyError::ModelNotFound(request.facts.model.clone())
+            } else {
+                ProxyError::ModelUnavailable {
+                    model: request.facts.model.clone(),
+                    holders: holders.join(", "),
+                }
             });
         }
         // Only servers speaking OpenAI's API can take this Ollama request: what cannot be

@@ -929,6 +929,35 @@ impl NodeRegistry {
         Ok(())
     }
 
+    /// The nodes that hold one of `models` (canonical names) but take no
+    /// requests now, each as "name (why)": what a request for a model that
+    /// no routable node holds is told.
+    pub fn unavailable_holders(&self, models: &[&str]) -> Vec<String> {
+        self.nodes
+            .read()
+            .values()
+            .filter(|r| r.status() != NodeStatus::Online)
+            .filter(|r| {
+                r.facts
+                    .models
+                    .iter()
+                    .any(|m| models.contains(&canonical_model_name(&m.name).as_str()))
+            })
+            .map(|r| {
+                let name = r
+                    .facts
+                    .display_name
+                    .as_deref()
+                    .unwrap_or(&r.facts.machine_name);
+                let why = match r.status_reason() {
+                    Some(reason) => reason.text(),
+                    None => "draining",
+                };
+                format!("{name} ({why})")
+            })
+            .collect()
+    }
+
     pub fn get(&self, id: NodeId) -> Option<Node> {
         let now = Instant::now();
         self.nodes.read().get(&id).map(|r| r.view(now))
