@@ -3,7 +3,7 @@
 //! Writers (registration, heartbeats, health changes) mark it out of date and
 //! the next reader builds a new [`RoutableSnapshot`], published with
 //! `ArcSwap`; a request does one `load()`, then reads each node's live state
-//! ([`NodeLive`]: atomics, plus the short resident-models lock).
+//! ([`NodeLive`]: atomics and `ArcSwap`s, no lock).
 
 use std::collections::HashSet;
 use std::sync::Arc;
