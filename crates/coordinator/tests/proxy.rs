@@ -260,6 +260,63 @@ async fn a_model_only_draining_nodes_hold_is_503_naming_them_not_404() {
 }
 
 #[tokio::test]
+async fn an_unload_reaches_every_node_holding_the_model_in_memory() {
+    let mut fleet = Fleet::start(vec![]).await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let id = fleet
+            .add_node(MockConfig::named(name).with_models(["llama3.2", "mistral"]))
+            .await;
+        ids.push(id);
+    }
+    // llama3.2 in memory on a and b, as their heartbeats say; c holds it on disk only.
+    for (id, name) in ids.iter().zip(["a", "b"]) {
+        let load = fleet
+            .client
+            .post(format!("{}/api/generate", fleet.node(name).url()))
+            .json(&json!({"model": "llama3.2"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(load.status(), 200);
+        fleet.heartbeat(id, 10.0, &["llama3.2:latest"]).await;
+    }
+    assert!(
+        fleet
+            .node("a")
+            .models()
+            .loaded_names()
+            .contains(&"llama3.2:latest".to_owned())
+    );
+
+    // What `ollama stop llama3.2` sends.
+    let (status, body) = fleet
+        .post_json(
+            "/api/generate",
+            json!({"model": "llama3.2", "keep_alive": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["done_reason"], "unload");
+    for name in ["a", "b"] {
+        eventually(
+            &format!("llama3.2 unloaded on {name}"),
+            Duration::from_secs(10),
+            || async {
+                (!fleet
+                    .node(name)
+                    .models()
+                    .loaded_names()
+                    .contains(&"llama3.2:latest".to_owned()))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_are_answered_in_each_apis_format() {
     let fleet = Fleet::start(vec![MockConfig::named("a")]).await;
     let (status, body) = fleet.get_status_json("/v1/nonexistent").await;

@@ -41,10 +41,10 @@ use crate::admission::{Admission, Gate};
 use crate::balancer::{self, Placement, Policy, RoutePlan};
 use crate::config::ProxySettings;
 use crate::registry::live::{HealthChange, SLOT_FREED};
-use crate::registry::{InFlightGuard, NodeRegistry, RoutableNode, validate};
+use crate::registry::{InFlightGuard, NodeRegistry, RoutableNode, RoutableSnapshot, validate};
 use body::{BodyHealth, FailureReport, ProxiedBody, Tap, error_chain};
 use error::ProxyError;
-use llm_router_common::ApiKind;
+use llm_router_common::{ApiKind, NodeId};
 use peek::RequestFacts;
 use record::{Outcome, RequestRecord, RequestSinks, TriedNode, Usage};
 
@@ -601,7 +601,12 @@ impl Proxy {
                 .attempt(&node, guard, request, model, tried, admission)
                 .await
             {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    if request.facts.unload {
+                        self.unload_elsewhere(request, model, &snapshot, node.id);
+                    }
+                    return Ok(response);
+                }
                 Err(failure) => {
                     if failure.counts_against_node {
                         log_health_change(&node, node.live.record_failure(self.settings.health));
@@ -630,6 +635,62 @@ impl Proxy {
         })
     }
 
+    /// Sends an unload (`ollama stop`), which `answered` took, to every other
+    /// Ollama node believed to hold `model` in memory: a model is in memory on
+    /// the fleet, not on one node. In the background; the client has its
+    /// answer, and each node's outcome is logged.
+    fn unload_elsewhere(
+        &self,
+        request: &InferenceRequest,
+        model: &str,
+        snapshot: &RoutableSnapshot,
+        answered: NodeId,
+    ) {
+        let now = Instant::now();
+        for node in snapshot.nodes.iter().filter(|n| {
+            n.id != answered
+                && n.api == ApiKind::Ollama
+                && n.holds(model)
+                && (n.live.is_resident(model, now) || n.loaded_models.contains(model))
+        }) {
+            let upstream = match upstream_request(node, request, None) {
+                Ok(upstream) => upstream,
+                Err(message) => {
+                    tracing::warn!(node = %node.machine_name, %message, "could not send the unload");
+                    continue;
+                }
+            };
+            node.live.forget_model(model);
+            let client = self.local_client().clone();
+            let timeout = self.settings.first_byte_timeout;
+            let node = Arc::clone(node);
+            let model = model.to_owned();
+            tokio::spawn(async move {
+                let sent = tokio::time::timeout(timeout, async {
+                    let response = client.request(upstream).await?;
+                    let status = response.status();
+                    response.into_body().collect().await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(status)
+                })
+                .await;
+                match sent {
+                    Ok(Ok(status)) if status.is_success() => {
+                        tracing::info!(node = %node.machine_name, %model, "model unloaded here too");
+                    }
+                    Ok(Ok(status)) => {
+                        tracing::warn!(node = %node.machine_name, %model, %status, "the node refused the unload");
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(node = %node.machine_name, %model, %error, "the unload did not reach the node");
+                    }
+                    Err(_) => {
+                        tracing::warn!(node = %node.machine_name, %model, "the node did not answer the unload in time");
+                    }
+                }
+            });
+        }
+    }
+
     /// One try on one node: the response if its head arrived and is worth passing on.
     async fn attempt(
         &self,
@@ -648,7 +709,13 @@ impl Proxy {
                 .live
                 .parallel()
                 .is_some_and(|slots| node.live.load() > u64::from(slots));
-        let cold = !node.live.route_model(model, Instant::now());
+        // An unload takes the model out of memory; anything else puts it there.
+        let cold = if request.facts.unload {
+            node.live.forget_model(model);
+            false
+        } else {
+            !node.live.route_model(model, Instant::now())
+        };
         if cold {
             node.live.count_cold_load();
         }

@@ -17,9 +17,100 @@ struct Fields<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
-    /// Only whether the client set one.
     #[serde(default)]
-    keep_alive: Option<serde::de::IgnoredAny>,
+    keep_alive: Option<serde_json::Value>,
+    /// Read only to tell an unload (`keep_alive: 0` and nothing to answer).
+    #[serde(default)]
+    prompt: Emptiness,
+    #[serde(default)]
+    messages: Emptiness,
+}
+
+/// Whether a field of any type is empty (absent, null, `""`, `[]`, `{}`),
+/// read without keeping any of it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Emptiness {
+    #[default]
+    Empty,
+    Something,
+}
+
+impl<'de> Deserialize<'de> for Emptiness {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Probe;
+        impl<'de> serde::de::Visitor<'de> for Probe {
+            type Value = Emptiness;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Emptiness, E> {
+                Ok(if v.is_empty() {
+                    Emptiness::Empty
+                } else {
+                    Emptiness::Something
+                })
+            }
+            fn visit_unit<E>(self) -> Result<Emptiness, E> {
+                Ok(Emptiness::Empty)
+            }
+            fn visit_none<E>(self) -> Result<Emptiness, E> {
+                Ok(Emptiness::Empty)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Emptiness, D::Error> {
+                d.deserialize_any(Probe)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Emptiness, E> {
+                Ok(Emptiness::Something)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Emptiness, E> {
+                Ok(Emptiness::Something)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Emptiness, E> {
+                Ok(Emptiness::Something)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Emptiness, E> {
+                Ok(Emptiness::Something)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Emptiness, A::Error> {
+                let mut seen = Emptiness::Empty;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    seen = Emptiness::Something;
+                }
+                Ok(seen)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Emptiness, A::Error> {
+                let mut seen = Emptiness::Empty;
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {
+                    seen = Emptiness::Something;
+                }
+                Ok(seen)
+            }
+        }
+        deserializer.deserialize_any(Probe)
+    }
+}
+
+/// Whether `keep_alive` says "unload now": 0 as a number, or a duration
+/// of zero (`"0"`, `"0s"`, `"0m"`).
+fn is_zero_duration(keep_alive: &serde_json::Value) -> bool {
+    match keep_alive {
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::String(s) => s
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .parse::<f64>()
+            .is_ok_and(|v| v == 0.0),
+        _ => false,
+    }
 }
 
 /// What the router reads of an inference request.
@@ -30,6 +121,9 @@ pub struct RequestFacts {
     pub stream: bool,
     /// Whether the client said how long the model stays in memory (Ollama's `keep_alive`).
     pub keep_alive: bool,
+    /// An Ollama request that only unloads the model (`ollama stop`):
+    /// `keep_alive` of zero, no prompt, no messages.
+    pub unload: bool,
 }
 
 /// Parses `model` and `stream`; `stream_default` is the API's default when absent.
@@ -61,10 +155,14 @@ pub fn peek(body: &[u8], stream_default: bool) -> Result<RequestFacts, ProxyErro
             )));
         }
     };
+    let unload = fields.keep_alive.as_ref().is_some_and(is_zero_duration)
+        && fields.prompt == Emptiness::Empty
+        && fields.messages == Emptiness::Empty;
     Ok(RequestFacts {
         model,
         stream,
         keep_alive: fields.keep_alive.is_some(),
+        unload,
     })
 }
 
@@ -103,6 +201,26 @@ mod tests {
         let facts = peek(body, true).unwrap();
         assert_eq!(facts.model, "llama3.2");
         assert!(!facts.stream);
+    }
+
+    #[test]
+    fn an_unload_is_a_zero_keep_alive_with_nothing_to_answer() {
+        let unload = |body: &str| peek(body.as_bytes(), true).unwrap().unload;
+        assert!(unload(r#"{"model":"m","keep_alive":0}"#));
+        assert!(unload(r#"{"model":"m","keep_alive":"0s","prompt":""}"#));
+        assert!(unload(r#"{"model":"m","keep_alive":"0","messages":[]}"#));
+        assert!(!unload(r#"{"model":"m","keep_alive":0,"prompt":"hi"}"#));
+        assert!(!unload(
+            r#"{"model":"m","keep_alive":0,"messages":[{"role":"user","content":"hi"}]}"#
+        ));
+        assert!(!unload(r#"{"model":"m","keep_alive":"5m"}"#));
+        assert!(!unload(r#"{"model":"m","keep_alive":-1}"#));
+        assert!(!unload(r#"{"model":"m"}"#));
+        // Prompts of other shapes (OpenAI's lists) are read, not refused.
+        assert!(!unload(
+            r#"{"model":"m","keep_alive":0,"prompt":["a",[1,2]]}"#
+        ));
+        assert!(unload(r#"{"model":"m","keep_alive":0,"prompt":null}"#));
     }
 
     #[test]

@@ -532,6 +532,21 @@ impl NodeLive {
         was
     }
 
+    /// Notes that `model` was unloaded here (an unload request was answered):
+    /// it is no longer believed resident, until a heartbeat says otherwise.
+    pub fn forget_model(&self, model: &str) {
+        let current = self.resident.load();
+        if current.routed(model).is_none() && !current.reported.iter().any(|m| m == model) {
+            return;
+        }
+        self.resident.rcu(|resident| {
+            let mut next = Resident::clone(resident);
+            next.routed.retain(|r| r.model != model);
+            next.reported.retain(|m| m != model);
+            next
+        });
+    }
+
     /// Whether `model` is believed to be in memory on this node.
     pub fn is_resident(&self, model: &str, now: Instant) -> bool {
         self.resident.load().is_resident(model, self.micros_at(now))
