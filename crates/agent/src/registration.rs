@@ -46,9 +46,10 @@ fn refusal_hint(error: &RegisterError) -> &'static str {
     };
     match status.as_u16() {
         401 => {
-            ". Set --node-token (or LLM_ROUTER_NODE_TOKEN, or node_token in agent-settings.json) \
-             to the token the coordinator printed at start; it is also in the coordinator's data \
-             folder, in the file node-token"
+            ". The agent's node token (--node-token, LLM_ROUTER_NODE_TOKEN or node_token in \
+             agent-settings.json) is missing or not one the coordinator accepts: use the \
+             coordinator's own (its --node-token, or the token it printed at its first start, \
+             kept in the file node-token in its data folder)"
         }
         403 | 409 => {
             ". This machine's node is registered with a credential this agent does not hold: \

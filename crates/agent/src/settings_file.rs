@@ -42,15 +42,17 @@ pub struct SettingsFile {
 /// Why the settings file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsFileError {
-    #[error("cannot read {path}: {source}")]
+    // The cause is in the message, not a `source`: shown with its causes, it
+    // would say the same twice.
+    #[error("cannot read {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("{path} is not a valid settings file: {source}")]
+    #[error("{path} is not a valid settings file: {reason}")]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        reason: serde_json::Error,
     },
 }
 
@@ -79,14 +81,14 @@ impl SettingsFile {
             Err(source) => {
                 return Err(SettingsFileError::Read {
                     path: path.to_owned(),
-                    source,
+                    reason: source,
                 });
             }
         };
         let (settings, unknown) =
-            Self::parse(&text).map_err(|source| SettingsFileError::Parse {
+            Self::parse(&text).map_err(|reason| SettingsFileError::Parse {
                 path: path.to_owned(),
-                source,
+                reason,
             })?;
         if !unknown.is_empty() {
             tracing::warn!(path = %path.display(), keys = ?unknown, "ignoring unknown keys in the settings file");

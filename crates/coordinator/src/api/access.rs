@@ -269,7 +269,9 @@ pub async fn operator_gate(
     if is_operator(&access, request.headers()) {
         return next.run(request).await;
     }
-    if request.method() == Method::GET && request.uri().path() == "/dashboard" {
+    if request.method() == Method::GET
+        && matches!(request.uri().path(), "/dashboard" | "/dashboard/")
+    {
         return Redirect::to("/login").into_response();
     }
     ApiError::Unauthorized(

@@ -188,10 +188,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/health", get(health))
         .merge(same_site)
         .merge(model_management)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY_BYTES));
     // Inference handlers read the body themselves, with the proxy's own limit.
+    // The 405 answer is set before the CORS layer, which must still see preflights.
     let inference = ollama::routes()
         .merge(openai::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(from_fn_with_state(
             Arc::clone(&state.access),
             access::client_gate,
@@ -207,7 +210,6 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::asset_routes())
         .merge(metrics)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(frame::RequestFrameLayer)
 }

@@ -527,8 +527,9 @@
   }
 
   // ---------- charts (hand-written SVG) ----------
+  // At least 2, so that the half-way tick is a whole number (0, 1, 2) even with no data.
   function niceMax(v) {
-    if (!v || v <= 0) return 1;
+    if (!v || v <= 2) return 2;
     const exp = 10 ** Math.floor(Math.log10(v));
     for (const step of [1, 2, 2.5, 5, 10]) if (step * exp >= v) return step * exp;
     return 10 * exp;
