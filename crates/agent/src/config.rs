@@ -329,12 +329,13 @@ impl Cli {
         // A port given on the command line or in the environment says where
         // Ollama is as surely as a whole URL does: it beats the file's URL.
         let port_given = !self.is_default("ollama_port");
+        let on_port = || format!("http://127.0.0.1:{ollama_port}");
         let ollama_api_base = self
             .ollama_api_base
             .clone()
-            .or_else(|| port_given.then(|| format!("http://127.0.0.1:{}", self.ollama_port)))
+            .or_else(|| port_given.then(on_port))
             .or_else(|| file.ollama_api_base.clone())
-            .unwrap_or_else(|| format!("http://127.0.0.1:{ollama_port}"));
+            .unwrap_or_else(on_port);
         let api_url = self.api_url.clone().or_else(|| file.api_url.clone());
         let secret = |value: Option<&String>| {
             value

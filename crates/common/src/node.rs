@@ -101,6 +101,11 @@ impl NodeFacts {
             api_kind,
         }
     }
+
+    /// The name operators see: the display name they gave, else the machine's.
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.machine_name)
+    }
 }
 
 /// A node as `GET /api/agents` shows it: its [`NodeFacts`] and what the

@@ -71,10 +71,7 @@ pub async fn nodes(remote: &Remote) -> anyhow::Result<u8> {
                 if n.facts.agentless { " (no agent)" } else { "" }
             );
             [
-                n.facts
-                    .display_name
-                    .clone()
-                    .unwrap_or_else(|| n.facts.machine_name.clone()),
+                n.facts.shown_name().to_owned(),
                 n.status.as_str().to_owned(),
                 kind,
                 n.facts.models.len().to_string(),

@@ -611,18 +611,17 @@ impl Proxy {
                     if failure.counts_against_node {
                         log_health_change(&node, node.live.record_failure(self.settings.health));
                     }
-                    all_timed_out &= failure.timed_out;
-                    all_lacked_model &= failure.lacks_model;
-                    failures.push(failure.message);
-                    let next = if failures.len() >= max_attempts {
+                    let next = if failures.len() + 1 >= max_attempts {
                         "no attempts left"
                     } else if pool.is_empty() && reserve.is_empty() && full.is_empty() {
                         "no other node holds the model"
                     } else {
                         "trying another node"
                     };
-                    let error = failures.last().map_or("", String::as_str);
-                    tracing::warn!(node = %node.machine_name, model = %request.facts.model, %error, "attempt failed; {next}");
+                    tracing::warn!(node = %node.machine_name, model = %request.facts.model, error = %failure.message, "attempt failed; {next}");
+                    all_timed_out &= failure.timed_out;
+                    all_lacked_model &= failure.lacks_model;
+                    failures.push(failure.message);
                 }
             }
         }

@@ -149,15 +149,23 @@ struct Routed {
 
 impl Clone for Routed {
     fn clone(&self) -> Self {
-        Self {
-            model: self.model.clone(),
-            at_us: AtomicU64::new(self.at_us.load(Ordering::Relaxed)),
-            order: AtomicU64::new(self.order.load(Ordering::Relaxed)),
-        }
+        Self::new(
+            self.model.clone(),
+            self.at_us.load(Ordering::Relaxed),
+            self.order.load(Ordering::Relaxed),
+        )
     }
 }
 
 impl Routed {
+    fn new(model: String, at_us: u64, order: u64) -> Self {
+        Self {
+            model,
+            at_us: AtomicU64::new(at_us),
+            order: AtomicU64::new(order),
+        }
+    }
+
     /// Whether it was routed here less than `window` (µs) before `now_us`.
     fn within(&self, now_us: u64, window: u64) -> bool {
         now_us.saturating_sub(self.at_us.load(Ordering::Relaxed)) < window
@@ -211,11 +219,9 @@ impl Resident {
         let mut next = self.clone();
         match next.routed(model) {
             Some(entry) => entry.stamp(now_us, order),
-            None => next.routed.push(Routed {
-                model: model.to_owned(),
-                at_us: AtomicU64::new(now_us),
-                order: AtomicU64::new(order),
-            }),
+            None => next
+                .routed
+                .push(Routed::new(model.to_owned(), now_us, order)),
         }
         let excess = next.routed.len().saturating_sub(next.slots());
         if excess > 0 {

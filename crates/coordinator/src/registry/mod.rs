@@ -526,11 +526,7 @@ impl NodeRegistry {
                 if record.credential.is_some()
                     && !record.accepts_credential(req.node_credential.as_deref())
                 {
-                    let shown = record
-                        .facts
-                        .display_name
-                        .as_deref()
-                        .unwrap_or(&record.facts.machine_name);
+                    let shown = record.facts.shown_name();
                     let message = if req.node_credential.is_some() {
                         format!(
                             "node {} ({shown}) is registered with another credential",
@@ -944,16 +940,11 @@ impl NodeRegistry {
                     .any(|m| models.contains(&canonical_model_name(&m.name).as_str()))
             })
             .map(|r| {
-                let name = r
-                    .facts
-                    .display_name
-                    .as_deref()
-                    .unwrap_or(&r.facts.machine_name);
                 let why = match r.status_reason() {
                     Some(reason) => reason.text(),
                     None => "draining",
                 };
-                format!("{name} ({why})")
+                format!("{} ({why})", r.facts.shown_name())
             })
             .collect()
     }
