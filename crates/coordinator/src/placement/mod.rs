@@ -333,6 +333,23 @@ impl Placer {
         next
     }
 
+    /// A round with nothing to plan: no demand left and no request since
+    /// the last. Returns false, changing nothing, when there is demand;
+    /// else the round counts as held (demand that arrives next is measured
+    /// from now).
+    fn idle_round(&self, now: Instant) -> bool {
+        if !self.tallies.lock().is_empty() {
+            return false;
+        }
+        let mut rounds = self.rounds.lock();
+        if !rounds.demand.is_empty() {
+            return false;
+        }
+        rounds.last = Some(now);
+        rounds.settling = rounds.settling.saturating_sub(1);
+        true
+    }
+
     /// Planned models not in memory on Ollama nodes that have finished
     /// their requests (or have room to spare): what to pre-load now.
     pub fn to_preload(
@@ -341,10 +358,20 @@ impl Placer {
         now: Instant,
     ) -> Vec<(Arc<RoutableNode>, String)> {
         let plan = self.current();
+        let mut planned_nodes = plan
+            .nodes
+            .iter()
+            .filter(|p| !p.models.is_empty())
+            .peekable();
+        if planned_nodes.peek().is_none() {
+            return Vec::new();
+        }
+        let by_id: HashMap<NodeId, &Arc<RoutableNode>> =
+            snapshot.nodes.iter().map(|n| (n.id, n)).collect();
         let warming = self.warming.lock();
         let mut wanted = Vec::new();
-        for planned in &plan.nodes {
-            let Some(node) = snapshot.nodes.iter().find(|n| n.id == planned.id) else {
+        for planned in planned_nodes {
+            let Some(node) = by_id.get(&planned.id) else {
                 continue;
             };
             if node.api != ApiKind::Ollama || node.live.is_unhealthy() {
@@ -519,6 +546,7 @@ pub async fn run_planner(
 ) {
     let interval = placer.interval;
     let mut planned_at: Option<Instant> = None;
+    let mut planned_for: Option<Arc<RoutableSnapshot>> = None;
     // Pre-loads are looked for more often than plans are made: a node the
     // plan moved is warmed soon after its last request ends.
     let check = (interval / PRELOAD_CHECKS_PER_ROUND).max(Duration::from_millis(50));
@@ -531,7 +559,16 @@ pub async fn run_planner(
             || placer.current().demand.is_empty();
         if due {
             planned_at = Some(now);
-            placer.replan(&snapshot, now);
+            // With no demand and the same fleet, a round would find the plan
+            // it already has; at fleet scale that is a pass over every node
+            // each check for nothing.
+            let same_fleet = planned_for
+                .as_ref()
+                .is_some_and(|planned| Arc::ptr_eq(planned, &snapshot));
+            if !(same_fleet && placer.idle_round(now)) {
+                placer.replan(&snapshot, now);
+                planned_for = Some(Arc::clone(&snapshot));
+            }
         }
         for (node, model) in placer.to_preload(&snapshot, now) {
             if !placer.start_warming(node.id, &model) {

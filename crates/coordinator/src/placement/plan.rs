@@ -97,19 +97,23 @@ pub struct Decision {
 /// Plans `nodes` for `demand`, starting from `current` (the plan in force,
 /// or what the nodes have in memory when there is none yet).
 pub fn plan(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Decision {
-    let kept = repair(demand, nodes, current);
+    let problem = Problem::new(demand, nodes);
+    let kept = problem.repair(current);
     let repaired = kept != *current;
     let candidate = {
-        let from_kept = improve(demand, nodes, kept.clone());
-        let from_greedy = improve(demand, nodes, greedy(demand, nodes));
-        if rank(demand, nodes, &from_greedy).better_than(&rank(demand, nodes, &from_kept)) {
+        let from_kept = problem.improve(kept.clone());
+        let from_greedy = problem.improve(problem.greedy());
+        if problem
+            .rank_of(&from_greedy)
+            .better_than(&problem.rank_of(&from_kept))
+        {
             from_greedy
         } else {
             from_kept
         }
     };
-    let old = rank(demand, nodes, &kept);
-    let new = rank(demand, nodes, &candidate);
+    let old = problem.rank_of(&kept);
+    let new = problem.rank_of(&candidate);
     let (assignment, reason) = if candidate == kept {
         let reason = if repaired {
             "repaired: nodes, models or demand changed".to_owned()
@@ -135,11 +139,18 @@ pub fn plan(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Deci
         (kept, reason)
     };
     Decision {
-        headroom: headroom(demand, nodes, &assignment),
+        headroom: problem.headroom(&problem.tally(&assignment)),
         changed: assignment != *current,
         assignment,
         reason,
     }
+}
+
+/// `C_m` for every model of the demand list.
+pub fn capacities(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Vec<f64> {
+    let problem = Problem::new(demand, nodes);
+    let tally = problem.tally(assignment);
+    (0..demand.len()).map(|m| tally.capacity(m)).collect()
 }
 
 /// The mean wait in a queue served at utilisation `1 / headroom`, in
@@ -157,84 +168,12 @@ fn shown(value: Option<f64>) -> String {
     value.map_or_else(|| "none".to_owned(), |v| format!("{v:.2}"))
 }
 
-/// `current` with what it can no longer be taken out: models a node does not
-/// hold or nobody asks for, more models than fit; then every node with room
-/// left gets the neediest models it holds.
-fn repair(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Assignment {
-    let mut assignment: Assignment = nodes
-        .iter()
-        .enumerate()
-        .map(|(n, node)| {
-            let mut models: Vec<usize> = current.get(n).cloned().unwrap_or_default();
-            models.retain(|&m| demand.get(m).is_some_and(|d| d.rate > 0.0) && serves(node, m));
-            models.dedup();
-            models.truncate(node.memory.max(1));
-            models
-        })
-        .collect();
-    fill(
-        demand,
-        nodes,
-        &mut assignment,
-        &fastest_first(demand, nodes),
-    );
-    assignment
-}
-
 fn serves(node: &Capacity, model: usize) -> bool {
     node.rates
         .get(model)
         .copied()
         .flatten()
         .is_some_and(|r| r > 0.0)
-}
-
-/// Node indices, the fastest (best rate for any demanded model) first.
-fn fastest_first(demand: &[Demand], nodes: &[Capacity]) -> Vec<usize> {
-    let best = |node: &Capacity| {
-        (0..demand.len())
-            .filter(|&m| demand[m].rate > 0.0)
-            .filter_map(|m| node.rates.get(m).copied().flatten())
-            .fold(0.0_f64, f64::max)
-    };
-    let mut order: Vec<usize> = (0..nodes.len()).collect();
-    order.sort_by(|&a, &b| best(&nodes[b]).total_cmp(&best(&nodes[a])).then(a.cmp(&b)));
-    order
-}
-
-/// Gives each node's free memory, in `order`, to the held models with the
-/// least headroom so far.
-fn fill(demand: &[Demand], nodes: &[Capacity], assignment: &mut Assignment, order: &[usize]) {
-    for &n in order {
-        while assignment[n].len() < nodes[n].memory.max(1) {
-            let capacity = capacities(demand, nodes, assignment);
-            let neediest = (0..demand.len())
-                .filter(|&m| demand[m].rate > 0.0 && serves(&nodes[n], m))
-                .filter(|m| !assignment[n].contains(m))
-                .min_by(|&a, &b| {
-                    // Least headroom; among equals (none yet), the most asked for.
-                    let h = |m: usize| capacity[m] / demand[m].rate;
-                    h(a).total_cmp(&h(b))
-                        .then(demand[b].rate.total_cmp(&demand[a].rate))
-                        .then(a.cmp(&b))
-                });
-            match neediest {
-                Some(m) => assignment[n].push(m),
-                None => break,
-            }
-        }
-    }
-}
-
-fn greedy(demand: &[Demand], nodes: &[Capacity]) -> Assignment {
-    let mut assignment = vec![Vec::new(); nodes.len()];
-    fill(
-        demand,
-        nodes,
-        &mut assignment,
-        &fastest_first(demand, nodes),
-    );
-    assignment
 }
 
 /// A change the local search tries.
@@ -246,98 +185,256 @@ enum Move {
     Swap(usize, usize, usize, usize),
 }
 
-/// Local search: the best single change (one node's model replaced by
-/// another it holds, or, on fleets up to [`SWAP_SEARCH_NODES`], two nodes
-/// trading models) while it improves the ranking.
-fn improve(demand: &[Demand], nodes: &[Capacity], mut assignment: Assignment) -> Assignment {
-    for _ in 0..MAX_ROUNDS {
-        let mut best = rank(demand, nodes, &assignment);
-        let mut best_move = None;
-        for (n, node) in nodes.iter().enumerate() {
-            for slot in 0..assignment[n].len() {
-                for m in 0..demand.len() {
-                    if demand[m].rate <= 0.0 || !serves(node, m) || assignment[n].contains(&m) {
-                        continue;
-                    }
-                    let previous = std::mem::replace(&mut assignment[n][slot], m);
-                    let ranked = rank(demand, nodes, &assignment);
-                    assignment[n][slot] = previous;
-                    if ranked.better_than(&best) {
-                        best = ranked;
-                        best_move = Some(Move::Replace(n, slot, m));
+/// Each model's capacity under an assignment, kept up to date one node at a
+/// time: a move changes the capacities of the models of the nodes it
+/// touches only, so trying it costs a few models' worth of arithmetic, not
+/// a pass over the fleet.
+#[derive(Debug, Clone)]
+struct Tally {
+    capacity: Vec<f64>,
+    /// How many nodes serve each model. A model none serves has a capacity
+    /// of exactly 0, whatever rounding the updates left behind.
+    serving: Vec<u32>,
+}
+
+impl Tally {
+    fn capacity(&self, model: usize) -> f64 {
+        if self.serving[model] == 0 {
+            0.0
+        } else {
+            self.capacity[model]
+        }
+    }
+}
+
+/// One planning problem, with what every evaluation reads worked out once.
+struct Problem<'a> {
+    demand: &'a [Demand],
+    nodes: &'a [Capacity],
+    /// Whether any node holds each model (one none holds stays out of the ranking).
+    held: Vec<bool>,
+}
+
+impl<'a> Problem<'a> {
+    fn new(demand: &'a [Demand], nodes: &'a [Capacity]) -> Self {
+        let held = (0..demand.len())
+            .map(|m| nodes.iter().any(|n| serves(n, m)))
+            .collect();
+        Self {
+            demand,
+            nodes,
+            held,
+        }
+    }
+
+    fn wanted(&self, model: usize) -> bool {
+        self.demand[model].rate > 0.0
+    }
+
+    /// Adds (`sign` 1) or takes away (`sign` −1) what node `n` serving
+    /// `models` gives each of them: its rate for the model, times the
+    /// model's share of the demand on the node.
+    fn apply(&self, tally: &mut Tally, n: usize, models: &[usize], sign: f64) {
+        let total: f64 = models.iter().map(|&m| self.demand[m].rate).sum();
+        for &m in models {
+            let share = if total > 0.0 {
+                self.demand[m].rate / total
+            } else {
+                1.0 / models.len() as f64
+            };
+            tally.capacity[m] += sign * self.nodes[n].rates[m].unwrap_or(0.0) * share;
+            if sign > 0.0 {
+                tally.serving[m] += 1;
+            } else {
+                tally.serving[m] -= 1;
+            }
+        }
+    }
+
+    fn tally(&self, assignment: &Assignment) -> Tally {
+        let mut tally = Tally {
+            capacity: vec![0.0; self.demand.len()],
+            serving: vec![0; self.demand.len()],
+        };
+        for (n, models) in assignment.iter().enumerate() {
+            self.apply(&mut tally, n, models, 1.0);
+        }
+        tally
+    }
+
+    /// Headroom per model; `None` for a model no node holds or nobody asks for.
+    fn headroom(&self, tally: &Tally) -> Vec<Option<f64>> {
+        (0..self.demand.len())
+            .map(|m| {
+                (self.held[m] && self.wanted(m)).then(|| tally.capacity(m) / self.demand[m].rate)
+            })
+            .collect()
+    }
+
+    fn rank(&self, tally: &Tally) -> Rank {
+        let rooms = self.headroom(tally);
+        let unserved = rooms
+            .iter()
+            .zip(self.demand)
+            .filter(|(room, _)| room.is_some_and(|h| h <= 0.0))
+            .map(|(_, d)| d.rate)
+            .sum();
+        let mut headrooms: Vec<f64> = rooms.into_iter().flatten().collect();
+        headrooms.sort_by(f64::total_cmp);
+        Rank {
+            unserved,
+            headrooms,
+        }
+    }
+
+    fn rank_of(&self, assignment: &Assignment) -> Rank {
+        self.rank(&self.tally(assignment))
+    }
+
+    /// `current` with what it can no longer be taken out: models a node
+    /// does not hold or nobody asks for, more models than fit; then every
+    /// node with room left gets the neediest models it holds.
+    fn repair(&self, current: &Assignment) -> Assignment {
+        let mut assignment: Assignment = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let mut models: Vec<usize> = current.get(n).cloned().unwrap_or_default();
+                models.retain(|&m| m < self.demand.len() && self.wanted(m) && serves(node, m));
+                models.dedup();
+                models.truncate(node.memory.max(1));
+                models
+            })
+            .collect();
+        self.fill(&mut assignment);
+        assignment
+    }
+
+    fn greedy(&self) -> Assignment {
+        let mut assignment = vec![Vec::new(); self.nodes.len()];
+        self.fill(&mut assignment);
+        assignment
+    }
+
+    /// Node indices, the fastest (best rate for any demanded model) first.
+    fn fastest_first(&self) -> Vec<usize> {
+        let best: Vec<f64> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                (0..self.demand.len())
+                    .filter(|&m| self.wanted(m))
+                    .filter_map(|m| node.rates.get(m).copied().flatten())
+                    .fold(0.0_f64, f64::max)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+        order.sort_by(|&a, &b| best[b].total_cmp(&best[a]).then(a.cmp(&b)));
+        order
+    }
+
+    /// Gives each node's free memory, the fastest nodes first, to the held
+    /// models with the least headroom so far.
+    fn fill(&self, assignment: &mut Assignment) {
+        let mut tally = self.tally(assignment);
+        for n in self.fastest_first() {
+            let node = &self.nodes[n];
+            while assignment[n].len() < node.memory.max(1) {
+                let neediest = (0..self.demand.len())
+                    .filter(|&m| self.wanted(m) && serves(node, m))
+                    .filter(|m| !assignment[n].contains(m))
+                    .min_by(|&a, &b| {
+                        // Least headroom; among equals (none yet), the most asked for.
+                        let h = |m: usize| tally.capacity(m) / self.demand[m].rate;
+                        h(a).total_cmp(&h(b))
+                            .then(self.demand[b].rate.total_cmp(&self.demand[a].rate))
+                            .then(a.cmp(&b))
+                    });
+                let Some(m) = neediest else { break };
+                self.apply(&mut tally, n, &assignment[n], -1.0);
+                assignment[n].push(m);
+                self.apply(&mut tally, n, &assignment[n], 1.0);
+            }
+        }
+    }
+
+    /// Local search: the best single change (one node's model replaced by
+    /// another it holds, or, on fleets up to [`SWAP_SEARCH_NODES`], two
+    /// nodes trading models) while it improves the ranking.
+    fn improve(&self, mut assignment: Assignment) -> Assignment {
+        for _ in 0..MAX_ROUNDS {
+            // Counted afresh each round, so updates cannot drift.
+            let tally = self.tally(&assignment);
+            let mut best = self.rank(&tally);
+            let mut best_move = None;
+            let mut trial = tally.clone();
+            for (n, node) in self.nodes.iter().enumerate() {
+                for slot in 0..assignment[n].len() {
+                    for m in 0..self.demand.len() {
+                        if !self.wanted(m) || !serves(node, m) || assignment[n].contains(&m) {
+                            continue;
+                        }
+                        trial.clone_from(&tally);
+                        self.apply(&mut trial, n, &assignment[n], -1.0);
+                        let previous = std::mem::replace(&mut assignment[n][slot], m);
+                        self.apply(&mut trial, n, &assignment[n], 1.0);
+                        assignment[n][slot] = previous;
+                        let ranked = self.rank(&trial);
+                        if ranked.better_than(&best) {
+                            best = ranked;
+                            best_move = Some(Move::Replace(n, slot, m));
+                        }
                     }
                 }
             }
-        }
-        if nodes.len() <= SWAP_SEARCH_NODES {
-            // Two nodes trading models, which no single move can reach when
-            // each model needs at least one node.
-            for a in 0..nodes.len() {
-                for b in a + 1..nodes.len() {
-                    for i in 0..assignment[a].len() {
-                        for j in 0..assignment[b].len() {
-                            let (ma, mb) = (assignment[a][i], assignment[b][j]);
-                            if ma == mb
-                                || !serves(&nodes[a], mb)
-                                || !serves(&nodes[b], ma)
-                                || assignment[a].contains(&mb)
-                                || assignment[b].contains(&ma)
-                            {
-                                continue;
-                            }
-                            assignment[a][i] = mb;
-                            assignment[b][j] = ma;
-                            let ranked = rank(demand, nodes, &assignment);
-                            assignment[a][i] = ma;
-                            assignment[b][j] = mb;
-                            if ranked.better_than(&best) {
-                                best = ranked;
-                                best_move = Some(Move::Swap(a, i, b, j));
+            if self.nodes.len() <= SWAP_SEARCH_NODES {
+                // Two nodes trading models, which no single move can reach
+                // when each model needs at least one node.
+                for a in 0..self.nodes.len() {
+                    for b in a + 1..self.nodes.len() {
+                        for i in 0..assignment[a].len() {
+                            for j in 0..assignment[b].len() {
+                                let (ma, mb) = (assignment[a][i], assignment[b][j]);
+                                if ma == mb
+                                    || !serves(&self.nodes[a], mb)
+                                    || !serves(&self.nodes[b], ma)
+                                    || assignment[a].contains(&mb)
+                                    || assignment[b].contains(&ma)
+                                {
+                                    continue;
+                                }
+                                trial.clone_from(&tally);
+                                self.apply(&mut trial, a, &assignment[a], -1.0);
+                                self.apply(&mut trial, b, &assignment[b], -1.0);
+                                assignment[a][i] = mb;
+                                assignment[b][j] = ma;
+                                self.apply(&mut trial, a, &assignment[a], 1.0);
+                                self.apply(&mut trial, b, &assignment[b], 1.0);
+                                assignment[a][i] = ma;
+                                assignment[b][j] = mb;
+                                let ranked = self.rank(&trial);
+                                if ranked.better_than(&best) {
+                                    best = ranked;
+                                    best_move = Some(Move::Swap(a, i, b, j));
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-        match best_move {
-            Some(Move::Replace(n, slot, m)) => assignment[n][slot] = m,
-            Some(Move::Swap(a, i, b, j)) => {
-                let ma = assignment[a][i];
-                assignment[a][i] = assignment[b][j];
-                assignment[b][j] = ma;
+            match best_move {
+                Some(Move::Replace(n, slot, m)) => assignment[n][slot] = m,
+                Some(Move::Swap(a, i, b, j)) => {
+                    let ma = assignment[a][i];
+                    assignment[a][i] = assignment[b][j];
+                    assignment[b][j] = ma;
+                }
+                None => break,
             }
-            None => break,
         }
+        assignment
     }
-    assignment
-}
-
-/// `C_m` for every model of the demand list.
-pub fn capacities(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Vec<f64> {
-    let mut capacity = vec![0.0; demand.len()];
-    for (node, models) in nodes.iter().zip(assignment) {
-        let total: f64 = models.iter().map(|&m| demand[m].rate).sum();
-        for &m in models {
-            let share = if total > 0.0 {
-                demand[m].rate / total
-            } else {
-                1.0 / models.len() as f64
-            };
-            capacity[m] += node.rates[m].unwrap_or(0.0) * share;
-        }
-    }
-    capacity
-}
-
-/// Headroom per model; `None` for a model no node holds or nobody asks for.
-fn headroom(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Vec<Option<f64>> {
-    let capacity = capacities(demand, nodes, assignment);
-    (0..demand.len())
-        .map(|m| {
-            let held = nodes.iter().any(|n| serves(n, m));
-            (held && demand[m].rate > 0.0).then(|| capacity[m] / demand[m].rate)
-        })
-        .collect()
 }
 
 /// What plans are compared by: first the demand left with no capacity at
@@ -347,22 +444,6 @@ fn headroom(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> V
 struct Rank {
     unserved: f64,
     headrooms: Vec<f64>,
-}
-
-fn rank(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Rank {
-    let rooms = headroom(demand, nodes, assignment);
-    let unserved = rooms
-        .iter()
-        .zip(demand)
-        .filter(|(room, _)| room.is_some_and(|h| h <= 0.0))
-        .map(|(_, d)| d.rate)
-        .sum();
-    let mut headrooms: Vec<f64> = rooms.into_iter().flatten().collect();
-    headrooms.sort_by(f64::total_cmp);
-    Rank {
-        unserved,
-        headrooms,
-    }
 }
 
 impl Rank {
