@@ -489,10 +489,15 @@ impl Proxy {
         let ollama_only = request.flavor == ApiKind::Ollama
             && crate::translate::Endpoint::of(request.endpoint()).is_none();
         let embedding = is_embedding(request.endpoint());
-        let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = snapshot
-            .nodes
-            .iter()
-            .filter(|node| holds(node) && (node.api == ApiKind::Ollama || !ollama_only))
+        // Without aliases, the snapshot's list for the model; with them, the
+        // nodes holding any of its names.
+        let holders: Vec<&Arc<RoutableNode>> = match &names {
+            None => snapshot.holders(model).iter().collect(),
+            Some(_) => snapshot.nodes.iter().filter(|node| holds(node)).collect(),
+        };
+        let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = holders
+            .into_iter()
+            .filter(|node| node.api == ApiKind::Ollama || !ollama_only)
             .cloned()
             // A node that said it cannot embed is the last resort for embeddings.
             .partition(|node| {

@@ -442,7 +442,7 @@ impl NodeRegistry {
                     .map(|r| Arc::clone(&r.routable))
                     .collect();
                 self.snapshot
-                    .store(Arc::new(RoutableSnapshot { nodes: routable }));
+                    .store(Arc::new(RoutableSnapshot::new(routable)));
             }
         }
         self.snapshot.load_full()

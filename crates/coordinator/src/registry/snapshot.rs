@@ -5,7 +5,7 @@
 //! `ArcSwap`; a request does one `load()`, then reads each node's live state
 //! ([`NodeLive`]: atomics and `ArcSwap`s, no lock).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
@@ -94,20 +94,42 @@ impl RoutableNode {
     }
 }
 
-/// Every node that may receive new requests right now.
+/// Every node that may receive new requests right now, and per model the
+/// ones that hold it, so a request finds its candidates with one lookup
+/// instead of a pass over the fleet.
 #[derive(Debug, Default)]
 pub struct RoutableSnapshot {
     pub nodes: Vec<Arc<RoutableNode>>,
+    /// Per model (canonical name), the nodes holding it, in `nodes`' order.
+    by_model: HashMap<String, Vec<Arc<RoutableNode>>>,
 }
 
 impl RoutableSnapshot {
+    pub fn new(nodes: Vec<Arc<RoutableNode>>) -> Self {
+        let mut by_model: HashMap<String, Vec<Arc<RoutableNode>>> = HashMap::new();
+        for node in &nodes {
+            for model in &node.models {
+                match by_model.get_mut(model.as_str()) {
+                    Some(holders) => holders.push(Arc::clone(node)),
+                    None => {
+                        by_model.insert(model.clone(), vec![Arc::clone(node)]);
+                    }
+                }
+            }
+        }
+        Self { nodes, by_model }
+    }
+
+    /// Online nodes that hold `canonical_model`, in the snapshot's order.
+    pub fn holders(&self, canonical_model: &str) -> &[Arc<RoutableNode>] {
+        self.by_model
+            .get(canonical_model)
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// Online nodes that hold `model` (any spelling Ollama accepts).
-    pub fn candidates_for<'a>(
-        &'a self,
-        model: &str,
-    ) -> impl Iterator<Item = &'a Arc<RoutableNode>> {
-        let wanted = canonical_model_name(model);
-        self.nodes.iter().filter(move |node| node.holds(&wanted))
+    pub fn candidates_for(&self, model: &str) -> &[Arc<RoutableNode>] {
+        self.holders(&canonical_model_name(model))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,12 +158,12 @@ mod tests {
                 live: Arc::default(),
             })
         };
-        let snapshot = RoutableSnapshot {
-            nodes: vec![node("a", &["llama3.2"]), node("b", &["qwen2.5:7b"])],
-        };
+        let snapshot =
+            RoutableSnapshot::new(vec![node("a", &["llama3.2"]), node("b", &["qwen2.5:7b"])]);
         let names = |model: &str| {
             snapshot
                 .candidates_for(model)
+                .iter()
                 .map(|n| n.machine_name.clone())
                 .collect::<Vec<_>>()
         };

@@ -148,7 +148,7 @@ fn snapshot_holds_only_online_non_draining_available_nodes() {
 fn heartbeat_model_list_updates_the_snapshot() {
     let registry = registry();
     let (a, _) = registry.register(request("a", 1, &["llama3.2"])).unwrap();
-    assert_eq!(registry.snapshot().candidates_for("qwen2.5:7b").count(), 0);
+    assert_eq!(registry.snapshot().candidates_for("qwen2.5:7b").len(), 0);
     registry
         .heartbeat(
             a.node_id,
@@ -160,8 +160,8 @@ fn heartbeat_model_list_updates_the_snapshot() {
             a.node_credential.as_deref(),
         )
         .unwrap();
-    assert_eq!(registry.snapshot().candidates_for("qwen2.5:7b").count(), 1);
-    assert_eq!(registry.snapshot().candidates_for("llama3.2").count(), 0);
+    assert_eq!(registry.snapshot().candidates_for("qwen2.5:7b").len(), 1);
+    assert_eq!(registry.snapshot().candidates_for("llama3.2").len(), 0);
 }
 
 #[test]
@@ -356,7 +356,7 @@ async fn agentless_node_is_offline_until_probed_and_probes_keep_it_from_timing_o
     let online = registry.get(node.facts.id).unwrap();
     assert_eq!(online.status, NodeStatus::Online);
     assert!(online.metrics.is_none(), "a probe measures no load");
-    assert_eq!(registry.snapshot().candidates_for("m").count(), 1);
+    assert_eq!(registry.snapshot().candidates_for("m").len(), 1);
 
     // A failed probe: offline with the coordinator's reason, but not timed out.
     let failed = HeartbeatRequest {
