@@ -306,13 +306,12 @@ impl Placer {
                 memory: node.live.memory_capacity(),
             });
         }
-        let capacities = plan::capacities(&demand, &capacity, &decision.assignment);
         for (m, d) in demand.iter().enumerate() {
             next.demand.push(ModelDemand {
                 model: d.model.clone(),
                 requests_per_sec: d.rate,
                 tokens_per_request: work[m],
-                capacity_per_sec: capacities[m],
+                capacity_per_sec: decision.capacity[m],
                 headroom: decision.headroom[m],
             });
         }

@@ -88,6 +88,8 @@ pub struct Decision {
     pub assignment: Assignment,
     /// Headroom per model of the demand list (`None` where no node holds it).
     pub headroom: Vec<Option<f64>>,
+    /// `C_m` per model of the demand list, under the assignment.
+    pub capacity: Vec<f64>,
     /// Whether the assignment differs from the one in force.
     pub changed: bool,
     /// Why it is what it is, for people.
@@ -138,19 +140,14 @@ pub fn plan(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Deci
         );
         (kept, reason)
     };
+    let tally = problem.tally(&assignment);
     Decision {
-        headroom: problem.headroom(&problem.tally(&assignment)),
+        headroom: problem.headroom(&tally),
+        capacity: (0..demand.len()).map(|m| tally.capacity(m)).collect(),
         changed: assignment != *current,
         assignment,
         reason,
     }
-}
-
-/// `C_m` for every model of the demand list.
-pub fn capacities(demand: &[Demand], nodes: &[Capacity], assignment: &Assignment) -> Vec<f64> {
-    let problem = Problem::new(demand, nodes);
-    let tally = problem.tally(assignment);
-    (0..demand.len()).map(|m| tally.capacity(m)).collect()
 }
 
 /// The mean wait in a queue served at utilisation `1 / headroom`, in

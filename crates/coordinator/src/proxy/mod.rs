@@ -507,9 +507,9 @@ impl Proxy {
         if pool.is_empty() && reserve.is_empty() {
             let elsewhere = ollama_only
                 && snapshot
-                    .nodes
+                    .holders(model)
                     .iter()
-                    .any(|node| node.api == ApiKind::OpenAi && node.holds(model));
+                    .any(|node| node.api == ApiKind::OpenAi);
             if elsewhere && request.endpoint() == "/api/show" {
                 return Ok(show_served_elsewhere(&request.facts.model));
             }
@@ -659,10 +659,9 @@ impl Proxy {
         answered: NodeId,
     ) {
         let now = Instant::now();
-        for node in snapshot.nodes.iter().filter(|n| {
+        for node in snapshot.holders(model).iter().filter(|n| {
             n.id != answered
                 && n.api == ApiKind::Ollama
-                && n.holds(model)
                 && (n.live.is_resident(model, now) || n.loaded_models.contains(model))
         }) {
             let upstream = match upstream_request(node, request, None) {
