@@ -127,3 +127,51 @@ async fn with_placement_off_the_endpoint_says_so_and_nothing_is_preloaded() {
     assert_eq!(fleet.node("b").stats().model_loads(), 0);
     fleet.stop().await;
 }
+
+/// `ollama show` (and UIs listing models) reads a model's metadata without
+/// loading it: many such reads for m2 are no demand for m2, and they do not
+/// make the coordinator believe `b` swapped m1 out for it.
+#[tokio::test]
+async fn metadata_reads_are_no_demand_and_load_nothing() {
+    let fleet = Fleet::start_with(vec![node("b", &["m1", "m2"], "m1")], |config| {
+        config.proxy.placement_interval = Duration::from_millis(50)
+    })
+    .await;
+    for _ in 0..20 {
+        let response = fleet.post("/api/show", json!({"model": "m2"})).await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    let plan = eventually_showing("m1 planned", Duration::from_secs(20), || {
+        let fleet = &fleet;
+        async move {
+            let response = fleet.post("/api/chat", chat("m1")).await;
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+            let plan: Value = fleet.get_json("/api/placement").await;
+            if plan["nodes"][0]["models"] == json!(["m1:latest"]) {
+                Ok(plan.clone())
+            } else {
+                Err(plan.to_string())
+            }
+        }
+    })
+    .await;
+    let demand: Vec<&Value> = plan["demand"].as_array().unwrap().iter().collect();
+    assert!(
+        demand.iter().all(|d| d["model"] != "m2:latest"),
+        "metadata reads counted as demand: {plan}"
+    );
+    assert_eq!(plan["nodes"][0]["warm"], json!(["m1:latest"]), "{plan}");
+    let metrics = fleet.get_text("/metrics").await;
+    let cold: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("llm_router_node_cold_loads"))
+        .collect();
+    assert!(
+        !cold.is_empty() && cold.iter().all(|l| l.ends_with(" 0")),
+        "{cold:?}"
+    );
+    assert_eq!(fleet.node("b").stats().model_loads(), 0);
+    fleet.stop().await;
+}

@@ -86,9 +86,12 @@ pub async fn proxy(
         Err(e) => return reject(e, None, held(body, hold)),
     };
     let model = canonical_model_name(&facts.model);
-    // Demand counts at arrival: a queue that grows is demand the plan must see now.
+    // Demand counts at arrival: a queue that grows is demand the plan must
+    // see now. A metadata read or an unload is no demand for the model.
     let longer = state.placer.as_ref().and_then(|placer| {
-        placer.arrived(&model);
+        if facts.runs_model(parts.uri.path()) {
+            placer.arrived(&model);
+        }
         keep_warm(placer, &model, flavor, parts.uri.path(), &facts, &body)
     });
     let body = match longer {

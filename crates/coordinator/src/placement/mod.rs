@@ -1,10 +1,11 @@
 //! Fleet-level model placement: which node keeps which model warm, planned
 //! from what the fleet is asked for, and the routing that follows the plan.
 //!
-//! - **Demand**: every request is counted per model as it arrives (a queue
-//!   that grows is demand now, not when it drains); each round turns the
-//!   counts into a rate smoothed over [`WINDOW_ROUNDS`] rounds (a rise far
-//!   beyond noise is taken at once), and the
+//! - **Demand**: every request that runs a model (not `/api/show`, not an
+//!   unload) is counted per model as it arrives (a queue that grows is
+//!   demand now, not when it drains); each round turns the counts into a
+//!   rate smoothed over [`WINDOW_ROUNDS`] rounds (a rise far beyond noise is
+//!   taken at once), and the
 //!   completion tokens of finished requests (a [`RequestSink`]) into a mean
 //!   work per request. A model whose rate falls under half a request per window
 //!   leaves the demand, and with it the plan.
@@ -13,7 +14,9 @@
 //!   models it keeps in memory is the most it was seen holding.
 //! - **Plan**: [`plan::plan`], once per round and with hysteresis; the
 //!   assignment in force is the starting point, so a plan moves only what
-//!   is worth a load.
+//!   is worth a load. There is none until the demand has been measured for
+//!   a window: a plan drawn from the first round's few requests moves
+//!   models (and stalls nodes with loads) that the next rounds move back.
 //! - **Routing**: the `auto` policy prices a node that the plan does not give
 //!   the request's model, or that is not warm for it yet, as if it had to
 //!   load the model: such a node is used only when the planned, warm ones are
@@ -56,6 +59,10 @@ pub const WINDOW_ROUNDS: f64 = 4.0;
 const SETTLING_ROUNDS: u32 = 2;
 /// Poisson deviations above the smoothed rate that make a round's count a shift.
 const SHIFT_SIGMAS: f64 = 3.0;
+/// Requests a round must count for a model to call its rise a shift: fewer
+/// are too few to tell a shift from noise.
+const SHIFT_MIN_REQUESTS: f64 = 10.0;
+
 /// How often per planning round the nodes to pre-load are looked for.
 const PRELOAD_CHECKS_PER_ROUND: u32 = 5;
 /// How long a pre-loaded model stays in memory without requests (Ollama's `keep_alive`).
@@ -74,6 +81,9 @@ struct Tally {
 struct Smoothed {
     rate: f64,
     tokens: Option<f64>,
+    /// Seconds of rounds it was measured over, up to a window: until then its
+    /// rate is the mean over all of them, not weighted to the first.
+    age: f64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +94,9 @@ struct Rounds {
     last: Option<Instant>,
     /// Rounds after a shift in which rates still follow each round (see [`smooth`]).
     settling: u32,
+    /// When the demand now measured began (the start of the round it was
+    /// first counted in); `None` while there is none.
+    demand_since: Option<Instant>,
 }
 
 /// The plan as `GET /api/placement` shows it.
@@ -194,6 +207,7 @@ impl Placer {
             .map_or(self.interval, |last| now.saturating_duration_since(last))
             .max(Duration::from_millis(1))
             .as_secs_f64();
+        let round_began = rounds.last.unwrap_or(now);
         rounds.last = Some(now);
         let state = &mut *rounds;
         smooth(
@@ -203,6 +217,19 @@ impl Placer {
             elapsed,
             self.interval.as_secs_f64(),
         );
+
+        if rounds.demand.is_empty() {
+            rounds.demand_since = None;
+        } else if rounds.demand_since.is_none() {
+            rounds.demand_since = Some(round_began);
+        }
+        // Demand measured for less than a window is too little to move
+        // models for: until then there is no plan, and `auto` alone routes.
+        let window = self.interval.mul_f64(WINDOW_ROUNDS);
+        let measuring = rounds
+            .demand_since
+            .map(|since| now.saturating_duration_since(since))
+            .filter(|measured| *measured < window);
 
         let nodes: Vec<&Arc<RoutableNode>> = snapshot.nodes.iter().collect();
         let mut models: Vec<(&String, &Smoothed)> = rounds.demand.iter().collect();
@@ -257,7 +284,19 @@ impl Placer {
                     .collect()
             })
             .collect();
-        let decision = plan::plan(&demand, &capacity, &current);
+        let decision = match measuring {
+            Some(measured) => plan::unplanned(
+                &demand,
+                &capacity,
+                !rounds.assignment.is_empty(),
+                format!(
+                    "measuring demand: {:.0} s of the {:.0} s it is measured over before models are placed",
+                    measured.as_secs_f64(),
+                    window.as_secs_f64()
+                ),
+            ),
+            None => plan::plan(&demand, &capacity, &current),
+        };
         let changed = decision.changed;
         // Nodes the plan leaves empty start again from what they have in memory.
         rounds.assignment = nodes
@@ -436,11 +475,12 @@ impl RequestSink for Placer {
 /// Folds one round's counts into the smoothed demand; drops models whose
 /// rate fell under half a request per window. A round whose count is far
 /// above the smoothed rate (more than [`SHIFT_SIGMAS`] Poisson deviations,
-/// and by half or more) is a shift, not noise: the rate jumps to it, so the
-/// plan moves once, to where the demand went, instead of step by step; so
-/// do the other models' rates that moved by more than a deviation, in that
-/// round and the [`SETTLING_ROUNDS`] after it. Otherwise demand that falls is followed smoothly: a pause is not
-/// the end of it.
+/// by half or more, and at least [`SHIFT_MIN_REQUESTS`]) is a shift, not
+/// noise: the rate jumps to it, so the plan moves once, to where the demand
+/// went, instead of step by step; so do the other models' rates that moved
+/// by more than a deviation, in that round and the [`SETTLING_ROUNDS`]
+/// after it. Otherwise demand that falls is followed smoothly: a pause is
+/// not the end of it.
 fn smooth(
     demand: &mut HashMap<String, Smoothed>,
     settling: &mut u32,
@@ -449,7 +489,9 @@ fn smooth(
     interval: f64,
 ) {
     let window = interval * WINDOW_ROUNDS;
-    let alpha = (elapsed / window).min(1.0);
+    // A model measured for less than a window weighs every round it was
+    // measured in alike.
+    let alpha_for = |smoothed: &Smoothed| (elapsed / (smoothed.age + elapsed).min(window)).min(1.0);
     let count = |model: &str| tallies.get(model).map_or(0.0, |t| t.requests as f64);
     // Poisson deviations of this round's count from the smoothed rate.
     let deviations = |model: &str, smoothed: &Smoothed| {
@@ -457,7 +499,9 @@ fn smooth(
         (count(model) - expected) / expected.max(1.0).sqrt()
     };
     let shifted = demand.iter().any(|(model, smoothed)| {
-        deviations(model, smoothed) > SHIFT_SIGMAS && count(model) / elapsed > smoothed.rate * 1.5
+        deviations(model, smoothed) > SHIFT_SIGMAS
+            && count(model) >= SHIFT_MIN_REQUESTS
+            && count(model) / elapsed > smoothed.rate * 1.5
     });
     // A round may straddle the shift: the next ones follow it too.
     let following = shifted || *settling > 0;
@@ -469,6 +513,8 @@ fn smooth(
     for (model, smoothed) in demand.iter_mut() {
         let tally = tallies.get(model).copied().unwrap_or_default();
         let raw = count(model) / elapsed;
+        let alpha = alpha_for(smoothed);
+        smoothed.age = (smoothed.age + elapsed).min(window);
         // Demand that jumps on one model has usually left another: in a shift,
         // every model that moved beyond a deviation starts again from this
         // round, so the plan moves once, not again as each old rate decays.
@@ -490,7 +536,12 @@ fn smooth(
         if !demand.contains_key(model) {
             let mean = (tally.measured > 0).then(|| tally.tokens as f64 / tally.measured as f64);
             let rate = tally.requests as f64 / elapsed;
-            demand.insert(model.clone(), Smoothed { rate, tokens: mean });
+            let smoothed = Smoothed {
+                rate,
+                tokens: mean,
+                age: elapsed.min(window),
+            };
+            demand.insert(model.clone(), smoothed);
         }
     }
     demand.retain(|_, smoothed| smoothed.rate * window >= 0.5);
@@ -697,6 +748,52 @@ mod tests {
             smooth(&mut demand, &mut 0, &HashMap::new(), 5.0, 5.0);
         }
         assert!(!demand.contains_key("m"));
+    }
+
+    #[test]
+    fn a_new_model_weighs_its_first_rounds_alike() {
+        let mut demand = HashMap::new();
+        // Its first round (which may have begun before its first request)
+        // does not outweigh the ones after it.
+        round(&mut demand, 8);
+        assert_rate(&demand, "m", 1.6);
+        round(&mut demand, 12);
+        assert_rate(&demand, "m", 2.0);
+        round(&mut demand, 10);
+        assert_rate(&demand, "m", 2.0);
+        round(&mut demand, 10);
+        assert_rate(&demand, "m", 2.0);
+        // Measured over a window: smoothed over one from now on.
+        round(&mut demand, 14);
+        assert_rate(&demand, "m", 2.2);
+    }
+
+    #[test]
+    fn models_are_placed_once_their_demand_was_measured_for_a_window() {
+        let placer = Placer::new(Duration::from_secs(5), PlacementCounters::default());
+        let snapshot = RoutableSnapshot::new(vec![crate::balancer::testing::node("a")]);
+        let start = Instant::now();
+        placer.replan(&snapshot, start);
+        for round in 1..=4 {
+            for _ in 0..10 {
+                placer.arrived("m:latest");
+            }
+            let plan = placer.replan(&snapshot, start + Duration::from_secs(5 * round));
+            assert_eq!(plan.demand.len(), 1, "{plan:?}");
+            let models = &plan.nodes[0].models;
+            if round < 4 {
+                assert!(models.is_empty(), "round {round}: {plan:?}");
+                assert!(plan.reason.starts_with("measuring demand"), "{plan:?}");
+                assert_eq!(placer.route_plan().load().by_model.len(), 0);
+            } else {
+                assert_eq!(models, &["m:latest"], "{plan:?}");
+            }
+        }
+        assert_eq!(plan_changes(&placer), 1);
+    }
+
+    fn plan_changes(placer: &Placer) -> u64 {
+        placer.current().changes
     }
 
     #[test]

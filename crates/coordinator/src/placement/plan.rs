@@ -150,6 +150,25 @@ pub fn plan(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Deci
     }
 }
 
+/// No plan (yet), for `reason`; `had_plan`: whether one was in force.
+pub fn unplanned(
+    demand: &[Demand],
+    nodes: &[Capacity],
+    had_plan: bool,
+    reason: String,
+) -> Decision {
+    let problem = Problem::new(demand, nodes);
+    let assignment: Assignment = vec![Vec::new(); nodes.len()];
+    let tally = problem.tally(&assignment);
+    Decision {
+        headroom: problem.headroom(&tally),
+        capacity: (0..demand.len()).map(|m| tally.capacity(m)).collect(),
+        changed: had_plan,
+        assignment,
+        reason,
+    }
+}
+
 /// The mean wait in a queue served at utilisation `1 / headroom`, in
 /// service times (`ρ / (1 − ρ)`, as in an M/M/1 queue): endless at or past
 /// saturation.

@@ -333,6 +333,11 @@ impl InferenceRequest {
     pub fn endpoint(&self) -> &str {
         self.path_and_query.path()
     }
+
+    /// Whether it makes the node run (and so load) its model.
+    pub fn runs_model(&self) -> bool {
+        self.facts.runs_model(self.endpoint())
+    }
 }
 
 /// Why one attempt on one node failed, and whether that says the node is unreachable.
@@ -510,7 +515,7 @@ impl Proxy {
                     .holders(model)
                     .iter()
                     .any(|node| node.api == ApiKind::OpenAi);
-            if elsewhere && request.endpoint() == "/api/show" {
+            if elsewhere && request.endpoint() == peek::SHOW_PATH {
                 return Ok(show_served_elsewhere(&request.facts.model));
             }
             if elsewhere {
@@ -720,14 +725,18 @@ impl Proxy {
                 .live
                 .parallel()
                 .is_some_and(|slots| node.live.load() > u64::from(slots));
-        // An unload takes the model out of memory; anything else puts it there.
+        // An unload takes the model out of memory; a request that runs it
+        // puts it there; a metadata read leaves memory as it is.
         let cold = if request.facts.unload {
             node.live.forget_model(model);
             false
-        } else {
+        } else if request.runs_model() {
             !node.live.route_model(model, Instant::now())
+        } else {
+            false
         };
         if cold {
+            tracing::debug!(node = %node.machine_name, %model, in_flight = node.live.in_flight(), "model not in memory there: the node loads it");
             node.live.count_cold_load();
         }
         let outgoing =

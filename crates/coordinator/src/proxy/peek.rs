@@ -126,6 +126,19 @@ pub struct RequestFacts {
     pub unload: bool,
 }
 
+/// The path that only reads a model's metadata (`ollama show`): the node
+/// answers it from disk, without loading the model.
+pub const SHOW_PATH: &str = "/api/show";
+
+impl RequestFacts {
+    /// Whether this request, sent to `path`, makes a node run its model (and
+    /// so load it): not an unload, nor a metadata read. Only these count as
+    /// demand for the model and change what a node is believed to hold.
+    pub fn runs_model(&self, path: &str) -> bool {
+        !self.unload && path != SHOW_PATH
+    }
+}
+
 /// Parses `model` and `stream`; `stream_default` is the API's default when absent.
 pub fn peek(body: &[u8], stream_default: bool) -> Result<RequestFacts, ProxyError> {
     if body.is_empty() {
