@@ -1,4 +1,5 @@
-//! Node selection cost of each policy with 1,000 and 10,000 candidates
+//! Node selection cost of each policy with 1,000 and 10,000 candidates, and
+//! of `auto` under a placement plan
 //! (`cargo bench -p llm-router-coordinator --bench selection`).
 
 use std::collections::HashSet;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use llm_router_common::{ApiKind, NodeId};
-use llm_router_coordinator::balancer::{self, Placement};
+use llm_router_coordinator::balancer::{self, NodeSet, Placement};
 use llm_router_coordinator::config::BalancerMode;
 use llm_router_coordinator::registry::live::SpeedSample;
 use llm_router_coordinator::registry::{NodeLive, RoutableNode};
@@ -83,6 +84,26 @@ fn selection(c: &mut Criterion) {
                 });
             });
         }
+        // `auto` under a placement plan that gives the model every other
+        // candidate, and another model the rest.
+        let planned: NodeSet = nodes.iter().step_by(2).map(|n| n.id).collect();
+        let assigned: NodeSet = nodes.iter().map(|n| n.id).collect();
+        let policy = balancer::build(BalancerMode::Auto);
+        group.bench_with_input(
+            BenchmarkId::new("auto_planned", size),
+            &nodes,
+            |b, nodes| {
+                b.iter(|| {
+                    let placement = Placement {
+                        model: "m:latest",
+                        now: Instant::now(),
+                        planned: Some(&planned),
+                        assigned: Some(&assigned),
+                    };
+                    black_box(policy.select(black_box(nodes), &placement))
+                });
+            },
+        );
     }
     group.finish();
 }

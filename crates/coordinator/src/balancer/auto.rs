@@ -196,7 +196,6 @@ mod tests {
     use super::*;
     use crate::balancer::testing::{names, node, place_model};
     use crate::registry::live::SpeedSample;
-    use llm_router_common::NodeId;
 
     fn speed(node: &RoutableNode, model: &str, ttft_ms: u64, tps: f64) {
         node.live.record_speed(
@@ -261,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_node_the_plan_moves_to_another_model_is_left_to_drain() {
-        use std::collections::HashSet;
+        use crate::balancer::NodeSet;
         let nodes = vec![node("mid-planned"), node("fast-moving")];
         for n in &nodes {
             loaded(n, &["a:latest"]);
@@ -269,8 +268,8 @@ mod tests {
         speed(&nodes[0], "a:latest", 100, 40.0);
         speed(&nodes[1], "a:latest", 40, 160.0);
         let _queue: Vec<_> = (0..3).map(|_| nodes[0].live.start_request()).collect();
-        let place = |assigned: Option<&HashSet<NodeId>>| {
-            let planned = [nodes[0].id];
+        let place = |assigned: Option<&NodeSet>| {
+            let planned = NodeSet::from_iter([nodes[0].id]);
             let placement = Placement {
                 model: "a:latest",
                 now: Instant::now(),
@@ -282,9 +281,12 @@ mod tests {
                 .clone()
         };
         // The fast node is planned for nothing: a free warm node takes the overflow.
-        assert_eq!(place(Some(&HashSet::from([nodes[0].id]))), "fast-moving");
+        assert_eq!(
+            place(Some(&NodeSet::from_iter([nodes[0].id]))),
+            "fast-moving"
+        );
         // Planned for another model: it is left to drain for its switch.
-        let both = HashSet::from([nodes[0].id, nodes[1].id]);
+        let both = NodeSet::from_iter([nodes[0].id, nodes[1].id]);
         assert_eq!(place(Some(&both)), "mid-planned");
     }
 

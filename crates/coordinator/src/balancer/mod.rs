@@ -37,10 +37,14 @@ pub struct Placement<'a> {
     pub now: Instant,
     /// The nodes the placement plan gives this model, when there is a plan
     /// for it (see [`crate::placement`]); `auto` follows it.
-    pub planned: Option<&'a [NodeId]>,
+    pub planned: Option<&'a NodeSet>,
     /// The nodes the plan gives any model, when there is a plan.
-    pub assigned: Option<&'a HashSet<NodeId>>,
+    pub assigned: Option<&'a NodeSet>,
 }
+
+/// A set of nodes. `auto` looks every candidate up in two, so the hash is a
+/// fast one (foldhash, seeded per process) rather than SipHash.
+pub type NodeSet = HashSet<NodeId, foldhash::fast::RandomState>;
 
 /// The nodes a placement plan gives each model (canonical names), published
 /// by [`crate::placement`] and read by the proxy on every request.
@@ -51,9 +55,9 @@ pub struct RoutePlan(ArcSwap<PlanRoutes>);
 #[derive(Debug, Default)]
 pub struct PlanRoutes {
     /// Per model (canonical name), the nodes planned for it.
-    pub by_model: HashMap<String, Vec<NodeId>>,
+    pub by_model: HashMap<String, NodeSet>,
     /// Every node planned for some model.
-    pub assigned: HashSet<NodeId>,
+    pub assigned: NodeSet,
 }
 
 /// A plan as one request reads it.
@@ -65,13 +69,17 @@ impl RoutePlan {
     }
 
     pub fn store(&self, by_model: HashMap<String, Vec<NodeId>>) {
+        let by_model: HashMap<String, NodeSet> = by_model
+            .into_iter()
+            .map(|(model, nodes)| (model, nodes.into_iter().collect()))
+            .collect();
         let assigned = by_model.values().flatten().copied().collect();
         self.0.store(Arc::new(PlanRoutes { by_model, assigned }));
     }
 
     /// The nodes `plan` gives `model`, if it covers the model.
-    pub fn nodes_for<'a>(plan: &'a RoutePlanGuard, model: &str) -> Option<&'a [NodeId]> {
-        plan.by_model.get(model).map(Vec::as_slice)
+    pub fn nodes_for<'a>(plan: &'a RoutePlanGuard, model: &str) -> Option<&'a NodeSet> {
+        plan.by_model.get(model)
     }
 }
 
