@@ -104,6 +104,8 @@ struct Rounds {
 pub struct Plan {
     /// Whether placement is on (`--placement plan`).
     pub enabled: bool,
+    /// Whether the demand is still being measured: no model is placed yet.
+    pub measuring: bool,
     pub nodes: Vec<PlannedNode>,
     pub demand: Vec<ModelDemand>,
     pub capacity: Vec<NodeModelCapacity>,
@@ -317,6 +319,7 @@ impl Placer {
             changed_at: previous.changed_at,
             change_reason: previous.change_reason.clone(),
             planned_at: Some(Utc::now()),
+            measuring: measuring.is_some(),
             reason: decision.reason.clone(),
             ..Plan::default()
         };
@@ -783,9 +786,11 @@ mod tests {
             let models = &plan.nodes[0].models;
             if round < 4 {
                 assert!(models.is_empty(), "round {round}: {plan:?}");
+                assert!(plan.measuring, "{plan:?}");
                 assert!(plan.reason.starts_with("measuring demand"), "{plan:?}");
                 assert_eq!(placer.route_plan().load().by_model.len(), 0);
             } else {
+                assert!(!plan.measuring, "{plan:?}");
                 assert_eq!(models, &["m:latest"], "{plan:?}");
             }
         }

@@ -667,9 +667,13 @@
     const changed = plan.changed_at
       ? `Last change ${new Date(plan.changed_at).toLocaleTimeString()}: ${plan.change_reason || ''}`
       : 'No change yet.';
-    summary.textContent = demand.length
-      ? `${plan.changes || 0} plan change(s). ${changed} Latest round: ${plan.reason}.`
-      : `No demand seen yet: the plan forms once requests arrive. ${plan.reason || ''}`;
+    if (plan.measuring) {
+      summary.textContent = `No model is placed yet: ${plan.reason}. Until then the balancer alone routes.`;
+    } else {
+      summary.textContent = demand.length
+        ? `${plan.changes || 0} plan change(s). ${changed} Latest round: ${plan.reason}.`
+        : `No demand seen yet: the plan forms once requests arrive. ${plan.reason || ''}`;
+    }
     table.hidden = demand.length === 0;
     $('placement-body').replaceChildren(...demand.map((d) => {
       const planned = nodes.filter((n) => (n.models || []).includes(d.model));
@@ -677,7 +681,8 @@
         ? planned.map((n) => `${n.name}${(n.warm || []).includes(d.model) ? ' ●' : ''}`).join(', ')
         : 'none';
       let headroom = 'no node holds it';
-      if (typeof d.headroom === 'number') headroom = `${d.headroom.toFixed(2)}×${d.headroom < 1 ? ' (short)' : ''}`;
+      if (plan.measuring) headroom = '–';
+      else if (typeof d.headroom === 'number') headroom = `${d.headroom.toFixed(2)}×${d.headroom < 1 ? ' (short)' : ''}`;
       return h('tr', {},
         cell('Model', d.model),
         cell('Demand, requests/s', rate(d.requests_per_sec), 'num'),
