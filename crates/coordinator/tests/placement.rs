@@ -24,6 +24,14 @@ fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": false})
 }
 
+/// One chat for `model` through the coordinator, answered; then the plan.
+async fn chat_then_plan(fleet: &Fleet, model: &str) -> Value {
+    let response = fleet.post("/api/chat", chat(model)).await;
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    fleet.get_json("/api/placement").await
+}
+
 /// `a` holds only m1, `b` holds m1 and m2 with m1 in memory, `c` holds only
 /// m2. Only m2 is asked for: m1 leaves the plan, the plan gives m2 to `b`,
 /// and `b` is warmed before any m2 request reaches it.
@@ -43,10 +51,7 @@ async fn the_plan_moves_a_model_to_a_node_and_warms_it_before_traffic_arrives() 
         eventually_showing("b planned and warm for m2", Duration::from_secs(20), || {
             let fleet = &fleet;
             async move {
-                let response = fleet.post("/api/chat", chat("m2")).await;
-                assert_eq!(response.status(), 200);
-                response.bytes().await.unwrap();
-                let plan: Value = fleet.get_json("/api/placement").await;
+                let plan = chat_then_plan(fleet, "m2").await;
                 let b = plan["nodes"]
                     .as_array()
                     .and_then(|nodes| nodes.iter().find(|n| n["name"] == "b"))
@@ -145,12 +150,9 @@ async fn metadata_reads_are_no_demand_and_load_nothing() {
     let plan = eventually_showing("m1 planned", Duration::from_secs(20), || {
         let fleet = &fleet;
         async move {
-            let response = fleet.post("/api/chat", chat("m1")).await;
-            assert_eq!(response.status(), 200);
-            response.bytes().await.unwrap();
-            let plan: Value = fleet.get_json("/api/placement").await;
+            let plan = chat_then_plan(fleet, "m1").await;
             if plan["nodes"][0]["models"] == json!(["m1:latest"]) {
-                Ok(plan.clone())
+                Ok(plan)
             } else {
                 Err(plan.to_string())
             }

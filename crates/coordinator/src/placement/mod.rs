@@ -794,11 +794,7 @@ mod tests {
                 assert_eq!(models, &["m:latest"], "{plan:?}");
             }
         }
-        assert_eq!(plan_changes(&placer), 1);
-    }
-
-    fn plan_changes(placer: &Placer) -> u64 {
-        placer.current().changes
+        assert_eq!(placer.current().changes, 1);
     }
 
     #[test]

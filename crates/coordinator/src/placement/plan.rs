@@ -140,14 +140,8 @@ pub fn plan(demand: &[Demand], nodes: &[Capacity], current: &Assignment) -> Deci
         );
         (kept, reason)
     };
-    let tally = problem.tally(&assignment);
-    Decision {
-        headroom: problem.headroom(&tally),
-        capacity: (0..demand.len()).map(|m| tally.capacity(m)).collect(),
-        changed: assignment != *current,
-        assignment,
-        reason,
-    }
+    let changed = assignment != *current;
+    problem.decision(assignment, changed, reason)
 }
 
 /// No plan (yet), for `reason`; `had_plan`: whether one was in force.
@@ -157,16 +151,7 @@ pub fn unplanned(
     had_plan: bool,
     reason: String,
 ) -> Decision {
-    let problem = Problem::new(demand, nodes);
-    let assignment: Assignment = vec![Vec::new(); nodes.len()];
-    let tally = problem.tally(&assignment);
-    Decision {
-        headroom: problem.headroom(&tally),
-        capacity: (0..demand.len()).map(|m| tally.capacity(m)).collect(),
-        changed: had_plan,
-        assignment,
-        reason,
-    }
+    Problem::new(demand, nodes).decision(vec![Vec::new(); nodes.len()], had_plan, reason)
 }
 
 /// The mean wait in a queue served at utilisation `1 / headroom`, in
@@ -264,6 +249,19 @@ impl<'a> Problem<'a> {
             } else {
                 tally.serving[m] -= 1;
             }
+        }
+    }
+
+    /// The planner's answer for `assignment`, with each model's capacity
+    /// and headroom under it.
+    fn decision(&self, assignment: Assignment, changed: bool, reason: String) -> Decision {
+        let tally = self.tally(&assignment);
+        Decision {
+            headroom: self.headroom(&tally),
+            capacity: (0..self.demand.len()).map(|m| tally.capacity(m)).collect(),
+            changed,
+            assignment,
+            reason,
         }
     }
 
