@@ -1,6 +1,9 @@
 //! `llm-router-agent`: parses the settings, wires Ctrl-C and SIGTERM, and runs the agent:
 //! headless (a terminal, a service manager), or with the tray icon on the main thread
-//! and the agent beside it (a desktop start).
+//! and the agent beside it (a desktop start). On Windows it is a windows-subsystem
+//! program, so that a start from Explorer opens no console window; see
+//! `llm_router_desktop::console` for where its output goes.
+#![cfg_attr(windows, windows_subsystem = "windows")]
 
 use std::process::ExitCode;
 
@@ -20,10 +23,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // Before anything is printed: a Windows start from a terminal logs there.
+    let console = llm_router_desktop::console::attach();
     let (cli, matches) = Cli::parse_args_with_matches();
     // Logs go to stderr so that stdout carries only what was asked for
-    // (`--print-config`); flushed when main returns.
-    let _logs = init_logging(cli.log_format);
+    // (`--print-config`), or to `agent.log` in the data folder when there is
+    // no console (Windows, started from Explorer); flushed when main returns.
+    let data_dir = llm_router_agent::settings_file::data_dir(|name| std::env::var(name).ok());
+    let log_file = llm_router_desktop::console::log_file(console, data_dir.as_deref(), "agent.log");
+    let _logs = init_logging(cli.log_format, log_file.as_deref());
     if cli.install_autostart || cli.remove_autostart {
         return exit_code(autostart(cli.install_autostart));
     }

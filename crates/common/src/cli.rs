@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::IsTerminal as _;
+use std::path::Path;
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
@@ -24,20 +25,28 @@ pub enum LogFormat {
 pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
 
 /// Sends log lines to stderr in `format`, filtered by `RUST_LOG` (default
-/// `info`). A thread of its own writes them, so no request waits on a slow
-/// terminal or pipe; when its queue is full, callers wait rather than lose
-/// lines.
-pub fn init_logging(format: LogFormat) -> LogGuard {
+/// `info`); or, given a `file`, appends them there (a Windows start from
+/// Explorer has no console: see `llm_router_desktop::console`), falling back
+/// to stderr when it cannot be opened. A thread of its own writes them, so
+/// no request waits on a slow terminal, pipe or disk; when its queue is
+/// full, callers wait rather than lose lines.
+pub fn init_logging(format: LogFormat, file: Option<&Path>) -> LogGuard {
+    let opened = file.and_then(|path| open_log_file(path).ok());
+    let ansi = opened.is_none() && std::io::stderr().is_terminal();
+    let sink: Box<dyn std::io::Write + Send> = match opened {
+        Some(file) => Box::new(file),
+        None => Box::new(std::io::stderr()),
+    };
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("llm-router-log")
-        .finish(std::io::stderr());
+        .finish(sink);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder.with_ansi(ansi).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -46,6 +55,17 @@ pub fn init_logging(format: LogFormat) -> LogGuard {
             .init(),
     }
     LogGuard(guard)
+}
+
+/// `path` opened for appending, its folder created if need be.
+fn open_log_file(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// Where a setting's value came from.
@@ -193,6 +213,20 @@ pub fn render(settings: &[Effective]) -> String {
 mod tests {
     use super::*;
     use clap::{Arg, ArgAction};
+
+    #[test]
+    fn a_log_file_is_appended_to_in_a_folder_made_for_it() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new").join("agent.log");
+        for line in ["first\n", "second\n"] {
+            open_log_file(&path)
+                .unwrap()
+                .write_all(line.as_bytes())
+                .unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\nsecond\n");
+    }
 
     fn command() -> Command {
         Command::new("t")

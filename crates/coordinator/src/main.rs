@@ -1,6 +1,9 @@
 //! `llm-router`: parses the command line and runs the coordinator (and,
 //! with `--demo`, a simulated fleet beside it): headless on a server, with
-//! the tray icon on the main thread on a desktop start.
+//! the tray icon on the main thread on a desktop start. On Windows it is a
+//! windows-subsystem program, so that a start from Explorer opens no console
+//! window; see `llm_router_desktop::console` for where its output goes.
+#![cfg_attr(windows, windows_subsystem = "windows")]
 
 use std::sync::Arc;
 
@@ -28,10 +31,20 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // Before anything is printed: a Windows start from a terminal logs there.
+    let console = llm_router_desktop::console::attach();
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // Flushed when main returns: the last lines of a shutdown are not lost.
-    let logs = llm_router_common::cli::init_logging(cli.log_format);
+    // To stderr, or to `coordinator.log` in the data folder when there is no
+    // console (Windows, started from Explorer). Flushed when main returns:
+    // the last lines of a shutdown are not lost.
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or_else(llm_router_coordinator::config::default_data_dir);
+    let log_file =
+        llm_router_desktop::console::log_file(console, data_dir.as_deref(), "coordinator.log");
+    let logs = llm_router_common::cli::init_logging(cli.log_format, log_file.as_deref());
     if cli.check_config {
         if llm_router_coordinator::server::check_config(&cli, &matches) {
             return Ok(());

@@ -74,11 +74,19 @@ const DEFAULT_MAX_CONNECTIONS: u64 = 16_384;
 
 /// Raises the soft open-file limit to the hard one (services often start with
 /// 1,024) and returns the connection cap it allows: half of what is left after a
-/// reserve, the other half being for the connections to nodes.
+/// reserve, the other half being for the connections to nodes. Windows has no
+/// such limit: the cap is the default.
 pub fn raise_open_file_limit() -> usize {
+    let limit = open_file_limit();
+    let cap = (limit.saturating_sub(RESERVED_FILES) / 2).clamp(16, DEFAULT_MAX_CONNECTIONS);
+    usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+#[cfg(unix)]
+fn open_file_limit() -> u64 {
     let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
     let after = rlimit::increase_nofile_limit(u64::MAX);
-    let limit = match (&before, &after) {
+    match (&before, &after) {
         (Ok(before), Ok(after)) => {
             if after > before {
                 tracing::info!(
@@ -95,9 +103,12 @@ pub fn raise_open_file_limit() -> usize {
             tracing::warn!(%error, "could not read or raise the open-file limit; assuming 1024");
             1024
         }
-    };
-    let cap = (limit.saturating_sub(RESERVED_FILES) / 2).clamp(16, DEFAULT_MAX_CONNECTIONS);
-    usize::try_from(cap).unwrap_or(usize::MAX)
+    }
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> u64 {
+    2 * (DEFAULT_MAX_CONNECTIONS + RESERVED_FILES)
 }
 
 /// How a server stops: `accepting` ends the accept loops, closes idle

@@ -8,6 +8,8 @@
 //!   settings panel;
 //! - [`tray_unavailable`]: the hybrid start, a tray on a desktop session and
 //!   none under a service manager or with no display;
+//! - [`console`]: on Windows, where a start's output goes: the terminal it
+//!   came from, or a log file when started from Explorer;
 //! - [`autostart`]: starting at login (`--install-autostart`), with
 //!   `auto-launch`;
 //! - [`STYLESHEET`]: the look the dashboard and the agent's settings panel
@@ -16,6 +18,7 @@
 //!   event loop of `tao` that owns the main thread.
 
 pub mod autostart;
+pub mod console;
 
 /// The stylesheet of the coordinator's dashboard and of the agent's settings
 /// panel, so that both look the same (colours chosen for WCAG 2.1 AA).

@@ -18,7 +18,7 @@
 //! (last seen, metrics, loaded models) write nothing: the next heartbeat after
 //! a restart reports them again.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -353,7 +353,7 @@ impl RegistryStore {
             fs::rename(&tmp, &self.path)?;
             // The rename itself is durable only once the folder is synced.
             #[cfg(unix)]
-            File::open(dir)?.sync_all()?;
+            fs::File::open(dir)?.sync_all()?;
             Ok(())
         })();
         if result.is_err() {
