@@ -37,9 +37,10 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address to listen on [default: 0.0.0.0, or 127.0.0.1 with --demo]. On anything but
-    /// loopback, agents need the node token and operators must log in (see Security).
-    #[arg(long = "host", env = "COORDINATOR_HOST", help_heading = "Server")]
+    /// Address to listen on: an IP address, or `localhost` for 127.0.0.1 [default: 0.0.0.0,
+    /// or 127.0.0.1 with --demo]. On anything but loopback, agents need the node token and
+    /// operators must log in (see Security).
+    #[arg(long = "host", env = "COORDINATOR_HOST", value_parser = parse_host, help_heading = "Server")]
     pub host: Option<IpAddr>,
 
     /// Port to listen on (0 picks a free one).
@@ -1039,6 +1040,25 @@ impl Cli {
     }
 }
 
+/// `--host`: an IP address, or `localhost` (the loopback address).
+fn parse_host(value: &str) -> Result<IpAddr, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    // `[::1]`, as in URLs, is accepted too.
+    let bare = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    bare.parse().map_err(|_| {
+        format!(
+            "{value:?} is not an IP address: use 0.0.0.0 (every interface), 127.0.0.1 or \
+             localhost (this machine only), or one of this machine's addresses"
+        )
+    })
+}
+
 /// `~/.llm-router`.
 pub fn default_data_dir() -> Option<PathBuf> {
     std::env::home_dir().map(|home| home.join(".llm-router"))
@@ -1050,6 +1070,26 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("llm-router").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn host_takes_an_ip_address_or_localhost() {
+        assert_eq!(
+            cli(&["--host", "localhost"]).host(),
+            IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(
+            cli(&["--host", "10.0.0.5"]).host(),
+            IpAddr::from([10, 0, 0, 5])
+        );
+        assert_eq!(
+            cli(&["--host", "[::1]"]).host(),
+            "::1".parse::<IpAddr>().unwrap()
+        );
+        let error = Cli::try_parse_from(["llm-router", "--host", "my-box"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"my-box\" is not an IP address"), "{error}");
     }
 
     #[test]
