@@ -177,3 +177,92 @@ async fn metadata_reads_are_no_demand_and_load_nothing() {
     assert_eq!(fleet.node("b").stats().model_loads(), 0);
     fleet.stop().await;
 }
+
+/// Under a plan, a request whose best node has every slot busy waits in the
+/// router, not in that node's queue: `x` and `y` both serve m with one slot
+/// each; a long answer holds one, a short answer the other, and a third
+/// request, sent while both run, is answered by the node the short answer
+/// freed while the long one still runs.
+#[tokio::test]
+async fn a_request_waits_in_the_router_for_the_first_slot_that_frees() {
+    let slow_node = |name: &str| {
+        let mut config = node(name, &["m"], "m");
+        config.tokens_per_sec = 20.0;
+        config
+    };
+    let mut fleet = Fleet::empty_with(|config| {
+        config.proxy.placement_interval = Duration::from_millis(100);
+    })
+    .await;
+    let mut ids = Vec::new();
+    for name in ["x", "y"] {
+        ids.push(fleet.add_node(slow_node(name)).await);
+    }
+    // The agents report one slot each: the router knows when a node is full.
+    for id in &ids {
+        let response = fleet
+            .client
+            .post(fleet.url(&format!("/api/agents/{id}/heartbeat")))
+            .bearer_auth(fleet.credentials.get(id).map_or("", String::as_str))
+            .json(&json!({
+                "metrics": {"cpu_percent": 5.0, "memory_percent": 30.0},
+                "loaded_models": [{"name": "m"}],
+                "max_parallel": 1,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    eventually_showing("m planned on x and y", Duration::from_secs(20), || {
+        let fleet = &fleet;
+        async move {
+            let plan = chat_then_plan(fleet, "m").await;
+            let planned = plan["nodes"].as_array().map_or(0, |nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n["models"] == json!(["m:latest"]))
+                    .count()
+            });
+            if planned == 2 {
+                Ok(())
+            } else {
+                Err(plan.to_string())
+            }
+        }
+    })
+    .await;
+
+    let streamed = |tokens: u64| {
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+               "stream": true, "options": {"num_predict": tokens}})
+    };
+    // 400 tokens at 20 a second: 20 s; 10 tokens: half a second.
+    let long = fleet.post("/api/chat", streamed(400)).await;
+    assert_eq!(long.status(), 200);
+    let long_node = Fleet::served_by(&long);
+    let short = fleet.post("/api/chat", streamed(10)).await;
+    assert_eq!(short.status(), 200);
+    let short_node = Fleet::served_by(&short);
+    assert_ne!(
+        long_node, short_node,
+        "the second request found the first node full"
+    );
+
+    let third = fleet.post("/api/chat", chat("m")).await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(
+        Fleet::served_by(&third),
+        short_node,
+        "the third request went to the node whose slot freed first"
+    );
+    third.bytes().await.unwrap();
+    assert_eq!(
+        fleet.node(&long_node).stats().in_flight(),
+        1,
+        "the long answer still runs: the third did not wait behind it"
+    );
+    short.bytes().await.unwrap();
+    drop(long);
+    fleet.stop().await;
+}

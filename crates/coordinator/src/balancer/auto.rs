@@ -23,6 +23,12 @@
 //! than the queue they saved. It also lets a node the plan moved drain, so
 //! its pre-load can start.
 //!
+//! Under a plan, `auto` also [waits for a slot](Policy::waits_for_a_slot):
+//! when the node it chose has every slot busy, the proxy holds the request
+//! and places it again once a slot frees anywhere (or the plan moves),
+//! instead of committing it to that node's queue; held requests count in
+//! their node's load, so the next requests price the queue they form.
+//!
 //! The cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
 //! tied and take turns, so measurement noise does not pile every request on
 //! one of several equal nodes. Speeds are the node's observed averages for M
@@ -184,6 +190,10 @@ impl Policy for Auto {
             .map(|(node, own)| cost(node, placement, *own, neutral))
             .collect();
         lowest_score(&costs, &self.turn, TIE_TOLERANCE)
+    }
+
+    fn waits_for_a_slot(&self) -> bool {
+        true
     }
 }
 

@@ -89,6 +89,15 @@ pub trait Policy: Send + Sync + Debug {
 
     /// Index into `candidates` (never empty) of the node to try next.
     fn select(&self, candidates: &[Arc<RoutableNode>], placement: &Placement<'_>) -> usize;
+
+    /// Whether, under a placement plan, a request whose chosen node has
+    /// every slot busy waits in the router and is placed again when a slot
+    /// frees, instead of queueing on that node (see `proxy`). Only a policy
+    /// that prices queues (`auto`) gains from it; the others keep their
+    /// order.
+    fn waits_for_a_slot(&self) -> bool {
+        false
+    }
 }
 
 /// The policy for `mode`.

@@ -20,7 +20,10 @@
 //! - **Routing**: the `auto` policy prices a node that the plan does not give
 //!   the request's model, or that is not warm for it yet, as if it had to
 //!   load the model: such a node is used only when the planned, warm ones are
-//!   saturated beyond what a load costs.
+//!   saturated beyond what a load costs. A request whose chosen node has
+//!   every slot busy waits in the router for the first slot that frees
+//!   (see `proxy`), so a shift in demand does not pile requests onto the
+//!   old plan's nodes before the new plan is drawn.
 //! - **Pre-loading**: a node planned for a model it does not have in memory
 //!   is warmed (Ollama loads a model for an empty `/api/generate`) once its
 //!   requests in flight have finished, so no stream is cut and the first

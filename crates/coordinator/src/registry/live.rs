@@ -241,6 +241,8 @@ type SpeedTable = HashMap<String, Arc<Speed>, foldhash::fast::RandomState>;
 #[derive(Debug)]
 pub struct NodeLive {
     in_flight: AtomicU64,
+    /// Requests waiting in the router for a slot here (see `proxy`'s hold).
+    held: AtomicU64,
     unhealthy: AtomicBool,
     consecutive_failures: AtomicU32,
     consecutive_successes: AtomicU32,
@@ -284,6 +286,7 @@ impl Default for NodeLive {
     fn default() -> Self {
         Self {
             in_flight: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             reported_busy: AtomicU64::new(NOT_REPORTED),
             unhealthy: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
@@ -317,11 +320,31 @@ impl NodeLive {
     /// The requests the node is busy with: this router's in flight, or what its
     /// server last reported running and waiting (other clients' included) when
     /// that is more.
-    pub fn load(&self) -> u64 {
+    pub fn busy(&self) -> u64 {
         let own = self.in_flight();
         match self.reported_busy.load(Ordering::Relaxed) {
             NOT_REPORTED => own,
             reported => own.max(reported),
+        }
+    }
+
+    /// What the policies weigh: [`busy`](Self::busy), plus the requests
+    /// waiting in the router for a slot here.
+    pub fn load(&self) -> u64 {
+        self.busy() + self.held.load(Ordering::Relaxed)
+    }
+
+    /// Whether every slot is busy with this router's requests (known slots only).
+    pub fn saturated(&self) -> bool {
+        self.parallel()
+            .is_some_and(|slots| self.in_flight() >= u64::from(slots))
+    }
+
+    /// Counts a request waiting in the router for this node until dropped.
+    pub fn hold(self: &Arc<Self>) -> HeldGuard {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        HeldGuard {
+            live: Arc::clone(self),
         }
     }
 
@@ -666,6 +689,18 @@ pub enum Residency {
     },
 }
 
+/// A request waiting in the router for a slot on a node.
+#[derive(Debug)]
+pub struct HeldGuard {
+    live: Arc<NodeLive>,
+}
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        self.live.held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Decrements the node's in-flight count exactly once, when dropped; it can
 /// therefore never go below zero.
 #[derive(Debug)]
@@ -697,6 +732,21 @@ mod tests {
         assert_eq!(live.in_flight(), 1);
         drop(second);
         assert_eq!(live.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_node_is_full_only_when_its_reported_slots_are_busy_and_held_requests_weigh_in_its_load() {
+        let live = Arc::new(NodeLive::default());
+        let running = live.start_request();
+        assert!(!live.saturated(), "slots not reported: never full");
+        live.parallel.store(1, Ordering::Relaxed);
+        assert!(live.saturated());
+        let held = [live.hold(), live.hold()];
+        assert_eq!((live.busy(), live.load()), (1, 3));
+        drop(held);
+        drop(running);
+        assert_eq!((live.busy(), live.load()), (0, 0));
+        assert!(!live.saturated());
     }
 
     #[test]
