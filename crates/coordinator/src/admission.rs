@@ -36,6 +36,13 @@ impl Signal {
         }
     }
 
+    /// Waits for the next notification, or until `deadline`.
+    pub async fn next(&self, deadline: Instant) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        let _ = tokio::time::timeout_at(deadline, self.notify.notified()).await;
+    }
+
     /// Calls `try_now` until it returns `Some`, after each notification, until `deadline`.
     pub async fn wait_for<T>(
         &self,

@@ -944,10 +944,7 @@ impl Cli {
                 max: MAX_DEMO_NODES,
             });
         }
-        let data_dir = match &self.data_dir {
-            Some(dir) => dir.clone(),
-            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
-        };
+        let data_dir = self.data_folder().ok_or(ConfigError::NoDataDir)?;
         // Three heartbeats per timeout: one lost or late beat must not take a node offline.
         let heartbeat_interval = self.heartbeat_interval.min((self.agent_timeout / 3).max(1));
         Ok(Config {
@@ -1037,6 +1034,12 @@ impl Cli {
             secure_cookies: self.tls_cert.is_some(),
             node_networks: self.node_networks.clone(),
         }
+    }
+
+    /// Where data is kept: `--data-dir`, else [`default_data_dir`]; `None`
+    /// without either a flag or a home folder.
+    pub fn data_folder(&self) -> Option<PathBuf> {
+        self.data_dir.clone().or_else(default_data_dir)
     }
 }
 

@@ -38,10 +38,7 @@ fn run() -> anyhow::Result<()> {
     // To stderr, or to `coordinator.log` in the data folder when there is no
     // console (Windows, started from Explorer). Flushed when main returns:
     // the last lines of a shutdown are not lost.
-    let data_dir = cli
-        .data_dir
-        .clone()
-        .or_else(llm_router_coordinator::config::default_data_dir);
+    let data_dir = cli.data_folder();
     let log_file =
         llm_router_desktop::console::log_file(console, data_dir.as_deref(), "coordinator.log");
     let logs = llm_router_common::cli::init_logging(cli.log_format, log_file.as_deref());
@@ -78,11 +75,9 @@ async fn run_command(
     command: llm_router_coordinator::config::Command,
     cli: &Cli,
 ) -> anyhow::Result<u8> {
-    let data_dir = match &cli.data_dir {
-        Some(dir) => dir.clone(),
-        None => llm_router_coordinator::config::default_data_dir()
-            .context("no home folder found; set LLM_ROUTER_DATA_DIR or --data-dir")?,
-    };
+    let data_dir = cli
+        .data_folder()
+        .context("no home folder found; set LLM_ROUTER_DATA_DIR or --data-dir")?;
     llm_router_coordinator::commands::run(command, &data_dir).await
 }
 

@@ -75,7 +75,7 @@ const DEFAULT_MAX_CONNECTIONS: u64 = 16_384;
 /// Raises the soft open-file limit to the hard one (services often start with
 /// 1,024) and returns the connection cap it allows: half of what is left after a
 /// reserve, the other half being for the connections to nodes. Windows has no
-/// such limit: the cap is the default.
+/// such limit: the cap is [`DEFAULT_MAX_CONNECTIONS`].
 pub fn raise_open_file_limit() -> usize {
     let limit = open_file_limit();
     let cap = (limit.saturating_sub(RESERVED_FILES) / 2).clamp(16, DEFAULT_MAX_CONNECTIONS);
@@ -108,7 +108,7 @@ fn open_file_limit() -> u64 {
 
 #[cfg(not(unix))]
 fn open_file_limit() -> u64 {
-    2 * (DEFAULT_MAX_CONNECTIONS + RESERVED_FILES)
+    u64::MAX
 }
 
 /// How a server stops: `accepting` ends the accept loops, closes idle

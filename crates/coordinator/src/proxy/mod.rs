@@ -622,12 +622,7 @@ impl Proxy {
                 let now = Instant::now();
                 if now < until {
                     let _held = pool[index].live.hold();
-                    let mut first = true;
-                    SLOT_FREED
-                        .wait_for((now + HOLD_RECHECK).min(until), || {
-                            (!std::mem::take(&mut first)).then_some(())
-                        })
-                        .await;
+                    SLOT_FREED.next((now + HOLD_RECHECK).min(until)).await;
                     plan = self.route_plan.as_ref().map(|plan| plan.load());
                     continue;
                 }
