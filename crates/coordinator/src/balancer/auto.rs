@@ -31,7 +31,9 @@
 //!
 //! The cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
 //! tied and take turns, so measurement noise does not pile every request on
-//! one of several equal nodes. Speeds are the node's observed averages for M
+//! one of several equal nodes. A node that would queue the request never ties
+//! with a cheapest node that has a free slot: a queue is not noise, even when
+//! the answers are so short that it costs less than the margin. Speeds are the node's observed averages for M
 //! (else for any model); a node not measured yet is assumed to be like the
 //! average of the measured candidates; `slots` is the node's `OLLAMA_NUM_PARALLEL` when its agent
 //! reports it (else 1); "resident" comes from the node's `/api/ps` in
@@ -165,6 +167,11 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
     wait + load + service + evict + off_plan
 }
 
+/// Whether a request sent to `node` now would wait for one of its slots.
+fn queues(node: &RoutableNode) -> bool {
+    node.live.load() >= u64::from(node.live.parallel().unwrap_or(1))
+}
+
 impl Policy for Auto {
     fn name(&self) -> &'static str {
         "auto"
@@ -184,11 +191,23 @@ impl Policy for Auto {
             tokens_per_sec: mean(estimates.iter().map(|e| e.tokens_per_sec)),
             tokens: mean(estimates.iter().map(|e| e.tokens)),
         };
-        let costs: Vec<f64> = candidates
+        let mut costs: Vec<f64> = candidates
             .iter()
             .zip(&estimates)
             .map(|(node, own)| cost(node, placement, *own, neutral))
             .collect();
+        let cheapest = costs
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        if !queues(&candidates[cheapest]) {
+            for (cost, node) in costs.iter_mut().zip(candidates) {
+                if queues(node) {
+                    *cost = f64::INFINITY;
+                }
+            }
+        }
         lowest_score(&costs, &self.turn, TIE_TOLERANCE)
     }
 
@@ -298,6 +317,30 @@ mod tests {
         // Planned for another model: it is left to drain for its switch.
         let both = NodeSet::from_iter([nodes[0].id, nodes[1].id]);
         assert_eq!(place(Some(&both)), "mid-planned");
+    }
+
+    #[test]
+    fn a_node_with_a_free_slot_never_ties_with_one_that_would_queue_a_short_answer() {
+        let nodes = vec![node("busy"), node("free")];
+        for n in &nodes {
+            loaded(n, &["m:latest"]);
+            // Answers of 100 tokens in 12 ms: a queue of one costs less than the tie margin.
+            speed(n, "m:latest", 2, 10_000.0);
+        }
+        let running = nodes[0].live.start_request();
+        let policy = Auto::default();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| place_model(&policy, &nodes, "m:latest"))
+            .collect();
+        assert_eq!(names(&nodes, picks), ["free"; 6]);
+        // Both free again: they take turns.
+        drop(running);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| place_model(&policy, &nodes, "m:latest"))
+            .collect();
+        let mut picked = names(&nodes, picks);
+        picked.sort();
+        assert_eq!(picked, ["busy", "busy", "free", "free"]);
     }
 
     #[test]

@@ -257,9 +257,10 @@ pub struct NodeLive {
     memory_percent_bits: AtomicU32,
     /// Requests the node runs at once (its OLLAMA_NUM_PARALLEL), 0 when unknown.
     parallel: AtomicU32,
-    /// Requests running and waiting as the node's server last told ([`NOT_REPORTED`]
-    /// when it does not): this router's own and any other client's.
-    reported_busy: AtomicU64,
+    /// Requests of other clients running and waiting on the node's server, as
+    /// its last report told: what it counted less this router's own requests
+    /// in flight when the report came ([`NOT_REPORTED`] when it reports nothing).
+    others_busy: AtomicU64,
     overall: Speed,
     /// Read on every placement without a lock; copied on the rare write (a
     /// model's first finished request here).
@@ -287,7 +288,7 @@ impl Default for NodeLive {
         Self {
             in_flight: AtomicU64::new(0),
             held: AtomicU64::new(0),
-            reported_busy: AtomicU64::new(NOT_REPORTED),
+            others_busy: AtomicU64::new(NOT_REPORTED),
             unhealthy: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             consecutive_successes: AtomicU32::new(0),
@@ -309,7 +310,7 @@ impl Default for NodeLive {
     }
 }
 
-/// [`NodeLive`]'s `reported_busy` when the server reports nothing.
+/// [`NodeLive`]'s `others_busy` when the server reports nothing.
 const NOT_REPORTED: u64 = u64::MAX;
 
 impl NodeLive {
@@ -317,14 +318,13 @@ impl NodeLive {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The requests the node is busy with: this router's in flight, or what its
-    /// server last reported running and waiting (other clients' included) when
-    /// that is more.
+    /// The requests the node is busy with: this router's in flight, and those
+    /// of other clients that its server last reported running and waiting.
     pub fn busy(&self) -> u64 {
         let own = self.in_flight();
-        match self.reported_busy.load(Ordering::Relaxed) {
+        match self.others_busy.load(Ordering::Relaxed) {
             NOT_REPORTED => own,
-            reported => own.max(reported),
+            others => own + others,
         }
     }
 
@@ -348,11 +348,15 @@ impl NodeLive {
         }
     }
 
-    /// Stores what the node's server said of its own load (slots, queue), if anything.
+    /// Stores what the node's server said of its own load (slots, queue), if
+    /// anything, as the part of it that is not this router's: the router's
+    /// own requests are counted live, so one that ends before the next report
+    /// does not go on weighing on the node.
     pub fn record_server_load(&self, load: Option<&llm_router_common::ServerLoad>) {
-        let busy = load.and_then(llm_router_common::ServerLoad::busy);
-        self.reported_busy
-            .store(busy.unwrap_or(NOT_REPORTED), Ordering::Relaxed);
+        let others = load
+            .and_then(llm_router_common::ServerLoad::busy)
+            .map_or(NOT_REPORTED, |busy| busy.saturating_sub(self.in_flight()));
+        self.others_busy.store(others, Ordering::Relaxed);
     }
 
     /// Counts a request as in flight until the returned guard is dropped.
@@ -747,6 +751,33 @@ mod tests {
         drop(running);
         assert_eq!((live.busy(), live.load()), (0, 0));
         assert!(!live.saturated());
+    }
+
+    #[test]
+    fn a_servers_report_adds_other_clients_requests_and_not_the_routers_own_again() {
+        let live = Arc::new(NodeLive::default());
+        let report = |running: u32, waiting: u32| llm_router_common::ServerLoad {
+            requests_running: Some(running),
+            requests_waiting: Some(waiting),
+            ..Default::default()
+        };
+        let ours = live.start_request();
+        // The server counts our request and two of another client's.
+        live.record_server_load(Some(&report(2, 1)));
+        assert_eq!(live.busy(), 3);
+        // Ours ends: the other client's two are still there until the next report.
+        drop(ours);
+        assert_eq!(live.busy(), 2);
+        live.record_server_load(Some(&report(0, 0)));
+        assert_eq!(live.busy(), 0);
+        // A report that lags behind our requests never counts below them.
+        let ours = [live.start_request(), live.start_request()];
+        live.record_server_load(Some(&report(1, 0)));
+        assert_eq!(live.busy(), 2);
+        live.record_server_load(None);
+        assert_eq!(live.busy(), 2);
+        drop(ours);
+        assert_eq!(live.busy(), 0);
     }
 
     #[test]
