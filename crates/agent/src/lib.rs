@@ -33,7 +33,6 @@ pub mod node_file;
 pub mod ollama;
 pub mod panel;
 pub mod registration;
-pub mod server_load;
 pub mod settings_file;
 pub mod status;
 pub mod supervise;

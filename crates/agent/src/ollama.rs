@@ -140,7 +140,7 @@ impl OllamaClient {
     /// Prometheus `/metrics` with series the coordinator knows; `None` without either.
     pub async fn server_load(&self) -> Option<llm_router_common::ServerLoad> {
         if let Ok((_, body)) = self.get_json("slots").await
-            && let Some(load) = crate::server_load::from_slots(&body)
+            && let Some(load) = llm_router_common::server_load::from_slots(&body)
         {
             return Some(load);
         }
@@ -150,7 +150,7 @@ impl OllamaClient {
             return None;
         }
         let text = response.text().await.ok()?;
-        crate::server_load::from_metrics(&text)
+        llm_router_common::server_load::from_metrics(&text)
     }
 
     /// `GET /health`: fine when the server has none (404) or answers 2xx.

@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`registration`]: what an agent sends to join the fleet and what it gets back;
 //! - [`heartbeat`]: the periodic report of machine metrics and models;
+//! - [`server_load`]: an OpenAI-compatible server's own account of its load
+//!   (`/slots`, Prometheus `/metrics`), read by the agent and by the coordinator's probe;
 //! - [`node`]: what lasts about a node, and the coordinator's view of it (`GET /api/agents`);
 //! - [`model`]: model names and the model lists Ollama reports;
 //! - [`error`]: the JSON error body every management endpoint answers with;
@@ -15,6 +17,7 @@ pub mod heartbeat;
 pub mod model;
 pub mod node;
 pub mod registration;
+pub mod server_load;
 
 pub use error::ErrorBody;
 pub use heartbeat::{GpuMetrics, HeartbeatRequest, NodeMetrics, ServerLoad};

@@ -12,9 +12,11 @@
 //!   export them; series of several models are summed.
 //!
 //! A server with neither (Ollama, LM Studio) reports nothing, and the
-//! coordinator counts only its own requests, as before.
+//! coordinator counts only its own requests, as before. The agent
+//! (`--backend openai`) reads these on every heartbeat; the coordinator's probe
+//! reads them for an OpenAI-style node added without an agent.
 
-use llm_router_common::ServerLoad;
+use crate::ServerLoad;
 use openmetrics_parser::PrometheusValue;
 use serde_json::Value;
 

@@ -3,7 +3,10 @@
 //! interval, and records the answer as the node's heartbeat.
 //!
 //! - Ollama: `GET /api/version`, `/api/tags` (required) and `/api/ps`, at once;
-//! - OpenAI-compatible: `GET /v1/models`, whose ids become the model list.
+//! - OpenAI-compatible: `GET /v1/models`, whose ids become the model list,
+//!   and beside it the server's own load as an agent would read it
+//!   ([`llm_router_common::server_load`]: llama.cpp's `/slots`, else Prometheus
+//!   `/metrics`), so that the balancer sees its free slots and its queue.
 //!
 //! A probe that fails is recorded too (`ollama_available: false`), so the node
 //! is offline with [`OfflineReason::ProbeFailed`](crate::registry::OfflineReason::ProbeFailed)
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use llm_router_common::{
     ApiKind, HeartbeatRequest, LoadedModel, MAX_MODELS_PER_NODE, MAX_NAME_LEN, ModelInfo,
+    ServerLoad, server_load,
 };
 use serde_json::Value;
 
@@ -121,7 +125,9 @@ pub async fn probe(
             })
         }
         ApiKind::OpenAi => {
-            let body = get("/v1/models").await?;
+            let (body, server_load) =
+                tokio::join!(get("/v1/models"), load_of(client, target, timeout));
+            let body = body?;
             let models = model_entries(&body, "data")?
                 .iter()
                 .filter_map(|entry| entry.get("id").and_then(Value::as_str))
@@ -133,10 +139,27 @@ pub async fn probe(
             Ok(HeartbeatRequest {
                 models: Some(models),
                 ollama_available: true,
+                server_load,
                 ..HeartbeatRequest::default()
             })
         }
     }
+}
+
+/// The server's own account of its load: llama.cpp's `/slots`, else a
+/// Prometheus `/metrics` with series the balancer knows; `None` without either.
+async fn load_of(
+    client: &UpstreamClient,
+    target: &AgentlessTarget,
+    timeout: Duration,
+) -> Option<ServerLoad> {
+    if let Ok(body) = get_json(client, target, "/slots", timeout).await
+        && let Some(load) = server_load::from_slots(&body)
+    {
+        return Some(load);
+    }
+    let text = get_body(client, target, "/metrics", timeout).await.ok()?;
+    server_load::from_metrics(std::str::from_utf8(&text).ok()?)
 }
 
 /// A model name the registry accepts; others are left out rather than spoil the list.
@@ -159,6 +182,18 @@ async fn get_json(
     path: &str,
     timeout: Duration,
 ) -> Result<Value, String> {
+    let bytes = get_body(client, target, path, timeout).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("GET {}{path} did not answer JSON: {e}", target.api_url))
+}
+
+/// The body of a successful `GET path`.
+async fn get_body(
+    client: &UpstreamClient,
+    target: &AgentlessTarget,
+    path: &str,
+    timeout: Duration,
+) -> Result<bytes::Bytes, String> {
     let url = format!("{}{path}", target.api_url);
     let (status, bytes) = crate::proxy::get(client, &url, target.authorization.as_ref(), timeout)
         .await
@@ -166,7 +201,7 @@ async fn get_json(
     if !status.is_success() {
         return Err(format!("GET {url} answered {status}"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("GET {url} did not answer JSON: {e}"))
+    Ok(bytes)
 }
 
 #[cfg(test)]
