@@ -2,12 +2,12 @@
 """Writes a tiny llama-architecture GGUF model with random weights.
 
 Usage:
-    python3 tests/python/make_tiny_gguf.py OUT.gguf
+    python3 tests/python/make_tiny_gguf.py OUT.gguf [--context-length N]
 
 The model is for tests that need a real llama.cpp server without downloading
 a model (crates/coordinator/tests/llama_cpp.rs): a valid `llama` model, 64
 wide, 2 layers, 4 attention heads, a 128-wide feed-forward, a 256-token
-context, F32 weights drawn from a fixed seed (the same file every time, under
+context (or N, for a test that needs answers of thousands of tokens), F32 weights drawn from a fixed seed (the same file every time, under
 1 MB), and a SentencePiece-style (`llama`) tokenizer: <unk>, <s>, </s>, the
 256 byte tokens <0x00>..<0xFF> (so any text tokenizes, by byte fallback) and a
 few hundred ordinary pieces. It carries a simple chat template, so chat
@@ -96,7 +96,7 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write(path: Path) -> None:
+def write(path: Path, context_length: int = N_CTX) -> None:
     tokens, scores, types = vocabulary()
     n_vocab = len(tokens)
     rng = np.random.default_rng(SEED)
@@ -108,7 +108,7 @@ def write(path: Path) -> None:
     writer.add_name(NAME)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_vocab_size(n_vocab)
-    writer.add_context_length(N_CTX)
+    writer.add_context_length(context_length)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
     writer.add_feed_forward_length(N_FF)
@@ -158,11 +158,16 @@ def write(path: Path) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
-        sys.stderr.write("usage: make_tiny_gguf.py OUT.gguf\n")
+    args = sys.argv[1:]
+    context_length = N_CTX
+    if len(args) == 3 and args[1] == "--context-length" and args[2].isdigit():
+        context_length = int(args[2])
+        args = args[:1]
+    if len(args) != 1 or args[0].startswith("-") or context_length < 1:
+        sys.stderr.write("usage: make_tiny_gguf.py OUT.gguf [--context-length N]\n")
         return 2
-    path = Path(sys.argv[1])
-    write(path)
+    path = Path(args[0])
+    write(path, context_length)
     print(f"wrote {path} ({path.stat().st_size} bytes)", flush=True)
     return 0
 
