@@ -46,6 +46,8 @@ pub struct OllamaSnapshot {
 pub struct OllamaClient {
     http: reqwest::Client,
     base: Url,
+    /// Whether the server offers a load endpoint, shared by the client's clones.
+    load_endpoints: std::sync::Arc<llm_router_common::server_load::LoadEndpoints>,
 }
 
 impl OllamaClient {
@@ -69,6 +71,7 @@ impl OllamaClient {
         Ok(Self {
             http,
             base: crate::http::directory_url(base),
+            load_endpoints: Default::default(),
         })
     }
 
@@ -137,20 +140,37 @@ impl OllamaClient {
     }
 
     /// The server's own account of its load: llama.cpp's `/slots`, else a
-    /// Prometheus `/metrics` with series the coordinator knows; `None` without either.
+    /// Prometheus `/metrics` with series the coordinator knows; `None` without
+    /// either (and then not asked again for a while).
     pub async fn server_load(&self) -> Option<llm_router_common::ServerLoad> {
-        if let Ok((_, body)) = self.get_json("slots").await
-            && let Some(load) = llm_router_common::server_load::from_slots(&body)
-        {
-            return Some(load);
-        }
-        let url = self.base.join("metrics").ok()?;
-        let response = self.http.get(url).send().await.ok()?;
-        if !response.status().is_success() {
+        use llm_router_common::server_load::{from_metrics, from_slots, not_offered};
+        let now = std::time::Instant::now();
+        if !self.load_endpoints.worth_asking(now) {
             return None;
         }
-        let text = response.text().await.ok()?;
-        llm_router_common::server_load::from_metrics(&text)
+        let no_slots = match self.get_json("slots").await {
+            Ok((_, body)) => match from_slots(&body) {
+                Some(load) => {
+                    self.load_endpoints.record(false, now);
+                    return Some(load);
+                }
+                None => true,
+            },
+            Err(OllamaError::Status { status, .. }) => not_offered(status.as_u16()),
+            Err(_) => false,
+        };
+        let url = self.base.join("metrics").ok()?;
+        let response = self.http.get(url).send().await.ok()?;
+        let status = response.status();
+        let load = if status.is_success() {
+            from_metrics(&response.text().await.ok()?)
+        } else {
+            None
+        };
+        let no_metrics = status.is_success() || not_offered(status.as_u16());
+        self.load_endpoints
+            .record(load.is_none() && no_slots && no_metrics, now);
+        load
     }
 
     /// `GET /health`: fine when the server has none (404) or answers 2xx.

@@ -12,13 +12,51 @@
 //!   export them; series of several models are summed.
 //!
 //! A server with neither (Ollama, LM Studio) reports nothing, and the
-//! coordinator counts only its own requests, as before. The agent
+//! coordinator counts only its own requests, as before. Once a server has
+//! answered that it offers neither, it is asked again only after
+//! [`ASK_AGAIN_AFTER`] ([`LoadEndpoints`]), not on every heartbeat. The agent
 //! (`--backend openai`) reads these on every heartbeat; the coordinator's probe
 //! reads them for an OpenAI-style node added without an agent.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::ServerLoad;
 use openmetrics_parser::PrometheusValue;
 use serde_json::Value;
+
+/// How long a server that offers neither `/slots` nor known `/metrics` is
+/// left alone before it is asked again (it may be restarted with them on).
+pub const ASK_AGAIN_AFTER: Duration = Duration::from_secs(300);
+
+/// Whether an HTTP status says the server has no such endpoint (llama.cpp
+/// answers 501 for `/slots` and `/metrics` when they are off).
+pub fn not_offered(status: u16) -> bool {
+    matches!(status, 404 | 405 | 501)
+}
+
+/// Remembers that a server offers no load endpoints, so that it is not asked
+/// on every heartbeat. A failed request (timeout, refused connection, 503
+/// while a model loads) proves nothing and changes nothing.
+#[derive(Debug, Default)]
+pub struct LoadEndpoints {
+    absent_until: Mutex<Option<Instant>>,
+}
+
+impl LoadEndpoints {
+    /// Whether to ask the server for its load at `now`.
+    pub fn worth_asking(&self, now: Instant) -> bool {
+        let absent_until = self.absent_until.lock().unwrap_or_else(|e| e.into_inner());
+        absent_until.is_none_or(|until| now >= until)
+    }
+
+    /// Records what asking at `now` found: whether the server answered that
+    /// it offers neither endpoint.
+    pub fn record(&self, absent: bool, now: Instant) {
+        let mut absent_until = self.absent_until.lock().unwrap_or_else(|e| e.into_inner());
+        *absent_until = absent.then(|| now + ASK_AGAIN_AFTER);
+    }
+}
 
 const RUNNING: [&str; 3] = [
     "llamacpp:requests_processing",
@@ -98,6 +136,20 @@ pub fn from_metrics(text: &str) -> Option<ServerLoad> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_server_without_load_endpoints_is_asked_again_only_after_a_while() {
+        let endpoints = LoadEndpoints::default();
+        let start = Instant::now();
+        assert!(endpoints.worth_asking(start));
+        endpoints.record(true, start);
+        assert!(!endpoints.worth_asking(start + Duration::from_secs(10)));
+        assert!(endpoints.worth_asking(start + ASK_AGAIN_AFTER));
+        // Found again (restarted with them on): asked every time.
+        endpoints.record(false, start + ASK_AGAIN_AFTER);
+        assert!(endpoints.worth_asking(start + ASK_AGAIN_AFTER));
+        assert!(not_offered(404) && not_offered(501) && !not_offered(503) && !not_offered(200));
+    }
 
     #[test]
     fn slots_count_the_busy_ones_in_either_spelling() {

@@ -147,19 +147,50 @@ pub async fn probe(
 }
 
 /// The server's own account of its load: llama.cpp's `/slots`, else a
-/// Prometheus `/metrics` with series the balancer knows; `None` without either.
+/// Prometheus `/metrics` with series the balancer knows; `None` without either
+/// (and then not asked again for a while: see [`server_load::LoadEndpoints`]).
 async fn load_of(
     client: &UpstreamClient,
     target: &AgentlessTarget,
     timeout: Duration,
 ) -> Option<ServerLoad> {
-    if let Ok(body) = get_json(client, target, "/slots", timeout).await
-        && let Some(load) = server_load::from_slots(&body)
-    {
-        return Some(load);
+    let now = std::time::Instant::now();
+    if !target.load_endpoints.worth_asking(now) {
+        return None;
     }
-    let text = get_body(client, target, "/metrics", timeout).await.ok()?;
-    server_load::from_metrics(std::str::from_utf8(&text).ok()?)
+    let get = |path: &str| {
+        let url = format!("{}{path}", target.api_url);
+        async move {
+            crate::proxy::get(client, &url, target.authorization.as_ref(), timeout)
+                .await
+                .ok()
+        }
+    };
+    let (status, body) = get("/slots").await?;
+    let no_slots = if status.is_success() {
+        let slots = serde_json::from_slice(&body).ok();
+        if let Some(load) = slots.as_ref().and_then(server_load::from_slots) {
+            target.load_endpoints.record(false, now);
+            return Some(load);
+        }
+        true
+    } else {
+        server_load::not_offered(status.as_u16())
+    };
+    let (status, body) = get("/metrics").await?;
+    let load = status
+        .is_success()
+        .then(|| {
+            std::str::from_utf8(&body)
+                .ok()
+                .and_then(server_load::from_metrics)
+        })
+        .flatten();
+    let no_metrics = status.is_success() || server_load::not_offered(status.as_u16());
+    target
+        .load_endpoints
+        .record(load.is_none() && no_slots && no_metrics, now);
+    load
 }
 
 /// A model name the registry accepts; others are left out rather than spoil the list.
@@ -182,18 +213,6 @@ async fn get_json(
     path: &str,
     timeout: Duration,
 ) -> Result<Value, String> {
-    let bytes = get_body(client, target, path, timeout).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| format!("GET {}{path} did not answer JSON: {e}", target.api_url))
-}
-
-/// The body of a successful `GET path`.
-async fn get_body(
-    client: &UpstreamClient,
-    target: &AgentlessTarget,
-    path: &str,
-    timeout: Duration,
-) -> Result<bytes::Bytes, String> {
     let url = format!("{}{path}", target.api_url);
     let (status, bytes) = crate::proxy::get(client, &url, target.authorization.as_ref(), timeout)
         .await
@@ -201,7 +220,7 @@ async fn get_body(
     if !status.is_success() {
         return Err(format!("GET {url} answered {status}"));
     }
-    Ok(bytes)
+    serde_json::from_slice(&bytes).map_err(|e| format!("GET {url} did not answer JSON: {e}"))
 }
 
 #[cfg(test)]

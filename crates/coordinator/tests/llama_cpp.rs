@@ -280,7 +280,9 @@ async fn the_official_python_clients_work_through_the_router_with_a_llama_cpp_se
     require_packages(&python).await;
     let server = LlamaServer::start(&python).await;
 
-    let fleet = Fleet::empty_with(|_| {}).await;
+    // Probed five times a second: a server without load endpoints must not be
+    // asked for them on every probe.
+    let fleet = Fleet::empty_with(|c| c.heartbeat_interval = Duration::from_millis(200)).await;
     let (status, added) = fleet
         .post_json(
             "/api/nodes",
@@ -326,12 +328,22 @@ async fn the_official_python_clients_work_through_the_router_with_a_llama_cpp_se
             "no {endpoint} answered 200 in the server's log: {requests:?}"
         );
     }
-    let refused: Vec<_> = requests.iter().filter(|(_, s)| *s >= 400).collect();
+    let refused: Vec<_> = requests
+        .iter()
+        .filter(|(r, s)| r.starts_with("POST ") && *s >= 400)
+        .collect();
     assert!(
         refused.is_empty(),
         "the server refused requests: {refused:?}\n{}",
         server.proc.output()
     );
+    // It has neither /slots nor /metrics: asked once, then left alone.
+    let probes = requests.iter().filter(|(r, _)| r == "GET /v1/models");
+    assert!(probes.count() >= 2, "probed once only: {requests:?}");
+    for endpoint in ["GET /slots", "GET /metrics"] {
+        let asked = requests.iter().filter(|(r, _)| r == endpoint).count();
+        assert_eq!(asked, 1, "{endpoint} asked {asked} times: {requests:?}");
+    }
     assert!(
         requests.iter().all(|(r, _)| !r.contains("/api/")),
         "the server got Ollama requests: {requests:?}"
@@ -346,7 +358,7 @@ async fn an_agent_with_the_openai_backend_registers_the_llama_cpp_server_and_cha
     require_packages(&python).await;
     let server = LlamaServer::start(&python).await;
 
-    let fleet = Fleet::empty_with(|_| {}).await;
+    let fleet = Fleet::empty_with(|c| c.heartbeat_interval = Duration::from_millis(200)).await;
     let data = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(support::process::binary("llm-router-agent"));
     command
@@ -396,6 +408,21 @@ async fn an_agent_with_the_openai_backend_registers_the_llama_cpp_server_and_cha
         answer["prompt_eval_count"].as_u64().is_some_and(|n| n > 0),
         "{answer}"
     );
+    // The agent asked the server for its load endpoints once, and then left it alone.
+    eventually_showing("two more heartbeats' questions", ONLINE, || async {
+        let requests = server.requests();
+        let models = requests
+            .iter()
+            .filter(|(r, _)| r == "GET /v1/models")
+            .count();
+        (models >= 3).then_some(()).ok_or(format!("{requests:?}"))
+    })
+    .await;
+    let requests = server.requests();
+    for endpoint in ["GET /slots", "GET /metrics"] {
+        let asked = requests.iter().filter(|(r, _)| r == endpoint).count();
+        assert_eq!(asked, 1, "{endpoint} asked {asked} times: {requests:?}");
+    }
     fleet.stop().await;
     drop(agent);
 }

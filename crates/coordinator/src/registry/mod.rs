@@ -97,7 +97,7 @@ pub(crate) fn lenient_reason<'de, D: serde::Deserializer<'de>>(
 }
 
 /// An agentless node to probe, as [`NodeRegistry::agentless_targets`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AgentlessTarget {
     pub id: NodeId,
     pub machine_name: String,
@@ -107,6 +107,9 @@ pub struct AgentlessTarget {
     pub reachable: bool,
     /// What the probes send as `Authorization` (the node's own API key).
     pub authorization: Option<axum::http::HeaderValue>,
+    /// Whether its server offers a load endpoint (`/slots`, `/metrics`), as
+    /// the probes found; shared with the node's record.
+    pub load_endpoints: Arc<llm_router_common::server_load::LoadEndpoints>,
 }
 
 /// Prefix of the credentials issued to nodes.
@@ -158,6 +161,8 @@ struct NodeRecord {
     ollama_supervision: Option<String>,
     /// The server's own account of its load, from the last heartbeat.
     server_load: Option<llm_router_common::ServerLoad>,
+    /// For an agentless node: whether its server offers a load endpoint.
+    load_endpoints: Arc<llm_router_common::server_load::LoadEndpoints>,
     /// Monotonic time of the last sign of life, for the timeout.
     last_heartbeat: Instant,
     /// The longest of the last few gaps between heartbeats while alive.
@@ -186,6 +191,7 @@ impl NodeRecord {
             facts,
             ollama_supervision: None,
             server_load: None,
+            load_endpoints: Arc::default(),
             last_heartbeat: now,
             recent_gaps: HeartbeatGaps::default(),
             alive_since: None,
@@ -337,6 +343,7 @@ impl NodeRecord {
             kind: self.facts.api_kind,
             reachable: self.alive_since.is_some() && self.ollama_available,
             authorization: self.routable.authorization.clone(),
+            load_endpoints: Arc::clone(&self.load_endpoints),
         }
     }
 
@@ -824,13 +831,13 @@ impl NodeRegistry {
             .collect()
     }
 
-    /// Agentless node `id`, to probe it; `None` when it is not (or no longer) agentless.
     /// How the coordinator reaches node `id`'s inference server itself, agent or not
     /// (to pull, copy or delete models there).
     pub fn server_of(&self, id: NodeId) -> Option<AgentlessTarget> {
         self.nodes.read().get(&id).map(NodeRecord::agentless_target)
     }
 
+    /// Agentless node `id`, to probe it; `None` when it is not (or no longer) agentless.
     pub fn agentless_target(&self, id: NodeId) -> Option<AgentlessTarget> {
         self.nodes
             .read()
