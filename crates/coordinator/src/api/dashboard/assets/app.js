@@ -726,6 +726,23 @@
     return [h('dt', { text: label }), h('dd', {}, value)];
   }
 
+  // What an OpenAI-style server says of its own load (slots, queue, KV cache),
+  // other clients included; null when it reports nothing.
+  function serverLoadText(load) {
+    if (!load) return null;
+    const running = load.requests_running;
+    const parts = [];
+    if (typeof load.slots_total === 'number') {
+      parts.push(`${num(running || 0)} of ${num(load.slots_total)} ${load.slots_total === 1 ? 'slot' : 'slots'} busy`);
+    } else if (typeof running === 'number') {
+      parts.push(`${num(running)} running`);
+    }
+    if (typeof load.requests_waiting === 'number') parts.push(`${num(load.requests_waiting)} waiting`);
+    if (typeof load.kv_cache_usage === 'number') parts.push(`KV cache ${pct(load.kv_cache_usage * 100)}`);
+    if (!parts.length) return null;
+    return `${parts.join(', ')}${load.source ? ` (from ${load.source})` : ''}`;
+  }
+
   function renderNode(opts) {
     const id = state.route.id;
     const n = state.byId.get(id);
@@ -763,6 +780,7 @@
       ...fact('Last seen', `${ago(n.last_seen)} (${fullTime(n.last_seen)})`),
       ...fact('Uptime', n.status === 'offline' ? 'offline' : duration(n.uptime_secs)),
       ...fact('In flight', num(n.in_flight || 0)),
+      ...fact('Server load', serverLoadText(n.server_load)),
       ...fact('Tags', (n.tags || []).length ? h('span', { class: 'chips' }, n.tags.map((t) => h('span', { class: 'chip tag', text: t }))) : 'none'),
       ...fact('Notes', n.notes || 'none'),
     ]);
