@@ -143,34 +143,13 @@ impl OllamaClient {
     /// Prometheus `/metrics` with series the coordinator knows; `None` without
     /// either (and then not asked again for a while).
     pub async fn server_load(&self) -> Option<llm_router_common::ServerLoad> {
-        use llm_router_common::server_load::{from_metrics, from_slots, not_offered};
-        let now = std::time::Instant::now();
-        if !self.load_endpoints.worth_asking(now) {
-            return None;
-        }
-        let no_slots = match self.get_json("slots").await {
-            Ok((_, body)) => match from_slots(&body) {
-                Some(load) => {
-                    self.load_endpoints.record(false, now);
-                    return Some(load);
-                }
-                None => true,
-            },
-            Err(OllamaError::Status { status, .. }) => not_offered(status.as_u16()),
-            Err(_) => false,
-        };
-        let url = self.base.join("metrics").ok()?;
-        let response = self.http.get(url).send().await.ok()?;
-        let status = response.status();
-        let load = if status.is_success() {
-            from_metrics(&response.text().await.ok()?)
-        } else {
-            None
-        };
-        let no_metrics = status.is_success() || not_offered(status.as_u16());
-        self.load_endpoints
-            .record(load.is_none() && no_slots && no_metrics, now);
-        load
+        llm_router_common::server_load::read(&self.load_endpoints, |path| async move {
+            let url = self.base.join(path).ok()?;
+            let response = self.http.get(url).send().await.ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.bytes().await.ok()?))
+        })
+        .await
     }
 
     /// `GET /health`: fine when the server has none (404) or answers 2xx.

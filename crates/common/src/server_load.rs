@@ -25,8 +25,8 @@ use crate::ServerLoad;
 use openmetrics_parser::PrometheusValue;
 use serde_json::Value;
 
-/// How long a server that offers neither `/slots` nor known `/metrics` is
-/// left alone before it is asked again (it may be restarted with them on).
+/// How long an endpoint the server said it lacks is left alone before it is
+/// asked again (the server may be restarted with it on).
 pub const ASK_AGAIN_AFTER: Duration = Duration::from_secs(300);
 
 /// Whether an HTTP status says the server has no such endpoint (llama.cpp
@@ -35,27 +35,89 @@ pub fn not_offered(status: u16) -> bool {
     matches!(status, 404 | 405 | 501)
 }
 
-/// Remembers that a server offers no load endpoints, so that it is not asked
-/// on every heartbeat. A failed request (timeout, refused connection, 503
-/// while a model loads) proves nothing and changes nothing.
+/// The two places a server's load is read from, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// llama.cpp's `GET /slots`.
+    Slots,
+    /// Prometheus `GET /metrics`.
+    Metrics,
+}
+
+impl Endpoint {
+    /// The endpoint's path, relative to the server's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Slots => "slots",
+            Endpoint::Metrics => "metrics",
+        }
+    }
+}
+
+/// Remembers which load endpoints a server lacks, so that it is not asked
+/// for them on every heartbeat (a vLLM server would log a 404 for `/slots`
+/// each time). A failed request (timeout, refused connection, 503 while a
+/// model loads) proves nothing and changes nothing.
 #[derive(Debug, Default)]
 pub struct LoadEndpoints {
-    absent_until: Mutex<Option<Instant>>,
+    /// Until when `/slots` and `/metrics` are not asked.
+    absent_until: Mutex<[Option<Instant>; 2]>,
 }
 
 impl LoadEndpoints {
-    /// Whether to ask the server for its load at `now`.
-    pub fn worth_asking(&self, now: Instant) -> bool {
+    /// Whether to ask the server for `endpoint` at `now`.
+    pub fn worth_asking(&self, endpoint: Endpoint, now: Instant) -> bool {
         let absent_until = self.absent_until.lock().unwrap_or_else(|e| e.into_inner());
-        absent_until.is_none_or(|until| now >= until)
+        absent_until[endpoint as usize].is_none_or(|until| now >= until)
     }
 
-    /// Records what asking at `now` found: whether the server answered that
-    /// it offers neither endpoint.
-    pub fn record(&self, absent: bool, now: Instant) {
+    /// Records what asking for `endpoint` at `now` found: whether the server
+    /// answered that it has no such endpoint, or nothing the balancer knows there.
+    pub fn record(&self, endpoint: Endpoint, absent: bool, now: Instant) {
         let mut absent_until = self.absent_until.lock().unwrap_or_else(|e| e.into_inner());
-        *absent_until = absent.then(|| now + ASK_AGAIN_AFTER);
+        absent_until[endpoint as usize] = absent.then(|| now + ASK_AGAIN_AFTER);
     }
+}
+
+/// Reads a server's load: `/slots`, else `/metrics`, each unless the server
+/// said lately that it lacks it. `get` asks for a path relative to the
+/// server's base URL and gives the answer's status and body, `None` when the
+/// request failed.
+pub async fn read<F, Fut, B>(endpoints: &LoadEndpoints, mut get: F) -> Option<ServerLoad>
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Option<(u16, B)>>,
+    B: AsRef<[u8]>,
+{
+    let now = Instant::now();
+    for endpoint in [Endpoint::Slots, Endpoint::Metrics] {
+        if !endpoints.worth_asking(endpoint, now) {
+            continue;
+        }
+        let Some((status, body)) = get(endpoint.path()).await else {
+            continue;
+        };
+        let load = if (200..300).contains(&status) {
+            let body = body.as_ref();
+            match endpoint {
+                Endpoint::Slots => serde_json::from_slice(body)
+                    .ok()
+                    .as_ref()
+                    .and_then(from_slots),
+                Endpoint::Metrics => std::str::from_utf8(body).ok().and_then(from_metrics),
+            }
+        } else if not_offered(status) {
+            None
+        } else {
+            // Busy or broken right now: nothing learnt about the endpoint.
+            continue;
+        };
+        endpoints.record(endpoint, load.is_none(), now);
+        if load.is_some() {
+            return load;
+        }
+    }
+    None
 }
 
 const RUNNING: [&str; 3] = [
@@ -138,17 +200,72 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_server_without_load_endpoints_is_asked_again_only_after_a_while() {
+    fn an_endpoint_a_server_lacks_is_asked_again_only_after_a_while() {
         let endpoints = LoadEndpoints::default();
         let start = Instant::now();
-        assert!(endpoints.worth_asking(start));
-        endpoints.record(true, start);
-        assert!(!endpoints.worth_asking(start + Duration::from_secs(10)));
-        assert!(endpoints.worth_asking(start + ASK_AGAIN_AFTER));
-        // Found again (restarted with them on): asked every time.
-        endpoints.record(false, start + ASK_AGAIN_AFTER);
-        assert!(endpoints.worth_asking(start + ASK_AGAIN_AFTER));
+        assert!(endpoints.worth_asking(Endpoint::Slots, start));
+        endpoints.record(Endpoint::Slots, true, start);
+        let later = start + Duration::from_secs(10);
+        assert!(!endpoints.worth_asking(Endpoint::Slots, later));
+        assert!(endpoints.worth_asking(Endpoint::Metrics, later));
+        assert!(endpoints.worth_asking(Endpoint::Slots, start + ASK_AGAIN_AFTER));
+        // Found again (restarted with it on): asked every time.
+        endpoints.record(Endpoint::Slots, false, start + ASK_AGAIN_AFTER);
+        assert!(endpoints.worth_asking(Endpoint::Slots, start + ASK_AGAIN_AFTER));
         assert!(not_offered(404) && not_offered(501) && !not_offered(503) && !not_offered(200));
+    }
+
+    /// `read` against a server answering `answers` (path → status and body),
+    /// three times; the paths it asked.
+    fn asked_over_three_reads(answers: &[(&str, u16, &str)]) -> (Option<ServerLoad>, Vec<String>) {
+        let endpoints = LoadEndpoints::default();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let mut last = None;
+        for _ in 0..3 {
+            let get = |path: &'static str| {
+                asked.borrow_mut().push(path.to_owned());
+                let answer = answers
+                    .iter()
+                    .find(|(p, _, _)| *p == path)
+                    .map(|(_, status, body)| (*status, body.as_bytes().to_vec()));
+                std::future::ready(answer)
+            };
+            last = block_on(read(&endpoints, get));
+        }
+        (last, asked.into_inner())
+    }
+
+    /// Polls a future that never waits (the test's `get` answers at once).
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => unreachable!("the test's answers are ready at once"),
+        }
+    }
+
+    #[test]
+    fn reading_skips_what_the_server_lacks_and_keeps_asking_what_it_has() {
+        let metrics = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 2\n";
+        // vLLM: no /slots, asked once; /metrics every time.
+        let (load, asked) =
+            asked_over_three_reads(&[("slots", 404, ""), ("metrics", 200, metrics)]);
+        assert_eq!(load.and_then(|l| l.requests_running), Some(2));
+        assert_eq!(asked, ["slots", "metrics", "metrics", "metrics"]);
+        // llama.cpp with slots on: /slots every time, /metrics never.
+        let slots = r#"[{"id": 0, "is_processing": true}]"#;
+        let (load, asked) = asked_over_three_reads(&[("slots", 200, slots), ("metrics", 501, "")]);
+        assert_eq!(load.and_then(|l| l.slots_total), Some(1));
+        assert_eq!(asked, ["slots", "slots", "slots"]);
+        // LM Studio: neither, each asked once.
+        let (load, asked) =
+            asked_over_three_reads(&[("slots", 404, "not found"), ("metrics", 404, "")]);
+        assert_eq!(load, None);
+        assert_eq!(asked, ["slots", "metrics"]);
+        // A server busy loading (503) is asked again next time.
+        let (_, asked) = asked_over_three_reads(&[("slots", 503, ""), ("metrics", 503, "")]);
+        assert_eq!(asked.len(), 6);
     }
 
     #[test]

@@ -154,43 +154,13 @@ async fn load_of(
     target: &AgentlessTarget,
     timeout: Duration,
 ) -> Option<ServerLoad> {
-    let now = std::time::Instant::now();
-    if !target.load_endpoints.worth_asking(now) {
-        return None;
-    }
-    let get = |path: &str| {
-        let url = format!("{}{path}", target.api_url);
-        async move {
-            crate::proxy::get(client, &url, target.authorization.as_ref(), timeout)
-                .await
-                .ok()
-        }
-    };
-    let (status, body) = get("/slots").await?;
-    let no_slots = if status.is_success() {
-        let slots = serde_json::from_slice(&body).ok();
-        if let Some(load) = slots.as_ref().and_then(server_load::from_slots) {
-            target.load_endpoints.record(false, now);
-            return Some(load);
-        }
-        true
-    } else {
-        server_load::not_offered(status.as_u16())
-    };
-    let (status, body) = get("/metrics").await?;
-    let load = status
-        .is_success()
-        .then(|| {
-            std::str::from_utf8(&body)
-                .ok()
-                .and_then(server_load::from_metrics)
-        })
-        .flatten();
-    let no_metrics = status.is_success() || server_load::not_offered(status.as_u16());
-    target
-        .load_endpoints
-        .record(load.is_none() && no_slots && no_metrics, now);
-    load
+    server_load::read(&target.load_endpoints, |path| async move {
+        let url = format!("{}/{path}", target.api_url);
+        let auth = target.authorization.as_ref();
+        let (status, body) = crate::proxy::get(client, &url, auth, timeout).await.ok()?;
+        Some((status.as_u16(), body))
+    })
+    .await
 }
 
 /// A model name the registry accepts; others are left out rather than spoil the list.
