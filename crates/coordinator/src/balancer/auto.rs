@@ -31,9 +31,10 @@
 //!
 //! The cheapest node wins; nodes within 10% (or 50 ms) of the cheapest count as
 //! tied and take turns, so measurement noise does not pile every request on
-//! one of several equal nodes. A node that would queue the request never ties
-//! with a cheapest node that has a free slot: a queue is not noise, even when
-//! the answers are so short that it costs less than the margin. Speeds are the node's observed averages for M
+//! one of several equal nodes. Among tied nodes, those with a free slot go
+//! first: a queue is not noise, even when the answers are so short that it
+//! costs less than the margin (and what another client's request ahead in
+//! that queue costs is not known). Speeds are the node's observed averages for M
 //! (else for any model); a node not measured yet is assumed to be like the
 //! average of the measured candidates; `slots` is the node's `OLLAMA_NUM_PARALLEL` when its agent
 //! reports it (else 1); "resident" comes from the node's `/api/ps` in
@@ -196,12 +197,13 @@ impl Policy for Auto {
             .zip(&estimates)
             .map(|(node, own)| cost(node, placement, *own, neutral))
             .collect();
-        let cheapest = costs
+        // Among the nodes that tie, those with a free slot go first.
+        let limit = TIE_TOLERANCE.limit(costs.iter().copied().fold(f64::INFINITY, f64::min));
+        let free_among_ties = candidates
             .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i);
-        if !queues(&candidates[cheapest]) {
+            .zip(&costs)
+            .any(|(node, cost)| *cost <= limit && !queues(node));
+        if free_among_ties {
             for (cost, node) in costs.iter_mut().zip(candidates) {
                 if queues(node) {
                     *cost = f64::INFINITY;
@@ -341,6 +343,24 @@ mod tests {
         let mut picked = names(&nodes, picks);
         picked.sort();
         assert_eq!(picked, ["busy", "busy", "free", "free"]);
+    }
+
+    #[test]
+    fn a_free_node_within_the_tie_margin_beats_a_slightly_faster_queued_one() {
+        let nodes = vec![node("fast-busy"), node("free")];
+        for n in &nodes {
+            loaded(n, &["m:latest"]);
+        }
+        // 100 tokens: 12 ms on the busy node, 30 ms on the free one; with one
+        // request ahead the busy node costs 24 ms, still the cheapest.
+        speed(&nodes[0], "m:latest", 2, 10_000.0);
+        speed(&nodes[1], "m:latest", 20, 10_000.0);
+        let _running = nodes[0].live.start_request();
+        let policy = Auto::default();
+        let picks: Vec<usize> = (0..4)
+            .map(|_| place_model(&policy, &nodes, "m:latest"))
+            .collect();
+        assert_eq!(names(&nodes, picks), ["free"; 4]);
     }
 
     #[test]

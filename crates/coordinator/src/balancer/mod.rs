@@ -136,13 +136,18 @@ impl Tolerance {
         relative: 1e-9,
         absolute: 0.0,
     };
+
+    /// The highest score that ties with `best`.
+    pub fn limit(self, best: f64) -> f64 {
+        best + (best.abs() * self.relative).max(self.absolute)
+    }
 }
 
 /// Index of the lowest of `scores`; scores within `tolerance` of it count as
 /// tied and take turns through `turn`.
 pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, tolerance: Tolerance) -> usize {
     let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let limit = best + (best.abs() * tolerance.relative).max(tolerance.absolute);
+    let limit = tolerance.limit(best);
     let ties = scores.iter().filter(|s| **s <= limit).count();
     let nth = turn.fetch_add(1, Ordering::Relaxed) % ties.max(1);
     scores

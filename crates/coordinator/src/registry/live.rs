@@ -241,6 +241,9 @@ type SpeedTable = HashMap<String, Arc<Speed>, foldhash::fast::RandomState>;
 #[derive(Debug)]
 pub struct NodeLive {
     in_flight: AtomicU64,
+    /// The most requests in flight since the server's last load report (see
+    /// [`NodeLive::record_server_load`]).
+    in_flight_peak: AtomicU64,
     /// Requests waiting in the router for a slot here (see `proxy`'s hold).
     held: AtomicU64,
     unhealthy: AtomicBool,
@@ -287,6 +290,7 @@ impl Default for NodeLive {
     fn default() -> Self {
         Self {
             in_flight: AtomicU64::new(0),
+            in_flight_peak: AtomicU64::new(0),
             held: AtomicU64::new(0),
             others_busy: AtomicU64::new(NOT_REPORTED),
             unhealthy: AtomicBool::new(false),
@@ -352,16 +356,26 @@ impl NodeLive {
     /// anything, as the part of it that is not this router's: the router's
     /// own requests are counted live, so one that ends before the next report
     /// does not go on weighing on the node.
+    ///
+    /// The server counted the router's requests at some moment before the
+    /// report arrived. Those are taken to be as many as the router had in
+    /// flight at most since the previous report: a request that ran when the
+    /// server looked and ended before its report came is not mistaken for
+    /// another client's. (When the router's own load fell meanwhile, other
+    /// clients' requests may be missed for one report, as before reports.)
     pub fn record_server_load(&self, load: Option<&llm_router_common::ServerLoad>) {
+        let now = self.in_flight();
+        let peak = self.in_flight_peak.swap(now, Ordering::Relaxed).max(now);
         let others = load
             .and_then(llm_router_common::ServerLoad::busy)
-            .map_or(NOT_REPORTED, |busy| busy.saturating_sub(self.in_flight()));
+            .map_or(NOT_REPORTED, |busy| busy.saturating_sub(peak));
         self.others_busy.store(others, Ordering::Relaxed);
     }
 
     /// Counts a request as in flight until the returned guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.in_flight_peak.fetch_max(now, Ordering::Relaxed);
         InFlightGuard {
             live: Arc::clone(self),
         }
@@ -369,11 +383,13 @@ impl NodeLive {
 
     /// Like [`Self::start_request`], unless `cap` requests are in flight already.
     pub fn try_start_request(self: &Arc<Self>, cap: u64) -> Option<InFlightGuard> {
-        self.in_flight
+        let before = self
+            .in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < cap).then_some(n + 1)
             })
             .ok()?;
+        self.in_flight_peak.fetch_max(before + 1, Ordering::Relaxed);
         Some(InFlightGuard {
             live: Arc::clone(self),
         })
@@ -761,6 +777,11 @@ mod tests {
             requests_waiting: Some(waiting),
             ..Default::default()
         };
+        // A request of ours that the server saw but that ended before its
+        // report came is not taken for another client's.
+        drop(live.start_request());
+        live.record_server_load(Some(&report(1, 0)));
+        assert_eq!(live.busy(), 0);
         let ours = live.start_request();
         // The server counts our request and two of another client's.
         live.record_server_load(Some(&report(2, 1)));
