@@ -46,7 +46,7 @@ pub struct OllamaSnapshot {
 pub struct OllamaClient {
     http: reqwest::Client,
     base: Url,
-    /// Whether the server offers a load endpoint, shared by the client's clones.
+    /// Which load endpoints the server lacks, shared by the client's clones.
     load_endpoints: std::sync::Arc<llm_router_common::server_load::LoadEndpoints>,
 }
 

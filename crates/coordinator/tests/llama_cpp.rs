@@ -360,14 +360,7 @@ async fn an_agent_with_the_openai_backend_registers_the_llama_cpp_server_and_cha
 
     let fleet = Fleet::empty_with(|c| c.heartbeat_interval = Duration::from_millis(200)).await;
     let data = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(support::process::binary("llm-router-agent"));
-    command
-        .args(["--backend", "openai", "--api-base", &server.url])
-        .args(["--coordinator-url", &fleet.url(""), "--machine-name", NODE])
-        .env("LLM_ROUTER_DATA_DIR", data.path())
-        .env_remove("OLLAMA_API_BASE")
-        .env_remove("LLM_ROUTER_BACKEND");
-    let agent = Proc::spawn("agent", command);
+    let agent = fleet.openai_agent(&server.url, NODE, data.path());
 
     let node = online_with_both_models(&fleet, NODE).await;
     assert_eq!(node["api_kind"], "openai", "{node:#}");

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fleet::Fleet;
-use support::process::{Proc, binary, eventually_showing};
+use support::process::{Proc, eventually_showing};
 use support::python::{python, python_command, require_modules};
 
 const BUILD_HINT: &str = "build it with `.ci/llama-server python3` (it prints the binary's \
@@ -200,18 +200,6 @@ impl LlamaServer {
     }
 }
 
-/// `llm-router-agent --backend openai` in front of `server`, named `name`.
-fn agent_for(fleet: &Fleet, server: &LlamaServer, name: &str, data: &Path) -> Proc {
-    let mut command = std::process::Command::new(binary("llm-router-agent"));
-    command
-        .args(["--backend", "openai", "--api-base", &server.url])
-        .args(["--coordinator-url", &fleet.url(""), "--machine-name", name])
-        .env("LLM_ROUTER_DATA_DIR", data)
-        .env_remove("OLLAMA_API_BASE")
-        .env_remove("LLM_ROUTER_BACKEND");
-    Proc::spawn(&format!("agent of {name}"), command)
-}
-
 /// The node named `name` once `GET /api/agents` shows `until` true of it.
 async fn node_where(
     fleet: &Fleet,
@@ -269,7 +257,7 @@ async fn agents_report_a_real_llama_servers_slots_and_metrics_and_the_router_pic
     for (name, server) in [("slots-box", &slots_box), ("metrics-box", &metrics_box)] {
         let data = dir.path().join(name);
         std::fs::create_dir_all(&data).unwrap();
-        agents.push(agent_for(&fleet, server, name, &data));
+        agents.push(fleet.openai_agent(&server.url, name, &data));
     }
     for (name, source) in [("slots-box", "/slots"), ("metrics-box", "/metrics")] {
         let node = node_where(

@@ -122,19 +122,7 @@ async fn an_agent_with_the_openai_backend_registers_the_server_as_such() {
     let fleet = Fleet::empty_with(|_| {}).await;
     let server = chat_only_server(Arc::new(AtomicUsize::new(0))).await;
     let data = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(support::process::binary("llm-router-agent"));
-    command
-        .args(["--backend", "openai", "--api-base", &server])
-        .args([
-            "--coordinator-url",
-            &fleet.url(""),
-            "--machine-name",
-            "llama-box",
-        ])
-        .env("LLM_ROUTER_DATA_DIR", data.path())
-        .env_remove("OLLAMA_API_BASE")
-        .env_remove("LLM_ROUTER_BACKEND");
-    let _agent = support::process::Proc::spawn("agent", command);
+    let _agent = fleet.openai_agent(&server, "llama-box", data.path());
     let node = eventually("the node online", DEADLINE, || async {
         let node = fleet.agents().await.into_iter().next()?;
         (node["status"] == "online").then_some(node)

@@ -264,23 +264,6 @@ async fn an_alias_spreads_both_apis_over_ollama_and_openai_nodes() {
     assert_eq!(ids, ["qwen2.5:7b"], "{models}");
 }
 
-/// An agent with `--backend openai` in front of `node`, reporting to `fleet`.
-fn agent_for(fleet: &Fleet, node: &MockNode, data: &std::path::Path) -> support::process::Proc {
-    let mut command = std::process::Command::new(support::process::binary("llm-router-agent"));
-    command
-        .args(["--backend", "openai", "--api-base", &node.url()])
-        .args([
-            "--coordinator-url",
-            &fleet.url(""),
-            "--machine-name",
-            node.name(),
-        ])
-        .env("LLM_ROUTER_DATA_DIR", data)
-        .env_remove("OLLAMA_API_BASE")
-        .env_remove("LLM_ROUTER_BACKEND");
-    support::process::Proc::spawn(node.name(), command)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_report_the_servers_slots_and_requests_go_to_the_free_one() {
     let mut fleet = Fleet::empty_with(|c| {
@@ -304,7 +287,7 @@ async fn agents_report_the_servers_slots_and_requests_go_to_the_free_one() {
         .map(|node| {
             let dir = data.path().join(node.name());
             std::fs::create_dir_all(&dir).unwrap();
-            agent_for(&fleet, node, &dir)
+            fleet.openai_agent(&node.url(), node.name(), &dir)
         })
         .collect();
     support::process::eventually("both nodes online", Duration::from_secs(20), || async {

@@ -168,11 +168,6 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
     wait + load + service + evict + off_plan
 }
 
-/// Whether a request sent to `node` now would wait for one of its slots.
-fn queues(node: &RoutableNode) -> bool {
-    node.live.load() >= u64::from(node.live.parallel().unwrap_or(1))
-}
-
 impl Policy for Auto {
     fn name(&self) -> &'static str {
         "auto"
@@ -202,10 +197,10 @@ impl Policy for Auto {
         let free_among_ties = candidates
             .iter()
             .zip(&costs)
-            .any(|(node, cost)| *cost <= limit && !queues(node));
+            .any(|(node, cost)| *cost <= limit && !node.live.would_queue());
         if free_among_ties {
             for (cost, node) in costs.iter_mut().zip(candidates) {
-                if queues(node) {
+                if node.live.would_queue() {
                     *cost = f64::INFINITY;
                 }
             }

@@ -261,8 +261,9 @@ pub struct NodeLive {
     /// Requests the node runs at once (its OLLAMA_NUM_PARALLEL), 0 when unknown.
     parallel: AtomicU32,
     /// Requests of other clients running and waiting on the node's server, as
-    /// its last report told: what it counted less this router's own requests
-    /// in flight when the report came ([`NOT_REPORTED`] when it reports nothing).
+    /// its last report told: what it counted less the most requests this
+    /// router had in flight since the report before ([`NOT_REPORTED`] when it
+    /// reports nothing; see [`NodeLive::record_server_load`]).
     others_busy: AtomicU64,
     overall: Speed,
     /// Read on every placement without a lock; copied on the rare write (a
@@ -336,6 +337,12 @@ impl NodeLive {
     /// waiting in the router for a slot here.
     pub fn load(&self) -> u64 {
         self.busy() + self.held.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request sent now would wait for a slot: its [`load`](Self::load),
+    /// other clients' requests included, fills every slot (one when unknown).
+    pub fn would_queue(&self) -> bool {
+        self.load() >= u64::from(self.parallel().unwrap_or(1))
     }
 
     /// Whether every slot is busy with this router's requests (known slots only).

@@ -107,8 +107,8 @@ pub struct AgentlessTarget {
     pub reachable: bool,
     /// What the probes send as `Authorization` (the node's own API key).
     pub authorization: Option<axum::http::HeaderValue>,
-    /// Whether its server offers a load endpoint (`/slots`, `/metrics`), as
-    /// the probes found; shared with the node's record.
+    /// Which load endpoints (`/slots`, `/metrics`) its server lacks, as the
+    /// probes found; shared with the node's record.
     pub load_endpoints: Arc<llm_router_common::server_load::LoadEndpoints>,
 }
 
@@ -161,7 +161,7 @@ struct NodeRecord {
     ollama_supervision: Option<String>,
     /// The server's own account of its load, from the last heartbeat.
     server_load: Option<llm_router_common::ServerLoad>,
-    /// For an agentless node: whether its server offers a load endpoint.
+    /// For an agentless node: which load endpoints its server lacks.
     load_endpoints: Arc<llm_router_common::server_load::LoadEndpoints>,
     /// Monotonic time of the last sign of life, for the timeout.
     last_heartbeat: Instant,

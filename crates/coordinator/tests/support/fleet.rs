@@ -116,6 +116,24 @@ impl Fleet {
             .unwrap()
     }
 
+    /// `llm-router-agent --backend openai` in front of the server at `api_base`,
+    /// registering with this coordinator as `name`, its files in `data`.
+    pub fn openai_agent(
+        &self,
+        api_base: &str,
+        name: &str,
+        data: &std::path::Path,
+    ) -> super::process::Proc {
+        let mut command = std::process::Command::new(super::process::binary("llm-router-agent"));
+        command
+            .args(["--backend", "openai", "--api-base", api_base])
+            .args(["--coordinator-url", &self.url(""), "--machine-name", name])
+            .env("LLM_ROUTER_DATA_DIR", data)
+            .env_remove("OLLAMA_API_BASE")
+            .env_remove("LLM_ROUTER_BACKEND");
+        super::process::Proc::spawn(&format!("agent of {name}"), command)
+    }
+
     /// The node that served a response, from the router's header.
     pub fn served_by(response: &reqwest::Response) -> String {
         response.headers()["x-llm-router-node"]
