@@ -220,7 +220,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::balancer::testing::{names, node, place_model};
+    use crate::balancer::testing::{names, node, place, place_model};
     use crate::registry::live::SpeedSample;
 
     fn speed(node: &RoutableNode, model: &str, ttft_ms: u64, tps: f64) {
@@ -326,16 +326,11 @@ mod tests {
         }
         let running = nodes[0].live.start_request();
         let policy = Auto::default();
-        let picks: Vec<usize> = (0..6)
-            .map(|_| place_model(&policy, &nodes, "m:latest"))
-            .collect();
+        let picks = (0..6).map(|_| place(&policy, &nodes));
         assert_eq!(names(&nodes, picks), ["free"; 6]);
         // Both free again: they take turns.
         drop(running);
-        let picks: Vec<usize> = (0..4)
-            .map(|_| place_model(&policy, &nodes, "m:latest"))
-            .collect();
-        let mut picked = names(&nodes, picks);
+        let mut picked = names(&nodes, (0..4).map(|_| place(&policy, &nodes)));
         picked.sort();
         assert_eq!(picked, ["busy", "busy", "free", "free"]);
     }
@@ -352,9 +347,7 @@ mod tests {
         speed(&nodes[1], "m:latest", 20, 10_000.0);
         let _running = nodes[0].live.start_request();
         let policy = Auto::default();
-        let picks: Vec<usize> = (0..4)
-            .map(|_| place_model(&policy, &nodes, "m:latest"))
-            .collect();
+        let picks = (0..4).map(|_| place(&policy, &nodes));
         assert_eq!(names(&nodes, picks), ["free"; 4]);
     }
 
