@@ -12,11 +12,11 @@ use llm_router_common::{ApiKind, NodeId};
 use llm_router_coordinator::balancer::{self, NodeSet, Placement};
 use llm_router_coordinator::config::BalancerMode;
 use llm_router_coordinator::registry::live::SpeedSample;
-use llm_router_coordinator::registry::{NodeLive, RoutableNode};
+use llm_router_coordinator::registry::{Candidate, NodeLive, RoutableNode};
 use tokio::time::Instant;
 
 /// A fleet with varied load, speed and resident models.
-fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
+fn fleet(size: usize) -> Vec<Candidate> {
     (0..size)
         .map(|i| {
             let live = Arc::new(NodeLive::default());
@@ -43,7 +43,7 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
             for _ in 0..(i % 3) {
                 std::mem::forget(live.start_request());
             }
-            Arc::new(RoutableNode {
+            Candidate::new(Arc::new(RoutableNode {
                 id: NodeId::new_v4(),
                 machine_name: format!("node-{i}"),
                 api_url: format!("http://10.0.{}.{}:11434", i / 250, i % 250),
@@ -55,7 +55,7 @@ fn fleet(size: usize) -> Vec<Arc<RoutableNode>> {
                 base: None,
                 name_header: None,
                 live,
-            })
+            }))
         })
         .collect()
 }

@@ -50,14 +50,13 @@
 //! harm of the eviction, so nodes stay warm on the models their share of the
 //! traffic calls for.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use super::latency::DEFAULT_COMPLETION_TOKENS;
 use super::{Placement, Policy, Tolerance, lowest_score};
-use crate::registry::RoutableNode;
 use crate::registry::live::Residency;
+use crate::registry::{Candidate, RoutableNode};
 
 /// Time to first token assumed for a node not measured yet.
 pub(crate) const DEFAULT_TTFT_SECS: f64 = 0.5;
@@ -117,7 +116,7 @@ pub(crate) fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 
 /// The cost described in the module documentation, in seconds, with `neutral`
 /// standing in for what is not measured on this node.
-fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: Estimate) -> f64 {
+fn cost(node: &Candidate, placement: &Placement<'_>, own: Estimate, neutral: Estimate) -> f64 {
     let live = &node.live;
     let ttft = own
         .ttft_secs
@@ -132,8 +131,8 @@ fn cost(node: &RoutableNode, placement: &Placement<'_>, own: Estimate, neutral: 
         .or(neutral.tokens)
         .unwrap_or(DEFAULT_COMPLETION_TOKENS);
     let service = ttft + tokens / tps;
-    let slots = f64::from(live.parallel().unwrap_or(1));
-    let in_flight = live.load() as f64;
+    let slots = f64::from(node.load.parallel().unwrap_or(1));
+    let in_flight = node.load.load() as f64;
     let wait = (in_flight + 1.0 - slots).max(0.0) * service / slots;
     let load = || live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
     // Under a plan, a node it does not give this model, or one not warm for
@@ -173,7 +172,7 @@ impl Policy for Auto {
         "auto"
     }
 
-    fn select(&self, candidates: &[Arc<RoutableNode>], placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[Candidate], placement: &Placement<'_>) -> usize {
         if candidates.len() == 1 {
             return 0;
         }
@@ -197,10 +196,10 @@ impl Policy for Auto {
         let free_among_ties = candidates
             .iter()
             .zip(&costs)
-            .any(|(node, cost)| *cost <= limit && !node.live.would_queue());
+            .any(|(node, cost)| *cost <= limit && !node.load.would_queue());
         if free_among_ties {
             for (cost, node) in costs.iter_mut().zip(candidates) {
-                if node.live.would_queue() {
+                if node.load.would_queue() {
                     *cost = f64::INFINITY;
                 }
             }
@@ -220,7 +219,9 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::balancer::testing::{names, node, place, place_model};
+    use std::sync::Arc;
+
+    use crate::balancer::testing::{candidates, names, node, place, place_model};
     use crate::registry::live::SpeedSample;
 
     fn speed(node: &RoutableNode, model: &str, ttft_ms: u64, tps: f64) {
@@ -302,7 +303,7 @@ mod tests {
                 planned: Some(&planned),
                 assigned,
             };
-            nodes[Auto::default().select(&nodes, &placement)]
+            nodes[Auto::default().select(&candidates(&nodes), &placement)]
                 .machine_name
                 .clone()
         };

@@ -7,11 +7,10 @@
 //! of two equal nodes. A node with no observations yet wins its comparison,
 //! so every node gets measured.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Placement, Policy};
-use crate::registry::RoutableNode;
+use crate::registry::{Candidate, RoutableNode};
 
 /// Completion length assumed before any request of the model finished.
 pub const DEFAULT_COMPLETION_TOKENS: f64 = 256.0;
@@ -60,9 +59,9 @@ pub fn expected_service_secs(node: &RoutableNode, model: &str) -> Option<f64> {
 }
 
 /// Expected seconds for `node` to finish this request given its load; `None` unmeasured.
-fn score(node: &RoutableNode, model: &str) -> Option<f64> {
-    let slots = f64::from(node.live.parallel().unwrap_or(1));
-    let load = 1.0 + node.live.load() as f64 / slots;
+fn score(node: &Candidate, model: &str) -> Option<f64> {
+    let slots = f64::from(node.load.parallel().unwrap_or(1));
+    let load = 1.0 + node.load.load() as f64 / slots;
     expected_service_secs(node, model).map(|secs| secs * load)
 }
 
@@ -80,7 +79,7 @@ impl Policy for Latency {
         "latency"
     }
 
-    fn select(&self, candidates: &[Arc<RoutableNode>], placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[Candidate], placement: &Placement<'_>) -> usize {
         let n = candidates.len();
         if n == 1 {
             return 0;

@@ -1,10 +1,9 @@
 //! Least connections: the candidate with the fewest requests in flight; ties take turns.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::{Placement, Policy, lowest};
-use crate::registry::RoutableNode;
+use crate::registry::Candidate;
 
 #[derive(Debug, Default)]
 pub struct LeastConnections {
@@ -16,8 +15,8 @@ impl Policy for LeastConnections {
         "least_connections"
     }
 
-    fn select(&self, candidates: &[Arc<RoutableNode>], _placement: &Placement<'_>) -> usize {
-        lowest(candidates, &self.turn, |n| n.live.load() as f64)
+    fn select(&self, candidates: &[Candidate], _placement: &Placement<'_>) -> usize {
+        lowest(candidates, &self.turn, |n| super::count(n.load.load()))
     }
 }
 

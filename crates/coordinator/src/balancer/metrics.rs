@@ -2,11 +2,10 @@
 //! When every candidate is above 80% CPU the scores say little, so it falls
 //! back to round-robin.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Placement, Policy, lowest};
-use crate::registry::RoutableNode;
+use crate::registry::Candidate;
 
 /// CPU load above which a node counts as saturated.
 const SATURATED_CPU_PERCENT: f32 = 80.0;
@@ -18,10 +17,8 @@ pub struct MetricsScore {
 }
 
 /// The seed's score of a node: lower is better.
-pub fn score(node: &RoutableNode) -> f64 {
-    f64::from(node.live.cpu_percent())
-        + f64::from(node.live.memory_percent())
-        + 10.0 * node.live.load() as f64
+pub fn score(node: &Candidate) -> f64 {
+    node.load.pressure() + 10.0 * super::count(node.load.load())
 }
 
 impl Policy for MetricsScore {
@@ -29,10 +26,10 @@ impl Policy for MetricsScore {
         "metrics"
     }
 
-    fn select(&self, candidates: &[Arc<RoutableNode>], _placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[Candidate], _placement: &Placement<'_>) -> usize {
         if candidates
             .iter()
-            .all(|n| n.live.cpu_percent() > SATURATED_CPU_PERCENT)
+            .all(|n| n.load.cpu_percent() > SATURATED_CPU_PERCENT)
         {
             return self.round_robin.fetch_add(1, Ordering::Relaxed) % candidates.len();
         }
@@ -44,6 +41,7 @@ impl Policy for MetricsScore {
 mod tests {
     use super::*;
     use crate::balancer::testing::{names, node, place};
+    use crate::registry::RoutableNode;
 
     fn load(node: &RoutableNode, cpu: f32, memory: f32) {
         node.live.record_heartbeat(cpu, memory, None, None);

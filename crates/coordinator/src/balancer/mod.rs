@@ -2,8 +2,11 @@
 //! healthy nodes that hold its model) and what the request says, pick one.
 //!
 //! One small trait, one file per policy, built from [`BalancerMode`] by
-//! [`build`]. Policies read only the immutable snapshot and per-node atomics
-//! ([`NodeLive`](crate::registry::NodeLive)), never a lock of the registry.
+//! [`build`]. Policies read only the immutable snapshot and per-node atomics,
+//! never a lock of the registry: each [`Candidate`] carries its node's line
+//! of the [load table](crate::registry::load), so the policies that weigh
+//! load alone read adjacent cache lines, and `auto` and `latency` read speeds
+//! and resident models from the node's [`NodeLive`](crate::registry::NodeLive).
 //!
 //! - [`round_robin`]: each request to the next node in turn;
 //! - [`least_connections`]: fewest requests in flight;
@@ -17,6 +20,7 @@ pub mod least_connections;
 pub mod metrics;
 pub mod round_robin;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use llm_router_common::NodeId;
 use tokio::time::Instant;
 
 use crate::config::BalancerMode;
-use crate::registry::RoutableNode;
+use crate::registry::Candidate;
 
 /// What a policy knows about the request it places.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +92,7 @@ pub trait Policy: Send + Sync + Debug {
     fn name(&self) -> &'static str;
 
     /// Index into `candidates` (never empty) of the node to try next.
-    fn select(&self, candidates: &[Arc<RoutableNode>], placement: &Placement<'_>) -> usize;
+    fn select(&self, candidates: &[Candidate], placement: &Placement<'_>) -> usize;
 
     /// Whether, under a placement plan, a request whose chosen node has
     /// every slot busy waits in the router and is placed again when a slot
@@ -114,12 +118,28 @@ pub fn build(mode: BalancerMode) -> Box<dyn Policy> {
 /// Picks the candidate with the lowest score; equal scores (within 1e-9 relative)
 /// take turns through `turn`, so ties never always go to the first node.
 pub(crate) fn lowest(
-    candidates: &[Arc<RoutableNode>],
+    candidates: &[Candidate],
     turn: &AtomicUsize,
-    mut score: impl FnMut(&RoutableNode) -> f64,
+    mut score: impl FnMut(&Candidate) -> f64,
 ) -> usize {
-    let scores: Vec<f64> = candidates.iter().map(|n| score(n)).collect();
-    lowest_score(&scores, turn, Tolerance::EXACT)
+    SCORES.with_borrow_mut(|scores| {
+        scores.clear();
+        scores.extend(candidates.iter().map(&mut score));
+        lowest_score(scores, turn, Tolerance::EXACT)
+    })
+}
+
+thread_local! {
+    /// [`lowest`]'s scores, kept from one placement to the next on each
+    /// thread rather than allocated for each.
+    static SCORES: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A count of requests as a score. Through `i64`, which converts in one
+/// instruction where `u64` takes several: a count is far below 2^63, where
+/// the two agree.
+pub(crate) fn count(requests: u64) -> f64 {
+    requests as i64 as f64
 }
 
 /// How close two scores must be to count as a tie: within `relative` of the
@@ -144,18 +164,56 @@ impl Tolerance {
 }
 
 /// Index of the lowest of `scores`; scores within `tolerance` of it count as
-/// tied and take turns through `turn`.
+/// tied and take turns through `turn`. NaN scores are never chosen (index 0
+/// when every score is NaN).
+///
+/// Passes over a flat slice that the compiler vectorizes: the minimum (in
+/// [`LANES`] independent lanes, so no step waits on the one before), the
+/// count of ties, then the turn's tie, found by counting the ties of whole
+/// [`BLOCK`]s until the one that holds it, which alone is walked.
 pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, tolerance: Tolerance) -> usize {
-    let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let limit = tolerance.limit(best);
-    let ties = scores.iter().filter(|s| **s <= limit).count();
-    let nth = turn.fetch_add(1, Ordering::Relaxed) % ties.max(1);
-    scores
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| **s <= limit)
-        .nth(nth)
-        .map_or(0, |(i, _)| i)
+    let limit = tolerance.limit(minimum(scores));
+    let ties_in = |scores: &[f64]| scores.iter().filter(|s| **s <= limit).count();
+    let ties = ties_in(scores);
+    if ties == 0 {
+        return 0;
+    }
+    let mut nth = turn.fetch_add(1, Ordering::Relaxed) % ties;
+    for (b, block) in scores.chunks(BLOCK).enumerate() {
+        let here = ties_in(block);
+        if nth < here {
+            return block
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s <= limit)
+                .nth(nth)
+                .map_or(0, |(i, _)| b * BLOCK + i);
+        }
+        nth -= here;
+    }
+    0
+}
+
+/// Lanes of [`minimum`]'s running minima.
+const LANES: usize = 8;
+
+/// Scores [`lowest_score`] counts ties of at once, to skip to the turn's.
+const BLOCK: usize = 64;
+
+/// The lowest of `scores`, ignoring NaN (infinity when there is none).
+fn minimum(scores: &[f64]) -> f64 {
+    // `if score < lane` rather than `f64::min`: one instruction per lane,
+    // and a NaN score compares false, so it is skipped all the same.
+    let lower = |lane: f64, score: f64| if score < lane { score } else { lane };
+    let mut lanes = [f64::INFINITY; LANES];
+    let chunks = scores.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, score) in lanes.iter_mut().zip(chunk) {
+            *lane = lower(*lane, *score);
+        }
+    }
+    rest.iter().copied().chain(lanes).fold(f64::INFINITY, lower)
 }
 
 #[cfg(test)]
@@ -168,7 +226,7 @@ pub(crate) mod testing {
     use llm_router_common::{ApiKind, NodeId};
 
     use super::{Placement, Policy};
-    use crate::registry::{NodeLive, RoutableNode};
+    use crate::registry::{Candidate, NodeLive, RoutableNode};
 
     pub fn node(name: &str) -> Arc<RoutableNode> {
         Arc::new(RoutableNode {
@@ -199,7 +257,12 @@ pub(crate) mod testing {
             planned: None,
             assigned: None,
         };
-        policy.select(nodes, &placement)
+        policy.select(&candidates(nodes), &placement)
+    }
+
+    /// `nodes` as a policy's candidates, in the same order.
+    pub fn candidates(nodes: &[Arc<RoutableNode>]) -> Vec<Candidate> {
+        nodes.iter().cloned().map(Candidate::new).collect()
     }
 
     pub fn names(

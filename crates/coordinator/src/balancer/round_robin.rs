@@ -1,10 +1,9 @@
 //! Round-robin: each request to the next candidate in turn.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Placement, Policy};
-use crate::registry::RoutableNode;
+use crate::registry::Candidate;
 
 #[derive(Debug, Default)]
 pub struct RoundRobin {
@@ -16,7 +15,7 @@ impl Policy for RoundRobin {
         "round_robin"
     }
 
-    fn select(&self, candidates: &[Arc<RoutableNode>], _placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[Candidate], _placement: &Placement<'_>) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()
     }
 }

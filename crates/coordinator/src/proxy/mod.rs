@@ -49,7 +49,9 @@ use crate::admission::{Admission, Gate};
 use crate::balancer::{self, Placement, Policy, RoutePlan};
 use crate::config::ProxySettings;
 use crate::registry::live::{HealthChange, SLOT_FREED};
-use crate::registry::{InFlightGuard, NodeRegistry, RoutableNode, RoutableSnapshot, validate};
+use crate::registry::{
+    Candidate, InFlightGuard, NodeRegistry, RoutableNode, RoutableSnapshot, validate,
+};
 use body::{BodyHealth, FailureReport, ProxiedBody, Tap, error_chain};
 use error::ProxyError;
 use llm_router_common::{ApiKind, NodeId};
@@ -509,14 +511,18 @@ impl Proxy {
         let embedding = is_embedding(request.endpoint());
         // Without aliases, the snapshot's list for the model; with them, the
         // nodes holding any of its names.
-        let holders: Vec<&Arc<RoutableNode>> = match &names {
-            None => snapshot.holders(model).iter().collect(),
-            Some(_) => snapshot.nodes.iter().filter(|node| holds(node)).collect(),
+        let holders: Vec<Candidate> = match &names {
+            None => snapshot.holders(model).to_vec(),
+            Some(_) => snapshot
+                .nodes
+                .iter()
+                .filter(|node| holds(node))
+                .map(|node| Candidate::new(Arc::clone(node)))
+                .collect(),
         };
-        let (mut pool, mut reserve): (Vec<Arc<RoutableNode>>, Vec<Arc<RoutableNode>>) = holders
+        let (mut pool, mut reserve): (Vec<Candidate>, Vec<Candidate>) = holders
             .into_iter()
             .filter(|node| node.api == ApiKind::Ollama || !ollama_only)
-            .cloned()
             // A node that said it cannot embed is the last resort for embeddings.
             .partition(|node| {
                 let refused = embedding && node.live.cannot_embed();
@@ -568,7 +574,7 @@ impl Proxy {
         let mut hold_until: Option<Instant> = None;
         let cap = self.settings.admission.max_in_flight_per_node as u64;
         // Nodes passed over because `cap` requests are in flight on them.
-        let mut full: Vec<Arc<RoutableNode>> = Vec::new();
+        let mut full: Vec<Candidate> = Vec::new();
         let mut wait_until: Option<Instant> = None;
         let max_attempts = self.settings.max_attempts.max(1) as usize;
         let mut failures: Vec<String> = Vec::new();
@@ -638,7 +644,7 @@ impl Proxy {
                 name: node.machine_name.clone(),
             });
             match self
-                .attempt(&node, guard, request, model, tried, admission)
+                .attempt(&node.node, guard, request, model, tried, admission)
                 .await
             {
                 Ok(response) => {
@@ -709,7 +715,7 @@ impl Proxy {
             node.live.forget_model(model);
             let client = self.local_client().clone();
             let timeout = self.settings.first_byte_timeout;
-            let node = Arc::clone(node);
+            let node = Arc::clone(&node.node);
             let model = model.to_owned();
             tokio::spawn(async move {
                 let sent = tokio::time::timeout(timeout, async {
@@ -961,10 +967,10 @@ impl Proxy {
 }
 
 /// Moves the nodes of `pool` that have `cap` requests in flight to `full`.
-fn move_full(pool: &mut Vec<Arc<RoutableNode>>, full: &mut Vec<Arc<RoutableNode>>, cap: u64) {
+fn move_full(pool: &mut Vec<Candidate>, full: &mut Vec<Candidate>, cap: u64) {
     let mut i = 0;
     while i < pool.len() {
-        if pool[i].live.in_flight() >= cap {
+        if pool[i].load.in_flight() >= cap {
             full.push(pool.swap_remove(i));
         } else {
             i += 1;

@@ -2,9 +2,11 @@
 //! and `ArcSwap`s shared by the registry and every snapshot the node appears
 //! in: the request path takes no lock here, nor the registry's.
 //!
-//! - in-flight count, with an RAII guard that can never make it negative;
+//! - in-flight count, with an RAII guard that can never make it negative,
+//!   load from heartbeats (CPU, memory) and the parallel slots the node has:
+//!   the node's line of the [load table](super::load), which policies read
+//!   without coming here;
 //! - health as seen by the proxy: a state machine with hysteresis;
-//! - load from heartbeats (CPU, memory) and the parallel slots the node has;
 //! - observed speed: EWMAs of time to first token, tokens per second and model
 //!   load time, per node and per model;
 //! - the models believed resident in memory: the last heartbeat's list,
@@ -18,6 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
+use super::load::NodeLoad;
 use crate::admission::Signal;
 
 /// Weight of a new observation in the speed averages.
@@ -240,12 +243,9 @@ type SpeedTable = HashMap<String, Arc<Speed>, foldhash::fast::RandomState>;
 /// Counters of a node that change on every request or heartbeat.
 #[derive(Debug)]
 pub struct NodeLive {
-    in_flight: AtomicU64,
-    /// The most requests in flight since the server's last load report (see
-    /// [`NodeLive::record_server_load`]).
-    in_flight_peak: AtomicU64,
-    /// Requests waiting in the router for a slot here (see `proxy`'s hold).
-    held: AtomicU64,
+    /// In flight, held, slots, CPU and memory: this node's line of the
+    /// [load table](super::load), which policies read without coming here.
+    load: &'static NodeLoad,
     unhealthy: AtomicBool,
     consecutive_failures: AtomicU32,
     consecutive_successes: AtomicU32,
@@ -256,15 +256,6 @@ pub struct NodeLive {
     /// When (ms after `epoch`) the node last came back; 0 never.
     recovered_at_ms: AtomicU64,
     epoch: Instant,
-    cpu_percent_bits: AtomicU32,
-    memory_percent_bits: AtomicU32,
-    /// Requests the node runs at once (its OLLAMA_NUM_PARALLEL), 0 when unknown.
-    parallel: AtomicU32,
-    /// Requests of other clients running and waiting on the node's server, as
-    /// its last report told: what it counted less the most requests this
-    /// router had in flight since the report before ([`NOT_REPORTED`] when it
-    /// reports nothing; see [`NodeLive::record_server_load`]).
-    others_busy: AtomicU64,
     overall: Speed,
     /// Read on every placement without a lock; copied on the rare write (a
     /// model's first finished request here).
@@ -290,19 +281,13 @@ pub const NO_EMBEDDINGS_FOR: Duration = Duration::from_secs(600);
 impl Default for NodeLive {
     fn default() -> Self {
         Self {
-            in_flight: AtomicU64::new(0),
-            in_flight_peak: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-            others_busy: AtomicU64::new(NOT_REPORTED),
+            load: NodeLoad::allocate(),
             unhealthy: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             consecutive_successes: AtomicU32::new(0),
             relapses: AtomicU32::new(0),
             recovered_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            cpu_percent_bits: AtomicU32::new(0),
-            memory_percent_bits: AtomicU32::new(0),
-            parallel: AtomicU32::new(0),
             overall: Speed::default(),
             per_model: ArcSwap::from_pointee(SpeedTable::default()),
             load_ms: Ewma::default(),
@@ -315,45 +300,45 @@ impl Default for NodeLive {
     }
 }
 
-/// [`NodeLive`]'s `others_busy` when the server reports nothing.
-const NOT_REPORTED: u64 = u64::MAX;
+impl Drop for NodeLive {
+    fn drop(&mut self) {
+        self.load.release();
+    }
+}
 
 impl NodeLive {
+    /// This node's line of the load table: what placement reads.
+    pub fn load_line(&self) -> &'static NodeLoad {
+        self.load
+    }
+
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.load.in_flight()
     }
 
-    /// The requests the node is busy with: this router's in flight, and those
-    /// of other clients that its server last reported running and waiting.
+    /// See [`NodeLoad::busy`].
     pub fn busy(&self) -> u64 {
-        let own = self.in_flight();
-        match self.others_busy.load(Ordering::Relaxed) {
-            NOT_REPORTED => own,
-            others => own + others,
-        }
+        self.load.busy()
     }
 
-    /// What the policies weigh: [`busy`](Self::busy), plus the requests
-    /// waiting in the router for a slot here.
+    /// See [`NodeLoad::load`].
     pub fn load(&self) -> u64 {
-        self.busy() + self.held.load(Ordering::Relaxed)
+        self.load.load()
     }
 
-    /// Whether a request sent now would wait for a slot: its [`load`](Self::load),
-    /// other clients' requests included, fills every slot (one when unknown).
+    /// See [`NodeLoad::would_queue`].
     pub fn would_queue(&self) -> bool {
-        self.load() >= u64::from(self.parallel().unwrap_or(1))
+        self.load.would_queue()
     }
 
-    /// Whether every slot is busy with this router's requests (known slots only).
+    /// See [`NodeLoad::saturated`].
     pub fn saturated(&self) -> bool {
-        self.parallel()
-            .is_some_and(|slots| self.in_flight() >= u64::from(slots))
+        self.load.saturated()
     }
 
     /// Counts a request waiting in the router for this node until dropped.
     pub fn hold(self: &Arc<Self>) -> HeldGuard {
-        self.held.fetch_add(1, Ordering::Relaxed);
+        self.load.held.fetch_add(1, Ordering::Relaxed);
         HeldGuard {
             live: Arc::clone(self),
         }
@@ -371,18 +356,14 @@ impl NodeLive {
     /// another client's. (When the router's own load fell meanwhile, other
     /// clients' requests may be missed for one report, as before reports.)
     pub fn record_server_load(&self, load: Option<&llm_router_common::ServerLoad>) {
-        let now = self.in_flight();
-        let peak = self.in_flight_peak.swap(now, Ordering::Relaxed).max(now);
-        let others = load
-            .and_then(llm_router_common::ServerLoad::busy)
-            .map_or(NOT_REPORTED, |busy| busy.saturating_sub(peak));
-        self.others_busy.store(others, Ordering::Relaxed);
+        self.load
+            .record_others(load.and_then(llm_router_common::ServerLoad::busy));
     }
 
     /// Counts a request as in flight until the returned guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
-        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.in_flight_peak.fetch_max(now, Ordering::Relaxed);
+        let now = self.load.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.load.in_flight_peak.fetch_max(now, Ordering::Relaxed);
         InFlightGuard {
             live: Arc::clone(self),
         }
@@ -391,12 +372,15 @@ impl NodeLive {
     /// Like [`Self::start_request`], unless `cap` requests are in flight already.
     pub fn try_start_request(self: &Arc<Self>, cap: u64) -> Option<InFlightGuard> {
         let before = self
+            .load
             .in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < cap).then_some(n + 1)
             })
             .ok()?;
-        self.in_flight_peak.fetch_max(before + 1, Ordering::Relaxed);
+        self.load
+            .in_flight_peak
+            .fetch_max(before + 1, Ordering::Relaxed);
         Some(InFlightGuard {
             live: Arc::clone(self),
         })
@@ -460,17 +444,16 @@ impl NodeLive {
     // ---- load ----
 
     pub fn cpu_percent(&self) -> f32 {
-        f32::from_bits(self.cpu_percent_bits.load(Ordering::Relaxed))
+        self.load.cpu_percent()
     }
 
     pub fn memory_percent(&self) -> f32 {
-        f32::from_bits(self.memory_percent_bits.load(Ordering::Relaxed))
+        self.load.memory_percent()
     }
 
-    /// Parallel request slots, when the node told us.
+    /// See [`NodeLoad::parallel`].
     pub fn parallel(&self) -> Option<u32> {
-        let n = self.parallel.load(Ordering::Relaxed);
-        (n > 0).then_some(n)
+        self.load.parallel()
     }
 
     /// Stores what a heartbeat said about load, slots and resident models.
@@ -481,17 +464,15 @@ impl NodeLive {
         parallel: Option<u32>,
         loaded: Option<Vec<String>>,
     ) {
-        self.cpu_percent_bits
-            .store(cpu_percent.to_bits(), Ordering::Relaxed);
-        self.memory_percent_bits
-            .store(memory_percent.to_bits(), Ordering::Relaxed);
+        self.load.record_machine(cpu_percent, memory_percent);
         self.record_registration(parallel, loaded);
     }
 
     /// Stores what a registration (or heartbeat) said about slots and, when it
     /// listed them, the models resident in memory.
     pub fn record_registration(&self, parallel: Option<u32>, loaded: Option<Vec<String>>) {
-        self.parallel
+        self.load
+            .parallel
             .store(parallel.unwrap_or(0), Ordering::Relaxed);
         if let Some(loaded) = loaded {
             let current = self.resident.load();
@@ -724,7 +705,7 @@ pub struct HeldGuard {
 
 impl Drop for HeldGuard {
     fn drop(&mut self) {
-        self.live.held.fetch_sub(1, Ordering::Relaxed);
+        self.live.load.held.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -737,7 +718,7 @@ pub struct InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.live.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.live.load.in_flight.fetch_sub(1, Ordering::SeqCst);
         SLOT_FREED.notify();
     }
 }
@@ -766,7 +747,7 @@ mod tests {
         let live = Arc::new(NodeLive::default());
         let running = live.start_request();
         assert!(!live.saturated(), "slots not reported: never full");
-        live.parallel.store(1, Ordering::Relaxed);
+        live.load.parallel.store(1, Ordering::Relaxed);
         assert!(live.saturated());
         let held = [live.hold(), live.hold()];
         assert_eq!((live.busy(), live.load()), (1, 3));

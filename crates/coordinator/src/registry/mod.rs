@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod live;
+pub mod load;
 pub mod persist;
 pub mod snapshot;
 pub mod store;
@@ -32,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::auth::secret::{Digest, generate_token};
 use persist::PersistQueue;
-pub use snapshot::{ApiBase, InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
+pub use snapshot::{ApiBase, Candidate, InFlightGuard, NodeLive, RoutableNode, RoutableSnapshot};
 use store::PersistedNode;
 
 /// Why a node is offline. [`OfflineReason::text`] is what operators see, and

@@ -13,6 +13,7 @@ use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use llm_router_common::{ApiKind, NodeId, canonical_model_name};
 
 pub use super::live::{InFlightGuard, NodeLive};
+use super::load::NodeLoad;
 
 /// What routing needs to know about one online node.
 #[derive(Debug, Default)]
@@ -94,6 +95,31 @@ impl RoutableNode {
     }
 }
 
+/// A node as placement sees it: the node, and its line of the
+/// [load table](super::load) at hand, so that a policy weighing thousands of
+/// candidates reads their load from adjacent lines instead of through each
+/// node. It dereferences to the node.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub node: Arc<RoutableNode>,
+    pub load: &'static NodeLoad,
+}
+
+impl Candidate {
+    pub fn new(node: Arc<RoutableNode>) -> Self {
+        let load = node.live.load_line();
+        Self { node, load }
+    }
+}
+
+impl std::ops::Deref for Candidate {
+    type Target = RoutableNode;
+
+    fn deref(&self) -> &RoutableNode {
+        &self.node
+    }
+}
+
 /// Every node that may receive new requests right now, and per model the
 /// ones that hold it, so a request finds its candidates with one lookup
 /// instead of a pass over the fleet.
@@ -101,18 +127,19 @@ impl RoutableNode {
 pub struct RoutableSnapshot {
     pub nodes: Vec<Arc<RoutableNode>>,
     /// Per model (canonical name), the nodes holding it, in `nodes`' order.
-    by_model: HashMap<String, Vec<Arc<RoutableNode>>>,
+    by_model: HashMap<String, Vec<Candidate>>,
 }
 
 impl RoutableSnapshot {
     pub fn new(nodes: Vec<Arc<RoutableNode>>) -> Self {
-        let mut by_model: HashMap<String, Vec<Arc<RoutableNode>>> = HashMap::new();
+        let mut by_model: HashMap<String, Vec<Candidate>> = HashMap::new();
         for node in &nodes {
             for model in &node.models {
+                let candidate = Candidate::new(Arc::clone(node));
                 match by_model.get_mut(model.as_str()) {
-                    Some(holders) => holders.push(Arc::clone(node)),
+                    Some(holders) => holders.push(candidate),
                     None => {
-                        by_model.insert(model.clone(), vec![Arc::clone(node)]);
+                        by_model.insert(model.clone(), vec![candidate]);
                     }
                 }
             }
@@ -121,14 +148,14 @@ impl RoutableSnapshot {
     }
 
     /// Online nodes that hold `canonical_model`, in the snapshot's order.
-    pub fn holders(&self, canonical_model: &str) -> &[Arc<RoutableNode>] {
+    pub fn holders(&self, canonical_model: &str) -> &[Candidate] {
         self.by_model
             .get(canonical_model)
             .map_or(&[], Vec::as_slice)
     }
 
     /// Online nodes that hold `model` (any spelling Ollama accepts).
-    pub fn candidates_for(&self, model: &str) -> &[Arc<RoutableNode>] {
+    pub fn candidates_for(&self, model: &str) -> &[Candidate] {
         self.holders(&canonical_model_name(model))
     }
 
