@@ -1,5 +1,6 @@
-//! Node selection cost of each policy with 1,000 and 10,000 candidates, and
-//! of `auto` under a placement plan
+//! Node selection cost of each policy with 1,000 and 10,000 candidates, of
+//! `auto` under a placement plan, and of a request's whole choice of node:
+//! its candidates taken from the snapshot's list and one chosen
 //! (`cargo bench -p llm-router-coordinator --bench selection`).
 
 use std::collections::HashSet;
@@ -11,6 +12,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use llm_router_common::{ApiKind, NodeId};
 use llm_router_coordinator::balancer::{self, NodeSet, Placement};
 use llm_router_coordinator::config::BalancerMode;
+use llm_router_coordinator::proxy::split_candidates;
 use llm_router_coordinator::registry::live::SpeedSample;
 use llm_router_coordinator::registry::{Candidate, NodeLive, RoutableNode};
 use tokio::time::Instant;
@@ -63,7 +65,8 @@ fn fleet(size: usize) -> Vec<Candidate> {
 fn selection(c: &mut Criterion) {
     let mut group = c.benchmark_group("select");
     for size in [1_000, 10_000] {
-        let nodes = fleet(size);
+        let fleet = fleet(size);
+        let nodes: Vec<&Candidate> = fleet.iter().collect();
         for mode in [
             BalancerMode::RoundRobin,
             BalancerMode::LeastConnections,
@@ -84,6 +87,25 @@ fn selection(c: &mut Criterion) {
                 });
             });
         }
+        // What the proxy does for each request: split the snapshot's list
+        // for the model (no node unhealthy here), then choose.
+        let policy = balancer::build(BalancerMode::LeastConnections);
+        group.bench_with_input(
+            BenchmarkId::new("split_and_least_connections", size),
+            &fleet,
+            |b, fleet| {
+                b.iter(|| {
+                    let placement = Placement {
+                        model: "m:latest",
+                        now: Instant::now(),
+                        planned: None,
+                        assigned: None,
+                    };
+                    let (pool, _reserve) = split_candidates(black_box(fleet), false, false);
+                    black_box(policy.select(&pool, &placement))
+                });
+            },
+        );
         // `auto` under a placement plan that gives the model every other
         // candidate, and another model the rest.
         let planned: NodeSet = nodes.iter().step_by(2).map(|n| n.id).collect();

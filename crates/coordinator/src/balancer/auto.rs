@@ -172,7 +172,7 @@ impl Policy for Auto {
         "auto"
     }
 
-    fn select(&self, candidates: &[Candidate], placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[&Candidate], placement: &Placement<'_>) -> usize {
         if candidates.len() == 1 {
             return 0;
         }
@@ -303,7 +303,9 @@ mod tests {
                 planned: Some(&planned),
                 assigned,
             };
-            nodes[Auto::default().select(&candidates(&nodes), &placement)]
+            let candidates = candidates(&nodes);
+            let pool: Vec<_> = candidates.iter().collect();
+            nodes[Auto::default().select(&pool, &placement)]
                 .machine_name
                 .clone()
         };

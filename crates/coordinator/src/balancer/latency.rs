@@ -79,7 +79,7 @@ impl Policy for Latency {
         "latency"
     }
 
-    fn select(&self, candidates: &[Candidate], placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[&Candidate], placement: &Placement<'_>) -> usize {
         let n = candidates.len();
         if n == 1 {
             return 0;
@@ -88,8 +88,8 @@ impl Policy for Latency {
         let first = (draw % n as u64) as usize;
         let second = (first + 1 + ((draw >> 32) % (n as u64 - 1)) as usize) % n;
         let (a, b) = (
-            score(&candidates[first], placement.model),
-            score(&candidates[second], placement.model),
+            score(candidates[first], placement.model),
+            score(candidates[second], placement.model),
         );
         if clearly_sooner(b, a) { second } else { first }
     }

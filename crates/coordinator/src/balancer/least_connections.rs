@@ -15,7 +15,7 @@ impl Policy for LeastConnections {
         "least_connections"
     }
 
-    fn select(&self, candidates: &[Candidate], _placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[&Candidate], _placement: &Placement<'_>) -> usize {
         lowest(candidates, &self.turn, |n| super::count(n.load.load()))
     }
 }

@@ -26,7 +26,7 @@ impl Policy for MetricsScore {
         "metrics"
     }
 
-    fn select(&self, candidates: &[Candidate], _placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[&Candidate], _placement: &Placement<'_>) -> usize {
         if candidates
             .iter()
             .all(|n| n.load.cpu_percent() > SATURATED_CPU_PERCENT)

@@ -92,7 +92,7 @@ pub trait Policy: Send + Sync + Debug {
     fn name(&self) -> &'static str;
 
     /// Index into `candidates` (never empty) of the node to try next.
-    fn select(&self, candidates: &[Candidate], placement: &Placement<'_>) -> usize;
+    fn select(&self, candidates: &[&Candidate], placement: &Placement<'_>) -> usize;
 
     /// Whether, under a placement plan, a request whose chosen node has
     /// every slot busy waits in the router and is placed again when a slot
@@ -118,13 +118,13 @@ pub fn build(mode: BalancerMode) -> Box<dyn Policy> {
 /// Picks the candidate with the lowest score; equal scores (within 1e-9 relative)
 /// take turns through `turn`, so ties never always go to the first node.
 pub(crate) fn lowest(
-    candidates: &[Candidate],
+    candidates: &[&Candidate],
     turn: &AtomicUsize,
     mut score: impl FnMut(&Candidate) -> f64,
 ) -> usize {
     SCORES.with_borrow_mut(|scores| {
         scores.clear();
-        scores.extend(candidates.iter().map(&mut score));
+        scores.extend(candidates.iter().map(|node| score(node)));
         lowest_score(scores, turn, Tolerance::EXACT)
     })
 }
@@ -257,7 +257,7 @@ pub(crate) mod testing {
             planned: None,
             assigned: None,
         };
-        policy.select(&candidates(nodes), &placement)
+        policy.select(&candidates(nodes).iter().collect::<Vec<_>>(), &placement)
     }
 
     /// `nodes` as a policy's candidates, in the same order.

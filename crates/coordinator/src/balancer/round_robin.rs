@@ -15,7 +15,7 @@ impl Policy for RoundRobin {
         "round_robin"
     }
 
-    fn select(&self, candidates: &[Candidate], _placement: &Placement<'_>) -> usize {
+    fn select(&self, candidates: &[&Candidate], _placement: &Placement<'_>) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()
     }
 }

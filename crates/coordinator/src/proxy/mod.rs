@@ -511,8 +511,8 @@ impl Proxy {
         let embedding = is_embedding(request.endpoint());
         // Without aliases, the snapshot's list for the model; with them, the
         // nodes holding any of its names.
-        let holders: Vec<Candidate> = match &names {
-            None => snapshot.holders(model).to_vec(),
+        let aliased: Vec<Candidate> = match &names {
+            None => Vec::new(),
             Some(_) => snapshot
                 .nodes
                 .iter()
@@ -520,14 +520,11 @@ impl Proxy {
                 .map(|node| Candidate::new(Arc::clone(node)))
                 .collect(),
         };
-        let (mut pool, mut reserve): (Vec<Candidate>, Vec<Candidate>) = holders
-            .into_iter()
-            .filter(|node| node.api == ApiKind::Ollama || !ollama_only)
-            // A node that said it cannot embed is the last resort for embeddings.
-            .partition(|node| {
-                let refused = embedding && node.live.cannot_embed();
-                !node.live.is_unhealthy() && !refused
-            });
+        let holders = match &names {
+            None => snapshot.holders(model),
+            Some(_) => &aliased,
+        };
+        let (mut pool, mut reserve) = split_candidates(holders, ollama_only, embedding);
         if pool.is_empty() && reserve.is_empty() {
             let elsewhere = ollama_only
                 && snapshot
@@ -574,7 +571,7 @@ impl Proxy {
         let mut hold_until: Option<Instant> = None;
         let cap = self.settings.admission.max_in_flight_per_node as u64;
         // Nodes passed over because `cap` requests are in flight on them.
-        let mut full: Vec<Candidate> = Vec::new();
+        let mut full: Vec<&Candidate> = Vec::new();
         let mut wait_until: Option<Instant> = None;
         let max_attempts = self.settings.max_attempts.max(1) as usize;
         let mut failures: Vec<String> = Vec::new();
@@ -655,7 +652,7 @@ impl Proxy {
                 }
                 Err(failure) => {
                     if failure.counts_against_node {
-                        log_health_change(&node, node.live.record_failure(self.settings.health));
+                        log_health_change(node, node.live.record_failure(self.settings.health));
                     }
                     let next = if failures.len() + 1 >= max_attempts {
                         "no attempts left"
@@ -966,8 +963,27 @@ impl Proxy {
     }
 }
 
+/// `holders` split for a request: the nodes to choose from, and those tried
+/// only as a last resort (out of rotation after failures, or, for an
+/// embedding, having said they cannot embed). With `ollama_only`, nodes
+/// speaking only OpenAI's API are left out. The candidates are borrowed, so
+/// placing a request touches no node's reference count.
+pub fn split_candidates(
+    holders: &[Candidate],
+    ollama_only: bool,
+    embedding: bool,
+) -> (Vec<&Candidate>, Vec<&Candidate>) {
+    holders
+        .iter()
+        .filter(|node| !ollama_only || node.api == ApiKind::Ollama)
+        .partition(|node| {
+            let refused = embedding && node.live.cannot_embed();
+            !node.load.unhealthy() && !refused
+        })
+}
+
 /// Moves the nodes of `pool` that have `cap` requests in flight to `full`.
-fn move_full(pool: &mut Vec<Candidate>, full: &mut Vec<Candidate>, cap: u64) {
+fn move_full<'a>(pool: &mut Vec<&'a Candidate>, full: &mut Vec<&'a Candidate>, cap: u64) {
     let mut i = 0;
     while i < pool.len() {
         if pool[i].load.in_flight() >= cap {

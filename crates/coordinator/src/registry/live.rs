@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -246,7 +246,6 @@ pub struct NodeLive {
     /// In flight, held, slots, CPU and memory: this node's line of the
     /// [load table](super::load), which policies read without coming here.
     load: &'static NodeLoad,
-    unhealthy: AtomicBool,
     consecutive_failures: AtomicU32,
     consecutive_successes: AtomicU32,
     /// Times in a row the node failed again soon after it came back: each
@@ -282,7 +281,6 @@ impl Default for NodeLive {
     fn default() -> Self {
         Self {
             load: NodeLoad::allocate(),
-            unhealthy: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             consecutive_successes: AtomicU32::new(0),
             relapses: AtomicU32::new(0),
@@ -390,7 +388,7 @@ impl NodeLive {
 
     /// Whether the proxy should avoid the node (it is then tried only as a last resort).
     pub fn is_unhealthy(&self) -> bool {
-        self.unhealthy.load(Ordering::Relaxed)
+        self.load.unhealthy()
     }
 
     /// Records a failed request or probe.
@@ -398,7 +396,7 @@ impl NodeLive {
         self.consecutive_successes.store(0, Ordering::Relaxed);
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= thresholds.unhealthy_after.max(1)
-            && !self.unhealthy.swap(true, Ordering::Relaxed)
+            && !self.load.unhealthy.swap(true, Ordering::Relaxed)
         {
             let recovered = self.recovered_at_ms.load(Ordering::Relaxed);
             let relapsed = recovered != 0
@@ -417,7 +415,7 @@ impl NodeLive {
     /// Records a successful request or probe.
     pub fn record_success(&self, thresholds: HealthThresholds) -> Option<HealthChange> {
         // The common case (healthy, no failures) is two plain loads.
-        if !self.unhealthy.load(Ordering::Relaxed) {
+        if !self.load.unhealthy() {
             if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
             }
@@ -426,7 +424,7 @@ impl NodeLive {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let successes = self.consecutive_successes.fetch_add(1, Ordering::Relaxed) + 1;
         let needed = thresholds.healthy_after.max(1) << self.relapses.load(Ordering::Relaxed);
-        if successes >= needed && self.unhealthy.swap(false, Ordering::Relaxed) {
+        if successes >= needed && self.load.unhealthy.swap(false, Ordering::Relaxed) {
             self.consecutive_successes.store(0, Ordering::Relaxed);
             self.recovered_at_ms
                 .store(self.millis_now().max(1), Ordering::Relaxed);

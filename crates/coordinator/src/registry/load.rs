@@ -15,7 +15,7 @@
 //! therefore holds as many lines as the most nodes ever known at once.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Lines allocated at once when the free list is empty.
 const CHUNK: usize = 256;
@@ -43,6 +43,9 @@ pub struct NodeLoad {
     /// cpu% + memory% (f64 bits), summed once per heartbeat rather than on
     /// every placement.
     pressure_bits: AtomicU64,
+    /// Out of rotation after failures (see the health state machine in
+    /// [`NodeLive`](super::NodeLive)): read for every candidate of a request.
+    pub(super) unhealthy: AtomicBool,
 }
 
 impl NodeLoad {
@@ -56,6 +59,7 @@ impl NodeLoad {
             cpu_percent_bits: AtomicU32::new(0),
             memory_percent_bits: AtomicU32::new(0),
             pressure_bits: AtomicU64::new(0),
+            unhealthy: AtomicBool::new(false),
         }
     }
 
@@ -97,6 +101,12 @@ impl NodeLoad {
         ] {
             counter.store(0, Ordering::Relaxed);
         }
+        self.unhealthy.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the proxy avoids the node (it is then tried only as a last resort).
+    pub fn unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> u64 {
