@@ -973,13 +973,21 @@ pub fn split_candidates(
     ollama_only: bool,
     embedding: bool,
 ) -> (Vec<&Candidate>, Vec<&Candidate>) {
-    holders
-        .iter()
-        .filter(|node| !ollama_only || node.api == ApiKind::Ollama)
-        .partition(|node| {
-            let refused = embedding && node.live.cannot_embed();
-            !node.load.unhealthy() && !refused
-        })
+    // Sized for the usual case, where every holder can take the request.
+    let mut pool = Vec::with_capacity(holders.len());
+    let mut reserve = Vec::new();
+    for node in holders {
+        if ollama_only && node.api != ApiKind::Ollama {
+            continue;
+        }
+        let refused = embedding && node.live.cannot_embed();
+        if node.load.unhealthy() || refused {
+            reserve.push(node);
+        } else {
+            pool.push(node);
+        }
+    }
+    (pool, reserve)
 }
 
 /// Moves the nodes of `pool` that have `cap` requests in flight to `full`.
