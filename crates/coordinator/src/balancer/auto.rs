@@ -131,8 +131,8 @@ fn cost(node: &Candidate, placement: &Placement<'_>, own: Estimate, neutral: Est
         .or(neutral.tokens)
         .unwrap_or(DEFAULT_COMPLETION_TOKENS);
     let service = ttft + tokens / tps;
-    let slots = f64::from(node.load.parallel().unwrap_or(1));
-    let in_flight = node.load.load() as f64;
+    let slots = f64::from(node.line().parallel().unwrap_or(1));
+    let in_flight = node.line().load() as f64;
     let wait = (in_flight + 1.0 - slots).max(0.0) * service / slots;
     let load = || live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
     // Under a plan, a node it does not give this model, or one not warm for
@@ -196,10 +196,10 @@ impl Policy for Auto {
         let free_among_ties = candidates
             .iter()
             .zip(&costs)
-            .any(|(node, cost)| *cost <= limit && !node.load.would_queue());
+            .any(|(node, cost)| *cost <= limit && !node.line().would_queue());
         if free_among_ties {
             for (cost, node) in costs.iter_mut().zip(candidates) {
-                if node.load.would_queue() {
+                if node.line().would_queue() {
                     *cost = f64::INFINITY;
                 }
             }

@@ -60,8 +60,8 @@ pub fn expected_service_secs(node: &RoutableNode, model: &str) -> Option<f64> {
 
 /// Expected seconds for `node` to finish this request given its load; `None` unmeasured.
 fn score(node: &Candidate, model: &str) -> Option<f64> {
-    let slots = f64::from(node.load.parallel().unwrap_or(1));
-    let load = 1.0 + node.load.load() as f64 / slots;
+    let slots = f64::from(node.line().parallel().unwrap_or(1));
+    let load = 1.0 + node.line().load() as f64 / slots;
     expected_service_secs(node, model).map(|secs| secs * load)
 }
 

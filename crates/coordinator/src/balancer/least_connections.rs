@@ -16,7 +16,7 @@ impl Policy for LeastConnections {
     }
 
     fn select(&self, candidates: &[&Candidate], _placement: &Placement<'_>) -> usize {
-        lowest(candidates, &self.turn, |n| super::count(n.load.load()))
+        lowest(candidates, &self.turn, |n| super::count(n.line().load()))
     }
 }
 

@@ -18,7 +18,7 @@ pub struct MetricsScore {
 
 /// The seed's score of a node: lower is better.
 pub fn score(node: &Candidate) -> f64 {
-    node.load.pressure() + 10.0 * super::count(node.load.load())
+    node.line().pressure() + 10.0 * super::count(node.line().load())
 }
 
 impl Policy for MetricsScore {
@@ -29,7 +29,7 @@ impl Policy for MetricsScore {
     fn select(&self, candidates: &[&Candidate], _placement: &Placement<'_>) -> usize {
         if candidates
             .iter()
-            .all(|n| n.load.cpu_percent() > SATURATED_CPU_PERCENT)
+            .all(|n| n.line().cpu_percent() > SATURATED_CPU_PERCENT)
         {
             return self.round_robin.fetch_add(1, Ordering::Relaxed) % candidates.len();
         }

@@ -641,7 +641,7 @@ impl Proxy {
                 name: node.machine_name.clone(),
             });
             match self
-                .attempt(&node.node, guard, request, model, tried, admission)
+                .attempt(node.node(), guard, request, model, tried, admission)
                 .await
             {
                 Ok(response) => {
@@ -712,7 +712,7 @@ impl Proxy {
             node.live.forget_model(model);
             let client = self.local_client().clone();
             let timeout = self.settings.first_byte_timeout;
-            let node = Arc::clone(&node.node);
+            let node = Arc::clone(node.node());
             let model = model.to_owned();
             tokio::spawn(async move {
                 let sent = tokio::time::timeout(timeout, async {
@@ -981,7 +981,7 @@ pub fn split_candidates(
             continue;
         }
         let refused = embedding && node.live.cannot_embed();
-        if node.load.unhealthy() || refused {
+        if node.line().unhealthy() || refused {
             reserve.push(node);
         } else {
             pool.push(node);
@@ -994,7 +994,7 @@ pub fn split_candidates(
 fn move_full<'a>(pool: &mut Vec<&'a Candidate>, full: &mut Vec<&'a Candidate>, cap: u64) {
     let mut i = 0;
     while i < pool.len() {
-        if pool[i].load.in_flight() >= cap {
+        if pool[i].line().in_flight() >= cap {
             full.push(pool.swap_remove(i));
         } else {
             i += 1;

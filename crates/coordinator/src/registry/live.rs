@@ -305,7 +305,9 @@ impl Drop for NodeLive {
 }
 
 impl NodeLive {
-    /// This node's line of the load table: what placement reads.
+    /// This node's line of the load table: what placement reads. It is this
+    /// node's only while this `NodeLive` lives (then another node's): keep it
+    /// beside a reference to the node, as [`Candidate`](super::Candidate) does.
     pub fn load_line(&self) -> &'static NodeLoad {
         self.load
     }

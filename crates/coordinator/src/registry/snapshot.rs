@@ -101,14 +101,24 @@ impl RoutableNode {
 /// node. It dereferences to the node.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    pub node: Arc<RoutableNode>,
-    pub load: &'static NodeLoad,
+    node: Arc<RoutableNode>,
+    /// `node`'s line, which stays its own while `node` is held here.
+    line: &'static NodeLoad,
 }
 
 impl Candidate {
     pub fn new(node: Arc<RoutableNode>) -> Self {
-        let load = node.live.load_line();
-        Self { node, load }
+        let line = node.live.load_line();
+        Self { node, line }
+    }
+
+    pub fn node(&self) -> &Arc<RoutableNode> {
+        &self.node
+    }
+
+    /// The node's load: in flight, slots, CPU and memory, health.
+    pub fn line(&self) -> &'static NodeLoad {
+        self.line
     }
 }
 
