@@ -131,7 +131,8 @@ pub(crate) fn lowest(
 
 thread_local! {
     /// [`lowest`]'s scores, kept from one placement to the next on each
-    /// thread rather than allocated for each.
+    /// thread rather than allocated for each. (A score closure must not
+    /// place a request itself: the buffer is borrowed while it runs.)
     static SCORES: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -175,10 +176,11 @@ pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, tolerance: Tolera
     let limit = tolerance.limit(minimum(scores));
     let ties_in = |scores: &[f64]| scores.iter().filter(|s| **s <= limit).count();
     let ties = ties_in(scores);
+    let turn = turn.fetch_add(1, Ordering::Relaxed);
     if ties == 0 {
         return 0;
     }
-    let mut nth = turn.fetch_add(1, Ordering::Relaxed) % ties;
+    let mut nth = turn % ties;
     for (b, block) in scores.chunks(BLOCK).enumerate() {
         let here = ties_in(block);
         if nth < here {

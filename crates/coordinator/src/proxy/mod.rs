@@ -967,7 +967,7 @@ impl Proxy {
 /// only as a last resort (out of rotation after failures, or, for an
 /// embedding, having said they cannot embed). With `ollama_only`, nodes
 /// speaking only OpenAI's API are left out. The candidates are borrowed, so
-/// placing a request touches no node's reference count.
+/// splitting touches no node's reference count.
 pub fn split_candidates(
     holders: &[Candidate],
     ollama_only: bool,

@@ -1,6 +1,8 @@
 //! What changes about a node on every request or heartbeat, kept in atomics
 //! and `ArcSwap`s shared by the registry and every snapshot the node appears
-//! in: the request path takes no lock here, nor the registry's.
+//! in: the request path takes no lock here, nor the registry's. (Creating
+//! and dropping a `NodeLive` takes the load table's free-list lock, once:
+//! registrations and removals, not requests.)
 //!
 //! - in-flight count, with an RAII guard that can never make it negative,
 //!   load from heartbeats (CPU, memory) and the parallel slots the node has:
@@ -308,7 +310,7 @@ impl NodeLive {
     /// This node's line of the load table: what placement reads. It is this
     /// node's only while this `NodeLive` lives (then another node's): keep it
     /// beside a reference to the node, as [`Candidate`](super::Candidate) does.
-    pub fn load_line(&self) -> &'static NodeLoad {
+    pub(super) fn load_line(&self) -> &'static NodeLoad {
         self.load
     }
 

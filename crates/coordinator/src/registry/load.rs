@@ -7,7 +7,8 @@
 //! read missed the cache. Here every node has one cache line, [`NodeLoad`],
 //! in chunks of adjacent lines: nodes that registered together sit side by
 //! side, and a candidate list holds a plain reference to each line
-//! ([`Candidate`](super::Candidate)), so a scan walks memory nearly in order.
+//! ([`Candidate`](super::Candidate)), sorted by where the line is, so a scan
+//! reads a compact table forward.
 //!
 //! Chunks are never returned to the allocator: a node's line goes back to a
 //! free list when its `NodeLive` is dropped (no snapshot, candidate or

@@ -2,8 +2,10 @@
 //!
 //! Writers (registration, heartbeats, health changes) mark it out of date and
 //! the next reader builds a new [`RoutableSnapshot`], published with
-//! `ArcSwap`; a request does one `load()`, then reads each node's live state
-//! ([`NodeLive`]: atomics and `ArcSwap`s, no lock).
+//! `ArcSwap`; a request does one `load()`, then reads its candidates' load
+//! from their lines of the [load table](super::load) and, for the policies
+//! that weigh speed or resident models, their [`NodeLive`] (atomics and
+//! `ArcSwap`s; no lock either way).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -117,8 +119,13 @@ impl Candidate {
     }
 
     /// The node's load: in flight, slots, CPU and memory, health.
-    pub fn line(&self) -> &'static NodeLoad {
+    pub fn line(&self) -> &NodeLoad {
         self.line
+    }
+
+    /// Where the line is: lists sorted by it scan the table in memory order.
+    fn line_address(&self) -> usize {
+        std::ptr::from_ref(self.line).addr()
     }
 }
 
@@ -136,7 +143,8 @@ impl std::ops::Deref for Candidate {
 #[derive(Debug, Default)]
 pub struct RoutableSnapshot {
     pub nodes: Vec<Arc<RoutableNode>>,
-    /// Per model (canonical name), the nodes holding it, in `nodes`' order.
+    /// Per model (canonical name), the nodes holding it, in the order of
+    /// their load lines in memory.
     by_model: HashMap<String, Vec<Candidate>>,
 }
 
@@ -154,10 +162,15 @@ impl RoutableSnapshot {
                 }
             }
         }
+        // Nodes are listed by id (random), their lines by when they
+        // registered: in line order, a policy's scan reads the table forward.
+        for holders in by_model.values_mut() {
+            holders.sort_unstable_by_key(Candidate::line_address);
+        }
         Self { nodes, by_model }
     }
 
-    /// Online nodes that hold `canonical_model`, in the snapshot's order.
+    /// Online nodes that hold `canonical_model`.
     pub fn holders(&self, canonical_model: &str) -> &[Candidate] {
         self.by_model
             .get(canonical_model)
@@ -208,6 +221,31 @@ mod tests {
         assert_eq!(names("llama3.2"), ["a"]);
         assert_eq!(names("qwen2.5:7b"), ["b"]);
         assert!(names("qwen2.5").is_empty());
+    }
+
+    #[test]
+    fn a_models_candidates_are_listed_in_the_order_of_their_load_lines() {
+        let nodes: Vec<Arc<RoutableNode>> = (0..20)
+            .map(|i| {
+                Arc::new(RoutableNode {
+                    id: NodeId::new_v4(),
+                    machine_name: format!("n{i}"),
+                    models: HashSet::from(["m:latest".to_owned()]),
+                    live: Arc::default(),
+                    ..RoutableNode::default()
+                })
+            })
+            .collect();
+        // Given newest first: left in that order, the lines (mostly handed
+        // out in order) would run backwards.
+        let snapshot = RoutableSnapshot::new(nodes.into_iter().rev().collect());
+        let addresses: Vec<usize> = snapshot
+            .holders("m:latest")
+            .iter()
+            .map(Candidate::line_address)
+            .collect();
+        assert_eq!(addresses.len(), 20);
+        assert!(addresses.is_sorted(), "{addresses:?}");
     }
 
     #[test]
