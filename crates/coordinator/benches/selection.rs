@@ -62,6 +62,16 @@ fn fleet(size: usize) -> Vec<Candidate> {
         .collect()
 }
 
+/// A request for `m:latest` now, under `planned` and `assigned`.
+fn placement<'a>(planned: Option<&'a NodeSet>, assigned: Option<&'a NodeSet>) -> Placement<'a> {
+    Placement {
+        model: "m:latest",
+        now: Instant::now(),
+        planned,
+        assigned,
+    }
+}
+
 fn selection(c: &mut Criterion) {
     let mut group = c.benchmark_group("select");
     for size in [1_000, 10_000] {
@@ -76,15 +86,7 @@ fn selection(c: &mut Criterion) {
         ] {
             let policy = balancer::build(mode);
             group.bench_with_input(BenchmarkId::new(policy.name(), size), &nodes, |b, nodes| {
-                b.iter(|| {
-                    let placement = Placement {
-                        model: "m:latest",
-                        now: Instant::now(),
-                        planned: None,
-                        assigned: None,
-                    };
-                    black_box(policy.select(black_box(nodes), &placement))
-                });
+                b.iter(|| black_box(policy.select(black_box(nodes), &placement(None, None))));
             });
         }
         // What the proxy does for each request: split the snapshot's list
@@ -95,14 +97,8 @@ fn selection(c: &mut Criterion) {
             &fleet,
             |b, fleet| {
                 b.iter(|| {
-                    let placement = Placement {
-                        model: "m:latest",
-                        now: Instant::now(),
-                        planned: None,
-                        assigned: None,
-                    };
                     let (pool, _reserve) = split_candidates(black_box(fleet), false, false);
-                    black_box(policy.select(&pool, &placement))
+                    black_box(policy.select(&pool, &placement(None, None)))
                 });
             },
         );
@@ -116,13 +112,8 @@ fn selection(c: &mut Criterion) {
             &nodes,
             |b, nodes| {
                 b.iter(|| {
-                    let placement = Placement {
-                        model: "m:latest",
-                        now: Instant::now(),
-                        planned: Some(&planned),
-                        assigned: Some(&assigned),
-                    };
-                    black_box(policy.select(black_box(nodes), &placement))
+                    let request = placement(Some(&planned), Some(&assigned));
+                    black_box(policy.select(black_box(nodes), &request))
                 });
             },
         );

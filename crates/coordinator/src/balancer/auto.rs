@@ -132,7 +132,7 @@ fn cost(node: &Candidate, placement: &Placement<'_>, own: Estimate, neutral: Est
         .unwrap_or(DEFAULT_COMPLETION_TOKENS);
     let service = ttft + tokens / tps;
     let slots = f64::from(node.line().parallel().unwrap_or(1));
-    let in_flight = node.line().load() as f64;
+    let in_flight = super::count(node.line().load());
     let wait = (in_flight + 1.0 - slots).max(0.0) * service / slots;
     let load = || live.load_ms().map_or(DEFAULT_LOAD_SECS, |ms| ms / 1000.0);
     // Under a plan, a node it does not give this model, or one not warm for

@@ -61,7 +61,7 @@ pub fn expected_service_secs(node: &RoutableNode, model: &str) -> Option<f64> {
 /// Expected seconds for `node` to finish this request given its load; `None` unmeasured.
 fn score(node: &Candidate, model: &str) -> Option<f64> {
     let slots = f64::from(node.line().parallel().unwrap_or(1));
-    let load = 1.0 + node.line().load() as f64 / slots;
+    let load = 1.0 + super::count(node.line().load()) / slots;
     expected_service_secs(node, model).map(|secs| secs * load)
 }
 

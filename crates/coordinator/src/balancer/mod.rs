@@ -174,7 +174,8 @@ impl Tolerance {
 /// [`BLOCK`]s until the one that holds it, which alone is walked.
 pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, tolerance: Tolerance) -> usize {
     let limit = tolerance.limit(minimum(scores));
-    let ties_in = |scores: &[f64]| scores.iter().filter(|s| **s <= limit).count();
+    let tied = |s: &&f64| **s <= limit;
+    let ties_in = |scores: &[f64]| scores.iter().filter(tied).count();
     let ties = ties_in(scores);
     let turn = turn.fetch_add(1, Ordering::Relaxed);
     if ties == 0 {
@@ -187,7 +188,7 @@ pub(crate) fn lowest_score(scores: &[f64], turn: &AtomicUsize, tolerance: Tolera
             return block
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| **s <= limit)
+                .filter(|(_, s)| tied(s))
                 .nth(nth)
                 .map_or(0, |(i, _)| b * BLOCK + i);
         }

@@ -511,18 +511,18 @@ impl Proxy {
         let embedding = is_embedding(request.endpoint());
         // Without aliases, the snapshot's list for the model; with them, the
         // nodes holding any of its names.
-        let aliased: Vec<Candidate> = match &names {
-            None => Vec::new(),
-            Some(_) => snapshot
-                .nodes
-                .iter()
-                .filter(|node| holds(node))
-                .map(|node| Candidate::new(Arc::clone(node)))
-                .collect(),
-        };
+        let aliased: Vec<Candidate>;
         let holders = match &names {
             None => snapshot.holders(model),
-            Some(_) => &aliased,
+            Some(_) => {
+                aliased = snapshot
+                    .nodes
+                    .iter()
+                    .filter(|node| holds(node))
+                    .map(|node| Candidate::new(Arc::clone(node)))
+                    .collect();
+                &aliased
+            }
         };
         let (mut pool, mut reserve) = split_candidates(holders, ollama_only, embedding);
         if pool.is_empty() && reserve.is_empty() {

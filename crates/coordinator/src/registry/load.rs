@@ -85,24 +85,27 @@ impl NodeLoad {
             .push(self);
     }
 
+    /// Back to what [`NodeLoad::new`] holds. Every field is named, so a
+    /// field added later cannot be left out.
     fn reset(&self) {
-        for counter in [
-            &self.in_flight,
-            &self.in_flight_peak,
-            &self.held,
-            &self.others_busy,
-            &self.pressure_bits,
-        ] {
+        let NodeLoad {
+            in_flight,
+            in_flight_peak,
+            held,
+            others_busy,
+            parallel,
+            cpu_percent_bits,
+            memory_percent_bits,
+            pressure_bits,
+            unhealthy,
+        } = self;
+        for counter in [in_flight, in_flight_peak, held, others_busy, pressure_bits] {
             counter.store(0, Ordering::Relaxed);
         }
-        for counter in [
-            &self.parallel,
-            &self.cpu_percent_bits,
-            &self.memory_percent_bits,
-        ] {
+        for counter in [parallel, cpu_percent_bits, memory_percent_bits] {
             counter.store(0, Ordering::Relaxed);
         }
-        self.unhealthy.store(false, Ordering::Relaxed);
+        unhealthy.store(false, Ordering::Relaxed);
     }
 
     /// Whether the proxy avoids the node (it is then tried only as a last resort).
